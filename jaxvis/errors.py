@@ -1,0 +1,30 @@
+"""The errors jaxvis raises at its edges.
+
+Every error names the offending thing and, where there is a finite set of valid choices,
+lists them. The CLI prints ``str(error)`` as one line and exits non-zero.
+"""
+
+
+class JaxvisError(Exception):
+    """Base class: a problem with the user's input, reported as one clear line."""
+
+
+class WeightFileError(JaxvisError):
+    """A weight file cannot be read: truncated, corrupted, hostile or of the wrong kind."""
+
+
+class ConversionError(JaxvisError):
+    """Source tensors do not fit the model: a missing or unused key, or a wrong shape."""
+
+
+class UnknownNameError(JaxvisError, KeyError):
+    """An unknown model, layer, source or weight name."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown(kind: str, name: str, valid) -> UnknownNameError:
+    """``UnknownNameError`` for ``name`` that lists the valid choices of ``kind``."""
+    valid = list(valid)
+    return UnknownNameError(f"unknown {kind} {name!r}; valid: {', '.join(map(str, valid))}")

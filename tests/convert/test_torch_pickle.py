@@ -1,0 +1,272 @@
+"""Tests for the torch-free ``.pth`` reader: both formats, views, 2017 files, hostile input."""
+
+import io
+import os
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+
+from jaxvis.convert.torch_pickle import load_pth, load_state_dict
+from jaxvis.errors import WeightFileError
+
+NEEDS_TORCH = "torch writes the reference files"
+MAGIC = 0x1950A86A20F9469CFC6C
+FORMATS = {"zip": True, "legacy": False}
+
+
+def _save(torch, obj, path, fmt):
+    torch.save(obj, path, _use_new_zipfile_serialization=FORMATS[fmt])
+    return path
+
+
+def _as_numpy(t):
+    return t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.detach().numpy()
+
+
+def _assert_one_line(err):
+    assert "\n" not in str(err.value) and str(err.value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_dtypes_and_views(tmp_path, fmt):
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    base = torch.arange(12, dtype=torch.float32)
+    matrix = torch.randn(3, 4, dtype=torch.float64)
+    shared = torch.arange(10, dtype=torch.int64)
+    state = {
+        "f32": torch.randn(2, 3), "f64": matrix, "f16": torch.randn(5).half(),
+        "bf16": torch.randn(4).bfloat16(), "i64": torch.arange(-3, 3),
+        "i32": torch.tensor([1, -2], dtype=torch.int32), "u8": torch.tensor([0, 7, 255], dtype=torch.uint8),
+        "i8": torch.tensor([-128, 127], dtype=torch.int8), "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5), "param": torch.nn.Parameter(torch.randn(2, 2)),
+        "transposed": matrix.t(), "slice": base[3:9], "strided": base.view(3, 4)[:, 1::2],
+        "share_a": shared[:4], "share_b": shared[4:].view(2, 3), "empty": torch.zeros(0, 3),
+        "nested": {"inner": torch.ones(2, dtype=torch.int16)},
+    }
+    loaded = load_pth(_save(torch, state, tmp_path / "m.pth", fmt))
+    assert set(loaded) == set(state)
+    for key, tensor in {**state, "nested": state["nested"]["inner"]}.items():
+        ours = loaded["nested"]["inner"] if key == "nested" else loaded[key]
+        expected = _as_numpy(tensor)
+        if key == "bf16":
+            ours = ours.astype(np.float32)
+        assert ours.dtype == expected.dtype and ours.shape == expected.shape, key
+        np.testing.assert_array_equal(ours, expected, err_msg=key)
+        assert ours.flags.c_contiguous and ours.flags.owndata, key
+    assert str(loaded["bf16"].dtype) in ("bfloat16", "float32")
+    # Views were copied out of the shared storage: writing one leaves the other alone.
+    loaded["share_a"][0] = 99
+    assert loaded["share_b"][0, 0] == 4
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_real_module_state_dict(tmp_path, fmt):
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
+    model(torch.randn(2, 3, 8, 8))  # moves the BatchNorm running statistics
+    state = model.state_dict()
+    loaded = load_state_dict(_save(torch, state, tmp_path / "model.pth", fmt))
+    assert list(loaded) == list(state)
+    for key, tensor in state.items():
+        assert loaded[key].dtype == tensor.numpy().dtype
+        np.testing.assert_array_equal(loaded[key], tensor.numpy(), err_msg=key)
+    assert loaded["1.num_batches_tracked"].dtype == np.int64
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_load_state_dict_unwraps_and_flattens(tmp_path, fmt):
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    checkpoint = {"epoch": 7, "arch": "tiny",
+                  "state_dict": {"enc": {"w": torch.ones(2)}, "head.b": torch.zeros(1)}}
+    loaded = load_state_dict(_save(torch, checkpoint, tmp_path / "ckpt.pth", fmt))
+    assert sorted(loaded) == ["enc.w", "head.b"]
+    np.testing.assert_array_equal(loaded["enc.w"], np.ones(2, np.float32))
+
+
+def test_load_state_dict_without_tensors(tmp_path):
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    path = tmp_path / "meta.pth"
+    torch.save({"epoch": 3, "name": "x"}, path)
+    with pytest.raises(WeightFileError, match="holds no tensors") as err:
+        load_state_dict(path)
+    _assert_one_line(err)
+
+
+# --- a 2017-era legacy file, written opcode by opcode as Python 2's pickle would -------------
+
+def _py2_str(text):  # SHORT_BINSTRING: a Python 2 ``str``
+    data = text.encode("latin1")
+    return b"U" + bytes([len(data)]) + data
+
+
+def _int(value):
+    return b"J" + struct.pack("<i", value)
+
+
+def _tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def _global(module, name):
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def _rebuild_4(storage_type, key, numel, offset, size, stride):
+    """``torch._utils._rebuild_tensor(storage, offset, size, stride)`` of torch 0.3."""
+    storage = _tuple(_py2_str("storage"), _global("torch", storage_type), _py2_str(key),
+                     _py2_str("cpu"), _int(numel), b"N") + b"Q"
+    args = _tuple(storage, _int(offset), _tuple(*map(_int, size)), _tuple(*map(_int, stride)))
+    return _global("torch._utils", "_rebuild_tensor") + args + b"R"
+
+
+def test_legacy_2017_rebuild_tensor(tmp_path):
+    floats = np.arange(8, dtype=np.float32) * 1.5
+    longs = np.array([5, -6, 7], dtype=np.int64)
+    main = (b"\x80\x02" + _global("collections", "OrderedDict") + b")R(" +
+            _py2_str("conv.weight") + _rebuild_4("FloatStorage", "140", 8, 2, (3, 2), (1, 3)) +
+            _py2_str("conv.bias") + _rebuild_4("FloatStorage", "140", 8, 0, (2,), (1,)) +
+            _py2_str("steps") + _rebuild_4("LongStorage", "141", 3, 0, (3,), (1,)) + b"u.")
+    keys = b"\x80\x02](" + _py2_str("140") + _py2_str("141") + b"e."
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (
+        MAGIC, 1001, {"protocol_version": 1001, "little_endian": True,
+                      "type_sizes": {"short": 2, "int": 4, "long": 8}}))
+    body = b"".join(struct.pack("<q", a.size) + a.tobytes() for a in (floats, longs))
+    path = tmp_path / "old.pth"
+    path.write_bytes(header + main + keys + body)
+    loaded = load_state_dict(path)
+    np.testing.assert_array_equal(loaded["conv.weight"], floats[2:].reshape(2, 3).T)
+    np.testing.assert_array_equal(loaded["conv.bias"], floats[:2])
+    np.testing.assert_array_equal(loaded["steps"], longs)
+    # Cut inside the storage bytes: reported as truncation, naming the storage.
+    path.write_bytes(header + main + keys + body[:-10])
+    with pytest.raises(WeightFileError, match=r"truncated: storage '141' needs 24 bytes, 14"):
+        load_pth(path)
+
+
+# --- hostile and broken files (torch-free) ---------------------------------------------------
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _hostile_zip(path, payload):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/data/0", b"\0" * 16)
+
+
+def _hostile_legacy(path, payload):
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (MAGIC, 1001, {"little_endian": True}))
+    path.write_bytes(header + payload + pickle.dumps([], protocol=2))
+
+
+@pytest.mark.parametrize("write", [_hostile_zip, _hostile_legacy], ids=["zip", "legacy"])
+def test_hostile_global_is_refused(tmp_path, write):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"weight": _Evil(marker)}, protocol=2)
+    write(tmp_path / "model.pth", payload)
+    with pytest.raises(WeightFileError) as err:
+        load_pth(tmp_path / "model.pth")
+    message = str(err.value)
+    assert f"{os.system.__module__}.system" in message and "refusing to load" in message
+    assert "_rebuild_tensor" in message  # the allow-list is named
+    _assert_one_line(err)
+    assert not marker.exists()
+
+
+def test_hostile_persistent_id_and_geometry(tmp_path):
+    # A storage id with a non-storage type, and a tensor that reaches past its storage.
+    # _hostile_zip's data/0 holds 16 bytes: 4 float32.
+    _hostile_zip(tmp_path / "a.pth", b"\x80\x02(X\x07\x00\x00\x00storageK\x01X\x01\x00\x00\x000"
+          b"X\x03\x00\x00\x00cpuK\x04tQ.")
+    with pytest.raises(WeightFileError, match="persistent id"):
+        load_pth(tmp_path / "a.pth")
+    storage = (b"(X\x07\x00\x00\x00storage" + _global("torch", "FloatStorage") +
+               b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ")
+    overrun = (b"\x80\x02" + _global("torch._utils", "_rebuild_tensor_v2") + b"(" + storage +
+               b"K\x00(K\x04K\x04t(K\x04K\x01t\x89" + _global("collections", "OrderedDict") +
+               b")RtR.")
+    _hostile_zip(tmp_path / "b.pth", overrun)
+    with pytest.raises(WeightFileError, match="overruns its storage") as err:
+        load_pth(tmp_path / "b.pth")
+    _assert_one_line(err)
+
+
+def test_build_cannot_modify_allowed_functions(tmp_path):
+    # BUILD with a slot-state dict would setattr(_rebuild_parameter, "__defaults__", ()).
+    payload = (b"\x80\x02" + _global("torch._utils", "_rebuild_parameter") +
+               b"N}X\x0c\x00\x00\x00__defaults__)s\x86b.")
+    _hostile_zip(tmp_path / "m.pth", payload)
+    with pytest.raises(WeightFileError, match="tries to modify _rebuild_parameter"):
+        load_pth(tmp_path / "m.pth")
+    from jaxvis.convert import torch_pickle
+    assert torch_pickle._rebuild_parameter.__defaults__ == (False, None, None)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_truncated_real_file(tmp_path, fmt):
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    path = _save(torch, {"w": torch.randn(64, 64), "b": torch.randn(64)}, tmp_path / "m.pth", fmt)
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 1, 40):
+        path.write_bytes(data[:cut])
+        with pytest.raises(WeightFileError, match="m.pth is (truncated|corrupted)") as err:
+            load_pth(path)
+        _assert_one_line(err)
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"", "is empty"),
+    (np.random.default_rng(0).bytes(4096), "neither a torch zip archive nor a legacy torch pickle"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, r"starts with b'\\x89PNG"),
+    (pickle.dumps({"a": 1}, protocol=2), "neither a torch zip"),
+])
+def test_not_a_torch_file(tmp_path, content, match):
+    path = tmp_path / "x.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightFileError, match=match) as err:
+        load_pth(path)
+    _assert_one_line(err)
+
+
+def test_zip_without_data_pkl(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    (tmp_path / "x.pth").write_bytes(buffer.getvalue())
+    with pytest.raises(WeightFileError, match="not a torch.save file"):
+        load_pth(tmp_path / "x.pth")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightFileError, match="cannot read"):
+        load_pth(tmp_path / "nope.pth")
+
+
+def test_big_endian_zip(tmp_path):
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    path = tmp_path / "be.pth"
+    torch.save({"w": torch.arange(6, dtype=torch.float32).view(2, 3)}, path)
+    # Rewrite the archive as a big-endian machine would have saved it.
+    with zipfile.ZipFile(path) as src:
+        entries = {name: src.read(name) for name in src.namelist()}
+    with zipfile.ZipFile(path, "w") as dst:
+        for name, data in entries.items():
+            if name.endswith("/byteorder"):
+                data = b"big"
+            elif "/data/" in name:
+                data = np.frombuffer(data, "<f4").astype(">f4").tobytes()
+            dst.writestr(name, data)
+    loaded = load_pth(path)["w"]
+    assert loaded.dtype == np.float32 and loaded.dtype.isnative
+    np.testing.assert_array_equal(loaded, np.arange(6, dtype=np.float32).reshape(2, 3))
