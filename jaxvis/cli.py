@@ -47,6 +47,9 @@ def cmd_weights(args) -> None:
         entries = weights.available()
         print(f"weights root: {root}")
         for name, meta in entries:
+            if "error" in meta:
+                print(f"  {name:<28}unreadable: {meta['error']}")
+                continue
             print(f"  {name:<28}{meta['model']['name']:<20}{meta.get('source', '?'):<24}"
                   f"{'normalised' if 'normalized' in meta else ''}")
         missing = [n for n in weights.FETCHABLE if n not in dict(entries)]

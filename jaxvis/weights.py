@@ -108,11 +108,17 @@ def fetch(name: str, *, root: Path | None = None, wheel: Path | None = None, for
 
 
 def available(root: Path | None = None) -> list[tuple[str, dict]]:
-    """(name, meta) of every cached entry."""
+    """(name, meta) of every cached entry; an unreadable entry's meta is ``{"error": ...}``."""
     root = root or weights_root()
     if not root.is_dir():
         return []
-    return [(p.name, store.read_meta(p)) for p in sorted(root.iterdir()) if (p / store.META).is_file()]
+    entries = []
+    for path in sorted(p for p in root.iterdir() if (p / store.META).is_file()):
+        try:
+            entries.append((path.name, store.read_meta(path)))
+        except WeightFileError as err:  # one broken entry must not hide the others
+            entries.append((path.name, {"error": str(err)}))
+    return entries
 
 
 def load(name: str, *, root: Path | None = None, **options) -> Model:

