@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxvis: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `jaxvis layers | head`
+        sys.stderr.close()
+        return 0
     return 0
 
 

@@ -32,9 +32,8 @@ State paths (``/``-joined NNX paths, what converter tables fill):
 - ``head/conv/kernel`` ``[1, 1, 320, 1280]``, ``head/bn/...``
 - ``fc/kernel`` ``[1280, 1000]``, ``fc/bias`` ``[1000]`` (with ``include_top``)
 
-Geometry: the global average pool is declared in :meth:`specs` as a VALID average pool whose window
-is the head's spatial size at the standard 224 px input (7x7), so ``avgpool``/``logits`` rows describe
-the classifier on a 224 input; the forward pass itself averages over whatever size it gets.
+Geometry: ``avgpool`` and ``logits`` are ``kind="global"`` layers: their catalogue canvas is the
+standard 224 px input and their activation is always 1x1 (see :mod:`jaxvis.models.geometry`).
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ STAGES = (
 )
 STEM, HEAD, CLASSES = 32, 1280, 1000
 EPSILON = 1e-3
-AVGPOOL_WINDOW = 7  # the head's spatial size at a 224 px input (224 / 32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +136,8 @@ class EfficientNetLite0(Network):
             specs.append(LayerSpec(f"blocks.{i}", args.c_out, (Op(1),), "block"))
         specs.append(LayerSpec("head", HEAD, (Op(1),)))
         if self.include_top:
-            specs += [LayerSpec("avgpool", HEAD, (Op(AVGPOOL_WINDOW, 1, "VALID"),), "pool"),
-                      LayerSpec("logits", CLASSES, (Op(1),), "fc")]
+            specs += [LayerSpec("avgpool", HEAD, (), "global"),
+                      LayerSpec("logits", CLASSES, (), "global")]
         return tuple(specs)
 
     def forward(self, x: jax.Array, record: Recorder) -> None:

@@ -15,6 +15,10 @@ sees exactly its full receptive field, centred, with no padding inside it:
   >= ``rf`` whose output has odd size and whose centre unit's receptive field is centred on the
   canvas (the "centre-unit rule"); the unit to optimise is then the centre one.
 
+Layers after a global average pool (``kind="global"``: pooled features, logits) see the whole
+input whatever its size; their canvas is the network's standard input (:data:`GLOBAL_CANVAS`, the
+224 px ImageNet crop), their rf that whole canvas and their output 1x1.
+
 Residual branches never widen the receptive field beyond the main path (the shortcut is a 1x1 or an
 identity on the same grid), so the main path determines the geometry.
 """
@@ -25,6 +29,7 @@ import dataclasses
 import math
 from typing import Sequence, Union
 
+GLOBAL_CANVAS = 224
 Padding = Union[int, str]  # explicit symmetric padding, or "VALID" / "SAME" (TensorFlow's SAME)
 
 
@@ -58,7 +63,7 @@ class LayerSpec:
     name: str
     channels: int
     ops: tuple[Op, ...]
-    kind: str = "conv"  # conv | pool | block | fc: what the name refers to, for the catalogue
+    kind: str = "conv"  # conv | pool | block | fc | global: what the name is, for the catalogue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,10 @@ def catalogue(specs: Sequence[LayerSpec]) -> tuple[LayerInfo, ...]:
     """The catalogue rows for a model's declared layers, in forward order."""
     rows, ops = [], []
     for spec in specs:
+        if spec.kind == "global" or (rows and rows[-1].kind == "global"):
+            jump = rows[-1].jump if rows else 1
+            rows.append(LayerInfo(spec.name, "global", spec.channels, GLOBAL_CANVAS, jump, GLOBAL_CANVAS, 1))
+            continue
         ops.extend(spec.ops)
         _, _, rf, jump = _trace(ops, 1 << 16)
         canvas, out = canvas_for(ops)
