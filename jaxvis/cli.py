@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from jaxvis.errors import JaxvisError
 
 
@@ -72,9 +74,8 @@ def _photos(folder: str | None) -> list[Path]:
     from jaxvis.io.images import image_files
     if folder:
         return image_files(folder)
-    from jaxvis.convert.fetch import fetch_photos
-    from jaxvis.weights import weights_root
-    return fetch_photos(weights_root() / "files")
+    from jaxvis.weights import default_photos
+    return default_photos()
 
 
 def cmd_normalize(args) -> None:
@@ -91,7 +92,6 @@ def cmd_normalize(args) -> None:
 
 def cmd_classify(args) -> None:
     import jax
-    import numpy as np
 
     from jaxvis.convert.fetch import fetch_labels
     from jaxvis.io.images import classifier_input, read_image
@@ -112,6 +112,38 @@ def cmd_classify(args) -> None:
     for path, p in zip(paths, probs):
         top = np.argsort(p)[::-1][: args.top]
         print(f"{path.name}: " + ", ".join(f"{labels[i]} ({i}) {p[i]:.2f}" for i in top))
+
+
+def cmd_sweep(args) -> None:
+    from jaxvis.optimize.config import Objective, Optimizer
+    from jaxvis.sweep import sweep
+    from jaxvis.weights import load
+
+    objective = Objective(images=args.images, diversity=args.diversity, feature_layer=args.feature_layer,
+                          lam=args.lam, prior=args.prior, beta=args.beta)
+    optimizer = Optimizer(steps=args.steps, learning_rate=args.lr)
+    out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
+    model = load(args.weights, **_model_options(args))
+    layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
+                   seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=True)
+    for name, r in layers.items():
+        frac = r["activations"] / r["max_activation"][:, None]
+        print(f"{name}: {len(r['unit'])} units, median activation of the diverse images "
+              f"{np.median(frac):.2f} x the maximum, mean pairwise pixel distance "
+              f"{np.mean(r['pixel_distances'].sum((1, 2)) / (args.images * (args.images - 1))):.1f}")
+    print(f"results: {out}")
+    if not args.no_render:
+        from jaxvis.io.render import render
+        pictures = render(out, out.with_suffix(""))
+        print(f"pictures: {out.with_suffix('')}/ ({len(pictures)} files)")
+
+
+def cmd_render(args) -> None:
+    from jaxvis.io.render import render
+
+    out = Path(args.out or Path(args.results).with_suffix(""))
+    paths = render(Path(args.results), out, layers=args.layer.split(",") if args.layer else None)
+    print(f"{len(paths)} pictures in {out}/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +181,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="resize the shorter side to this (px)")
     p.add_argument("--name", default="vgg19-normalized")
     p.set_defaults(func=cmd_normalize)
+
+    p = sub.add_parser("sweep", help="diverse visualisations of every unit of a layer (or several)")
+    p.add_argument("--weights", default="vgg19-normalized",
+                   help="cached weights (default: Gatys-normalised real VGG-19, built on first use)")
+    p.add_argument("--layer", required=True, help="conv3_1, conv1_1,conv2_1, all or all:conv3_1")
+    p.add_argument("--units", default="all", help="all, 0-15, 3,5,7 (default all)")
+    p.add_argument("--images", type=int, default=6, help="N diverse images per unit (default 6)")
+    p.add_argument("--diversity", choices=("pixels", "features", "gram", "none"), default="features")
+    p.add_argument("--feature-layer", help="layer for feature/Gram diversity (default: two below the target)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.01, help="diversity weight (default 0.01)")
+    p.add_argument("--prior", choices=("none", "tv", "spectrum"), default="none")
+    p.add_argument("--beta", type=float, default=0.0, help="prior weight")
+    p.add_argument("--steps", type=int, default=1000, help="most optimiser steps per unit (default 1000)")
+    p.add_argument("--lr", type=float, default=1.0, help="Adam learning rate (default 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
+    p.add_argument("--padding", choices=("VALID", "SAME"), help="VGG only (default VALID, the RF canvas)")
+    p.add_argument("--out", help="results file (default <weights>_<layer>.h5); rerun to resume")
+    p.add_argument("--overwrite", action="store_true", help="replace results of a different sweep")
+    p.add_argument("--no-render", action="store_true", help="skip the PNG pictures")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("render", help="PNG grids and contact sheets from a results file")
+    p.add_argument("results")
+    p.add_argument("--layer", help="only these layers (comma-separated)")
+    p.add_argument("--out", help="folder (default: the results file name without .h5)")
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("classify", help="classify photographs with an ImageNet classifier")
     p.add_argument("images", nargs="*", help="image files (default: the bundled CC0 photos)")

@@ -27,6 +27,8 @@ from jaxvis.models.convention import InputConvention
 from jaxvis.models.registry import ModelConfig, build
 
 FETCHABLE = tuple(_fetch.MANIFEST["weights"])
+# weights made from fetchable ones on first use: name -> (base weights, how)
+DERIVED = {"vgg19-normalized": ("vgg19", "Gatys normalisation on the bundled CC0 photographs")}
 
 
 def weights_root() -> Path:
@@ -127,8 +129,11 @@ def load(name: str, *, root: Path | None = None, **options) -> Model:
     e.g. ``padding="SAME"`` or ``pooling="avg"`` for VGG."""
     entry = Path(name) if Path(name).is_dir() else _entry(name, root)
     if not entry.is_dir():
+        if name in DERIVED:
+            return _derive(name, root, **options)
         if name not in FETCHABLE:
-            known = [n for n, _ in available(root)] + [n for n in FETCHABLE if not _entry(n, root).is_dir()]
+            known = [n for n, _ in available(root)] + [
+                n for n in FETCHABLE + tuple(DERIVED) if not _entry(n, root).is_dir()]
             raise JaxvisError(f"no weights named {name!r} in {entry.parent}; "
                               f"valid: {', '.join(known)} (or convert a file with `jaxvis convert`)")
         fetch(name, root=root)
@@ -137,3 +142,16 @@ def load(name: str, *, root: Path | None = None, **options) -> Model:
     network = assign(build(config), params, origin=str(entry))
     meta = {**meta, "model": config.to_json()}
     return Model(network, InputConvention.from_json(meta["convention"]), meta)
+
+
+def default_photos(root: Path | None = None) -> list[Path]:
+    """The bundled CC0 photographs (fetched through pip and verified on first use)."""
+    return _fetch.fetch_photos((root or weights_root()) / "files")
+
+
+def _derive(name: str, root: Path | None, **options) -> Model:
+    from jaxvis.analysis.normalize import normalize
+
+    base, _ = DERIVED[name]
+    save_model(normalize(load(base, root=root), default_photos(root)), name, root)
+    return load(name, root=root, **options)

@@ -30,6 +30,12 @@ class InputConvention:
         x = rgb255[..., ::-1] if self.channel_order == "BGR" else rgb255
         return (x * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
+    @property
+    def mean_rgb255(self) -> tuple[float, float, float]:
+        """The network's mean colour as RGB grey levels: what a zero input means to it."""
+        mean = tuple(float(m / self.scale) for m in self.mean)
+        return mean[::-1] if self.channel_order == "BGR" else mean
+
     def to_json(self) -> dict:
         return {"channel_order": self.channel_order, "scale": self.scale,
                 "mean": list(self.mean), "std": list(self.std)}

@@ -1,0 +1,56 @@
+"""Contrast budgets from natural images: the radius r of the norm sphere, per canvas size.
+
+As in the paper, ``r`` is half the average L2 norm of natural-image patches of the canvas size,
+measured in grey levels after removing the natural mean colour (the network convention's mean).
+Patches are drawn at random positions (fixed seed) from the photographs, each photo resized so its
+shorter side is at least twice the canvas. Results are cached in ``<weights root>/budgets.json``
+keyed by canvas, mean colour and the photos' checksums, so every (model, layer) with the same
+canvas and convention shares one figure, and it is computed once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxvis.convert.sources import sha256
+from jaxvis.io.images import read_image, resize_shorter
+
+PATCHES = 2000
+
+
+def patch_norms(photos: list[np.ndarray], canvas: int, mean_rgb, n: int = PATCHES, seed: int = 0) -> np.ndarray:
+    """L2 norms of ``n`` random ``canvas``-sized patches (mean colour removed)."""
+    rng = np.random.default_rng(seed)
+    mean = np.asarray(mean_rgb, np.float32)
+    norms = np.empty(n, np.float64)
+    for i in range(n):
+        image = photos[i % len(photos)]
+        top = rng.integers(0, image.shape[0] - canvas + 1)
+        left = rng.integers(0, image.shape[1] - canvas + 1)
+        norms[i] = np.linalg.norm(image[top:top + canvas, left:left + canvas] - mean)
+    return norms
+
+
+def radius(canvas: int, mean_rgb, photo_paths: list[Path], cache: Path | None) -> float:
+    """Half the mean natural patch norm for ``canvas``; cached in the JSON file ``cache``."""
+    key = f"canvas={canvas};mean={','.join(f'{m:.3f}' for m in mean_rgb)};photos=" + \
+        ",".join(sha256(p)[:12] for p in sorted(photo_paths))
+    table = json.loads(cache.read_text()) if cache and cache.is_file() else {}
+    if key not in table:
+        photos = []
+        for p in sorted(photo_paths):
+            image = read_image(p)
+            if min(image.shape[:2]) < 2 * canvas:
+                image = resize_shorter(image, 2 * canvas)
+            photos.append(image)
+        table[key] = 0.5 * float(np.mean(patch_norms(photos, canvas, mean_rgb)))
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+            tmp.replace(cache)
+    return table[key]

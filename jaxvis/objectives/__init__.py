@@ -1,0 +1,1 @@
+"""The terms of the loss, each a pure function of one unit's images or activations."""

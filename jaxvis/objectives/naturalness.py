@@ -1,0 +1,36 @@
+"""Naturalness priors that need no download (the paper's PixelCNN++ is not available offline).
+
+Each prior maps one image set ``[N, H, W, 3]`` (deviation from the mean colour, grey levels) to a
+scalar penalty per image, averaged over the set; its weight is ``beta``.
+
+- ``tv``: total variation, mean absolute difference of neighbouring pixels (favours smooth images).
+- ``spectrum``: squared deviation of the image's log amplitude spectrum from a 1/f law fitted to
+  the image's own power, i.e. it penalises unnatural spectral slopes, not contrast.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvis.param.image import frequency_gain
+
+
+def total_variation(x: jax.Array) -> jax.Array:
+    dy = jnp.abs(x[:, 1:] - x[:, :-1]).mean(axis=(1, 2, 3))
+    dx = jnp.abs(x[:, :, 1:] - x[:, :, :-1]).mean(axis=(1, 2, 3))
+    return jnp.mean(dx + dy)
+
+
+def spectrum(x: jax.Array) -> jax.Array:
+    n, h, w, _ = x.shape
+    amplitude = jnp.abs(jnp.fft.fft2(x, axes=(1, 2))).mean(-1)           # [N, h, w]
+    target = jnp.asarray(frequency_gain(h, w) ** 2)                         # 1/|k| shape, mean 1
+    log_a = jnp.log(amplitude + 1e-6)
+    log_t = jnp.log(target)
+    offset = jnp.mean(log_a - log_t, axis=(1, 2), keepdims=True)           # contrast-free fit
+    return jnp.mean(jnp.square(log_a - log_t - offset))
+
+
+PRIORS = {"none": lambda x: jnp.zeros(()), "tv": total_variation, "spectrum": spectrum}

@@ -1,0 +1,124 @@
+"""One unit, one step: the objective and the optimiser update, as pure functions.
+
+Everything here is written for a single unit (its N images, its direction in channel space); the
+loop vmaps it over units once. A *unit* is a direction ``v`` ``[C]`` in the target layer's channel
+space at the centre position; a channel is the one-hot direction, so every channel of a layer
+shares one compiled program (``v`` is traced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxvis.models.base import Network
+from jaxvis.models.convention import InputConvention
+from jaxvis.objectives import diversity as div
+from jaxvis.objectives.naturalness import PRIORS
+from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.param.image import images as to_images
+from jaxvis.param.image import on_sphere
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything static about one compiled program: layer, canvas, feature space, settings."""
+
+    target: str
+    centre: int               # the optimised unit's position in the target's output
+    canvas: int
+    feature_layer: str | None  # None: pixel space (or no diversity)
+    objective: Objective
+    optimizer: Optimizer
+    convention: InputConvention
+    mean_rgb: tuple[float, float, float]  # natural mean colour the images deviate from
+
+    @property
+    def n(self) -> int:
+        return self.objective.images
+
+
+class UnitState(NamedTuple):
+    z: jax.Array          # [N, H, W, 3] the optimised variable
+    opt: optax.OptState
+    ema: jax.Array        # EMA of the loss
+    best: jax.Array       # best EMA so far
+    since: jax.Array      # steps since the EMA last improved
+    done: jax.Array       # bool: stopped (converged); frozen from then on
+    steps: jax.Array      # optimiser steps taken
+
+
+def optimizer(problem: Problem) -> optax.GradientTransformation:
+    return optax.adam(problem.optimizer.learning_rate)
+
+
+def forward(net: Network, problem: Problem, x: jax.Array):
+    """Activations for images ``x`` ``[N, H, W, 3]`` (deviation from the mean colour)."""
+    rgb = x + jnp.asarray(problem.mean_rgb, x.dtype)
+    return net(problem.convention(rgb), upto=problem.target)
+
+
+def terms(net: Network, problem: Problem, x: jax.Array, direction: jax.Array) -> dict:
+    """The objective's terms for one unit's images (no reduction into a loss yet)."""
+    acts = forward(net, problem, x)
+    c = problem.centre
+    activation = acts.pre[problem.target][:, c, c, :] @ direction                       # [N]
+    out = {"activations": activation}
+    feats = x if problem.feature_layer is None else acts.post[problem.feature_layer]
+    if problem.objective.diversity == "gram":
+        out["similarity"] = div.gram_similarity(feats)
+    out["pixel_distances"] = div.pairwise_rms(x)
+    out["feature_distances"] = div.pairwise_rms(feats)
+    out["prior"] = PRIORS[problem.objective.prior](x)
+    return out
+
+
+def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, radius: jax.Array):
+    x = to_images(z, radius)
+    t = terms(net, problem, x, direction)
+    o = problem.objective
+    loss = -jnp.mean(t["activations"]) + o.beta * t["prior"]
+    if o.diversity == "gram":
+        loss = loss + o.lam * div.mean_pair(t["similarity"])
+    elif o.diversity != "none" and problem.n > 1:
+        loss = loss - o.lam * div.min_pair(t["feature_distances"])
+    return loss
+
+
+def init(key: jax.Array, problem: Problem) -> UnitState:
+    z = jax.random.normal(key, (problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
+    inf = jnp.array(jnp.inf, jnp.float32)
+    return UnitState(z, optimizer(problem).init(z), inf, inf, jnp.array(0, jnp.int32),
+                     jnp.array(False), jnp.array(0, jnp.int32))
+
+
+def step(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
+         radius: jax.Array) -> UnitState:
+    """One Adam step for one unit, unless it has stopped (then everything stays as it is)."""
+    loss, grad = jax.value_and_grad(loss_fn)(state.z, net, problem, direction, radius)
+    updates, opt = optimizer(problem).update(grad, state.opt, state.z)
+    z = optax.apply_updates(state.z, updates)
+    decay = problem.optimizer.ema
+    ema = jnp.where(jnp.isinf(state.ema), loss, decay * state.ema + (1 - decay) * loss)
+    improved = ema < state.best
+    since = jnp.where(improved, 0, state.since + 1)
+    new = UnitState(z, opt, ema, jnp.minimum(ema, state.best), since,
+                    since > problem.optimizer.patience, state.steps + 1)
+    # a stopped unit (converged, or out of steps) keeps its state exactly, so its result cannot
+    # depend on its batch neighbours or on how many segments the batch runs
+    frozen = state.done | (state.steps >= problem.optimizer.steps)
+    return jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), state, new)
+
+
+def evaluate(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
+             radius: jax.Array) -> dict:
+    """Final images (RGB grey levels) and their measurements for one unit."""
+    x = on_sphere(state.z, radius)
+    t = terms(net, problem, x, direction)
+    t.pop("prior")
+    return {**t, "images": x + jnp.asarray(problem.mean_rgb, x.dtype),
+            "loss": loss_fn(state.z, net, problem, direction, radius)}

@@ -1,0 +1,1 @@
+"""Image parameterisation: the optimised variable, and how it becomes an image."""

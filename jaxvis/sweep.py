@@ -1,0 +1,221 @@
+"""Sweep layers of a network: for every selected unit, N diverse images and the single maximum.
+
+This is the library entry point behind ``jaxvis sweep``::
+
+    result = jaxvis.sweep("vgg19-normalized", layers="conv2_1", units="0-7", steps=500)
+    result["conv2_1"]["images"]            # [8, 6, 10, 10, 3] RGB grey levels
+    result["conv2_1"]["activations"] / result["conv2_1"]["max_activation"][:, None]
+
+Per layer, units run in chunks sized to the device (``units_per_chunk``), two compiled programs
+per layer (N images with diversity, and N = 1 without, the reference maximum). Each unit's random
+start comes from (seed, layer, unit, N) alone, so its result does not depend on the chunk it ran in.
+With ``out=`` every finished chunk is written at once (crash-safe, see :mod:`jaxvis.io.results`)
+while the device goes on with the next chunk; running the same sweep again resumes it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import zlib
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import jax
+import numpy as np
+
+from jaxvis.analysis.budget import radius as budget_radius
+from jaxvis.errors import JaxvisError
+from jaxvis.io.progress import Progress
+from jaxvis.models.geometry import LayerInfo
+from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.loop import optimise, units_per_chunk
+from jaxvis.optimize.step import Problem
+from jaxvis.weights import Model, default_photos, load, version, weights_root
+
+DEFAULT_WEIGHTS = "vgg19-normalized"
+TARGET_KINDS = ("conv", "block", "fc", "global")  # layers with a pre-activation worth optimising
+
+
+def target_layers(model: Model, spec: str | Sequence[str]) -> list[LayerInfo]:
+    """``"conv3_1"``, ``"conv1_1,conv2_1"``, a list, ``"all"`` or ``"all:conv3_1"`` (every target
+    layer up to and including conv3_1)."""
+    network = model.network
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    if len(names) == 1 and names[0].split(":")[0] == "all":
+        rows = network.layers()
+        upto = names[0].partition(":")[2]
+        last = rows.index(network.layer(upto)) if upto else len(rows) - 1
+        return [r for r in rows[: last + 1] if r.kind in TARGET_KINDS]
+    return [network.layer(n.strip()) for n in names]
+
+
+def parse_units(spec: str | Iterable[int], channels: int, layer: str) -> list[int]:
+    """``"all"``, ``"0-15"``, ``"3,5,7"``, ``"0-7,32"`` or integers -> sorted unique channels."""
+    if isinstance(spec, str):
+        if spec.strip() == "all":
+            return list(range(channels))
+        units = []
+        for part in spec.split(","):
+            try:
+                lo, _, hi = part.partition("-")
+                units += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+            except ValueError:
+                raise JaxvisError(f"bad --units {spec!r}: use 'all', ranges like 0-15, or lists like 3,5,7") from None
+    else:
+        units = [int(u) for u in spec]
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise JaxvisError(f"unit {bad[0]} is out of range for {layer}, which has {channels} channels (0-{channels - 1})")
+    if not units:
+        raise JaxvisError("no units selected")
+    return sorted(set(units))
+
+
+def feature_layer(model: Model, target: LayerInfo, objective: Objective) -> str | None:
+    """The diversity feature space: the configured layer (must lie below the target), by default
+    two catalogue entries below it (conv2_2 for conv3_1, as in the paper), or pixels (None)."""
+    if objective.diversity in ("none", "pixels"):
+        return None
+    rows = [r.name for r in model.network.layers()]
+    below = rows[: rows.index(target.name)]
+    if objective.feature_layer is None:
+        return below[-2] if len(below) >= 2 else None
+    if objective.feature_layer == "pixels":
+        return None
+    if objective.feature_layer not in rows:
+        model.network.layer(objective.feature_layer)  # raises, listing the valid names
+    if objective.feature_layer not in below:
+        raise JaxvisError(f"feature layer {objective.feature_layer!r} is not below the target {target.name!r}; "
+                          f"choose one of: pixels, {', '.join(below)}")
+    return objective.feature_layer
+
+
+def unit_key(seed: int, layer: str, unit: int, images: int) -> jax.Array:
+    key = jax.random.key(seed)
+    for part in (zlib.crc32(layer.encode()), unit, images):
+        key = jax.random.fold_in(key, part)
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPlan:
+    info: LayerInfo
+    units: list[int]
+    radius: float
+    diverse: Problem
+    maximum: Problem
+
+    def meta(self) -> dict:
+        return {"units": self.units, "canvas": self.info.canvas, "rf": self.info.rf,
+                "jump": self.info.jump, "centre": self.info.centre, "channels": self.info.channels,
+                "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels"}
+
+
+def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
+         photos: list[Path] | None = None, radius: float | None = None) -> list[LayerPlan]:
+    """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
+    ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean)."""
+    mean = model.convention.mean_rgb255
+    plans = []
+    for info in target_layers(model, layers):
+        feature = feature_layer(model, info, objective)
+        r = radius or budget_radius(info.canvas, mean, photos or default_photos(),
+                                    weights_root() / "budgets.json")
+        common = dict(target=info.name, centre=info.centre, canvas=info.canvas,
+                      convention=model.convention, mean_rgb=mean)
+        diverse = Problem(feature_layer=feature, objective=objective, optimizer=optimizer, **common)
+        single = dataclasses.replace(objective, images=1, diversity="none")
+        maximum = Problem(feature_layer=None, objective=single, optimizer=optimizer, **common)
+        plans.append(LayerPlan(info, parse_units(units, info.channels, info.name), r, diverse, maximum))
+    return plans
+
+
+def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int) -> dict[str, np.ndarray]:
+    """Optimise ``units`` of one layer in one device call per problem (padded to ``chunk``)."""
+    padded = list(units) + [units[-1]] * (chunk - len(units))  # same shapes: no recompilation
+    directions = np.eye(lp.info.channels, dtype=np.float32)[padded]
+    out = {"unit": np.asarray(units, np.int64)}
+    for prefix, problem in (("", lp.diverse), ("max_", lp.maximum)):
+        keys = jax.numpy.stack([unit_key(seed, lp.info.name, u, problem.n) for u in padded])
+        result = optimise(model.network, problem, keys, directions, lp.radius)
+        result = {k: v[: len(units)] for k, v in result.items()}
+        if prefix:
+            out.update(max_image=result["images"][:, 0], max_activation=result["activations"][:, 0],
+                       max_steps=result["steps"], max_stop_reason=result["stop_reason"])
+        else:
+            out.update(result)
+    return out
+
+
+def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "conv3_1",
+          units: str | Iterable[int] = "all", *, objective: Objective | None = None,
+          optimizer: Optimizer | None = None, seed: int = 0, out: str | Path | None = None,
+          overwrite: bool = False, chunk: int | None = None, progress: bool | Progress = False,
+          photos: list[Path] | None = None, radius: float | None = None, **settings) -> dict[str, dict[str, np.ndarray]]:
+    """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
+    arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
+    ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
+
+    ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
+    ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
+    ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields, e.g.
+    ``images=6, diversity="pixels", lam=0.01, steps=1000, learning_rate=1.0``.
+    """
+    objective, optimizer = _settings(objective, optimizer, settings)
+    weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
+    model = load(model) if isinstance(model, str) else model
+    plans = plan(model, layers, units, objective, optimizer, photos, radius)
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    config = {"weights": weights_name, "model": model.meta.get("model"),
+              "weights_meta": {k: v for k, v in model.meta.items() if k != "created"},
+              "layers": [p.info.name for p in plans], "units": {p.info.name: p.units for p in plans},
+              "objective": dataclasses.asdict(objective), "optimizer": dataclasses.asdict(optimizer),
+              "seed": seed, "versions": {"jaxvis": version(), "jax": jax.__version__}}
+    writer = None
+    if out is not None:
+        from jaxvis.io.results import ResultWriter
+        writer = ResultWriter(Path(out), config, overwrite=overwrite)
+    results: dict[str, dict[str, list]] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as io:  # host writes overlap compute
+        pending: list[concurrent.futures.Future] = []
+        for lp in plans:
+            done = writer.done_units(lp.info.name) if writer else set()
+            todo = [u for u in lp.units if u not in done]
+            size = min(chunk or units_per_chunk(model.network, lp.diverse), len(lp.units))
+            bar.start(lp.info.name, len(lp.units), len(lp.units) - len(todo))
+            for start in range(0, len(todo), size):
+                part = run_units(model, lp, todo[start:start + size], seed, size)
+                if writer:
+                    _raise_failed(pending)
+                    pending.append(io.submit(writer.write_chunk, lp.info.name, part))
+                else:
+                    for k, v in part.items():
+                        results.setdefault(lp.info.name, {}).setdefault(k, []).append(v)
+                bar.advance(len(part["unit"]), int(part["steps"].sum() + part["max_steps"].sum()))
+        concurrent.futures.wait(pending)
+        _raise_failed(pending)
+    if writer:
+        from jaxvis.io.results import read_results
+        path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
+        return read_results(path).layers
+    return {name: {k: np.concatenate(v) for k, v in arrays.items()} for name, arrays in results.items()}
+
+
+def _raise_failed(futures) -> None:
+    for f in futures:
+        if f.done() and f.exception() is not None:
+            raise f.exception()
+
+
+def _settings(objective, optimizer, settings) -> tuple[Objective, Optimizer]:
+    objective, optimizer = objective or Objective(), optimizer or Optimizer()
+    fields_o = {f.name for f in dataclasses.fields(Objective)}
+    fields_p = {f.name for f in dataclasses.fields(Optimizer)}
+    unknown = set(settings) - fields_o - fields_p
+    if unknown:
+        raise JaxvisError(f"unknown sweep setting(s) {', '.join(sorted(unknown))}; "
+                          f"valid: {', '.join(sorted(fields_o | fields_p))}")
+    objective = dataclasses.replace(objective, **{k: v for k, v in settings.items() if k in fields_o})
+    optimizer = dataclasses.replace(optimizer, **{k: v for k, v in settings.items() if k in fields_p})
+    return objective, optimizer

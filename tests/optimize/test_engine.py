@@ -1,0 +1,118 @@
+"""The diverse-visualisation engine on known answers: the analytic optimum of a linear unit, the
+phase invariance of a model complex cell, chunk independence, and the parameterisation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxvis
+from jaxvis.errors import JaxvisError, UnknownNameError
+from jaxvis.param.image import frequency_gain, precondition, whiten_gradient
+from jaxvis.sweep import sweep
+from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
+
+
+def test_whitening_is_identity_forward_and_filters_the_gradient():
+    z = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+    w = jax.random.normal(jax.random.key(1), z.shape)
+    assert jnp.array_equal(whiten_gradient(z), z)
+    grad = jax.grad(lambda z: jnp.sum(w * whiten_gradient(z)))(z)
+    # numpy reference of g(k) = w(k) / mean(w), w = 1 / max(1, sqrt|k|)
+    ky = np.minimum(np.arange(8), 8 - np.arange(8))[:, None]
+    kx = np.minimum(np.arange(6), 6 - np.arange(6))[None]
+    gain = 1 / np.maximum(1, np.sqrt(np.sqrt(ky ** 2 + kx ** 2)))
+    gain /= gain.mean()
+    want = np.real(np.fft.ifft2(np.fft.fft2(np.asarray(w), axes=(1, 2)) * gain[:, :, None], axes=(1, 2)))
+    np.testing.assert_allclose(grad, want, atol=1e-5)
+    np.testing.assert_allclose(frequency_gain(8, 6), gain, rtol=1e-6)
+    assert float(frequency_gain(5, 5)[0, 0]) > float(frequency_gain(5, 5)[2, 2])  # low frequencies boosted
+
+
+@pytest.fixture(scope="module")
+def vgg19(real_root):
+    return jaxvis.load("vgg19", root=real_root)
+
+
+def test_linear_unit_reaches_its_analytic_optimum(vgg19, real_root, monkeypatch):
+    """conv1_1 is linear in the image: the best image on the sphere is r w/||w||, response r||w|| + b."""
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    units = [0, 7, 33]
+    r = sweep(vgg19, "conv1_1", units, images=1, diversity="none", steps=400)["conv1_1"]
+    from jaxvis.weights import default_photos
+    from jaxvis.analysis.budget import radius
+    budget = radius(3, vgg19.convention.mean_rgb255, default_photos(real_root), real_root / "budgets.json")
+    kernel = vgg19.params()["convs/conv1_1/kernel"][:, :, ::-1]  # BGR filter -> RGB image order
+    bias = vgg19.params()["convs/conv1_1/bias"]
+    for i, u in enumerate(units):
+        w = kernel[..., u]
+        analytic = budget * np.linalg.norm(w) + bias[u]
+        assert abs(r["activations"][i, 0] / analytic - 1) < 0.005
+        x = r["images"][i, 0] - np.asarray(vgg19.convention.mean_rgb255)
+        assert np.corrcoef(x.ravel(), w.ravel())[0, 1] > 0.99
+
+
+def test_linear_unit_must_lose_activation_to_be_diverse(vgg19, real_root, monkeypatch):
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    r = sweep(vgg19, "conv1_1", [0], images=4, diversity="pixels", lam=0.1, steps=300)["conv1_1"]
+    fractions = r["activations"][0] / r["max_activation"][0]
+    # every diverse image is off the unique optimum, so each pays in activation
+    assert fractions.max() < 1.0 and fractions.min() > 0.9, fractions
+    d = r["pixel_distances"][0][np.triu_indices(4, 1)]
+    assert d.min() > 0.5 and d.max() < 1.5 * d.min(), d  # the min-distance term equalises the pairs
+
+
+def phases(images: np.ndarray) -> np.ndarray:
+    pair = quadrature_pair()
+    return np.array([np.arctan2((x * pair[..., 1]).sum(), (x * pair[..., 0]).sum()) for x in images])
+
+
+def test_complex_cell_yields_phase_shifted_gratings():
+    """The energy model responds equally to every phase of its grating: the diverse set should
+    spread over phase at no cost in activation. (lambda is relative to the unit's activation scale,
+    here r^2 = 9e4; six gratings 60 degrees apart are 2 r sin(30 deg) / sqrt(D) = 15.7 RMS apart.)"""
+    cell = complex_cell_model()
+    r = sweep(cell, "energy", [0], images=6, diversity="pixels", radius=300.0, lam=10.0, steps=1000)["energy"]
+    fractions = r["activations"][0] / r["max_activation"][0]
+    assert fractions.min() >= 0.95, fractions
+    # independent single-image runs from different seeds, no diversity term
+    singles = [sweep(cell, "energy", [0], images=1, diversity="none", radius=300.0, steps=600, seed=s)
+               ["energy"]["images"][0, 0] for s in range(6)]
+    d_diverse = r["pixel_distances"][0][np.triu_indices(6, 1)]
+    d_single = jaxvis.objectives.diversity.pairwise_rms(jnp.stack(singles))[np.triu_indices(6, 1)]
+    assert d_diverse.min() > 2 * float(d_single.min()), (d_diverse.min(), d_single.min())
+    assert d_diverse.min() > 0.95 * 2 * 300 * np.sin(np.pi / 6) / np.sqrt(11 * 11 * 3)  # near optimal
+    # the diverse images are gratings of different phase: sorted phases spread around the circle
+    gaps = np.diff(np.sort(np.concatenate([p := phases(r["images"][0]), [p.min() + 2 * np.pi]])))
+    assert gaps.min() > 0.5, np.degrees(p)
+
+
+def test_unit_results_do_not_depend_on_the_chunk(vgg19, real_root, monkeypatch):
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    settings = dict(images=3, steps=40, segment=20)
+    alone = sweep(vgg19, "conv2_1", [5], chunk=1, **settings)["conv2_1"]
+    seven = sweep(vgg19, "conv2_1", range(7), chunk=7, **settings)["conv2_1"]
+    many = sweep(vgg19, "conv2_1", range(64), chunk=64, **settings)["conv2_1"]
+    for other in (seven, many):
+        i = list(other["unit"]).index(5)
+        np.testing.assert_allclose(other["images"][i], alone["images"][0], rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(other["activations"][i], alone["activations"][0], rtol=1e-4)
+        np.testing.assert_allclose(other["max_image"][i], alone["max_image"][0], rtol=1e-3, atol=1e-2)
+
+
+def test_bad_input_is_refused_with_one_clear_error(vgg19, real_root, monkeypatch):
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    with pytest.raises(UnknownNameError, match="conv9_9.*valid: conv1_1"):
+        sweep(vgg19, "conv9_9", steps=1)
+    with pytest.raises(JaxvisError, match="unit 64 is out of range for conv1_1, which has 64 channels"):
+        sweep(vgg19, "conv1_1", "60-64", steps=1)
+    with pytest.raises(JaxvisError, match="feature layer 'conv3_2' is not below the target 'conv3_1'"):
+        sweep(vgg19, "conv3_1", [0], feature_layer="conv3_2", steps=1)
+    with pytest.raises(JaxvisError, match="needs at least 2 images"):
+        sweep(vgg19, "conv2_1", [0], images=1, diversity="pixels", steps=1)
+    with pytest.raises(JaxvisError, match="bad --units"):
+        sweep(vgg19, "conv2_1", "1-x", steps=1)
+    with pytest.raises(JaxvisError, match="unknown sweep setting.*lamda"):
+        sweep(vgg19, "conv2_1", [0], lamda=1)
