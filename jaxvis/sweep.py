@@ -176,6 +176,8 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     if out is not None:
         from jaxvis.io.results import ResultWriter
         writer = ResultWriter(Path(out), config, overwrite=overwrite)
+        for lp in plans:  # up front, so a later `merge` of partial results knows every layer
+            writer.write_layer_meta(lp.info.name, lp.meta())
     results: dict[str, dict[str, list]] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as io:  # host writes overlap compute
         pending: list[concurrent.futures.Future] = []
@@ -197,7 +199,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         _raise_failed(pending)
     if writer:
         from jaxvis.io.results import read_results
-        path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
+        path = writer.finalize()
         return read_results(path).layers
     return {name: {k: np.concatenate(v) for k, v in arrays.items()} for name, arrays in results.items()}
 

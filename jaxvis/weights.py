@@ -140,7 +140,7 @@ def load(name: str, *, root: Path | None = None, **options) -> Model:
     params, meta = store.load(entry)
     config = ModelConfig.from_json(meta["model"]).with_options(**options)
     network = assign(build(config), params, origin=str(entry))
-    meta = {**meta, "model": config.to_json()}
+    meta = {**meta, "model": config.to_json(), "name": entry.name}
     return Model(network, InputConvention.from_json(meta["convention"]), meta)
 
 

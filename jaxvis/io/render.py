@@ -1,0 +1,273 @@
+"""Pictures of a sweep, made from its results file alone (no model, no weights, no GPU).
+
+Per layer two kinds of PNG are written:
+
+- ``<layer>_units.png`` (and ``<layer>_units_p2.png``, ... beyond ``ROWS_PER_PAGE`` units): one row
+  per unit: its index, then the single-image maximum, then the N diverse images. Under the maximum
+  stands its activation (``12.3``), under each diverse image its activation as a fraction of the
+  maximum's (``0.97``; the raw activation where the maximum is not positive). What varies across
+  a row is what the unit ignores, so all images of a row share one contrast mapping (below): a
+  washed-out image stays washed out next to its neighbours.
+- ``<layer>_contact.png``: every unit's maximum in a square-ish grid, labelled with the unit, each
+  tile contrast-mapped on its own (units differ in contrast), at most ``CONTACT_MAX_TILE`` px.
+
+Contrast mapping (``to_display``): the 0.5 and 99.5 percentiles ``lo``, ``hi`` of the finite pixel
+values of the group (all channels) map linearly to 0 and 255, values beyond are clipped. Optimised
+images are grey levels that need not stay in 0..255 and often vary little, so a fixed mapping would
+show flat grey; the percentiles keep a few extreme pixels from setting the range. A flat group
+(``hi - lo < 1e-3``) is shown as its grey levels clipped to 0..255.
+
+Small canvases (3 px at VGG conv1_1, 10 px at conv2_1) are enlarged by an integer factor with
+nearest-neighbour sampling, so every pixel is a visible square: by default the smallest factor
+that makes a tile at least ``MIN_TILE`` px. Text uses PIL's built-in default font, no font files.
+Every PNG is written to a temporary name and renamed, so a killed render leaves no half picture.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jaxvis.errors import JaxvisError
+from jaxvis.io.results import file_stem, open_results, unknown_layer
+
+MIN_TILE = 64
+ROWS_PER_PAGE = 64
+CONTACT_MAX_TILE = 128
+PAD = 4
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+BACKGROUND = (255, 255, 255)
+INK = (0, 0, 0)
+NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
+
+
+def to_display(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels of any range -> uint8 for display (see the module docstring); same shape."""
+    x = np.asarray(pixels, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return np.zeros(x.shape, np.uint8)
+    lo, hi = np.percentile(finite, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if hi - lo < 1e-3:
+        mapped = x
+    else:
+        mapped = (x - lo) * (255.0 / (hi - lo))
+    mapped = np.nan_to_num(mapped, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
+
+
+def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    """``[H, W, 3]`` -> ``[H * scale, W * scale, 3]``, nearest neighbour (every pixel a square)."""
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def default_scale(height: int, width: int) -> int:
+    """The smallest integer factor that makes a ``height`` x ``width`` tile >= ``MIN_TILE`` px."""
+    return max(1, math.ceil(MIN_TILE / max(1, min(height, width))))
+
+
+def _font():
+    from PIL import ImageFont
+    return ImageFont.load_default()
+
+
+def _text_size(font, text: str) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return right - left, bottom
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Geometry of a ``_units`` page: where each tile of each row lands, in pixels.
+
+    Columns: the unit label (``label_w`` wide), then ``1 + n`` cells of ``cell_w`` (column 0 the
+    maximum, 1..n the diverse images), separated and surrounded by ``PAD``. Each row is the tile
+    (``tile_h`` high, centred in its cell) with a text line of ``text_h`` below it, then ``PAD``.
+    A header line of ``header_h`` sits on top.
+    """
+
+    tile_h: int
+    tile_w: int
+    cell_w: int
+    label_w: int
+    text_h: int
+    header_h: int
+    columns: int
+
+    @property
+    def row_h(self) -> int:
+        return self.tile_h + self.text_h + PAD
+
+    def width(self, header_w: int = 0) -> int:
+        grid = PAD + self.label_w + self.columns * (self.cell_w + PAD)
+        return max(grid, header_w + 2 * PAD)
+
+    def height(self, rows: int) -> int:
+        return self.header_h + PAD + rows * self.row_h
+
+    def tile_origin(self, row: int, column: int) -> tuple[int, int]:
+        """(x, y) of the top-left pixel of the tile at ``row``, ``column`` (0 = the maximum)."""
+        x = PAD + self.label_w + column * (self.cell_w + PAD) + (self.cell_w - self.tile_w) // 2
+        return x, self.header_h + PAD + row * self.row_h
+
+
+def row_layout(height: int, width: int, n: int, scale: int, units, font=None) -> RowLayout:
+    font = font or _font()
+    text_w, text_h = _text_size(font, "-0.00e+00")  # the widest number label used
+    label_w = max(_text_size(font, str(int(u)))[0] for u in units) + PAD if len(units) else 0
+    return RowLayout(tile_h=height * scale, tile_w=width * scale,
+                     cell_w=max(width * scale, text_w), label_w=label_w, text_h=text_h + 4,
+                     header_h=text_h + 6, columns=n + 1)
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _fraction(value: float, maximum: float) -> str:
+    if np.isfinite(maximum) and maximum > 0:
+        return f"{value / maximum:.2f}"
+    return _number(value)
+
+
+def _centred_text(draw, font, x: int, width: int, y: int, text: str) -> None:
+    text_w, _ = _text_size(font, text)
+    draw.text((x + (width - text_w) // 2, y), text, fill=INK, font=font)
+
+
+def _save_png(image, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise JaxvisError(f"cannot write picture {path}: {err}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _units_page(layer: str, page: int, pages: int, units, images, activations, max_image,
+                max_activation, scale: int):
+    """One ``_units`` page as a PIL image: rows of [maximum, diverse images...]."""
+    from PIL import Image, ImageDraw
+
+    font = _font()
+    count, n, height, width = images.shape[:4]
+    layout = row_layout(height, width, n, scale, units, font)
+    header = (f"{layer}: unit, single-image maximum (activation), {n} diverse images "
+              f"(activation / maximum)" + (f"  page {page}/{pages}" if pages > 1 else ""))
+    sheet = Image.new("RGB", (layout.width(_text_size(font, header)[0]), layout.height(count)),
+                      BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((PAD, PAD), header, fill=INK, font=font)
+    for row in range(count):
+        shown = to_display(np.concatenate([max_image[row][None], images[row]]))  # one mapping
+        for column in range(n + 1):
+            x, y = layout.tile_origin(row, column)
+            sheet.paste(Image.fromarray(enlarge(shown[column], scale)), (x, y))
+            text = (_number(max_activation[row]) if column == 0
+                    else _fraction(activations[row, column - 1], max_activation[row]))
+            cell_x = x - (layout.cell_w - layout.tile_w) // 2
+            _centred_text(draw, font, cell_x, layout.cell_w, y + layout.tile_h + 2, text)
+        _, y = layout.tile_origin(row, 0)
+        _, text_h = _text_size(font, str(int(units[row])))
+        draw.text((PAD, y + (layout.tile_h - text_h) // 2), str(int(units[row])), fill=INK,
+                  font=font)
+    return sheet
+
+
+def _contact_sheet(layer: str, group, scale: int):
+    """Every unit's maximum image in a square-ish grid, read ``ROWS_PER_PAGE`` units at a time."""
+    from PIL import Image, ImageDraw
+
+    font = _font()
+    units = np.asarray(group["unit"][()])
+    count, height, width = group["max_image"].shape[:3]
+    tile_h, tile_w = height * scale, width * scale
+    shrink = min(1.0, CONTACT_MAX_TILE / max(tile_h, tile_w))
+    tile_h, tile_w = max(1, round(tile_h * shrink)), max(1, round(tile_w * shrink))
+    text_w, text_h = _text_size(font, str(int(units.max())) if count else "0")
+    cell_w, cell_h = max(tile_w, text_w) + PAD, tile_h + text_h + 4 + PAD
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / columns))
+    header = f"{layer}: single-image maximum of each unit"
+    header_h = text_h + 6
+    sheet = Image.new("RGB", (max(PAD + columns * cell_w, _text_size(font, header)[0] + 2 * PAD),
+                              header_h + PAD + rows * cell_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((PAD, PAD), header, fill=INK, font=font)
+    for start in range(0, count, ROWS_PER_PAGE):
+        block = group["max_image"][start:start + ROWS_PER_PAGE]
+        for offset, image in enumerate(block):
+            i = start + offset
+            x = PAD + (i % columns) * cell_w
+            y = header_h + PAD + (i // columns) * cell_h
+            tile = Image.fromarray(enlarge(to_display(image), scale))
+            if tile.size != (tile_w, tile_h):
+                tile = tile.resize((tile_w, tile_h), Image.BOX)
+            sheet.paste(tile, (x + (cell_w - PAD - tile_w) // 2, y))
+            _centred_text(draw, font, x, cell_w - PAD, y + tile_h + 2, str(int(units[i])))
+    return sheet
+
+
+def render(results_path: Path, out_dir: Path, *, layers: list[str] | None = None,
+           scale: int | None = None) -> list[Path]:
+    """Write the pictures of ``results_path`` (all layers, or ``layers``) into ``out_dir``.
+
+    ``scale``: the integer enlargement of every image (default: tiles of at least ``MIN_TILE``
+    px). Returns the written paths: per layer its ``_units`` pages, then its contact sheet.
+    """
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise JaxvisError(f"scale must be a positive integer, not {scale!r}")
+    results_path, out_dir = Path(results_path), Path(out_dir)
+    written: list[Path] = []
+    with open_results(results_path) as f:
+        names = list(f["layers"])
+        for name in layers or []:
+            if name not in f["layers"]:
+                raise unknown_layer(results_path, name, names)
+        chosen = list(layers) if layers is not None else names
+        for name in chosen:
+            missing = [k for k in NEEDED if k not in f["layers"][name]]
+            if missing:
+                raise JaxvisError(f"layer {name} of {results_path} has no {', '.join(missing)}; "
+                                  f"pictures need {', '.join(NEEDED)}")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise JaxvisError(f"cannot write pictures to {out_dir}: {err}") from None
+        for name in chosen:
+            written += _render_layer(name, f["layers"][name], out_dir, scale)
+    return written
+
+
+def _render_layer(name: str, group, out_dir: Path, scale: int | None) -> list[Path]:
+    images = group["images"]
+    if images.ndim != 5 or images.shape[-1] != 3 or group["max_image"].ndim != 4:
+        raise JaxvisError(f"layer {name}: images must be [units, N, H, W, 3] and max_image "
+                          f"[units, H, W, 3], not {images.shape} and {group['max_image'].shape}")
+    count, _, height, width = images.shape[:4]
+    if count == 0:
+        return []
+    scale = scale or default_scale(height, width)
+    units = np.asarray(group["unit"][()])
+    stem = file_stem(name)
+    pages = math.ceil(count / ROWS_PER_PAGE)
+    written = []
+    for page in range(1, pages + 1):
+        rows = slice((page - 1) * ROWS_PER_PAGE, min(count, page * ROWS_PER_PAGE))
+        sheet = _units_page(name, page, pages, units[rows], images[rows],
+                            np.asarray(group["activations"][rows], np.float64),
+                            group["max_image"][rows],
+                            np.asarray(group["max_activation"][rows], np.float64), scale)
+        suffix = "" if page == 1 else f"_p{page}"
+        written.append(_save_png(sheet, out_dir / f"{stem}_units{suffix}.png"))
+    written.append(_save_png(_contact_sheet(name, group, scale), out_dir / f"{stem}_contact.png"))
+    return written
