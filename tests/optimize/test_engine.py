@@ -116,3 +116,37 @@ def test_bad_input_is_refused_with_one_clear_error(vgg19, real_root, monkeypatch
         sweep(vgg19, "conv2_1", "1-x", steps=1)
     with pytest.raises(JaxvisError, match="unknown sweep setting.*lamda"):
         sweep(vgg19, "conv2_1", [0], lamda=1)
+
+
+def test_directions_in_channel_space(vgg19, real_root, monkeypatch):
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    settings = dict(images=2, steps=30, diversity="pixels")
+    channel = sweep(vgg19, "conv2_1", [3], **settings)["conv2_1"]
+    onehot = np.zeros((2, 128), np.float32)
+    onehot[0, 3], onehot[1, [3, 9]] = 2.0, 1.0  # any length: directions are normalised
+    by_direction = sweep(vgg19, "conv2_1", directions=onehot, **settings)["conv2_1"]
+    assert by_direction["unit"].tolist() == [0, 1]
+    # the same start and objective only if the unit index matches: compare the objective instead
+    acts = vgg19(by_direction["images"][1], upto="conv2_1").pre["conv2_1"][:, 0, 0]
+    np.testing.assert_allclose(by_direction["activations"][1], acts @ (onehot[1] / np.sqrt(2)), rtol=1e-4)
+    assert channel["max_activation"][0] > 0
+    with pytest.raises(JaxvisError, match="directions must be"):
+        sweep(vgg19, "conv2_1", directions=np.ones((1, 64)), steps=1)
+
+
+@pytest.mark.parametrize("name,layer", [("resnet50", "layer1.0.conv2"), ("efficientnet-lite0", "blocks.1.depthwise")])
+def test_padded_networks_use_the_centre_unit(name, layer, real_root, monkeypatch):
+    """ResNet-50 (random weights) and EfficientNet-Lite0 sweep on their centre-unit canvases."""
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    if name == "resnet50":
+        net = jaxvis.build(jaxvis.ModelConfig.make(name), abstract=False)
+        model = jaxvis.Model(net, jaxvis.InputConvention(), {"name": name})
+    else:
+        model = jaxvis.load(name, root=real_root)
+    info = model.network.layer(layer)
+    r = sweep(model, layer, [0, 1], images=2, steps=20)[layer]
+    assert r["images"].shape == (2, 2, info.canvas, info.canvas, 3)
+    # the reported activation is the centre unit of the network's own output on that canvas
+    acts = model(r["images"][0], upto=layer).pre[layer]
+    assert acts.shape[1] == info.out
+    np.testing.assert_allclose(acts[:, info.centre, info.centre, 0], r["activations"][0], rtol=1e-4, atol=1e-4)
