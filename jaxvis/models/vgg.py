@@ -15,6 +15,7 @@ from flax import nnx
 
 from jaxvis.models.base import Network, Recorder
 from jaxvis.models.geometry import LayerSpec, Op
+from jaxvis.models.ops import conv2d, pool2x2
 
 BLOCKS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 WIDTHS = (64, 128, 256, 512, 512)
@@ -59,16 +60,21 @@ class VGG(Network):
                       LayerSpec("fc7", 4096, (Op(1),), "fc"), LayerSpec("fc8", 1000, (Op(1),), "fc")]
         return tuple(specs)
 
+    def _conv(self, name: str, x: jax.Array) -> jax.Array:
+        # the nnx.Conv modules hold the parameters; the op is jaxvis's (cheap input gradients)
+        conv = self.convs[name]
+        padding = 1 if self.padding == "SAME" and conv.kernel_size == (3, 3) else "VALID"
+        return conv2d(x, conv.kernel[...], conv.bias[...], padding)
+
     def forward(self, x: jax.Array, record: Recorder) -> None:
-        pool = nnx.max_pool if self.pooling == "max" else nnx.avg_pool
         for block, n in enumerate(BLOCKS[self.depth], start=1):
             for i in range(1, n + 1):
                 name = f"conv{block}_{i}"
-                pre = self.convs[name](x)
+                pre = self._conv(name, x)
                 x = record(name, pre, nnx.relu(pre))
-            x = record(f"pool{block}", pool(x, (2, 2), (2, 2)))
+            x = record(f"pool{block}", pool2x2(x, self.pooling))
         if self.include_top:
             for name in ("fc6", "fc7"):
-                pre = self.convs[name](x)
+                pre = self._conv(name, x)
                 x = record(name, pre, nnx.relu(pre))
-            record("fc8", self.convs["fc8"](x))
+            record("fc8", self._conv("fc8", x))
