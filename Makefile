@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: demo test clean
+.PHONY: demo test clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,21 @@ demo: $(VENV)/.base
 	mkdir -p $(OUT)
 	$(BIN)/jaxvis sweep --layer conv2_1 --out $(OUT)/vgg19-normalized_conv2_1.h5
 
+# The HTML report's browser test drives real headless Chromium (Debian packages chromium and
+# chromium-driver): installed here when missing and possible (root with apt-get); otherwise, or
+# if apt-get fails, a note is printed and that one test skips, saying why. Never fails the suite.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver for the report's browser test (apt-get)"; \
+	  ( export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null 2>&1; \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ) \
+	  || echo "note: apt-get could not install chromium; the browser test will skip"; \
+	else echo "note: no chromium/chromedriver (and no root apt-get to install them); the browser test will skip"; \
+	fi
+
 # pytest exits 5 when it collects no tests: that is not a failure of the suite.
-test: $(VENV)/.test
+test: $(VENV)/.test browser-deps
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 clean:

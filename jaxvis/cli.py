@@ -123,9 +123,19 @@ def cmd_sweep(args) -> None:
                           lam=args.lam, prior=args.prior, beta=args.beta)
     optimizer = Optimizer(steps=args.steps, learning_rate=args.lr)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
+    processes = None
+    if args.distributed:  # before anything touches a device
+        from jaxvis.optimize.parallel import initialize
+        processes = initialize(args.coordinator, args.num_processes, args.process_id, args.timeout)
+    elif args.coordinator or args.num_processes is not None or args.process_id is not None:
+        raise JaxvisError("--coordinator, --num-processes and --process-id need --distributed")
     model = load(args.weights, **_model_options(args))
     layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
-                   seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=True)
+                   seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=True,
+                   processes=processes, compile_cache=not args.no_cache)
+    if processes is not None and processes.index != 0:
+        print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
+        return
     for name, r in layers.items():
         frac = r["activations"] / r["max_activation"][:, None]
         print(f"{name}: {len(r['unit'])} units, median activation of the diverse images "
@@ -138,12 +148,59 @@ def cmd_sweep(args) -> None:
         print(f"pictures: {out.with_suffix('')}/ ({len(pictures)} files)")
 
 
+def cmd_merge(args) -> None:
+    from jaxvis.io.results import merge_parts, parts_dir, read_results
+
+    out = Path(args.results)
+    if out.exists() and not parts_dir(out).exists():  # process 0 already assembled it
+        read_results(out)  # still refuses a file that is not a jaxvis results file
+        print(f"{out} is already complete; nothing to merge")
+        return
+    out = merge_parts(out)
+    counts = [f"{name} ({len(r['unit'])} units)" for name, r in read_results(out).layers.items()]
+    print(f"merged {', '.join(counts)} -> {out}")
+
+
 def cmd_render(args) -> None:
     from jaxvis.io.render import render
 
     out = Path(args.out or Path(args.results).with_suffix(""))
     paths = render(Path(args.results), out, layers=args.layer.split(",") if args.layer else None)
     print(f"{len(paths)} pictures in {out}/")
+
+
+def cmd_analyze(args) -> None:
+    from jaxvis.analysis.analyze import analyze
+
+    photos = _photos(args.images)
+    csv = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
+                  shift_stride=args.shift_stride, photos=photos, top=args.top, seed=args.seed,
+                  layers=args.layer.split(",") if args.layer else None)
+    from jaxvis.io.results import read_results
+    for layer, m in read_results(Path(args.results)).metrics.items():
+        shift = (f", shift index > 0.9: {np.mean(m['shift_index'] > 0.9):.0%} "
+                 f"(median {np.nanmedian(m['shift_index']):.2f})") if "shift_index" in m else ""
+        print(f"{layer}: median activation fraction {np.median(m['fraction_median']):.2f}, "
+              f"participation ratio {np.median(m['participation_ratio']):.2f}{shift}")
+    print(f"metrics added to {args.results}; table: {csv}")
+
+
+def cmd_report(args) -> None:
+    from jaxvis.io.report import report
+
+    results = Path(args.results)
+    out = Path(args.out or results.with_name(results.stem + "_report"))
+    paths = report(results, out, layers=args.layer.split(",") if args.layer else None)
+    print(f"{len(paths) - 1} layer pages and {out / 'index.html'}")
+
+
+def cmd_compare(args) -> None:
+    from jaxvis.analysis.compare import compare, format_table, write_html
+
+    comparison = compare(Path(args.a), Path(args.b))
+    print(format_table(comparison))
+    page = write_html(comparison, Path(args.out or "."))
+    print(f"\npage: {page}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,13 +258,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results file (default <weights>_<layer>.h5); rerun to resume")
     p.add_argument("--overwrite", action="store_true", help="replace results of a different sweep")
     p.add_argument("--no-render", action="store_true", help="skip the PNG pictures")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not keep compiled programs ($JAXVIS_CACHE, default <weights root>/cache)")
+    p.add_argument("--distributed", action="store_true",
+                   help="one of several processes (hosts), each sweeping its share of the units into "
+                        "<out>.parts/ on a shared filesystem; process 0 assembles <out>")
+    p.add_argument("--coordinator", help="HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS, "
+                                         "or detected under SLURM / Open MPI / Cloud TPU)")
+    p.add_argument("--num-processes", type=int, help="default $JAX_NUM_PROCESSES or detected")
+    p.add_argument("--process-id", type=int, help="0 .. num-processes - 1; default $JAX_PROCESS_ID or detected")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for all processes to connect (default 300)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("merge", help="assemble the results file from the parts of a multi-process sweep")
+    p.add_argument("results", help="the sweep's --out file (its parts are in <results>.parts/)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("render", help="PNG grids and contact sheets from a results file")
     p.add_argument("results")
     p.add_argument("--layer", help="only these layers (comma-separated)")
     p.add_argument("--out", help="folder (default: the results file name without .h5)")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("analyze", help="invariance metrics, natural calibration and shift test of a sweep")
+    p.add_argument("results")
+    p.add_argument("--layer", help="only these layers (comma-separated)")
+    p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
+    p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
+    p.add_argument("--shift-steps", type=int, default=300, help="optimiser steps of the shift test")
+    p.add_argument("--shift-stride", type=int, default=1, help="test every k-th offset (1: all)")
+    p.add_argument("--top", type=int, default=8, help="natural patches kept per unit")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("report", help="static HTML report (per layer page + index) of a results file")
+    p.add_argument("results")
+    p.add_argument("--layer", help="only these layers (comma-separated)")
+    p.add_argument("--out", help="folder (default: <results name without .h5>_report)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="metric distributions of two results files, layers paired by rf")
+    p.add_argument("a", help="results file A")
+    p.add_argument("b", help="results file B")
+    p.add_argument("--out", help="folder for compare.html (default: the current folder)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("classify", help="classify photographs with an ImageNet classifier")
     p.add_argument("images", nargs="*", help="image files (default: the bundled CC0 photos)")

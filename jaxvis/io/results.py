@@ -43,6 +43,7 @@ import re
 import shutil
 import uuid
 import zipfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -56,6 +57,7 @@ FORMAT_VERSION = 1
 PARTS_FORMAT = "jaxvis.sweep.parts"
 CONFIG_JSON = "config.json"
 LAYERS_JSON = "layers.json"
+METRICS = "metrics"  # the per-layer group `jaxvis analyze` adds; not a chunk key
 LAYER_KEY = "__layer__"  # the layer name stored inside every part file
 COMPRESS_ROW_BYTES = 4096  # datasets with rows at least this large are chunked per unit + gzip
 GZIP_LEVEL = 4
@@ -68,12 +70,14 @@ class Results:
 
     ``config``: the sweep config; ``layers[layer][key]``: arrays with rows sorted by unit
     (``unit`` ``[U]``, ``images`` ``[U, N, H, W, 3]``, ...); ``layer_meta[layer]``: the metadata
-    ``finalize`` was given (e.g. ``units``, ``canvas``).
+    ``finalize`` was given (e.g. ``units``, ``canvas``); ``metrics[layer][name]``: what
+    ``jaxvis analyze`` added under ``/layers/<layer>/metrics`` (empty before that).
     """
 
     config: dict
     layers: dict[str, dict[str, np.ndarray]]
     layer_meta: dict[str, dict]
+    metrics: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,13 +680,15 @@ def read_results(path: Path, *, layers: list[str] | None = None) -> Results:
         for name in layers or []:
             if name not in f["layers"]:
                 raise unknown_layer(path, name, names)
-        data, meta = {}, {}
+        data, meta, metrics = {}, {}, {}
         for name in (layers if layers is not None else names):
             group = f["layers"][name]
-            data[name] = {key: group[key][()] for key in group}
+            data[name] = {key: group[key][()] for key in group if key != METRICS}
+            if METRICS in group:
+                metrics[name] = {key: value[()] for key, value in group[METRICS].items()}
             try:
                 meta[name] = json.loads(group.attrs["meta"])
             except (KeyError, TypeError, ValueError) as err:
                 raise JaxvisError(f"{path} is a damaged jaxvis results file (metadata of layer "
                                   f"{name}: {err})") from None
-    return Results(config, data, meta)
+    return Results(config, data, meta, metrics)

@@ -83,7 +83,7 @@ class LayerInfo:
         return self.out // 2
 
 
-def _trace(ops: Sequence[Op], canvas: int) -> tuple[int, float, int, int]:
+def trace(ops: Sequence[Op], canvas: int) -> tuple[int, float, int, int]:
     """Follow ``ops`` on a ``canvas``-pixel input: (out size, centre of unit 0, rf, jump)."""
     size, start, rf, jump = canvas, 0.0, 1, 1
     for op in ops:
@@ -99,10 +99,10 @@ def _trace(ops: Sequence[Op], canvas: int) -> tuple[int, float, int, int]:
 
 def canvas_for(ops: Sequence[Op]) -> tuple[int, int]:
     """(canvas, output size) by the rule in the module docstring."""
-    _, _, rf, jump = _trace(ops, 1 << 16)
+    _, _, rf, jump = trace(ops, 1 << 16)
     # the centre condition is periodic in the canvas size with period 2 * jump, so this is exhaustive
     for canvas in range(rf, rf + 4 * jump + 2):
-        out, start, _, _ = _trace(ops, canvas)
+        out, start, _, _ = trace(ops, canvas)
         if out < 1 or out % 2 == 0:
             continue
         centre = start + (out // 2) * jump
@@ -121,7 +121,7 @@ def catalogue(specs: Sequence[LayerSpec]) -> tuple[LayerInfo, ...]:
             rows.append(LayerInfo(spec.name, "global", spec.channels, GLOBAL_CANVAS, jump, GLOBAL_CANVAS, 1))
             continue
         ops.extend(spec.ops)
-        _, _, rf, jump = _trace(ops, 1 << 16)
+        _, _, rf, jump = trace(ops, 1 << 16)
         canvas, out = canvas_for(ops)
         rows.append(LayerInfo(spec.name, spec.kind, spec.channels, rf, jump, canvas, out))
     return tuple(rows)

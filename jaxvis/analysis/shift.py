@@ -1,0 +1,147 @@
+"""The shift / phase-invariance test (Cadena et al. 2018, section 3.3).
+
+For a unit with canvas ``c`` (its receptive field on the VGG canvas), optimise one texture ``T`` of
+size ``(2c - 1)^2`` so that every masked crop ``T[i:i+c, j:j+c] * M``, at offsets ``i, j`` in
+``0..c-2``, drives the unit. ``M = exp(-(r / sigma)^q)`` with ``r`` the Euclidean distance from the
+crop centre, ``q = 4`` and ``sigma = rf / 2.4`` (fixed, or learnt per unit with ``learn_mask``).
+One common scale makes the RMS norm of the masked crops equal the unit's contrast budget, so the
+crops are comparable to the sweep's images. Loss: ``-(1 - w) * mean_k a_k - w * min_k a_k``.
+
+**Shift-invariance index** (used everywhere in jaxvis): the mean response over all offsets divided
+by the unit's single-image maximum at the same norm (the sweep's ``max_activation``). A unit that
+keeps its response under every shift of its preferred pattern (a complex cell: phase invariance)
+scores near 1; a linear unit followed by ReLU cannot, since shifting a grating through its filter
+flips the sign of the response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxvis.models.base import Network
+from jaxvis.models.convention import InputConvention
+from jaxvis.param.image import whiten_gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftProblem:
+    target: str
+    centre: int
+    canvas: int
+    rf: int
+    convention: InputConvention
+    mean_rgb: tuple[float, float, float]
+    stride: int = 1           # offsets 0, stride, 2*stride, ... < canvas - 1 (1: all of them)
+    weight_min: float = 0.5   # w: the share of the worst offset in the loss
+    q: float = 4.0
+    learn_mask: bool = False
+    steps: int = 1000
+    learning_rate: float = 1.0
+    ema: float = 0.9
+    patience: int = 100
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.arange(0, self.canvas - 1, self.stride)
+
+    @property
+    def texture(self) -> int:
+        return 2 * self.canvas - 1
+
+
+def mask(canvas: int, sigma: jax.Array, q: float) -> jax.Array:
+    """``[canvas, canvas]`` soft aperture ``exp(-(r / sigma)^q)`` around the crop centre."""
+    y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
+    r = jnp.asarray(np.sqrt(y ** 2 + x ** 2), jnp.float32)
+    return jnp.exp(-((r / sigma) ** q))
+
+
+def crops(texture: jax.Array, problem: ShiftProblem, log_sigma: jax.Array, radius: jax.Array):
+    """``[T, T, 3]`` texture -> (``[K, c, c, 3]`` masked crops at every offset with RMS norm
+    ``radius``, the common scale applied to the texture)."""
+    c, offsets = problem.canvas, problem.offsets
+    windows = jnp.stack([texture[i:i + c, j:j + c] for i in offsets for j in offsets])
+    masked = windows * mask(c, jnp.exp(log_sigma), problem.q)[None, :, :, None]
+    scale = radius / jnp.maximum(jnp.sqrt(jnp.mean(jnp.sum(jnp.square(masked), axis=(1, 2, 3)))), 1e-12)
+    return scale * masked, scale
+
+
+def responses(params, net: Network, problem: ShiftProblem, direction, radius) -> jax.Array:
+    z, log_sigma = params
+    x, _ = crops(whiten_gradient(z), problem, log_sigma, radius)
+    rgb = x + jnp.asarray(problem.mean_rgb, x.dtype)
+    c = problem.centre
+    return net(problem.convention(rgb), upto=problem.target).pre[problem.target][:, c, c, :] @ direction
+
+
+def _loss(params, net, problem, direction, radius):
+    a = responses(params, net, problem, direction, radius)
+    return -(1 - problem.weight_min) * jnp.mean(a) - problem.weight_min * jnp.min(a)
+
+
+def _optimizer(problem: ShiftProblem) -> optax.GradientTransformation:
+    adam = optax.adam(problem.learning_rate)
+    if problem.learn_mask:
+        return adam
+    # the fixed mask: sigma's gradient is zeroed so only the texture moves
+    return optax.chain(optax.masked(optax.set_to_zero(), (False, True)), optax.masked(adam, (True, False)))
+
+
+def _init(key, problem: ShiftProblem):
+    z = jax.random.normal(key, (problem.texture, problem.texture, 3), jnp.float32)
+    params = (z, jnp.log(jnp.float32(problem.rf / 2.4)))
+    return params, _optimizer(problem).init(params)
+
+
+def _step(carry, net, problem: ShiftProblem, direction, radius):
+    params, opt, ema, best, since, done, steps = carry
+    loss, grad = jax.value_and_grad(_loss)(params, net, problem, direction, radius)
+    updates, new_opt = _optimizer(problem).update(grad, opt, params)
+    new_params = optax.apply_updates(params, updates)
+    new_ema = jnp.where(jnp.isinf(ema), loss, problem.ema * ema + (1 - problem.ema) * loss)
+    new_since = jnp.where(new_ema < best, 0, since + 1)
+    new = (new_params, new_opt, new_ema, jnp.minimum(new_ema, best), new_since,
+           new_since > problem.patience, steps + 1)
+    frozen = done | (steps >= problem.steps)
+    return jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), carry, new)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "problem", "length"))
+def _run(params_net, keys, directions, radius, *, graphdef, problem: ShiftProblem, length: int):
+    from flax import nnx
+
+    net = nnx.merge(graphdef, params_net)
+
+    def one_unit(key, direction):
+        params, opt = _init(key, problem)
+        inf = jnp.float32(jnp.inf)
+        carry = (params, opt, inf, inf, jnp.int32(0), jnp.bool_(False), jnp.int32(0))
+        carry, _ = jax.lax.scan(lambda c, _: (_step(c, net, problem, direction, radius), None),
+                                carry, None, length=length)
+        (z, log_sigma), *_, steps = carry
+        _, scale = crops(z, problem, log_sigma, radius)
+        return {"responses": responses((z, log_sigma), net, problem, direction, radius),
+                "texture": scale * z + jnp.asarray(problem.mean_rgb, z.dtype),
+                "sigma": jnp.exp(log_sigma), "steps": steps}
+
+    return jax.vmap(one_unit)(keys, directions)
+
+
+def shift_test(network: Network, problem: ShiftProblem, keys, directions, radius: float) -> dict[str, np.ndarray]:
+    """Run the test for ``U`` units. Returns ``responses`` ``[U, S, S]``, ``texture`` ``[U, T, T, 3]``
+    (RGB grey levels, displayed at the crops' common scale), ``sigma`` ``[U]``, ``steps`` ``[U]``."""
+    from flax import nnx
+
+    graphdef, params = nnx.split(network)
+    out = jax.device_get(_run(params, keys, jnp.asarray(directions, jnp.float32), jnp.float32(radius),
+                              graphdef=graphdef, problem=problem, length=problem.steps))
+    out = {k: np.asarray(v) for k, v in out.items()}
+    s = len(problem.offsets)
+    out["responses"] = out["responses"].reshape(-1, s, s)
+    return out

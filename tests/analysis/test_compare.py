@@ -1,0 +1,143 @@
+"""Comparing two results files: layers paired by receptive field, medians and quartiles as numpy
+computes them, the HTML page, and unanalysed files compared on the metrics the sweep gives."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import h5py
+import numpy as np
+import pytest
+
+from jaxvis.analysis.compare import compare, format_table, pair_layers, write_html
+from jaxvis.cli import main
+from jaxvis.errors import JaxvisError
+from tests.io.test_report import N, U, make_results
+
+
+@pytest.fixture
+def two(tmp_path):
+    a = make_results(tmp_path / "a.h5", {"conv1_1": 3, "conv2_1": 10, "conv3_1": 24},
+                     config={"weights": "vgg19-normalized", "model": {"name": "vgg19"}})
+    b = make_results(tmp_path / "b.h5", {"stem": 3, "blocks.1": 11, "blocks.3": 19, "head": 27},
+                     config={"weights": "efficientnet-lite0",
+                             "model": {"name": "efficientnet-lite0"}}, seed=100)
+    return a, b
+
+
+def test_layers_pair_by_closest_rf(two):
+    a, b = two
+    c = compare(a, b)
+    assert [(la.name, la.rf, lb.name, lb.rf) for la, lb in c.pairs] == [
+        ("conv1_1", 3, "stem", 3), ("conv2_1", 10, "blocks.1", 11), ("conv3_1", 24, "head", 27)]
+    assert c.a.model == "vgg19-normalized (vgg19)" and c.b.model == "efficientnet-lite0"
+    back = compare(b, a)  # every layer of B gets the closest of A; ties go to the earlier layer
+    assert [(la.name, lb.name) for la, lb in back.pairs] == [
+        ("stem", "conv1_1"), ("blocks.1", "conv2_1"), ("blocks.3", "conv3_1"),
+        ("head", "conv3_1")]
+
+
+def test_pairing_ties_and_missing_rf():
+    from jaxvis.analysis.compare import LayerStats
+
+    def layer(name, rf):
+        return LayerStats(name, rf, 1, {}, {})
+
+    pairs = pair_layers([layer("x", 10), layer("y", None)],
+                        [layer("p", 8), layer("q", 12), layer("y", None)])
+    assert [(la.name, lb.name if lb else None) for la, lb in pairs] == [("x", "p"), ("y", "y")]
+
+
+def _row(table: str, header: str, metric: str) -> list[str]:
+    block = table.split(header, 1)[1]
+    line = next(line for line in block.splitlines() if line.split()[:1] == [metric])
+    return line.split()[1:]
+
+
+def test_table_holds_the_numpy_medians_and_quartiles(two, capsys):
+    a, b = two
+    c = compare(a, b)
+    table = format_table(c)
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        shift_a = fa["layers/conv1_1/metrics/shift_index"][()]
+        frac_b = fb["layers/stem/metrics/fraction_median"][()]
+        acts = fa["layers/conv2_1/activations"][()]
+        peak = fa["layers/conv2_1/max_activation"][()]
+    header = "A conv1_1 (rf 3, 5 units)  <->  B stem (rf 3, 5 units)"
+    assert header in table
+    finite = shift_a[np.isfinite(shift_a)]
+    n_a, q1, med, q3, n_b = _row(table, header, "shift_index")[:5]
+    assert int(n_a) == len(finite) == U - 1 and int(n_b) == len(finite)
+    np.testing.assert_allclose([float(q1), float(med), float(q3)],
+                               np.percentile(finite, [25, 50, 75]), rtol=5e-3)
+    row = _row(table, header, "fraction_median")
+    np.testing.assert_allclose(float(row[6]), np.median(frac_b), rtol=5e-3)
+    # conv2_1 carries a partial metrics group (fraction_median written by the analysis)
+    header2 = "A conv2_1 (rf 10, 5 units)  <->  B blocks.1 (rf 11, 5 units)"
+    row = _row(table, header2, "fraction_median")
+    np.testing.assert_allclose(float(row[2]), np.median(np.median(acts / peak[:, None], 1)),
+                               rtol=5e-3)
+    pair2 = table.split(header2, 1)[1].split("\n\n")[0]
+    assert "shift_index" not in pair2  # neither layer has it (partial metrics groups)
+    assert "participation_ratio" in pair2
+
+    assert main(["compare", str(a), str(b), "--out", str(a.parent / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert header in out and (a.parent / "cmp" / "compare.html").exists()
+
+
+class _Html(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.srcs = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.srcs += [v for k, v in attrs if k in ("src", "href") and v and not
+                      v.startswith(("#", "data:"))]
+
+
+def test_html_page_is_self_contained(two, tmp_path):
+    c = compare(*two)
+    page = write_html(c, tmp_path / "out")
+    assert page == tmp_path / "out" / "compare.html"
+    text = page.read_text()
+    parser = _Html()
+    parser.feed(text)
+    assert parser.srcs == []  # nothing fetched from anywhere
+    assert parser.tags.count("svg") >= 3 * 6  # paired histograms for every pair
+    assert "efficientnet-lite0" in text and "vgg19-normalized" in text
+    assert sorted(p.name for p in page.parent.iterdir()) == ["compare.html"]
+
+
+def test_unanalysed_files_compare_on_the_sweep_metrics(tmp_path, capsys):
+    a = make_results(tmp_path / "plain.h5", {"conv2_1": 10}, metrics="none")
+    c = compare(a, a)  # the same file twice is fine
+    assert any("run `jaxvis analyze" in note and "plain.h5" in note for note in c.notes)
+    table = format_table(c)
+    with h5py.File(a, "r") as f:
+        g = f["layers/conv2_1"]
+        frac = g["activations"][()] / g["max_activation"][()][:, None]
+        d = g["feature_distances"][()]
+    i, j = np.triu_indices(N, 1)
+    header = "A conv2_1 (rf 10, 5 units)  <->  B conv2_1 (rf 10, 5 units)"
+    for metric, values in (("fraction_min", frac.min(1)), ("fraction_median", np.median(frac, 1)),
+                           ("feature_min", d[:, i, j].min(1)),
+                           ("feature_mean", d[:, i, j].mean(1))):
+        row = _row(table, header, metric)
+        assert int(row[0]) == U
+        np.testing.assert_allclose(float(row[2]), np.median(values), rtol=5e-3)
+        assert row[1:4] == row[5:8]  # A and B are the same file
+    assert "shift_index" not in table
+    assert main(["compare", str(a), str(a), "--out", str(tmp_path)]) == 0
+    assert "jaxvis analyze" in capsys.readouterr().out
+
+
+def test_compare_errors(tmp_path, capsys):
+    a = make_results(tmp_path / "a.h5", {"conv1_1": 3}, metrics="none")
+    with pytest.raises(JaxvisError, match="does not exist"):
+        compare(a, tmp_path / "missing.h5")
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    assert main(["compare", str(a), str(bad)]) == 2
+    assert "not a jaxvis results file" in capsys.readouterr().err

@@ -1,0 +1,397 @@
+"""HTML reports: a tiny generated results file (with and without metrics) rendered and checked by
+parsing the HTML, and in real headless Chromium (sorting, links, images, no console errors)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxvis.errors import JaxvisError
+from jaxvis.io.report import heat, png_uri, report
+from jaxvis.io.results import ResultWriter
+
+U, N, H, K = 5, 3, 5, 4
+T = 2 * H - 1          # shift texture side
+S = H - 1              # shift offsets per axis
+
+
+def sweep_chunk(units, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    count = len(units)
+    pixel = rng.uniform(1, 10, (count, N, N))
+    pixel = np.triu(pixel, 1) + np.triu(pixel, 1).transpose(0, 2, 1)
+    feature = pixel / 10 + rng.uniform(0, 0.1, (count, N, N))
+    feature = np.triu(feature, 1) + np.triu(feature, 1).transpose(0, 2, 1)
+    max_activation = rng.uniform(1, 20, count).astype(np.float32)
+    return {"unit": np.asarray(units, np.int64),
+            "images": rng.uniform(0, 255, (count, N, H, H, 3)).astype(np.float32),
+            "activations": (max_activation[:, None] * rng.uniform(0.5, 1.0, (count, N)))
+            .astype(np.float32),
+            "max_image": rng.uniform(0, 255, (count, H, H, 3)).astype(np.float32),
+            "max_activation": max_activation,
+            "pixel_distances": pixel.astype(np.float32),
+            "feature_distances": feature.astype(np.float32),
+            "steps": rng.integers(50, 1000, count).astype(np.int32),
+            "stop_reason": np.ones(count, np.int8)}
+
+
+def full_metrics(group, seed: int, *, partial: bool = False) -> dict[str, np.ndarray]:
+    """The documented metrics schema, random but shaped right; written into ``group/metrics``.
+
+    ``partial``: only some of them (no shift test, no natural patches), as an older analysis."""
+    rng = np.random.default_rng(seed)
+    acts, peak = group["activations"][()], group["max_activation"][()]
+    frac = acts / peak[:, None]
+    shift = rng.uniform(0, 1, U)
+    shift[1] = np.nan  # one unit without a shift test
+    metrics = {
+        "activation_fraction": frac, "fraction_min": frac.min(1),
+        "fraction_median": np.median(frac, 1),
+        "pixel_min": rng.uniform(1, 5, U), "pixel_mean": rng.uniform(5, 9, U),
+        "feature_min": rng.uniform(0.1, 0.5, U), "feature_mean": rng.uniform(0.5, 1, U),
+        "participation_ratio": rng.uniform(1, N, U),
+        "variance_map": rng.uniform(0, 5, (U, H, H)),
+    }
+    if not partial:
+        metrics.update({
+            "reference_pixel_min": rng.uniform(1, 5, U), "reference_pixel_mean": rng.uniform(5, 9, U),
+            "reference_feature_min": rng.uniform(0.1, 0.5, U),
+            "reference_feature_mean": rng.uniform(0.5, 1, U),
+            "shift_index": shift, "shift_texture": rng.uniform(0, 255, (U, T, T, 3)),
+            "shift_responses": rng.uniform(0, 10, (U, S, S)),
+            "natural_p99": rng.uniform(1, 5, U), "max_over_p99": rng.uniform(1, 4, U),
+            "diverse_over_p99": rng.uniform(1, 4, (U, N)),
+            "natural_top_patches": rng.uniform(0, 255, (U, K, H, H, 3)),
+            "natural_top_activations": np.sort(rng.uniform(1, 5, (U, K)))[:, ::-1],
+        })
+    sub = group.create_group("metrics")
+    for name, value in metrics.items():
+        sub.create_dataset(name, data=np.asarray(value, np.float32))
+    sub.attrs["definitions"] = json.dumps({name: f"definition of {name}" for name in metrics})
+    sub.attrs["config"] = json.dumps({"fake": True})
+    return metrics
+
+
+def make_results(path: Path, layers: dict[str, int], *, metrics: str = "full",
+                 config: dict | None = None, seed: int = 0) -> Path:
+    """A finished results file with ``layers`` {name: rf} of U units each (units 0, 2, 4, ...);
+    ``metrics``: "full" (first layer full, the others partial), "none"."""
+    config = config or {"weights": "fake-weights", "model": {"name": "fakenet", "options": {}}}
+    writer = ResultWriter(path, config)
+    meta = {}
+    for k, (layer, rf) in enumerate(layers.items()):
+        units = list(range(0, 2 * U, 2))
+        writer.write_chunk(layer, sweep_chunk(units, seed=seed + k))
+        meta[layer] = {"units": units, "rf": rf, "canvas": H, "jump": 1, "radius": 100.0,
+                       "feature_layer": "below"}
+    writer.finalize(meta)
+    if metrics != "none":
+        import h5py
+        with h5py.File(path, "r+") as f:
+            for k, layer in enumerate(layers):
+                full_metrics(f["layers"][layer], seed=seed + 10 + k, partial=k > 0)
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    return make_results(tmp_path / "fake.h5", {"conv1_1": 3, "layer1.0": 5})
+
+
+class PageParser(HTMLParser):
+    """Collects ids, hrefs, img srcs and the unit table (header keys, rows of data-v values)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.hrefs, self.imgs, self.heads, self.rows = set(), [], [], [], []
+        self.scripts_src, self.links = [], []
+        self._in_units = self._in_body = False
+        self._row = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag in ("script", "iframe") and "src" in a:
+            self.scripts_src.append(a["src"])
+        if tag == "link":
+            self.links.append(a.get("href", ""))
+        if tag == "table" and "units" in a.get("class", ""):
+            self._in_units = True
+        if self._in_units and tag == "th" and "data-key" in a:
+            self.heads.append(a["data-key"])
+        if self._in_units and tag == "tbody":
+            self._in_body = True
+        if self._in_body and tag == "tr":
+            self._row = []
+        if self._in_body and tag == "td" and self._row is not None:
+            self._row.append(a.get("data-v"))
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+        if tag == "table" and self._in_units:
+            self._in_units = self._in_body = False
+
+
+def parse(path: Path) -> PageParser:
+    parser = PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def decode(src: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix), src[:40]
+    image = Image.open(io.BytesIO(base64.b64decode(src[len(prefix):])))
+    image.load()
+    return image
+
+
+def test_report_pages_tables_images_and_anchors(results, tmp_path):
+    out = tmp_path / "report"
+    paths = report(results, out)
+    assert [p.name for p in paths] == ["conv1_1.html", "layer1.0.html", "index.html"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temps
+
+    index = parse(out / "index.html")
+    assert {"conv1_1.html", "layer1.0.html"} <= set(index.hrefs)
+    text = (out / "index.html").read_text()
+    assert "<svg" in text and "median shift-invariance index" in text
+
+    import h5py
+    with h5py.File(results, "r") as f:
+        frac_min = f["layers/conv1_1/metrics/fraction_min"][()]
+        steps = f["layers/conv1_1/steps"][()]
+    page = parse(out / "conv1_1.html")
+    assert not page.scripts_src and all(h.startswith("data:") for h in page.links)  # no assets
+    assert page.heads[0] == "unit"
+    for name in ("max_activation", "steps", "fraction_min", "fraction_median", "pixel_min",
+                 "feature_mean", "participation_ratio", "shift_index", "max_over_p99",
+                 "reference_feature_min", "natural_p99"):
+        assert name in page.heads, name
+    for name in ("activation_fraction", "variance_map", "shift_texture", "diverse_over_p99"):
+        assert name not in page.heads  # not scalar metrics
+    assert len(page.rows) == U
+    # row cells: unit, maximum, diverse images, then the scalar columns in header order
+    column = {name: 3 + k for k, name in enumerate(page.heads[1:])}
+    assert [int(r[0]) for r in page.rows] == [0, 2, 4, 6, 8]
+    np.testing.assert_allclose([float(r[column["fraction_min"]]) for r in page.rows], frac_min,
+                               rtol=1e-6)
+    assert [float(r[column["steps"]]) for r in page.rows] == steps.tolist()
+    assert page.rows[1][column["shift_index"]] == "NaN"
+    # every image decodes; enlarged nearest-neighbour; all inline
+    per_unit = 1 + N + (1 + N) + 1 + 1 + 1 + K  # table (max + N), detail (max + N), texture,
+    assert len(page.imgs) == U * per_unit        # responses, variance, patches
+    sizes = set()
+    for src in page.imgs:
+        image = decode(src)
+        assert image.width > 0 and image.height > 0
+        sizes.add(image.size)
+    assert (40, 40) in sizes and (95, 95) in sizes  # 5 px canvas x8 / x19
+    for u in (0, 2, 4, 6, 8):
+        assert f"#unit-{u}" in page.hrefs and f"unit-{u}" in page.ids
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids, href  # every in-page link has its target
+    assert "shift-invariance index" in (out / "conv1_1.html").read_text()
+
+    partial = parse(out / "layer1.0.html")  # a partial metrics group still renders
+    assert len(partial.rows) == U and "shift_index" not in partial.heads
+    assert "participation_ratio" in partial.heads
+    assert len(partial.imgs) == U * (1 + N + 1 + N + 1)  # no texture, responses, patches
+
+
+def test_report_without_metrics_uses_the_sweep(tmp_path):
+    path = make_results(tmp_path / "plain.h5", {"conv2_1": 10}, metrics="none")
+    paths = report(path, tmp_path / "r", layers=["conv2_1"])
+    page = parse(paths[0])
+    assert len(page.rows) == U
+    assert {"fraction_min", "fraction_median", "pixel_min", "pixel_mean", "feature_min",
+            "feature_mean"} <= set(page.heads)
+    assert "shift_index" not in page.heads
+    import h5py
+    with h5py.File(path, "r") as f:
+        g = f["layers/conv2_1"]
+        frac = g["activations"][()] / g["max_activation"][()][:, None]
+        d = g["pixel_distances"][()]
+    i, j = np.triu_indices(N, 1)
+    column = {name: 3 + k for k, name in enumerate(page.heads[1:])}
+    np.testing.assert_allclose([float(r[column["fraction_median"]]) for r in page.rows],
+                               np.median(frac, 1), rtol=1e-6)
+    np.testing.assert_allclose([float(r[column["pixel_min"]]) for r in page.rows],
+                               d[:, i, j].min(1), rtol=1e-6)
+    assert "jaxvis analyze plain.h5" in paths[0].read_text()
+
+
+def test_report_errors_write_nothing(results, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(JaxvisError, match="no layer 'conv9'.*conv1_1, layer1.0"):
+        report(results, out, layers=["conv1_1", "conv9"])
+    assert not out.exists()
+    import h5py
+    old = tmp_path / "old.h5"
+    shutil.copy(results, old)
+    with h5py.File(old, "r+") as f:
+        f.attrs["format_version"] = 0
+    with pytest.raises(JaxvisError, match="format version 0"):
+        report(old, out)
+    assert not out.exists()
+    with pytest.raises(JaxvisError, match="does not exist"):
+        report(tmp_path / "nope.h5", out)
+    # a failure while writing pages leaves no page and no temporary file behind
+    out.mkdir()
+    (out / "index.html").mkdir()  # os.replace onto a folder fails
+    with pytest.raises(JaxvisError, match="cannot write"):
+        report(results, out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+
+
+def test_cli_report(results, tmp_path, capsys):
+    from jaxvis.cli import main
+    assert main(["report", str(results), "--out", str(tmp_path / "c"), "--layer", "layer1.0"]) == 0
+    assert (tmp_path / "c" / "layer1.0.html").exists() and (tmp_path / "c" / "index.html").exists()
+    assert main(["report", str(results), "--layer", "nope"]) == 2
+    assert "no layer 'nope'" in capsys.readouterr().err
+
+
+def test_png_and_heat_helpers():
+    tiny = np.arange(27, dtype=np.uint8).reshape(3, 3, 3)
+    image = decode(png_uri(tiny, 40))
+    assert image.size == (39, 39)
+    np.testing.assert_array_equal(np.asarray(image)[::13, ::13], tiny)  # nearest neighbour
+    assert decode(png_uri(np.zeros((200, 100, 3), np.uint8), 40)).size == (20, 40)
+    rgb, lo, hi = heat(np.array([[0.0, 1.0], [np.nan, 2.0]]))
+    assert rgb.shape == (2, 2, 3) and (lo, hi) == (0.0, 2.0)
+    assert rgb[0, 0].tolist() == [68, 1, 84] and rgb[1, 1].tolist() == [253, 231, 37]
+
+
+# ----------------------------------------------------------------------------------------------
+# the page in a real browser
+
+CHROMIUM = [p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+            if os.path.exists(p)]
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium; `make test` installs it)")
+    if not CHROMIUM or not CHROMEDRIVER:
+        pytest.skip("no chromium/chromedriver (Debian: apt-get install chromium chromium-driver; "
+                    "`make test` installs them when run as root)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1200,900",
+                f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except Exception as err:  # noqa: BLE001 - a browser that cannot start is an environment issue
+        pytest.skip(f"headless chromium did not start: {str(err).splitlines()[0]}")
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _column(driver, index: int) -> list[float]:
+    cells = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#units tbody tr'))"
+        ".map(r => r.cells[arguments[0]].getAttribute('data-v'));", index)
+    return [float(v) for v in cells]
+
+
+def _sorted_nan_last(values, reverse: bool) -> bool:
+    finite = [v for v in values if not math.isnan(v)]
+    nans = values[len(finite):]
+    return all(math.isnan(v) for v in nans) and finite == sorted(finite, reverse=reverse)
+
+
+def test_report_in_headless_chromium(results, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    out = tmp_path / "report"
+    report(results, out)
+    browser.get((out / "conv1_1.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#units tbody tr")
+    assert len(rows) == U
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+        ".map(i => i.alt);")
+    assert broken == []
+    assert browser.execute_script("return document.images.length;") == U * (1 + N + 1 + N + 3 + K)
+
+    heads = [th.get_attribute("data-key") for th in
+             browser.find_elements(By.CSS_SELECTOR, "#units thead th")]
+    for metric in ("fraction_min", "shift_index"):
+        index = heads.index(metric)
+        header = browser.find_element(By.CSS_SELECTOR, f'#units th[data-key="{metric}"]')
+        before = _column(browser, index)
+        header.click()
+        after = _column(browser, index)
+        np.testing.assert_array_equal(np.sort(after), np.sort(before))  # same values, permuted
+        assert _sorted_nan_last(after, reverse=False), after
+        assert header.get_attribute("aria-sort") == "ascending"
+        header.click()
+        after = _column(browser, index)
+        assert _sorted_nan_last(after, reverse=True), after
+        assert header.get_attribute("aria-sort") == "descending"
+    units = _column(browser, 0)
+    browser.find_element(By.CSS_SELECTOR, f'#units th[data-key="unit"]').click()
+    assert _column(browser, 0) == sorted(units)
+
+    link = browser.find_element(By.CSS_SELECTOR, '#units a[href="#unit-6"]')
+    link.click()
+    assert browser.execute_script("return location.hash;") == "#unit-6"
+    target = browser.find_element(By.ID, "unit-6")
+    assert target.is_displayed()
+    assert browser.execute_script("return document.querySelector(':target').id;") == "unit-6"
+    top = browser.execute_script("return arguments[0].getBoundingClientRect().top;", target)
+    height = browser.execute_script("return window.innerHeight;")
+    assert 0 <= top < height  # scrolled into view
+    assert len(target.find_elements(By.TAG_NAME, "img")) == 1 + N + 3 + K
+
+    browser.get((out / "index.html").as_uri())
+    browser.find_element(By.LINK_TEXT, "layer1.0").click()
+    assert browser.current_url.endswith("layer1.0.html")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#units tbody tr")) == U
+
+    logs = browser.get_log("browser")
+    severe = [entry for entry in logs if entry.get("level") == "SEVERE"]
+    assert severe == [], severe
+
+
+def test_layers_in_catalogue_order():
+    from jaxvis.io.report import layer_order
+
+    # HDF5 lists groups alphabetically; the sweep config's order wins, then rf, then natural order
+    names = ["blocks.10", "blocks.2", "head", "stem"]
+    rfs = {"stem": 3, "blocks.2": 11, "blocks.10": 11, "head": None}
+    assert layer_order(names, {}, rfs) == ["stem", "blocks.2", "blocks.10", "head"]
+    assert layer_order(names, {"layers": ["head", "stem", "other"]}, rfs) == [
+        "head", "stem", "blocks.2", "blocks.10"]
