@@ -11,25 +11,37 @@ per layer (N images with diversity, and N = 1 without, the reference maximum). E
 start comes from (seed, layer, unit, N) alone, so its result does not depend on the chunk it ran in.
 With ``out=`` every finished chunk is written at once (crash-safe, see :mod:`jaxvis.io.results`)
 while the device goes on with the next chunk; running the same sweep again resumes it.
+
+Every chunk is spread over all of this process's devices (a multiple of the device count). In a
+multi-process sweep (``jaxvis sweep --distributed``, :mod:`jaxvis.optimize.parallel`) each
+process computes its share of every layer's units into the common parts folder, and process 0
+assembles the file once all are done. The results do not depend on the device count or the
+process layout, so the config records neither: the merged file equals a one-process sweep's, and
+a sweep started on a cluster can be resumed under another layout.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
+import os
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxvis.analysis.budget import radius as budget_radius
 from jaxvis.errors import JaxvisError
 from jaxvis.io.progress import Progress
 from jaxvis.models.geometry import LayerInfo
+from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.loop import optimise, units_per_chunk
+from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk
+from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.step import Problem
 from jaxvis.weights import Model, default_photos, load, version, weights_root
 
@@ -147,15 +159,16 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
     return plans
 
 
-def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int) -> dict[str, np.ndarray]:
-    """Optimise ``units`` of one layer in one device call per problem (padded to ``chunk``)."""
+def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int,
+              mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+    """Optimise ``units`` of one layer in one call per problem (padded to ``chunk``) on ``mesh``."""
     padded = list(units) + [units[-1]] * (chunk - len(units))  # same shapes: no recompilation
     basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
     directions = basis[padded]
     out = {"unit": np.asarray(units, np.int64)}
     for prefix, problem in (("", lp.diverse), ("max_", lp.maximum)):
         keys = jax.numpy.stack([unit_key(seed, lp.info.name, u, problem.n) for u in padded])
-        result = optimise(model.network, problem, keys, directions, lp.radius)
+        result = optimise(model.network, problem, keys, directions, lp.radius, mesh)
         result = {k: v[: len(units)] for k, v in result.items()}
         if prefix:
             out.update(max_image=result["images"][:, 0], max_activation=result["activations"][:, 0],
@@ -170,7 +183,9 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           optimizer: Optimizer | None = None, seed: int = 0, out: str | Path | None = None,
           overwrite: bool = False, chunk: int | None = None, progress: bool | Progress = False,
           photos: list[Path] | None = None, radius: float | None = None,
-          directions: np.ndarray | None = None, **settings) -> dict[str, dict[str, np.ndarray]]:
+          directions: np.ndarray | None = None, mesh: Mesh | None = None,
+          processes: Processes | None = None, compile_cache: bool | Path = True,
+          **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
@@ -180,8 +195,25 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
     ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields, e.g.
     ``images=6, diversity="pixels", lam=0.01, steps=1000, learning_rate=1.0``.
+
+    ``mesh``: the devices each chunk is spread over (default all of this process's devices);
+    ``chunk`` is rounded up to a multiple of their count. ``processes``: this process's place in
+    a multi-process sweep (default what ``jax.distributed`` says); each process computes
+    ``parallel.share`` of every layer's units, needs ``out``, and only process 0 returns results
+    (after assembling the file), the others ``{}``. ``compile_cache``: keep compiled programs in
+    ``cache_folder()`` (True), a folder of your choice, or not at all (False).
     """
     objective, optimizer = _settings(objective, optimizer, settings)
+    if compile_cache:
+        compilation_cache(cache_folder() if compile_cache is True else Path(compile_cache))
+    mesh = parallel.unit_mesh() if mesh is None else mesh
+    processes = parallel.current() if processes is None else processes
+    if processes.count > 1 and out is None:
+        raise JaxvisError("a multi-process sweep needs out= (the --out file whose parts folder "
+                          "all processes share)")
+    if processes.count > 1 and overwrite:
+        raise JaxvisError("--overwrite cannot be used with several processes (each would delete "
+                          "the others' parts); remove the old results first or use another --out")
     weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
     model = load(model) if isinstance(model, str) else model
     plans = plan(model, layers, units, objective, optimizer, photos, radius, directions)
@@ -196,18 +228,23 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     if out is not None:
         from jaxvis.io.results import ResultWriter
         writer = ResultWriter(Path(out), config, overwrite=overwrite)
-        for lp in plans:  # up front, so a later `merge` of partial results knows every layer
-            writer.write_layer_meta(lp.info.name, lp.meta())
+        # up front, so a later `merge` of partial results knows every layer; by one process only
+        # (its read-modify-write of layers.json is not safe against concurrent writers)
+        if processes.index == 0:
+            for lp in plans:
+                writer.write_layer_meta(lp.info.name, lp.meta())
     results: dict[str, dict[str, list]] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as io:  # host writes overlap compute
         pending: list[concurrent.futures.Future] = []
         for lp in plans:
             done = writer.done_units(lp.info.name) if writer else set()
-            todo = [u for u in lp.units if u not in done]
-            size = min(chunk or units_per_chunk(model.network, lp.diverse), len(lp.units))
-            bar.start(lp.info.name, len(lp.units), len(lp.units) - len(todo))
+            mine = parallel.share(lp.units, processes)
+            todo = [u for u in mine if u not in done]
+            size = chunk_size(chunk or units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0],
+                                                       mesh.size), len(mine), mesh.size)
+            bar.start(lp.info.name, len(mine), len(mine) - len(todo))
             for start in range(0, len(todo), size):
-                part = run_units(model, lp, todo[start:start + size], seed, size)
+                part = run_units(model, lp, todo[start:start + size], seed, size, mesh)
                 if writer:
                     _raise_failed(pending)
                     pending.append(io.submit(writer.write_chunk, lp.info.name, part))
@@ -219,9 +256,30 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         _raise_failed(pending)
     if writer:
         from jaxvis.io.results import read_results
-        path = writer.finalize()
+        # everyone's parts are on disk once all processes passed this point
+        parallel.barrier(f"jaxvis-sweep-done-{_sweep_id(config)}")
+        if processes.index != 0:
+            return {}
+        path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
         return read_results(path).layers
     return {name: {k: np.concatenate(v) for k, v in arrays.items()} for name, arrays in results.items()}
+
+
+def chunk_size(wanted: int, units: int, devices: int) -> int:
+    """Units per call: ``wanted``, but no more than there are units, and a multiple of the
+    device count so every device gets as many (the last chunk is padded)."""
+    size = max(1, min(wanted, units))
+    return -(-size // devices) * devices
+
+
+def cache_folder() -> Path:
+    """Where compiled programs are kept: ``$JAXVIS_CACHE``, else ``cache/`` in the weights root."""
+    return Path(os.environ.get("JAXVIS_CACHE") or weights_root() / "cache")
+
+
+def _sweep_id(config: dict) -> str:
+    """A short name for this sweep, the same in every process (barrier names must match)."""
+    return f"{zlib.crc32(json.dumps(config, sort_keys=True, default=str).encode()):08x}"
 
 
 def _raise_failed(futures) -> None:

@@ -26,6 +26,8 @@ from jaxvis.objectives.diversity import pairwise_rms
 from jaxvis.sweep import unit_key
 from jaxvis.weights import Model, default_photos, load
 
+SHIFT_IMAGES_PER_CALL = 4096
+
 
 def model_for(config: dict) -> Model:
     """The network a results file was swept on, rebuilt from its config."""
@@ -73,7 +75,11 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
         problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention, mean,
                                stride=shift_stride, steps=shift_steps)
         keys = jax.numpy.stack([unit_key(seed, f"shift:{layer}", int(u), 1) for u in arrays["unit"]])
-        test = shift_test(model.network, problem, keys, directions, meta["radius"])
+        # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
+        chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
+        tests = [shift_test(model.network, problem, keys[i:i + chunk], directions[i:i + chunk], meta["radius"])
+                 for i in range(0, units, chunk)]
+        test = {k: np.concatenate([t[k] for t in tests]) for k in tests[0]}
         out["shift_texture"] = test["texture"]
         out["shift_responses"] = test["responses"]
         out["shift_index"] = (test["responses"].mean(axis=(1, 2)) / arrays["max_activation"]).astype(np.float32)

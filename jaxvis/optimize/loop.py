@@ -4,6 +4,9 @@ One compiled program per (network structure, :class:`Problem`, number of units):
 weights and the units' directions are *arguments*, so every chunk of every channel of a layer
 reuses it, and XLA never folds the weights in as constants. The host runs fixed-length segments
 of ``Optimizer.segment`` steps and stops early once every unit of the chunk has stopped.
+
+The units of a chunk are spread over a 1-D device mesh (:mod:`jaxvis.optimize.parallel`): every
+device runs this same program on its slice, with no communication between devices.
 """
 
 from __future__ import annotations
@@ -12,71 +15,105 @@ import functools
 import math
 import os
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxvis.models.base import Network
+from jaxvis.optimize import parallel
 from jaxvis.optimize import step as one
 from jaxvis.optimize.step import Problem, UnitState
 
 STOP_MAX_STEPS, STOP_CONVERGED = 0, 1
 
 
-@functools.partial(jax.jit, static_argnames=("problem",))
-def _init(keys, *, problem: Problem) -> UnitState:
-    return jax.vmap(lambda k: one.init(k, problem))(keys)
+ROWS, SHARED = P(parallel.UNITS), P()  # per-unit arrays split over devices; weights on all
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "problem"), donate_argnames=("states",))
-def _segment(params, states, directions, radius, *, graphdef, problem: Problem) -> UnitState:
-    net = nnx.merge(graphdef, params)
-    batched = jax.vmap(lambda s, d: one.step(s, net, problem, d, radius))
-
-    def body(states, _):
-        return batched(states, directions), None
-
-    states, _ = jax.lax.scan(body, states, None, length=problem.optimizer.segment)
-    return states
+@functools.partial(jax.jit, static_argnames=("problem", "mesh"))
+def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
+    init = jax.vmap(lambda k: one.init(k, problem))
+    return parallel.per_device(init, mesh, (ROWS,), ROWS)(keys)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "problem"))
-def _evaluate(params, states, directions, radius, *, graphdef, problem: Problem) -> dict:
-    net = nnx.merge(graphdef, params)
-    return jax.vmap(lambda s, d: one.evaluate(s, net, problem, d, radius))(states, directions)
+@functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"), donate_argnames=("states",))
+def _segment(params, states, directions, radius, *, graphdef, problem: Problem, mesh: Mesh) -> UnitState:
+    def run(params, states, directions, radius):  # one device, its own units
+        net = nnx.merge(graphdef, params)
+        batched = jax.vmap(lambda s, d: one.step(s, net, problem, d, radius))
+
+        def body(states, _):
+            return batched(states, directions), None
+
+        states, _ = jax.lax.scan(body, states, None, length=problem.optimizer.segment)
+        return states
+
+    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(
+        params, states, directions, radius)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"))
+def _evaluate(params, states, directions, radius, *, graphdef, problem: Problem, mesh: Mesh) -> dict:
+    def run(params, states, directions, radius):
+        net = nnx.merge(graphdef, params)
+        return jax.vmap(lambda s, d: one.evaluate(s, net, problem, d, radius))(states, directions)
+
+    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(
+        params, states, directions, radius)
+
+
+def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: float, mesh: Mesh):
+    """The jitted functions' inputs on ``mesh``: weights and radius replicated, keys and
+    directions padded to a multiple of the device count and split over the devices."""
+    graphdef, params = nnx.split(network)
+    size = parallel.padded_count(len(directions), mesh)
+    rows, shared = parallel.unit_sharding(mesh), parallel.replicated(mesh)
+    keys = jax.device_put(parallel.pad_rows(keys, size), rows)
+    directions = jax.device_put(parallel.pad_rows(np.asarray(directions, np.float32), size), rows)
+    params = jax.device_put(params, shared)
+    return graphdef, params, keys, directions, jax.device_put(np.float32(radius), shared)
 
 
 def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
-             radius: float) -> dict[str, np.ndarray]:
+             radius: float, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """Optimise ``U`` units at once. ``keys`` ``[U]``, ``directions`` ``[U, C]``.
+
+    ``mesh``: the devices to spread the units over (``parallel.unit_mesh``; default all of this
+    process's devices). ``U`` need not be a multiple of the device count (padded here), but the
+    sweep's chunks are, so no device computes padding.
 
     Returns numpy arrays with leading dimension U: ``images`` ``[U, N, H, W, 3]`` (RGB grey levels),
     ``activations`` ``[U, N]``, ``pixel_distances``/``feature_distances`` ``[U, N, N]``, ``loss``,
     ``loss_curve`` ``[U, segments]`` (EMA of the loss after each segment, NaN once stopped),
     ``steps``, ``stop_reason`` (0 max steps, 1 converged).
     """
-    graphdef, params = nnx.split(network)
-    directions = jnp.asarray(directions, jnp.float32)
-    radius = jnp.float32(radius)
-    states = _init(keys, problem=problem)
+    mesh = parallel.unit_mesh() if mesh is None else mesh
+    count = len(directions)
+    graphdef, params, keys, directions, radius = place(network, keys, directions, radius, mesh)
+    jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)
+    states = _init(keys, problem=problem, mesh=mesh)
     segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
     curve = np.full((len(directions), segments), np.nan, np.float32)
     stopped = np.zeros(len(directions), bool)
     for s in range(segments):
-        states = _segment(params, states, directions, radius, graphdef=graphdef, problem=problem)
+        states = _segment(params, states, directions, radius, **jitted)
         ema, done, steps = jax.device_get((states.ema, states.done, states.steps))
         curve[:, s] = np.where(stopped, np.nan, ema)  # NaN for segments a unit spent stopped
         stopped = done | (steps >= problem.optimizer.steps)
         if stopped.all():
             break
-    out = jax.device_get(_evaluate(params, states, directions, radius, graphdef=graphdef, problem=problem))
+    out = jax.device_get(_evaluate(params, states, directions, radius, **jitted))
     out = {k: np.asarray(v) for k, v in out.items()}
     out.pop("similarity", None)
     out["loss_curve"] = curve
     out["steps"] = np.asarray(states.steps, np.int32)
     out["stop_reason"] = np.where(np.asarray(states.done), STOP_CONVERGED, STOP_MAX_STEPS).astype(np.int8)
-    return out
+    return {k: v[:count] for k, v in out.items()}  # padding rows dropped
 
 
 def unit_bytes(network: Network, problem: Problem) -> int:
@@ -103,6 +140,26 @@ def device_budget(device: jax.Device | None = None) -> tuple[int, int]:
     return min(CPU_CHUNK_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4), 64
 
 
-def units_per_chunk(network: Network, problem: Problem, device: jax.Device | None = None) -> int:
+def units_per_chunk(network: Network, problem: Problem, device: jax.Device | None = None,
+                    devices: int = 1) -> int:
+    """Units per chunk: what one device's budget holds, times ``devices`` (each gets as many)."""
     budget, cap = device_budget(device)
-    return max(1, min(cap, budget // max(unit_bytes(network, problem), 1)))
+    return devices * max(1, min(cap, budget // max(unit_bytes(network, problem), 1)))
+
+
+def compilation_cache(folder: Path | None) -> Path | None:
+    """Keep compiled programs in ``folder`` across processes (jax's persistent compilation cache),
+    so a re-run, a resumed sweep or another process with the same shapes skips compilation.
+
+    ``None`` leaves jax as it is. A cache folder the user already configured
+    (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) wins. Returns the folder in use.
+    """
+    configured = jax.config.jax_compilation_cache_dir
+    if folder is None or configured:
+        return Path(configured) if configured else None
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # jax caches only programs that took >= 1 s to compile; the small ones (init, evaluate) are
+    # still worth a file each on CPU, where a sweep of a small layer compiles for longer than it runs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return folder

@@ -1,0 +1,222 @@
+"""Many devices and many hosts: the unit mesh, and a sweep split across processes.
+
+Units are independent: a unit's optimisation reads only its own state, key and direction and the
+shared, read-only weights. So neither kind of parallelism needs any communication:
+
+- **devices**: a 1-D :class:`~jax.sharding.Mesh` over this process's devices with the axis
+  ``"units"``. Per-unit arrays (state, keys, directions) are sharded on their leading axis
+  (``NamedSharding(mesh, P("units"))``), the weights replicated (``P()``), and every device runs
+  the one-device program on its own slice of units (``jax.shard_map``), so the compiled step
+  holds no collective and a unit's result does not depend on the device count.
+- **hosts**: every process takes a fixed share of each layer's units (``share``) and writes its
+  own part files into the shared ``<out>.parts/`` folder; process 0 assembles the file once all
+  have finished (or ``jaxvis merge OUT`` does it later). ``jax.distributed`` is used to find the
+  processes and to wait for each other at the start and the end, nothing else: no array crosses
+  hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import threading
+from typing import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxvis.errors import JaxvisError
+
+UNITS = "units"  # the mesh axis the units are spread over
+
+# --------------------------------------------------------------------------------------------
+# devices
+
+
+def unit_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"units"`` over ``devices`` (default: all of this process's devices;
+    in a multi-process run each process only ever uses its own)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise JaxvisError("no devices to run on")
+    foreign = [d for d in devices if d.process_index != jax.process_index()]
+    if foreign:
+        raise JaxvisError(f"device {foreign[0]} belongs to process {foreign[0].process_index}; "
+                          f"this process ({jax.process_index()}) can only use its own: "
+                          f"{', '.join(map(str, jax.local_devices()))}")
+    return Mesh(np.array(devices), (UNITS,))
+
+
+def unit_sharding(mesh: Mesh) -> NamedSharding:
+    """Arrays with a leading unit axis: each device holds ``units / devices`` rows."""
+    return NamedSharding(mesh, P(UNITS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The weights and other shared inputs: a full copy on every device."""
+    return NamedSharding(mesh, P())
+
+
+def padded_count(units: int, mesh: Mesh) -> int:
+    """``units`` rounded up to a multiple of the device count (every device gets as many)."""
+    return max(1, math.ceil(units / mesh.size)) * mesh.size
+
+
+def pad_rows(x, size: int):
+    """``x`` (numpy, jax or key array) with its last row repeated up to ``size`` rows.
+
+    Padding repeats a real unit rather than zeros so padded rows compute something sensible (a
+    zero direction would be fine too, but a zero key array is not a valid key)."""
+    n = len(x)
+    if n == size:
+        return x
+    return x[np.minimum(np.arange(size), n - 1)]
+
+
+def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
+    """``fn`` run by every device on its own slice (``shard_map``): the program each device
+    compiles is the one-device program, so no collective can appear in it.
+
+    ``check_vma=False``: the body mixes replicated weights with per-unit values in ``lax.scan``
+    and ``custom_vjp``; all outputs are per unit (``P("units")``), so there is nothing whose
+    replication would need checking."""
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+
+
+@dataclasses.dataclass(frozen=True)
+class Processes:
+    """This process's place in a multi-process sweep."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise JaxvisError(f"process id {self.index} is not in 0-{self.count - 1} "
+                              f"for {self.count} processes")
+
+
+def current() -> Processes:
+    """The layout jax knows (``jax.distributed.initialize`` sets it; one process otherwise)."""
+    return Processes(jax.process_index(), jax.process_count())
+
+
+def share(units: Sequence[int], processes: Processes) -> list[int]:
+    """The units ``processes.index`` computes: every ``count``-th, so neighbouring units (similar
+    cost) spread evenly and every process's share is known without talking to the others."""
+    return list(units)[processes.index::processes.count]
+
+
+ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
+       "process_id": "JAX_PROCESS_ID"}
+INIT_GRACE_S = 30  # jax's own timeout fires later than ours: its failure is a fatal abort
+SHUTDOWN_S = 3600      # how long finished processes wait at exit for process 0's merge
+BARRIER_S = 24 * 3600  # how long processes wait for the slowest; a dead one is noticed sooner
+                       # (jax's heartbeats end the job within ~100 s)
+
+
+def launch_settings(coordinator: str | None = None, num_processes: int | None = None,
+                    process_id: int | None = None,
+                    environ: Mapping[str, str] = os.environ) -> tuple[str | None, int | None, int | None]:
+    """Flags first, then ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``;
+    what is still None is left to jax's cluster detection (SLURM, Open MPI, Cloud TPU)."""
+    coordinator = coordinator or environ.get(ENV["coordinator"]) or None
+    ints = []
+    for name, value in (("num_processes", num_processes), ("process_id", process_id)):
+        if value is None and environ.get(ENV[name]):
+            try:
+                value = int(environ[ENV[name]])
+            except ValueError:
+                raise JaxvisError(f"{ENV[name]}={environ[ENV[name]]!r} is not an integer") from None
+        ints.append(value)
+    num_processes, process_id = ints
+    if coordinator is not None:
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise JaxvisError(f"coordinator address {coordinator!r} is not HOST:PORT "
+                              "(e.g. 10.0.0.1:1234)")
+    if num_processes is not None and num_processes < 1:
+        raise JaxvisError(f"--num-processes must be at least 1, not {num_processes}")
+    if None not in (num_processes, process_id):
+        Processes(process_id, num_processes)  # checks the id is in range
+    return coordinator, num_processes, process_id
+
+
+def _no_answer(coordinator: str | None, process_id: int | None, count: int | None, timeout: float) -> str:
+    if process_id == 0:
+        return (f"not all {count} processes reached the coordinator at {coordinator} within "
+                f"{timeout:g} s; start every process with the same --coordinator and "
+                f"--num-processes (ids 0 to {(count or 1) - 1}), or raise --timeout")
+    return (f"the coordinator at {coordinator} did not answer within {timeout:g} s; start "
+            "process 0 there (it runs the coordinator), check HOST:PORT and the firewall, "
+            "or raise --timeout")
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, timeout: float = 300.0) -> Processes:
+    """``jax.distributed.initialize`` with a timeout that ends in one clear line.
+
+    Must run before anything touches a jax device. jax's own initialisation timeout aborts the
+    process with a fatal C++ error and a stack trace, and the connect call cannot be interrupted
+    from Python, so a watchdog thread prints one line and exits the process (status 2) if no
+    connection is made within ``timeout`` seconds. Errors in the settings raise JaxvisError.
+    """
+    if jax.distributed.is_initialized():
+        return current()
+    coordinator, num_processes, process_id = launch_settings(coordinator, num_processes, process_id)
+    explicit = None not in (coordinator, num_processes, process_id)
+    connected = threading.Event()
+
+    def watchdog():
+        if not connected.wait(timeout):
+            # the main thread is blocked inside C++; nothing short of _exit ends it cleanly
+            sys.stderr.write(f"jaxvis: error: {_no_answer(coordinator, process_id, num_processes, timeout)}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watchdog, name="jaxvis-init-watchdog", daemon=True).start()
+    try:
+        jax.distributed.initialize(
+            coordinator, num_processes, process_id,
+            # explicit settings: do not let a stray SLURM/MPI environment override them
+            cluster_detection_method="deactivate" if explicit else None,
+            initialization_timeout=int(math.ceil(timeout)) + INIT_GRACE_S,
+            # process 0 merges after everyone's parts are in; the others wait for it at exit
+            shutdown_timeout_seconds=SHUTDOWN_S)
+    except (ValueError, TypeError) as err:  # jax's checks: missing or inconsistent settings
+        raise JaxvisError(f"cannot start a distributed sweep: {err}; give --coordinator HOST:PORT, "
+                          f"--num-processes and --process-id (or {', '.join(ENV.values())}), or run "
+                          "under SLURM, Open MPI or on a Cloud TPU, where jax detects them") from None
+    except RuntimeError as err:  # e.g. initialised after a device was already used
+        raise JaxvisError(f"cannot start a distributed sweep: {err}") from None
+    finally:
+        connected.set()
+    return current()
+
+
+def barrier(name: str, timeout: float = BARRIER_S) -> None:
+    """Wait until every process reached ``name`` (no-op for one process).
+
+    Uses the coordination service's barrier (what jax's own checkpointing uses), not a device
+    collective, so it needs no cross-process device communication (no gloo/NCCL)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the public API exposes no barrier without a collective
+
+    client = distributed.global_state.client
+    if client is None:
+        return
+    try:
+        client.wait_at_barrier(name, timeout_in_ms=int(timeout * 1000))
+    except Exception as err:  # XlaRuntimeError: the timeout, or a process died or left
+        raise JaxvisError(f"process {jax.process_index()}: not every process reached {name!r} "
+                          f"({str(err).splitlines()[0][:300]}); run the same commands again to "
+                          "resume, or `jaxvis merge OUT` once every share is done") from None
