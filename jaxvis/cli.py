@@ -175,7 +175,7 @@ def cmd_analyze(args) -> None:
     photos = _photos(args.images)
     csv = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
                   shift_stride=args.shift_stride, photos=photos, top=args.top, seed=args.seed,
-                  layers=args.layer.split(",") if args.layer else None)
+                  layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask)
     from jaxvis.io.results import read_results
     for layer, m in read_results(Path(args.results)).metrics.items():
         shift = (f", shift index > 0.9: {np.mean(m['shift_index'] > 0.9):.0%} "
@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
     p.add_argument("--shift-steps", type=int, default=300, help="optimiser steps of the shift test")
     p.add_argument("--shift-stride", type=int, default=1, help="test every k-th offset (1: all)")
+    p.add_argument("--learn-mask", action="store_true", help="learn the shift test's mask radius per unit")
     p.add_argument("--top", type=int, default=8, help="natural patches kept per unit")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)

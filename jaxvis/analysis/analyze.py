@@ -58,7 +58,7 @@ def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed:
 
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
                   photos: list[Path], *, shift: bool, shift_steps: int, shift_stride: int,
-                  seed: int, top: int) -> dict[str, np.ndarray]:
+                  seed: int, top: int, learn_mask: bool = False) -> dict[str, np.ndarray]:
     info = model.network.layer(layer)
     units, n = arrays["images"].shape[:2]
     mean = model.convention.mean_rgb255
@@ -73,7 +73,7 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
     out["diverse_over_p99"] = (arrays["activations"] / p99[:, None]).astype(np.float32)
     if shift:
         problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention, mean,
-                               stride=shift_stride, steps=shift_steps)
+                               stride=shift_stride, steps=shift_steps, learn_mask=learn_mask)
         keys = jax.numpy.stack([unit_key(seed, f"shift:{layer}", int(u), 1) for u in arrays["unit"]])
         # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
         chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
@@ -83,12 +83,14 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
         out["shift_texture"] = test["texture"]
         out["shift_responses"] = test["responses"]
         out["shift_index"] = (test["responses"].mean(axis=(1, 2)) / arrays["max_activation"]).astype(np.float32)
+        if learn_mask:
+            out["shift_sigma"] = test["sigma"].astype(np.float32)
     return out
 
 
 def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = 300,
             shift_stride: int = 1, photos: list[Path] | None = None, top: int = 8, seed: int = 0,
-            layers: list[str] | None = None, log=print) -> Path:
+            layers: list[str] | None = None, learn_mask: bool = False, log=print) -> Path:
     """Analyse a finished sweep in place (atomically); returns the CSV path."""
     path = Path(path)
     results = read_results(path, layers=layers)
@@ -103,8 +105,9 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
         log(f"{layer}: {len(arrays['unit'])} units" + (" (with the shift test)" if shift else ""))
         analysed[layer] = analyze_layer(model, layer, arrays, meta, basis[arrays["unit"]], photos,
                                         shift=shift, shift_steps=shift_steps, shift_stride=shift_stride,
-                                        seed=seed, top=top)
-    config = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride, "top": top,
+                                        seed=seed, top=top, learn_mask=learn_mask)
+    config = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
+              "learn_mask": learn_mask, "top": top,
               "seed": seed, "photos": [p.name for p in photos]}
     _write(path, analysed, config)
     return export_csv(path, results.layers, analysed)

@@ -36,6 +36,7 @@ DEFINITIONS = {
     "shift_index": "mean response over all shifts of the optimised texture / single-image maximum",
     "shift_texture": "the shift test's texture (RGB grey levels)",
     "shift_responses": "the unit's response at every offset of the shift test",
+    "shift_sigma": "the learnt mask radius sigma of the shift test (px)",
     "natural_p99": "99th percentile of the unit's responses to natural-image patches",
     "max_over_p99": "single-image maximum / natural_p99",
     "diverse_over_p99": "activation of each diverse image / natural_p99",

@@ -104,3 +104,15 @@ def test_analyze_bad_input_leaves_the_file_alone(analysed, tmp_path, capsys):
     assert out.read_bytes() == before
     with pytest.raises(JaxvisError, match="not a jaxvis results file"):
         analyze(tmp_path / "missing.h5" if False else (bad / "x.png"))
+
+
+def test_mask_is_fixed_unless_learnt():
+    cell = complex_cell()
+    info = cell.network.layer("energy")
+    sigmas = []
+    for learn in (False, True):
+        problem = ShiftProblem("energy", info.centre, info.canvas, info.rf, cell.convention,
+                               (0.0, 0.0, 0.0), steps=100, learn_mask=learn)
+        out = shift_test(cell.network, problem, jax.random.key(1)[None], np.ones((1, 1), np.float32), 300.0)
+        sigmas.append(float(out["sigma"][0]))
+    assert sigmas[0] == pytest.approx(info.rf / 2.4, rel=1e-6) and sigmas[1] != pytest.approx(sigmas[0], rel=1e-3)
