@@ -115,6 +115,7 @@ def cmd_classify(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    from jaxvis.io.progress import Progress, summary
     from jaxvis.optimize.config import Objective, Optimizer
     from jaxvis.sweep import sweep
     from jaxvis.weights import load
@@ -130,8 +131,9 @@ def cmd_sweep(args) -> None:
     elif args.coordinator or args.num_processes is not None or args.process_id is not None:
         raise JaxvisError("--coordinator, --num-processes and --process-id need --distributed")
     model = load(args.weights, **_model_options(args))
+    bar = Progress()
     layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
-                   seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=True,
+                   seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
                    processes=processes, compile_cache=not args.no_cache)
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
@@ -141,6 +143,9 @@ def cmd_sweep(args) -> None:
         print(f"{name}: {len(r['unit'])} units, median activation of the diverse images "
               f"{np.median(frac):.2f} x the maximum, mean pairwise pixel distance "
               f"{np.mean(r['pixel_distances'].sum((1, 2)) / (args.images * (args.images - 1))):.1f}")
+    if any(r["units"] for r in bar.layers):
+        print("this run (computed units only, resumed ones excluded):")
+        print("\n".join(summary(bar.layers)))
     print(f"results: {out}")
     if not args.no_render:
         from jaxvis.io.render import render

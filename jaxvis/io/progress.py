@@ -13,15 +13,19 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.layers: list[dict] = []  # per layer: units computed, unit-steps, seconds (this run)
 
     def start(self, layer: str, total: int, done: int) -> None:
         self.layer, self.total, self.done = layer, total, done
+        self.layers.append({"layer": layer, "units": 0, "unit_steps": 0, "seconds": 0.0})
         self.t0, self.unit_steps, self.first = time.perf_counter(), 0, done
         self._show(final=False)
 
     def advance(self, units: int, unit_steps: int) -> None:
         self.done += units
         self.unit_steps += unit_steps
+        self.layers[-1].update(units=self.done - self.first, unit_steps=self.unit_steps,
+                               seconds=time.perf_counter() - self.t0)
         self._show(final=self.done >= self.total)
 
     def _show(self, final: bool) -> None:
@@ -43,3 +47,16 @@ class Progress:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def summary(layers: list[dict]) -> list[str]:
+    """Lines of a whole-run report: time and unit-steps/s per layer, then the total."""
+    lines = []
+    for r in layers:
+        rate = r["unit_steps"] / r["seconds"] if r["seconds"] else 0.0
+        lines.append(f"  {r['layer']:<16}{r['units']:>6} units {r['seconds']:>9.1f} s {rate:>10,.0f} unit-steps/s")
+    total_s = sum(r["seconds"] for r in layers)
+    total_steps = sum(r["unit_steps"] for r in layers)
+    lines.append(f"  {'total':<16}{sum(r['units'] for r in layers):>6} units {total_s:>9.1f} s "
+                 f"{(total_steps / total_s if total_s else 0):>10,.0f} unit-steps/s")
+    return lines
