@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import math
 import os
 import platform
 import socket

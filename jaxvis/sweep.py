@@ -28,7 +28,7 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import jax
 import numpy as np

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxvis.convert import fetch as _fetch
 from jaxvis.convert import store
-from jaxvis.convert.mapping import assign, param_paths
+from jaxvis.convert.mapping import assign
 from jaxvis.errors import JaxvisError, WeightFileError
 from jaxvis.models.base import Activations, Network
 from jaxvis.models.convention import InputConvention

@@ -124,7 +124,6 @@ def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
 
 
 def test_render_from_the_file_alone(reference, tmp_path, capsys):
-    from jaxvis.io.results import ResultWriter  # noqa: F401  (the file is all render needs)
     src = tmp_path / "x.h5"
     sweep(jaxvis.load("vgg19"), "conv2_1", "0-5", out=src, chunk=2, **SETTINGS)
     assert main(["render", str(src), "--out", str(tmp_path / "pics")]) == 0

@@ -15,7 +15,7 @@ import hashlib
 import importlib
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 

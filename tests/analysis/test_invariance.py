@@ -103,7 +103,7 @@ def test_analyze_bad_input_leaves_the_file_alone(analysed, tmp_path, capsys):
     assert "no layer 'conv9_9'" in capsys.readouterr().err
     assert out.read_bytes() == before
     with pytest.raises(JaxvisError, match="not a jaxvis results file"):
-        analyze(tmp_path / "missing.h5" if False else (bad / "x.png"))
+        analyze(bad / "x.png")
 
 
 def test_mask_is_fixed_unless_learnt():

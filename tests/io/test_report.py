@@ -362,7 +362,7 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
         assert _sorted_nan_last(after, reverse=True), after
         assert header.get_attribute("aria-sort") == "descending"
     units = _column(browser, 0)
-    browser.find_element(By.CSS_SELECTOR, f'#units th[data-key="unit"]').click()
+    browser.find_element(By.CSS_SELECTOR, '#units th[data-key="unit"]').click()
     assert _column(browser, 0) == sorted(units)
 
     link = browser.find_element(By.CSS_SELECTOR, '#units a[href="#unit-6"]')

@@ -10,7 +10,7 @@ import pytest
 
 import jaxvis
 from jaxvis.errors import JaxvisError, UnknownNameError
-from jaxvis.param.image import frequency_gain, precondition, whiten_gradient
+from jaxvis.param.image import frequency_gain, whiten_gradient
 from jaxvis.sweep import sweep
 from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
 
