@@ -456,10 +456,11 @@ def _diversity(scalars: dict) -> tuple[np.ndarray | None, str]:
     for space in ("feature", "pixel"):
         if f"{space}_min" in scalars:
             ref = scalars.get(f"reference_{space}_min")
-            if ref is not None and np.isfinite(ref).any():
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return (scalars[f"{space}_min"] / ref,
-                            f"{space}_min / reference_{space}_min (natural patches)")
+            if ref is not None and np.isfinite(ref).any() and np.nanmedian(ref) > 0:
+                # one natural scale for the layer: a unit's own reference set can be ~0 in a
+                # sparse feature space (all patches silent there), which would blow its ratio up
+                return (scalars[f"{space}_min"] / np.nanmedian(ref),
+                        f"{space}_min / layer median of reference_{space}_min (natural patches)")
             return scalars[f"{space}_min"], f"{space}_min (no natural reference in the file)"
     return None, ""
 
