@@ -79,7 +79,8 @@ def _join(path: Iterable) -> str:
 
 
 def assign(model: nnx.Module, params: Mapping[str, np.ndarray], origin: str) -> nnx.Module:
-    """A copy of ``model`` holding ``params``; every variable must be given, with its shape."""
+    """A new network like ``model`` holding ``params``; every variable must be given, with its
+    shape. ``model`` itself (abstract or concrete) is left untouched."""
     graphdef, state = nnx.split(model)
     expected = param_paths(model)
     missing = sorted(set(expected) - set(params))
@@ -92,11 +93,13 @@ def assign(model: nnx.Module, params: Mapping[str, np.ndarray], origin: str) -> 
         if extra:
             parts.append(f"not in the model: {', '.join(extra[:5])}")
         raise ConversionError(f"{origin}: {'; '.join(parts)}")
+    filled = []
     for path, var in nnx.to_flat_state(state):
         key = _join(path)
         value = np.asarray(params[key])
         if value.shape != expected[key]:
             raise ConversionError(
                 f"{origin}: {key} has shape {value.shape}, the model needs {expected[key]}")
-        var.set_value(jax.numpy.asarray(value, dtype=var.get_value().dtype))
-    return nnx.merge(graphdef, state)
+        # new Variables: split() shares them with `model`, which must not change under the caller
+        filled.append((path, var.replace(jax.numpy.asarray(value, dtype=var.get_value().dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))

@@ -190,3 +190,14 @@ def test_unknown_layer_and_model():
         net(jnp.ones((1, 3, 3, 3)), upto="conv9_1")
     with pytest.raises(UnknownNameError, match="model 'vgg20'.*vgg19"):
         ModelConfig.make("vgg20")
+
+
+def test_assign_leaves_its_input_alone():
+    """Filling a network (e.g. normalising a loaded model) returns a new one; the input keeps
+    its weights."""
+    base = build(ModelConfig.make("vgg16"), abstract=False)
+    before = np.asarray(base.convs["conv1_1"].kernel[...]).copy()
+    params = {k: np.zeros(s, np.float32) for k, s in param_paths(base).items()}
+    filled = assign(base, params, "zeros")
+    assert not np.asarray(filled.convs["conv1_1"].kernel[...]).any()
+    np.testing.assert_array_equal(np.asarray(base.convs["conv1_1"].kernel[...]), before)
