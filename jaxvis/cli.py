@@ -91,7 +91,6 @@ def cmd_normalize(args) -> None:
 
 
 def cmd_classify(args) -> None:
-    import jax
 
     from jaxvis.convert.fetch import fetch_labels
     from jaxvis.io.images import classifier_input, read_image
@@ -105,8 +104,7 @@ def cmd_classify(args) -> None:
     labels = fetch_labels(weights_root() / "files")
     paths = [Path(p) for p in args.images] or _photos(None)
     batch = np.stack([classifier_input(read_image(p)) for p in paths])
-    forward = jax.jit(lambda net, x: net(model.convention(x), upto=last.name).pre[last.name])
-    logits = np.asarray(forward(model.network, batch)).reshape(len(paths), -1)
+    logits = np.asarray(model.layer_output(batch, last.name)).reshape(len(paths), -1)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     for path, p in zip(paths, probs):

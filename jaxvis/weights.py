@@ -11,6 +11,7 @@ Converted weights are cached under the *weights root*: ``$JAXVIS_WEIGHTS`` if se
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from pathlib import Path
@@ -64,10 +65,21 @@ class Model:
         """Activations for ``[B, H, W, 3]`` RGB images in grey levels 0..255."""
         return self.network(self.convention(rgb255), upto=upto)
 
+    def layer_output(self, rgb255, layer: str, post: bool = False) -> jax.Array:
+        """One layer's activations ``[B, h, w, C]`` (``pre``, or ``post`` its nonlinearity), jitted
+        with the weights as an argument: repeated calls of the same shape compile once."""
+        return _layer_output(self.network, rgb255, convention=self.convention, layer=layer, post=post)
+
     def params(self) -> dict[str, np.ndarray]:
         from flax import nnx
         return {"/".join(map(str, p)): np.asarray(v.get_value())
                 for p, v in nnx.to_flat_state(nnx.state(self.network))}
+
+
+@functools.partial(jax.jit, static_argnames=("convention", "layer", "post"))
+def _layer_output(network: Network, rgb255, *, convention: InputConvention, layer: str, post: bool):
+    acts = network(convention(rgb255), upto=layer)
+    return (acts.post if post else acts.pre)[layer]
 
 
 def _entry(name: str, root: Path | None) -> Path:

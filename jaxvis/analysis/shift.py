@@ -26,6 +26,7 @@ import optax
 
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
+from jaxvis.optimize.step import early_stop, freeze
 from jaxvis.param.image import whiten_gradient
 
 
@@ -104,12 +105,8 @@ def _step(carry, net, problem: ShiftProblem, direction, radius):
     loss, grad = jax.value_and_grad(_loss)(params, net, problem, direction, radius)
     updates, new_opt = _optimizer(problem).update(grad, opt, params)
     new_params = optax.apply_updates(params, updates)
-    new_ema = jnp.where(jnp.isinf(ema), loss, problem.ema * ema + (1 - problem.ema) * loss)
-    new_since = jnp.where(new_ema < best, 0, since + 1)
-    new = (new_params, new_opt, new_ema, jnp.minimum(new_ema, best), new_since,
-           new_since > problem.patience, steps + 1)
-    frozen = done | (steps >= problem.steps)
-    return jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), carry, new)
+    stop = early_stop(loss, ema, best, since, problem.ema, problem.patience)
+    return freeze(done | (steps >= problem.steps), carry, (new_params, new_opt, *stop, steps + 1))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "problem", "length"))

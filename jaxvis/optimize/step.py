@@ -96,22 +96,30 @@ def init(key: jax.Array, problem: Problem) -> UnitState:
                      jnp.array(False), jnp.array(0, jnp.int32))
 
 
+def early_stop(loss, ema, best, since, decay: float, patience: int):
+    """(ema, best, since, done) after one more ``loss``: the EMA starts at the first loss, and a
+    unit is done once its EMA has not improved for more than ``patience`` steps."""
+    ema = jnp.where(jnp.isinf(ema), loss, decay * ema + (1 - decay) * loss)
+    since = jnp.where(ema < best, 0, since + 1)
+    return ema, jnp.minimum(ema, best), since, since > patience
+
+
+def freeze(stopped, old, new):
+    """``old`` where ``stopped``, else ``new`` (same pytrees): a stopped unit keeps its state
+    exactly, so its result cannot depend on its batch neighbours or on how long the batch runs."""
+    return jax.tree.map(lambda o, n: jnp.where(stopped, o, n), old, new)
+
+
 def step(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
          radius: jax.Array) -> UnitState:
     """One Adam step for one unit, unless it has stopped (then everything stays as it is)."""
     loss, grad = jax.value_and_grad(loss_fn)(state.z, net, problem, direction, radius)
     updates, opt = optimizer(problem).update(grad, state.opt, state.z)
     z = optax.apply_updates(state.z, updates)
-    decay = problem.optimizer.ema
-    ema = jnp.where(jnp.isinf(state.ema), loss, decay * state.ema + (1 - decay) * loss)
-    improved = ema < state.best
-    since = jnp.where(improved, 0, state.since + 1)
-    new = UnitState(z, opt, ema, jnp.minimum(ema, state.best), since,
-                    since > problem.optimizer.patience, state.steps + 1)
-    # a stopped unit (converged, or out of steps) keeps its state exactly, so its result cannot
-    # depend on its batch neighbours or on how many segments the batch runs
-    frozen = state.done | (state.steps >= problem.optimizer.steps)
-    return jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), state, new)
+    stop = early_stop(loss, state.ema, state.best, state.since, problem.optimizer.ema,
+                      problem.optimizer.patience)
+    new = UnitState(z, opt, *stop, state.steps + 1)
+    return freeze(state.done | (state.steps >= problem.optimizer.steps), state, new)
 
 
 def evaluate(state: UnitState, net: Network, problem: Problem, direction: jax.Array,

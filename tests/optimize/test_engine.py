@@ -31,11 +31,6 @@ def test_whitening_is_identity_forward_and_filters_the_gradient():
     assert float(frequency_gain(5, 5)[0, 0]) > float(frequency_gain(5, 5)[2, 2])  # low frequencies boosted
 
 
-@pytest.fixture(scope="module")
-def vgg19(real_root):
-    return jaxvis.load("vgg19", root=real_root)
-
-
 def test_linear_unit_reaches_its_analytic_optimum(vgg19, real_root, monkeypatch):
     """conv1_1 is linear in the image: the best image on the sphere is r w/||w||, response r||w|| + b."""
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
