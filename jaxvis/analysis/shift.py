@@ -77,8 +77,7 @@ def responses(params, net: Network, problem: ShiftProblem, direction, radius) ->
     z, log_sigma = params
     x, _ = crops(whiten_gradient(z), problem, log_sigma, radius)
     rgb = x + jnp.asarray(problem.mean_rgb, x.dtype)
-    c = problem.centre
-    return net(problem.convention(rgb), upto=problem.target).pre[problem.target][:, c, c, :] @ direction
+    return net.unit_response(problem.convention(rgb), problem.target, problem.centre, direction)[0]
 
 
 def _loss(params, net, problem, direction, radius):

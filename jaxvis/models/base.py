@@ -3,7 +3,9 @@
 A network maps ``[B, H, W, 3]`` images (already in its input convention) to the activations of
 every named layer, before and after the layer's nonlinearity, so any layer can be an
 optimisation target (``pre``) or a feature space (``post``). With ``upto=`` the forward pass stops
-at that layer: nothing above it is computed.
+at that layer: nothing above it is computed. With ``readout=`` (a direction in the last layer's
+channel space) a network that can (``reads_out``) computes only that one direction in the last
+layer: for a convolution ``pre . v = conv(x, K v) + b . v``, one output channel instead of C.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class _Reached(Exception):
 class Recorder:
     """Collects activations during a forward pass and stops it after layer ``upto``."""
 
-    def __init__(self, upto: str | None):
-        self.upto = upto
+    def __init__(self, upto: str | None, readout: jax.Array | None = None):
+        self.upto, self.direction = upto, readout
         self.pre: dict[str, jax.Array] = {}
         self.post: dict[str, jax.Array] = {}
 
@@ -45,6 +47,10 @@ class Recorder:
         if name == self.upto:
             raise _Reached
         return post
+
+    def readout(self, name: str) -> jax.Array | None:
+        """The direction ``[C]`` layer ``name`` should be projected on, if it is the last one."""
+        return self.direction if name == self.upto else None
 
 
 class Network(nnx.Module):
@@ -58,6 +64,10 @@ class Network(nnx.Module):
     def forward(self, x: jax.Array, record: Recorder) -> None:
         raise NotImplementedError
 
+    def reads_out(self, layer: str) -> bool:
+        """Whether ``layer`` can compute a single direction itself (``readout=``). Default: no."""
+        return False
+
     def layers(self) -> tuple[LayerInfo, ...]:
         return _catalogue(self.specs())
 
@@ -67,15 +77,32 @@ class Network(nnx.Module):
                 return info
         raise unknown(f"layer of {self.name}", name, [i.name for i in self.layers()])
 
-    def __call__(self, x: jax.Array, upto: str | None = None) -> Activations:
+    def __call__(self, x: jax.Array, upto: str | None = None,
+                 readout: jax.Array | None = None) -> Activations:
+        """Activations of images ``x`` ``[B, H, W, 3]``. ``readout`` ``[C]`` (needs ``upto`` and
+        ``reads_out(upto)``): ``pre[upto]`` is then ``[B, h, w, 1]``, the projection on it."""
         if upto is not None:
             self.layer(upto)  # an unknown name must fail, not silently run the whole network
-        record = Recorder(upto)
+        if readout is not None and (upto is None or not self.reads_out(upto)):
+            raise ValueError(f"{self.name} cannot read out a direction at layer {upto!r}")
+        record = Recorder(upto, readout)
         try:
             self.forward(x, record)
         except _Reached:
             pass
         return Activations(record.pre, record.post)
+
+    def unit_response(self, x: jax.Array, layer: str, centre: int, direction: jax.Array):
+        """(``[B]`` pre-activation of the unit ``direction`` ``[C]`` at position (centre, centre) of
+        ``layer``, the activations up to ``layer``). Where the network ``reads_out`` the layer, only
+        that direction is computed there (on VGG-19 conv3_1 this skips a ``[N, 1152] x [1152, 256]``
+        product and its gradient every optimiser step); otherwise all C channels, then ``@ direction``.
+        """
+        if self.reads_out(layer):
+            acts = self(x, upto=layer, readout=direction)
+            return acts.pre[layer][:, centre, centre, 0], acts
+        acts = self(x, upto=layer)
+        return acts.pre[layer][:, centre, centre, :] @ direction, acts
 
 
 @functools.lru_cache(maxsize=None)

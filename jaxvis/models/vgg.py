@@ -60,21 +60,27 @@ class VGG(Network):
                       LayerSpec("fc7", 4096, (Op(1),), "fc"), LayerSpec("fc8", 1000, (Op(1),), "fc")]
         return tuple(specs)
 
-    def _conv(self, name: str, x: jax.Array) -> jax.Array:
+    def reads_out(self, layer: str) -> bool:
+        return layer in self.convs  # every conv and fc layer: pre . v = conv(x, K v) + b . v
+
+    def _conv(self, name: str, x: jax.Array, readout: jax.Array | None = None) -> jax.Array:
         # the nnx.Conv modules hold the parameters; the op is jaxvis's (cheap input gradients)
         conv = self.convs[name]
         padding = 1 if self.padding == "SAME" and conv.kernel_size == (3, 3) else "VALID"
-        return conv2d(x, conv.kernel[...], conv.bias[...], padding)
+        kernel, bias = conv.kernel[...], conv.bias[...]
+        if readout is not None:  # only the direction asked for: one output channel
+            kernel, bias = kernel @ readout[:, None], (bias @ readout)[None]
+        return conv2d(x, kernel, bias, padding)
 
     def forward(self, x: jax.Array, record: Recorder) -> None:
         for block, n in enumerate(BLOCKS[self.depth], start=1):
             for i in range(1, n + 1):
                 name = f"conv{block}_{i}"
-                pre = self._conv(name, x)
+                pre = self._conv(name, x, record.readout(name))
                 x = record(name, pre, nnx.relu(pre))
             x = record(f"pool{block}", pool2x2(x, self.pooling))
         if self.include_top:
             for name in ("fc6", "fc7"):
-                pre = self._conv(name, x)
+                pre = self._conv(name, x, record.readout(name))
                 x = record(name, pre, nnx.relu(pre))
-            record("fc8", self._conv("fc8", x))
+            record("fc8", self._conv("fc8", x, record.readout("fc8")))

@@ -24,6 +24,27 @@ def pairwise_rms(features: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(diff), axis=-1) + _EPS) * (1 - jnp.eye(flat.shape[0]))
 
 
+def min_pair_rms(features: jax.Array) -> jax.Array:
+    """``[N, ...]`` -> ``min_{i<j} d(f_i, f_j)``: ``min_pair(pairwise_rms(f))`` at a fraction of
+    the cost, with the same gradient (away from exact ties).
+
+    The minimum depends on one pair only, so the closest pair is picked without a gradient, from
+    squared distances ``|f_i|^2 + |f_j|^2 - 2 f_i.f_j`` (one ``[N, D] x [D, N]`` product), and the
+    distance and its gradient come from that pair's own difference. Differentiating the full
+    ``[N, N, D]`` difference tensor instead took ~2 ms of a 15 ms optimiser step on VGG-19 conv3_1
+    (2-core CPU). Pairs closer than float rounding of the squared distances (~1e-7 |f|^2) may be
+    told apart wrongly; the value then differs from the exact minimum by no more than that.
+    """
+    n = features.shape[0]
+    flat = features.reshape(n, -1)
+    gram = jax.lax.stop_gradient(flat @ flat.T)
+    norms = jnp.diag(gram)
+    squared = jnp.where(pair_mask(n), norms[:, None] + norms[None, :] - 2 * gram, jnp.inf)
+    i, j = jnp.divmod(jnp.argmin(squared), n)
+    diff = flat[i] - flat[j]
+    return jnp.sqrt(jnp.mean(jnp.square(diff)) + _EPS)
+
+
 def pair_mask(n: int) -> jax.Array:
     return jnp.triu(jnp.ones((n, n), bool), k=1)
 

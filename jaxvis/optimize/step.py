@@ -56,19 +56,27 @@ def optimizer(problem: Problem) -> optax.GradientTransformation:
     return optax.adam(problem.optimizer.learning_rate)
 
 
+def network_input(problem: Problem, x: jax.Array) -> jax.Array:
+    """Images ``x`` ``[N, H, W, 3]`` (deviation from the mean colour) in the network's convention."""
+    return problem.convention(x + jnp.asarray(problem.mean_rgb, x.dtype))
+
+
 def forward(net: Network, problem: Problem, x: jax.Array):
-    """Activations for images ``x`` ``[N, H, W, 3]`` (deviation from the mean colour)."""
-    rgb = x + jnp.asarray(problem.mean_rgb, x.dtype)
-    return net(problem.convention(rgb), upto=problem.target)
+    """All activations up to the target for images ``x`` (deviation from the mean colour)."""
+    return net(network_input(problem, x), upto=problem.target)
+
+
+def _response(net: Network, problem: Problem, x: jax.Array, direction: jax.Array):
+    """(the unit's activation ``[N]``, the diversity feature maps ``[N, ...]``) of images ``x``."""
+    activation, acts = net.unit_response(network_input(problem, x), problem.target, problem.centre,
+                                         direction)
+    return activation, x if problem.feature_layer is None else acts.post[problem.feature_layer]
 
 
 def terms(net: Network, problem: Problem, x: jax.Array, direction: jax.Array) -> dict:
-    """The objective's terms for one unit's images (no reduction into a loss yet)."""
-    acts = forward(net, problem, x)
-    c = problem.centre
-    activation = acts.pre[problem.target][:, c, c, :] @ direction                       # [N]
+    """What is reported for one unit's images: activations, all pairwise distances, the prior."""
+    activation, feats = _response(net, problem, x, direction)
     out = {"activations": activation}
-    feats = x if problem.feature_layer is None else acts.post[problem.feature_layer]
     if problem.objective.diversity == "gram":
         out["similarity"] = div.gram_similarity(feats)
     out["pixel_distances"] = div.pairwise_rms(x)
@@ -78,14 +86,18 @@ def terms(net: Network, problem: Problem, x: jax.Array, direction: jax.Array) ->
 
 
 def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, radius: jax.Array):
+    """The objective of DESIGN.md section 1; computes only what the loss needs (the reported
+    measurements are :func:`terms`)."""
     x = to_images(z, radius)
-    t = terms(net, problem, x, direction)
+    activation, feats = _response(net, problem, x, direction)
     o = problem.objective
-    loss = -jnp.mean(t["activations"]) + o.beta * t["prior"]
+    loss = -jnp.mean(activation)
+    if o.prior != "none":
+        loss = loss + o.beta * PRIORS[o.prior](x)
     if o.diversity == "gram":
-        loss = loss + o.lam * div.mean_pair(t["similarity"])
+        loss = loss + o.lam * div.mean_pair(div.gram_similarity(feats))
     elif o.diversity != "none" and problem.n > 1:
-        loss = loss - o.lam * div.min_pair(t["feature_distances"])
+        loss = loss - o.lam * div.min_pair_rms(feats)
     return loss
 
 

@@ -145,3 +145,21 @@ def test_padded_networks_use_the_centre_unit(name, layer, real_root, monkeypatch
     acts = model(r["images"][0], upto=layer).pre[layer]
     assert acts.shape[1] == info.out
     np.testing.assert_allclose(acts[:, info.centre, info.centre, 0], r["activations"][0], rtol=1e-4, atol=1e-4)
+
+
+def test_closest_pair_distance_equals_the_full_minimum_in_value_and_gradient():
+    """The loss's ``min_pair_rms`` (closest pair picked without a gradient) against the reference
+    ``min_pair(pairwise_rms(f))`` differentiated through all N(N-1)/2 pairs."""
+    div = jaxvis.objectives.diversity
+    for seed, shape in enumerate([(6, 6, 6, 128), (4, 10, 10, 3), (2, 5)]):
+        f = jax.random.normal(jax.random.key(seed), shape) * (1 + seed)
+        fast, g_fast = jax.value_and_grad(div.min_pair_rms)(f)
+        ref, g_ref = jax.value_and_grad(lambda f: div.min_pair(div.pairwise_rms(f)))(f)
+        np.testing.assert_allclose(fast, ref, rtol=1e-6)
+        np.testing.assert_allclose(g_fast, g_ref, atol=1e-6 * float(jnp.abs(g_ref).max()))
+        assert int((jnp.abs(g_fast).reshape(shape[0], -1).max(axis=1) > 0).sum()) == 2  # one pair moves
+    # the closest pair is found even when it is far from the first: only images 3 and 5 are close
+    f = jax.random.normal(jax.random.key(9), (6, 50)) * 10
+    f = f.at[5].set(f[3] + 0.01)
+    g = jax.grad(div.min_pair_rms)(f)
+    assert set(np.flatnonzero(np.abs(np.asarray(g)).max(axis=1))) == {3, 5}
