@@ -203,11 +203,11 @@ def test_assign_leaves_its_input_alone():
     np.testing.assert_array_equal(np.asarray(base.convs["conv1_1"].kernel[...]), before)
 
 
-@pytest.mark.parametrize("layer", ["conv1_1", "conv2_2", "fc7"])
+@pytest.mark.parametrize("layer", ["conv1_1", "conv2_2"])
 def test_readout_computes_one_direction_of_the_layer(layer):
     """``unit_response`` projects the layer's kernel on the direction (one output channel); it must
     equal the full layer's pre-activation @ direction, in value and in the input gradient."""
-    net = VGG(16, include_top=layer.startswith("fc"), rngs=nnx.Rngs(0))
+    net = VGG(16, rngs=nnx.Rngs(0))
     info = net.layer(layer)
     x = jax.random.normal(jax.random.key(1), (3, info.canvas, info.canvas, 3)) * 50
     v = jax.random.normal(jax.random.key(2), (info.channels,))
@@ -221,7 +221,7 @@ def test_readout_computes_one_direction_of_the_layer(layer):
         return net.unit_response(x, layer, c, v)[0]
 
     assert net(x, upto=layer, readout=v).pre[layer].shape[-1] == 1
-    assert rel_err(read(x), full(x)) < 1e-4  # float32 sums of up to 4096 terms in another order
+    assert rel_err(read(x), full(x)) < 1e-4  # float32 sums in another order
     g_read = jax.grad(lambda x: jnp.sum(jnp.sin(read(x) / 100)))(x)
     g_full = jax.grad(lambda x: jnp.sum(jnp.sin(full(x) / 100)))(x)
     assert rel_err(g_read, g_full) < 1e-4
