@@ -120,7 +120,7 @@ def cmd_sweep(args) -> None:
 
     objective = Objective(images=args.images, diversity=args.diversity, feature_layer=args.feature_layer,
                           lam=args.lam, prior=args.prior, beta=args.beta)
-    optimizer = Optimizer(steps=args.steps, learning_rate=args.lr)
+    optimizer = Optimizer(steps=args.steps, learning_rate=args.lr, precision=args.precision)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
     processes = None
     if args.distributed:  # before anything touches a device
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.0, help="prior weight")
     p.add_argument("--steps", type=int, default=1000, help="most optimiser steps per unit (default 1000)")
     p.add_argument("--lr", type=float, default=1.0, help="Adam learning rate (default 1.0)")
+    p.add_argument("--precision", choices=("float32", "tf32", "bf16"), default="float32",
+                   help="precision of the convolutions while optimising (default float32; tf32/bf16 "
+                        "use tensor cores on GPUs, are emulated on CPU; results are measured in float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
     p.add_argument("--padding", choices=("VALID", "SAME"), help="VGG only (default VALID, the RF canvas)")

@@ -23,6 +23,7 @@ from jaxvis.convert import fetch as _fetch
 from jaxvis.convert import store
 from jaxvis.convert.mapping import assign
 from jaxvis.errors import JaxvisError, WeightFileError
+from jaxvis.models import ops
 from jaxvis.models.base import Activations, Network
 from jaxvis.models.convention import InputConvention
 from jaxvis.models.registry import ModelConfig, build
@@ -78,7 +79,8 @@ class Model:
 
 @functools.partial(jax.jit, static_argnames=("convention", "layer", "post"))
 def _layer_output(network: Network, rgb255, *, convention: InputConvention, layer: str, post: bool):
-    acts = network(convention(rgb255), upto=layer)
+    with ops.precision("float32"):
+        acts = network(convention(rgb255), upto=layer)
     return (acts.post if post else acts.pre)[layer]
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxvis.models import ops
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
 from jaxvis.optimize.step import early_stop, freeze
@@ -126,7 +127,8 @@ def _run(params_net, keys, directions, radius, *, graphdef, problem: ShiftProble
                 "texture": scale * z + jnp.asarray(problem.mean_rgb, z.dtype),
                 "sigma": jnp.exp(log_sigma), "steps": steps}
 
-    return jax.vmap(one_unit)(keys, directions)
+    with ops.precision("float32"):
+        return jax.vmap(one_unit)(keys, directions)
 
 
 def shift_test(network: Network, problem: ShiftProblem, keys, directions, radius: float) -> dict[str, np.ndarray]:

@@ -13,6 +13,16 @@ conv3_1 (48 canvases of 24 px, forward + input gradient): 112 ms with XLA's ops,
   conv1_1 to conv4_x; the patch tensor is kh*kw times the input, which stops paying on whole
   photographs) and ``xla`` otherwise and on accelerators; ``$JAXVIS_CONV`` forces one.
 - 2x2/2 pooling is a reshape and a max/mean over the window axes, whose gradient is elementwise.
+
+**Precision** of the convolutions (where the FLOPs are) follows jax's own
+``jax.default_matmul_precision`` setting of the code being traced (so jit caches keep the variants
+apart); :func:`precision` sets it by jaxvis's names. ``"float32"`` (also the default when nothing
+is set) asks for true float32 products (``Precision.HIGHEST``: without it, XLA on A100/H100 GPUs
+silently uses TF32). ``"tf32"`` and ``"bf16"`` round the operands to 10 and 7 mantissa bits and
+accumulate in float32: on accelerators with the hardware's TF32 / bfloat16 units (tensor cores),
+on CPU by rounding the operands with ``lax.reduce_precision`` (no speed-up there; the same numbers
+up to summation order, since a product of two such operands is exact in float32), so the
+tolerance tests run anywhere. Products outside these ops follow jax's rules for the setting.
 """
 
 from __future__ import annotations
@@ -21,9 +31,59 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from jaxvis.errors import unknown
 
 IMPLS = ("patches", "xla")
 PATCHES_MAX_PIXELS = 96 * 96
+PRECISIONS = ("float32", "tf32", "bf16")
+_JAX_NAME = {"float32": "highest", "tf32": "tensorfloat32", "bf16": "bfloat16"}
+# jax's names (jax.default_matmul_precision) -> jaxvis's; unset means float32 here
+_FROM_JAX = {None: "float32", "highest": "float32", "float32": "float32", "bfloat16_3x": "float32",
+             "high": "tf32", "tensorfloat32": "tf32", "default": "bf16", "fastest": "bf16",
+             "bfloat16": "bf16"}
+_MANTISSA_BITS = {"tf32": 10, "bf16": 7}
+
+
+def precision(name: str):
+    """Context manager: code traced inside computes its convolutions at ``name``
+    (one of :data:`PRECISIONS`); ``jax.default_matmul_precision`` under jaxvis's names."""
+    if name not in PRECISIONS:
+        raise unknown("precision", name, PRECISIONS)
+    return jax.default_matmul_precision(_JAX_NAME[name])
+
+
+def current_precision() -> str:
+    return _FROM_JAX.get(jax.config.jax_default_matmul_precision, "float32")
+
+
+def _operands(a: jax.Array, b: jax.Array):
+    """(a, b, lax precision, result dtype) of one product under the current precision."""
+    name = current_precision()
+    if name == "float32":
+        return a, b, lax.Precision.HIGHEST, None
+    if jax.default_backend() == "cpu":  # emulated: rounded operands, exact float32 products
+        bits = _MANTISSA_BITS[name]
+        return (lax.reduce_precision(a, 8, bits), lax.reduce_precision(b, 8, bits),
+                lax.Precision.HIGHEST, None)
+    if name == "bf16":
+        return a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), None, jnp.float32
+    return a, b, lax.Precision.DEFAULT, None  # float32 operands; TF32 on GPUs that have it
+
+
+def conv_general_dilated(lhs, rhs, *args, precision=None, preferred_element_type=None, **kwargs):
+    """``lax.conv_general_dilated`` at the current precision: ``nnx.Conv(conv_general_dilated=...)``
+    for the networks that use flax's convolution layers (ResNet, EfficientNet). flax's own
+    ``precision`` argument is ignored: the traced code's setting decides."""
+    lhs, rhs, prec, out = _operands(lhs, rhs)
+    return lax.conv_general_dilated(lhs, rhs, *args, precision=prec, preferred_element_type=out, **kwargs)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """``lax.dot_general`` at the current precision: ``nnx.Linear(dot_general=...)``."""
+    lhs, rhs, prec, out = _operands(lhs, rhs)
+    return lax.dot_general(lhs, rhs, dimension_numbers, precision=prec, preferred_element_type=out, **kwargs)
 
 
 def conv_impl(height: int, width: int) -> str:
@@ -44,13 +104,16 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, paddi
         x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     kh, kw, c_in, c_out = kernel.shape
     if (impl or conv_impl(x.shape[1], x.shape[2])) == "xla":
-        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x, kernel, prec, out = _operands(x, kernel)
+        y = lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=prec, preferred_element_type=out)
     else:
         h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
         views = [x[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
         patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
-        y = patches @ kernel.reshape(kh * kw * c_in, c_out)  # rows ordered (i, j, c): the HWIO order
+        # rows ordered (i, j, c): the HWIO order
+        patches, flat, prec, out = _operands(patches, kernel.reshape(kh * kw * c_in, c_out))
+        y = jnp.matmul(patches, flat, precision=prec, preferred_element_type=out)
     return y if bias is None else y + bias
 
 

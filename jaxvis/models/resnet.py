@@ -31,12 +31,19 @@ global average pool and ``fc`` are ``kind="global"`` layers: their catalogue can
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxvis.models.base import Network, Recorder
 from jaxvis.models.geometry import LayerSpec, Op
+from jaxvis.models.ops import conv_general_dilated, dot_general
+
+# flax's layers, computing at jaxvis's precision (jaxvis.models.ops.precision)
+Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
+Linear = functools.partial(nnx.Linear, dot_general=dot_general)
 
 BLOCKS = (3, 4, 6, 3)           # bottlenecks per stage (layer1..layer4)
 WIDTHS = (64, 128, 256, 512)    # bottleneck width; the block outputs 4x that
@@ -64,16 +71,16 @@ class Bottleneck(nnx.Module):
         bias, eps = variant == "v1", VARIANTS[variant]
         s1, s2 = _strides(variant, stride)
         c_out = EXPANSION * width
-        self.conv1 = nnx.Conv(c_in, width, (1, 1), strides=s1, padding="VALID", use_bias=bias, rngs=rngs)
+        self.conv1 = Conv(c_in, width, (1, 1), strides=s1, padding="VALID", use_bias=bias, rngs=rngs)
         self.bn1 = _bn(width, eps, rngs)
         # Keras 'same' with stride 1 and torchvision's padding=1 are both a symmetric pad of 1.
-        self.conv2 = nnx.Conv(width, width, (3, 3), strides=s2, padding=_pad(1), use_bias=bias, rngs=rngs)
+        self.conv2 = Conv(width, width, (3, 3), strides=s2, padding=_pad(1), use_bias=bias, rngs=rngs)
         self.bn2 = _bn(width, eps, rngs)
-        self.conv3 = nnx.Conv(width, c_out, (1, 1), padding="VALID", use_bias=bias, rngs=rngs)
+        self.conv3 = Conv(width, c_out, (1, 1), padding="VALID", use_bias=bias, rngs=rngs)
         self.bn3 = _bn(c_out, eps, rngs)
         self.project = stride != 1 or c_in != c_out
         if self.project:
-            self.downsample_conv = nnx.Conv(c_in, c_out, (1, 1), strides=stride, padding="VALID",
+            self.downsample_conv = Conv(c_in, c_out, (1, 1), strides=stride, padding="VALID",
                                             use_bias=bias, rngs=rngs)
             self.downsample_bn = _bn(c_out, eps, rngs)
 
@@ -96,7 +103,7 @@ class ResNet50(Network):
         self.variant, self.include_top = variant, include_top
         v1 = variant == "v1"
         # v1 pads explicitly (ZeroPadding2D) and convolves VALID, as Keras does; same numbers.
-        self.conv1 = nnx.Conv(3, 64, (7, 7), strides=2, padding="VALID" if v1 else _pad(3),
+        self.conv1 = Conv(3, 64, (7, 7), strides=2, padding="VALID" if v1 else _pad(3),
                               use_bias=v1, rngs=rngs)
         self.bn1 = _bn(64, VARIANTS[variant], rngs)
         c_in = 64
@@ -108,7 +115,7 @@ class ResNet50(Network):
                 c_in = EXPANSION * width
             setattr(self, f"layer{stage}", nnx.List(blocks))
         if include_top:
-            self.fc = nnx.Linear(c_in, 1000, rngs=rngs)
+            self.fc = Linear(c_in, 1000, rngs=rngs)
 
     def block_names(self):
         """(name, stage, index) of every bottleneck, in forward order: ``layer1.0`` ..."""

@@ -8,6 +8,7 @@ from jaxvis.errors import JaxvisError
 
 DIVERSITIES = ("none", "pixels", "features", "gram")
 PRIORS = ("none", "tv", "spectrum")
+PRECISIONS = ("float32", "tf32", "bf16")  # jaxvis.models.ops.PRECISIONS (config stays jax-free)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +42,22 @@ class Objective:
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     """Adam on z; a unit stops on its own once the EMA of its loss has not improved for more
-    than ``patience`` steps (then it is frozen while the others go on)."""
+    than ``patience`` steps (then it is frozen while the others go on).
+
+    ``precision``: of the network's convolutions during the optimisation (``float32``, ``tf32``,
+    ``bf16``; see :mod:`jaxvis.models.ops`). Reduced precision pays on accelerators with tensor
+    cores; the final images are measured in float32 whatever it is.
+    """
 
     steps: int = 1000
     learning_rate: float = 1.0
     ema: float = 0.9
     patience: int = 100
     segment: int = 50  # steps per compiled lax.scan between host checks (all stopped -> exit early)
+    precision: str = "float32"
 
     def __post_init__(self):
         if self.steps < 1 or self.segment < 1:
             raise JaxvisError(f"--steps must be positive, not {self.steps}")
+        if self.precision not in PRECISIONS:
+            raise JaxvisError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")

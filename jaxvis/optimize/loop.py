@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jaxvis.models import ops
 from jaxvis.models.base import Network
 from jaxvis.optimize import parallel
 from jaxvis.optimize import step as one
@@ -50,7 +51,8 @@ def _segment(params, states, directions, radius, *, graphdef, problem: Problem, 
         def body(states, _):
             return batched(states, directions), None
 
-        states, _ = jax.lax.scan(body, states, None, length=problem.optimizer.segment)
+        with ops.precision(problem.optimizer.precision):
+            states, _ = jax.lax.scan(body, states, None, length=problem.optimizer.segment)
         return states
 
     return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(
@@ -61,7 +63,8 @@ def _segment(params, states, directions, radius, *, graphdef, problem: Problem, 
 def _evaluate(params, states, directions, radius, *, graphdef, problem: Problem, mesh: Mesh) -> dict:
     def run(params, states, directions, radius):
         net = nnx.merge(graphdef, params)
-        return jax.vmap(lambda s, d: one.evaluate(s, net, problem, d, radius))(states, directions)
+        with ops.precision("float32"):  # what the images really do, whatever they were optimised at
+            return jax.vmap(lambda s, d: one.evaluate(s, net, problem, d, radius))(states, directions)
 
     return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(
         params, states, directions, radius)
