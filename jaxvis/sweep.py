@@ -40,7 +40,7 @@ from jaxvis.io.progress import Progress
 from jaxvis.models.geometry import LayerInfo
 from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk
+from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.step import Problem
 from jaxvis.weights import Model, default_photos, load, version, weights_root
@@ -236,7 +236,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     results: dict[str, dict[str, list]] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as io:  # host writes overlap compute
         pending: list[concurrent.futures.Future] = []
-        for lp in plans:
+        for lp in largest_first(model, plans):
             done = writer.done_units(lp.info.name) if writer else set()
             mine = parallel.share(lp.units, processes)
             todo = [u for u in mine if u not in done]
@@ -262,7 +262,20 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
             return {}
         path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
         return read_results(path).layers
-    return {name: {k: np.concatenate(v) for k, v in arrays.items()} for name, arrays in results.items()}
+    return {lp.info.name: {k: np.concatenate(v) for k, v in results[lp.info.name].items()}
+            for lp in plans if lp.info.name in results}
+
+
+def largest_first(model: Model, plans: list[LayerPlan]) -> list[LayerPlan]:
+    """The layers in the order they are computed: most work first (units x useful FLOPs of a
+    unit-step, diverse set plus maximum), so a whole-network sweep reaches its deepest, costliest
+    layers, and any memory trouble, at the start instead of hours in, and the time of the first
+    layer bounds every later one's. Ties keep the network's order; results keep it always."""
+    if len(plans) < 2:
+        return list(plans)
+    cost = {lp.info.name: len(lp.units) * (useful_flops(model.network, lp.diverse)
+                                           + useful_flops(model.network, lp.maximum)) for lp in plans}
+    return sorted(plans, key=lambda lp: -cost[lp.info.name])
 
 
 def chunk_size(wanted: int, units: int, devices: int) -> int:

@@ -125,3 +125,26 @@ def test_render_from_the_file_alone(reference, tmp_path, capsys):
     assert pics == ["conv2_1_contact.png", "conv2_1_units.png"]
     with Image.open(tmp_path / "pics" / "conv2_1_units.png") as im:
         assert im.width > 4 * 64 and im.height > 6 * 64
+
+
+def test_layers_are_computed_largest_first_and_returned_in_network_order(vgg19):
+    """conv2_1 (36 MFLOP a unit-step at N=6) runs before conv1_1 (0.13 MFLOP); the file and the
+    returned dict keep the network's order."""
+    from jaxvis.optimize.config import Objective, Optimizer
+    from jaxvis.sweep import largest_first, plan
+
+    plans = plan(vgg19, "conv1_1,conv1_2,conv2_1", "0-1", Objective(), Optimizer())
+    assert [p.info.name for p in largest_first(vgg19, plans)] == ["conv2_1", "conv1_2", "conv1_1"]
+
+    class Order(Progress):
+        def __init__(self):
+            super().__init__(enabled=False)
+            self.seen = []
+
+        def start(self, layer, total, done=0):
+            self.seen.append(layer)
+            super().start(layer, total, done)
+
+    bar = Order()
+    r = sweep(vgg19, "conv1_1,conv2_1", "0", images=2, steps=5, progress=bar)
+    assert bar.seen == ["conv2_1", "conv1_1"] and list(r) == ["conv1_1", "conv2_1"]

@@ -119,6 +119,18 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     return {k: v[:count] for k, v in out.items()}  # padding rows dropped
 
 
+def useful_flops(network: Network, problem: Problem) -> float:
+    """Useful FLOPs of one unit-step: 2 x the forward FLOPs of the unit's N canvases up to the
+    target (forward plus input gradient; DESIGN.md section 4), as XLA counts them (lowered, not
+    compiled: milliseconds)."""
+    graphdef, params = nnx.split(network)
+    x = jax.ShapeDtypeStruct((problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
+    lowered = jax.jit(lambda p, x: one.forward(nnx.merge(graphdef, p), problem, x).pre).lower(params, x)
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list of one dict in older jax
+    return 2.0 * float(cost.get("flops", 0.0))
+
+
 def unit_bytes(network: Network, problem: Problem) -> int:
     """Rough device memory one unit needs: every activation up to the target for N images, kept
     for the backward pass (pre, post and gradient), plus z and Adam's two moments."""
