@@ -239,45 +239,46 @@ def unit_inputs(lp, units: list[int]):
     return keys, np.eye(channels, dtype=np.float32)[units]
 
 
-def bench_batched(model, lp, units: int) -> dict:
-    """One ``optimise`` call on ``units`` units: first call (compile + run), then a timed call."""
-    from jaxvis.optimize.loop import optimise
-
-    keys, directions = unit_inputs(lp, list(range(units)))
-    t = time.perf_counter()
-    out = optimise(model.network, lp.diverse, keys, directions, lp.radius)
-    first = time.perf_counter() - t
-    with CpuMeter() as cpu:
-        t = time.perf_counter()
-        out = optimise(model.network, lp.diverse, keys, directions, lp.radius)
-        seconds = time.perf_counter() - t
-    steps = int(out["steps"].sum())  # the unit-steps actually taken (all units run every step)
-    return {"variant": "jaxvis batched", "units": units, "steps": lp.diverse.optimizer.steps,
-            "unit_steps": steps, "seconds": seconds, "others_busy_cores": cpu.others, "first_call_s": first,
-            "compile_s": max(first - seconds, 0.0), "final_loss_mean": float(out["loss"].mean())}
-
-
-def bench_per_unit(model, lp, units: int) -> dict:
-    """``optimise`` with a chunk of 1, one unit after another (after one compile/warm-up call)."""
-    from jaxvis.optimize.loop import optimise
-
-    keys, directions = unit_inputs(lp, list(range(units + 1)))
-    t = time.perf_counter()
-    optimise(model.network, lp.diverse, keys[-1:], directions[-1:], lp.radius)  # compile + warm
-    first = time.perf_counter() - t
-    steps, losses, each = 0, [], []
-    with CpuMeter() as cpu:
-        for u in range(units):
+def _timed(run, repeats: int) -> tuple[float, list[float], float | None, object]:
+    """(best seconds, every repeat's seconds, other load during the best, last result) of
+    ``repeats`` calls of ``run``: on a shared machine the best repeat is the least disturbed."""
+    times, loads, out = [], [], None
+    for _ in range(repeats):
+        with CpuMeter() as cpu:
             t = time.perf_counter()
-            out = optimise(model.network, lp.diverse, keys[u:u + 1], directions[u:u + 1], lp.radius)
-            each.append(time.perf_counter() - t)
-            steps += int(out["steps"].sum())
-            losses.append(float(out["loss"][0]))
-    seconds = sum(each)
-    return {"variant": "jaxvis per-unit", "units": units, "steps": lp.diverse.optimizer.steps,
-            "unit_steps": steps, "seconds": seconds, "per_unit_s": each,
-            "others_busy_cores": cpu.others, "first_call_s": first,
-            "compile_s": max(first - seconds / units, 0.0), "final_loss_mean": float(np.mean(losses))}
+            out = run()
+            times.append(time.perf_counter() - t)
+        loads.append(cpu.others)
+    best = int(np.argmin(times))
+    return times[best], times, loads[best], out
+
+
+def bench_chunks(model, lp, units: int, mesh, label: str, repeats: int, chunk: int | None = None) -> dict:
+    """``units`` units through ``optimise`` in chunks of ``chunk`` (default: the sweep's own chunk
+    for ``mesh``, ``units_per_chunk``) spread over ``mesh``: what ``jaxvis sweep`` runs. One
+    untimed pass first (compile + run), then the best of ``repeats`` timed passes."""
+    from jaxvis.optimize.loop import optimise, units_per_chunk
+    from jaxvis.sweep import chunk_size
+
+    if chunk is None:
+        chunk = chunk_size(units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0], mesh.size),
+                           units, mesh.size)
+    keys, directions = unit_inputs(lp, list(range(units)))
+
+    def run():
+        outs = [optimise(model.network, lp.diverse, keys[i:i + chunk], directions[i:i + chunk], lp.radius, mesh)
+                for i in range(0, units, chunk)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in ("steps", "loss")}
+
+    t = time.perf_counter()
+    run()
+    first = time.perf_counter() - t
+    seconds, times, others, out = _timed(run, repeats)
+    return {"variant": label, "units": units, "chunk": chunk, "devices": mesh.size,
+            "steps": lp.diverse.optimizer.steps, "unit_steps": int(out["steps"].sum()),
+            "seconds": seconds, "repeats_s": times, "others_busy_cores": others,
+            "first_call_s": first, "compile_s": max(first - seconds, 0.0),
+            "final_loss_mean": float(out["loss"].mean())}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,7 +419,7 @@ def check_torch(model, lp, tu: TorchUnit) -> dict:
             "grad_rel_diff": float(np.linalg.norm(grad_t - grad_j) / max(np.linalg.norm(grad_j), 1e-30))}
 
 
-def bench_torch(model, lp, units: int, threads: int) -> dict:
+def bench_torch(model, lp, units: int, threads: int, repeats: int) -> dict:
     torch = _torch()
     if torch is None:
         return {"variant": "torch per-unit", "skipped": "torch not installed"}
@@ -431,16 +432,15 @@ def bench_torch(model, lp, units: int, threads: int) -> dict:
     keys, directions = unit_inputs(lp, list(range(units)))
     starts = [np.asarray(one.init(k, lp.diverse).z) for k in keys]  # the same starts as jaxvis
     tu.run(starts[0], directions[0], min(steps, 20))  # warm: allocator, oneDNN primitive caches
-    losses, each = [], []
-    with CpuMeter() as cpu:
-        for u in range(units):
-            t = time.perf_counter()
-            losses.append(tu.run(starts[u], directions[u], steps))
-            each.append(time.perf_counter() - t)
+    losses = []
+
+    def run():
+        losses[:] = [tu.run(starts[u], directions[u], steps) for u in range(units)]
+
+    seconds, times, others, _ = _timed(run, repeats)
     return {"variant": "torch per-unit", "units": units, "steps": steps, "unit_steps": units * steps,
-            "seconds": sum(each), "per_unit_s": each, "others_busy_cores": cpu.others,
-            "threads": threads, "check": check,
-            "final_loss_mean": float(np.mean(losses))}
+            "seconds": seconds, "repeats_s": times, "others_busy_cores": others,
+            "threads": threads, "check": check, "final_loss_mean": float(np.mean(losses))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -460,7 +460,7 @@ def finish_rows(rows: list[dict], useful_flops: float, peak_gflops: float) -> No
 
 
 def table(layers: list[dict]) -> str:
-    head = ("| layer | variant | units | steps | seconds | unit-steps/s | GFLOP/s | % of matmul peak "
+    head = ("| layer | variant | units (chunk) | steps | seconds | unit-steps/s | GFLOP/s | % of matmul peak "
             "| speed-up vs torch per-unit | other load (cores) |")
     lines = [head, "|" + "---|" * 10]
     for layer in layers:
@@ -470,7 +470,8 @@ def table(layers: list[dict]) -> str:
                 continue
             speed = f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "n/a"
             others = "n/a" if r.get("others_busy_cores") is None else f"{r['others_busy_cores']:.2f}"
-            lines.append(f"| {layer['layer']} | {r['variant']} | {r['units']} | {r['steps']} | "
+            units = f"{r['units']} ({r['chunk']})" if "chunk" in r else f"{r['units']}"
+            lines.append(f"| {layer['layer']} | {r['variant']} | {units} | {r['steps']} | "
                          f"{r['seconds']:.2f} | {r['unit_steps_per_s']:.1f} | {r['gflops']:.2f} | "
                          f"{r['pct_peak']:.1f} | {speed} | {others} |")
     return "\n".join(lines)
@@ -521,7 +522,12 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--weights", default="vgg19", help="weights name for jaxvis.load (VALID canvas)")
     p.add_argument("--layers", default="conv2_1,conv3_1", help="comma-separated target layers")
     p.add_argument("--images", type=int, default=6, help="N images per unit")
-    p.add_argument("--units", type=int, default=64, help="units in the batched chunk")
+    p.add_argument("--units", type=int, default=16,
+                   help="units of the 'jaxvis sweep' and 'one device, batched' rows")
+    p.add_argument("--timed-repeats", type=int, default=3,
+                   help="timed passes of every variant after its warm-up (the best is reported)")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="jax CPU devices (default: one per core, as jaxvis sweep; ignored on accelerators)")
     p.add_argument("--steps", type=int, default=50, help="optimiser steps per unit, every variant")
     p.add_argument("--per-unit-units", type=int, default=4,
                    help="units timed one at a time (jaxvis chunk of 1)")
@@ -541,16 +547,24 @@ def bench_layer(model, layer: str, args, peak: float) -> dict:
     useful = 2 * lp.diverse.n * forward["total"]
     print(f"[{layer}] canvas {lp.info.canvas}, diversity in {lp.diverse.feature_layer}, "
           f"radius {lp.radius:.1f}, {useful / 1e6:.1f} useful MFLOP/unit-step", flush=True)
-    rows = [bench_batched(model, lp, args.units)]
-    print(f"[{layer}] batched done ({rows[-1]['seconds']:.1f} s)", flush=True)
-    rows.append(bench_per_unit(model, lp, args.per_unit_units))
+    import jax
+
+    from jaxvis.optimize.parallel import unit_mesh
+
+    every, first = unit_mesh(), unit_mesh(jax.local_devices()[:1])
+    r = args.timed_repeats
+    rows = [bench_chunks(model, lp, args.units, every, f"jaxvis sweep ({every.size} devices)", r)]
+    print(f"[{layer}] sweep done ({rows[-1]['seconds']:.1f} s)", flush=True)
+    rows.append(bench_chunks(model, lp, args.units, first, "jaxvis one device, batched", r, chunk=args.units))
+    print(f"[{layer}] one device batched done ({rows[-1]['seconds']:.1f} s)", flush=True)
+    rows.append(bench_chunks(model, lp, args.per_unit_units, first, "jaxvis per-unit", r, chunk=1))
     print(f"[{layer}] per-unit done ({rows[-1]['seconds']:.1f} s)", flush=True)
     if args.no_torch:
         rows.append({"variant": "torch per-unit", "skipped": "skipped: --no-torch"})
     elif _torch() is None:
         rows.append({"variant": "torch per-unit", "skipped": "skipped: torch not installed"})
     else:
-        rows.append(bench_torch(model, lp, args.torch_units, args.threads))
+        rows.append(bench_torch(model, lp, args.torch_units, args.threads, r))
         print(f"[{layer}] torch done ({rows[-1]['seconds']:.1f} s)", flush=True)
     finish_rows(rows, useful, peak)
     return {"layer": layer, "canvas": lp.info.canvas, "images": lp.diverse.n,
@@ -565,6 +579,9 @@ def bench_layer(model, layer: str, args, peak: float) -> dict:
 
 def main(argv=None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv)
+    from jaxvis.optimize.parallel import cpu_devices
+
+    cpu_devices(args.cpu_devices)  # as jaxvis sweep does, before jax starts
     import jaxvis
 
     torch = None if args.no_torch else _torch()

@@ -123,7 +123,9 @@ def cmd_sweep(args) -> None:
     optimizer = Optimizer(steps=args.steps, learning_rate=args.lr, precision=args.precision)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
     processes = None
-    if args.distributed:  # before anything touches a device
+    from jaxvis.optimize.parallel import cpu_devices
+    cpu_devices(args.cpu_devices)  # before anything touches a device
+    if args.distributed:
         from jaxvis.optimize.parallel import initialize
         processes = initialize(args.coordinator, args.num_processes, args.process_id, args.timeout)
     elif args.coordinator or args.num_processes is not None or args.process_id is not None:
@@ -260,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "use tensor cores on GPUs, are emulated on CPU; results are measured in float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
+    p.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="on CPU, spread the units over N jax devices (default: one per core; 1: one "
+                        "device using every core). Ignored when XLA_FLAGS already sets a device count")
     p.add_argument("--padding", choices=("VALID", "SAME"), help="VGG only (default VALID, the RF canvas)")
     p.add_argument("--out", help="results file (default <weights>_<layer>.h5); rerun to resume")
     p.add_argument("--overwrite", action="store_true", help="replace results of a different sweep")

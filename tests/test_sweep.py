@@ -20,8 +20,10 @@ from jaxvis.io.results import read_results
 from jaxvis.sweep import sweep
 
 SETTINGS = dict(images=3, steps=40)
+# one CPU device, as the in-process reference (the CLI's default of one device per core computes
+# the same units to float rounding, tests/optimize/test_parallel.py; here files must be identical)
 CLI = ["sweep", "--weights", "vgg19", "--layer", "conv2_1", "--units", "0-5", "--images", "3",
-       "--steps", "40", "--chunk", "2", "--no-render"]
+       "--steps", "40", "--chunk", "2", "--no-render", "--cpu-devices", "1"]
 
 
 pytestmark = pytest.mark.usefixtures("weights_env")
@@ -99,7 +101,7 @@ def test_different_sweep_is_refused_and_nothing_is_overwritten(reference, tmp_pa
     assert main([*CLI, "--out", str(out)]) == 0
     capsys.readouterr()
     before = out.read_bytes()
-    code = main([*CLI[:-1], "--lambda", "0.5", "--no-render", "--out", str(out)])
+    code = main([*CLI, "--lambda", "0.5", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "different sweep (objective.lam: 0.01 there, 0.5 now)" in err and "--overwrite" in err and err.count("\n") == 1
     assert out.read_bytes() == before

@@ -140,7 +140,8 @@ def unit_bytes(network: Network, problem: Problem) -> int:
     return 4 * (3 * activations + 4 * math.prod(x.shape))
 
 
-CPU_CHUNK_BYTES = 128 << 20
+CPU_CHUNK_BYTES = 32 << 20
+CPU_CHUNK_UNITS = 16
 
 
 def device_budget(device: jax.Device | None = None) -> tuple[int, int]:
@@ -149,10 +150,11 @@ def device_budget(device: jax.Device | None = None) -> tuple[int, int]:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:  # accelerators: half of what XLA may allocate
         return stats["bytes_limit"] // 2, 4096
-    # CPU: the cores are busy with one unit's N images already; bigger chunks only help while
-    # they stay small (2-core EPYC, VGG-19, N=6: conv2_1 ~1 MB/unit, 64 units 2040 unit-steps/s vs
-    # 1590 one at a time; conv3_1 ~11 MB/unit, 8 units 177/s, 64 units 162/s).
-    return min(CPU_CHUNK_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4), 64
+    # CPU (one device per core, parallel.cpu_devices): a device's units should stay near its
+    # caches; batching more only amortises small ops. 2-core EPYC, VGG-19, N=6, 2 devices:
+    # conv2_1 (~1 MB a unit) 8 units 1088 unit-steps/s, 32 units 1042; conv3_1 (~11 MB) 2 units
+    # 72-78, 4 units 72-79; on one device conv3_1 8 units 63, 1 unit 67.
+    return min(CPU_CHUNK_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4), CPU_CHUNK_UNITS
 
 
 def units_per_chunk(network: Network, problem: Problem, device: jax.Device | None = None,

@@ -51,6 +51,31 @@ def unit_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (UNITS,))
 
 
+def cpu_devices(count: int | None = None) -> int | None:
+    """Give jax ``count`` CPU devices (default: one per core this process may use), so the units
+    of a chunk are spread over the cores as they are over GPUs: each core runs its own units with
+    its own caches and no synchronisation between cores inside an op. On a 2-core EPYC (VGG-19,
+    N = 6, 200 steps) conv2_1 went from 813-885 to 1042-1088 unit-steps/s, conv3_1 from 64-71
+    to 72-79. Accelerators are not affected (on GPU and TPU hosts jax computes on those).
+
+    Must run before anything touches a jax device. Does nothing and returns None where the user
+    chose a count already (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``,
+    ``JAX_NUM_CPU_DEVICES``) or jax's backends are running; returns the count it set otherwise.
+    """
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") \
+            or jax.config.jax_num_cpu_devices != -1:
+        return None
+    if count is None:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if count < 1:
+        raise JaxvisError(f"--cpu-devices must be at least 1, not {count}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # a device was used already: keep what jax has
+        return None
+    return count
+
+
 def unit_sharding(mesh: Mesh) -> NamedSharding:
     """Arrays with a leading unit axis: each device holds ``units / devices`` rows."""
     return NamedSharding(mesh, P(UNITS))

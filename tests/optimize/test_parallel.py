@@ -92,5 +92,31 @@ def main(devices: int, out: str, chunk: int | None) -> None:
     np.savez(out, **r, devices=devices, chunk=size, hlo=np.array(hlo), summed_hlo=np.array(summed))
 
 
+
+CPU_DEVICES = """
+import os, sys, jax
+from jaxvis.optimize.parallel import cpu_devices
+before = sys.argv[1] == "used"
+if before:
+    jax.numpy.zeros(1).block_until_ready()
+print(cpu_devices(int(sys.argv[2]) if len(sys.argv) > 2 else None), jax.device_count())
+"""
+
+
+@pytest.mark.parametrize("case, flags, want", [
+    (["fresh", "3"], "", "3 3"),                 # asked for 3
+    (["fresh"], "", f"{len(os.sched_getaffinity(0))} {len(os.sched_getaffinity(0))}"),  # one per core
+    (["fresh", "3"], "--xla_force_host_platform_device_count=5", "None 5"),  # the user's flag wins
+    (["used", "3"], "", "None 1"),              # too late: jax keeps what it started with
+])
+def test_cpu_devices_one_per_core_unless_the_user_chose(case, flags, want):
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    done = subprocess.run([sys.executable, "-c", CPU_DEVICES, *case], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == want.split()
+
+
 if __name__ == "__main__":
     main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
