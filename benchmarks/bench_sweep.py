@@ -3,16 +3,20 @@
 A *unit-step* is one Adam step of one unit with its N images. In one run on one machine this
 script measures, per target layer of real VGG-19 (VALID canvas):
 
-1. ``jaxvis batched``  - :func:`jaxvis.optimize.loop.optimise` on a chunk of U units at once;
-2. ``jaxvis per-unit`` - the same function with a chunk of 1, looped over a few units (how the
+1. ``jaxvis sweep``   - :func:`jaxvis.optimize.loop.optimise` on U units in the sweep's own chunks
+   over all devices (on CPU one device per core, as ``jaxvis sweep``);
+2. ``jaxvis one device, batched`` - the same U units as one chunk on one device;
+3. ``jaxvis per-unit`` - the same function with a chunk of 1, looped over a few units (how the
    original code ran: one unit after another);
-3. ``torch per-unit``  - the same algorithm written in PyTorch eager, one unit at a time (when
+4. ``torch per-unit``  - the same algorithm written in PyTorch eager, one unit at a time (when
    torch is importable), checked against jaxvis's objective on the same ``z`` first.
+
+Each variant: one untimed pass, then the best of ``--timed-repeats`` timed passes.
 
 Achieved GFLOP/s use the *useful* FLOPs (2 x the forward convolutions of N canvas-sized images up
 to the target: forward plus input gradient), compared with a float32 matmul timed in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_sweep.py                 # defaults: ~3 min on 2 CPU cores
+    PYTHONPATH=. python benchmarks/bench_sweep.py                 # defaults: ~5 min on 2 CPU cores
     PYTHONPATH=. python benchmarks/bench_sweep.py --layers conv3_1 --units 256 --steps 200
 """
 

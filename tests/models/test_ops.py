@@ -62,3 +62,22 @@ def test_precision_rounds_the_operands_by_its_mantissa(name, impl):
 def test_unknown_precision_is_refused():
     with pytest.raises(UnknownNameError, match="valid: float32, tf32, bf16"):
         ops.precision("fp8")
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window():
+    """Same values and gradient as XLA's reduce_window max pooling (select-and-scatter), including
+    an odd last row/column and ties (windows of ReLU zeros): one element per window gets it all."""
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 5))
+    g = jax.random.normal(jax.random.key(1), (2, 3, 4, 5))
+    y, vjp = jax.vjp(ops.pool2x2, x)
+
+    def reference(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    y_ref, vjp_ref = jax.vjp(reference, x)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])
+    ties = jax.grad(lambda x: ops.pool2x2(jax.nn.relu(x)).sum())(-jnp.ones((1, 4, 4, 1)))
+    assert float(ties.sum()) == 0.0  # all-zero windows after a ReLU: nothing flows back
+    zeros = jax.grad(lambda x: ops.pool2x2(x).sum())(jnp.zeros((1, 4, 4, 1)))[0, :, :, 0]
+    np.testing.assert_array_equal(zeros, [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
