@@ -16,7 +16,7 @@ Each variant: one untimed pass, then the best of ``--timed-repeats`` timed passe
 Achieved GFLOP/s use the *useful* FLOPs (2 x the forward convolutions of N canvas-sized images up
 to the target: forward plus input gradient), compared with a float32 matmul timed in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_sweep.py                 # defaults: ~5 min on 2 CPU cores
+    PYTHONPATH=. python benchmarks/bench_sweep.py                 # defaults: ~6 min on 2 CPU cores
     PYTHONPATH=. python benchmarks/bench_sweep.py --layers conv3_1 --units 256 --steps 200
 """
 
@@ -243,24 +243,34 @@ def unit_inputs(lp, units: list[int]):
     return keys, np.eye(channels, dtype=np.float32)[units]
 
 
-def _timed(run, repeats: int) -> tuple[float, list[float], float | None, object]:
-    """(best seconds, every repeat's seconds, other load during the best, last result) of
-    ``repeats`` calls of ``run``: on a shared machine the best repeat is the least disturbed."""
-    times, loads, out = [], [], None
+def interleaved(variants: list[tuple[dict, object]], repeats: int) -> list[dict]:
+    """Time ``repeats`` passes of every variant, round-robin (pass 1 of each, then pass 2 ...), so a
+    machine whose speed drifts (other tenants, clocks) drifts for all of them alike. ``variants``:
+    (row, run) with ``run()`` -> (unit-steps, mean final loss). Each row gets its best pass (the
+    least disturbed), every pass's seconds and the other load during the best one."""
+    passes = [[] for _ in variants]
     for _ in range(repeats):
-        with CpuMeter() as cpu:
-            t = time.perf_counter()
-            out = run()
-            times.append(time.perf_counter() - t)
-        loads.append(cpu.others)
-    best = int(np.argmin(times))
-    return times[best], times, loads[best], out
+        for (row, run), mine in zip(variants, passes):
+            with CpuMeter() as cpu:
+                t = time.perf_counter()
+                unit_steps, loss = run()
+                seconds = time.perf_counter() - t
+            mine.append((seconds, cpu.others, unit_steps, loss))
+    rows = []
+    for (row, _), mine in zip(variants, passes):
+        seconds, others, unit_steps, loss = min(mine, key=lambda p: p[0])
+        row = {**row, "unit_steps": unit_steps, "seconds": seconds, "repeats_s": [p[0] for p in mine],
+               "others_busy_cores": others, "final_loss_mean": loss}
+        if "first_call_s" in row:
+            row["compile_s"] = max(row["first_call_s"] - seconds, 0.0)  # the first pass compiled too
+        rows.append(row)
+    return rows
 
 
-def bench_chunks(model, lp, units: int, mesh, label: str, repeats: int, chunk: int | None = None) -> dict:
-    """``units`` units through ``optimise`` in chunks of ``chunk`` (default: the sweep's own chunk
-    for ``mesh``, ``units_per_chunk``) spread over ``mesh``: what ``jaxvis sweep`` runs. One
-    untimed pass first (compile + run), then the best of ``repeats`` timed passes."""
+def jaxvis_variant(model, lp, units: int, mesh, label: str, chunk: int | None = None):
+    """(row, run): ``units`` units through ``optimise`` in chunks of ``chunk`` (default: the sweep's
+    own chunk for ``mesh``, ``units_per_chunk``) spread over ``mesh``: what ``jaxvis sweep`` runs.
+    One untimed pass here (compile + run)."""
     from jaxvis.optimize.loop import optimise, units_per_chunk
     from jaxvis.sweep import chunk_size
 
@@ -272,17 +282,14 @@ def bench_chunks(model, lp, units: int, mesh, label: str, repeats: int, chunk: i
     def run():
         outs = [optimise(model.network, lp.diverse, keys[i:i + chunk], directions[i:i + chunk], lp.radius, mesh)
                 for i in range(0, units, chunk)]
-        return {k: np.concatenate([o[k] for o in outs]) for k in ("steps", "loss")}
+        return (int(sum(o["steps"].sum() for o in outs)),
+                float(np.mean(np.concatenate([o["loss"] for o in outs]))))
 
     t = time.perf_counter()
     run()
     first = time.perf_counter() - t
-    seconds, times, others, out = _timed(run, repeats)
     return {"variant": label, "units": units, "chunk": chunk, "devices": mesh.size,
-            "steps": lp.diverse.optimizer.steps, "unit_steps": int(out["steps"].sum()),
-            "seconds": seconds, "repeats_s": times, "others_busy_cores": others,
-            "first_call_s": first, "compile_s": max(first - seconds, 0.0),
-            "final_loss_mean": float(out["loss"].mean())}
+            "steps": lp.diverse.optimizer.steps, "first_call_s": first}, run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,10 +430,10 @@ def check_torch(model, lp, tu: TorchUnit) -> dict:
             "grad_rel_diff": float(np.linalg.norm(grad_t - grad_j) / max(np.linalg.norm(grad_j), 1e-30))}
 
 
-def bench_torch(model, lp, units: int, threads: int, repeats: int) -> dict:
+def torch_variant(model, lp, units: int, threads: int):
+    """(row, run): the torch twin, ``units`` units one after another from jaxvis's starts, after
+    the check of its objective against jaxvis's and a short warm-up."""
     torch = _torch()
-    if torch is None:
-        return {"variant": "torch per-unit", "skipped": "torch not installed"}
     from jaxvis.optimize import step as one
 
     torch.set_num_threads(threads)
@@ -436,15 +443,12 @@ def bench_torch(model, lp, units: int, threads: int, repeats: int) -> dict:
     keys, directions = unit_inputs(lp, list(range(units)))
     starts = [np.asarray(one.init(k, lp.diverse).z) for k in keys]  # the same starts as jaxvis
     tu.run(starts[0], directions[0], min(steps, 20))  # warm: allocator, oneDNN primitive caches
-    losses = []
 
     def run():
-        losses[:] = [tu.run(starts[u], directions[u], steps) for u in range(units)]
+        return units * steps, float(np.mean([tu.run(starts[u], directions[u], steps) for u in range(units)]))
 
-    seconds, times, others, _ = _timed(run, repeats)
-    return {"variant": "torch per-unit", "units": units, "steps": steps, "unit_steps": units * steps,
-            "seconds": seconds, "repeats_s": times, "others_busy_cores": others,
-            "threads": threads, "check": check, "final_loss_mean": float(np.mean(losses))}
+    return {"variant": "torch per-unit", "units": units, "steps": steps, "threads": threads,
+            "check": check}, run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -526,16 +530,16 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--weights", default="vgg19", help="weights name for jaxvis.load (VALID canvas)")
     p.add_argument("--layers", default="conv2_1,conv3_1", help="comma-separated target layers")
     p.add_argument("--images", type=int, default=6, help="N images per unit")
-    p.add_argument("--units", type=int, default=16,
+    p.add_argument("--units", type=int, default=8,
                    help="units of the 'jaxvis sweep' and 'one device, batched' rows")
     p.add_argument("--timed-repeats", type=int, default=3,
                    help="timed passes of every variant after its warm-up (the best is reported)")
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="jax CPU devices (default: one per core, as jaxvis sweep; ignored on accelerators)")
-    p.add_argument("--steps", type=int, default=50, help="optimiser steps per unit, every variant")
-    p.add_argument("--per-unit-units", type=int, default=4,
+    p.add_argument("--steps", type=int, default=200, help="optimiser steps per unit, every variant")
+    p.add_argument("--per-unit-units", type=int, default=2,
                    help="units timed one at a time (jaxvis chunk of 1)")
-    p.add_argument("--torch-units", type=int, default=4, help="units timed in the torch loop")
+    p.add_argument("--torch-units", type=int, default=2, help="units timed in the torch loop")
     p.add_argument("--threads", type=int, default=core_count(), help="torch.set_num_threads")
     p.add_argument("--matmul", type=int, default=2048, help="matrix size of the matmul peak")
     p.add_argument("--repeats", type=int, default=10, help="repeats of the matmul (best of)")
@@ -556,20 +560,18 @@ def bench_layer(model, layer: str, args, peak: float) -> dict:
     from jaxvis.optimize.parallel import unit_mesh
 
     every, first = unit_mesh(), unit_mesh(jax.local_devices()[:1])
-    r = args.timed_repeats
-    rows = [bench_chunks(model, lp, args.units, every, f"jaxvis sweep ({every.size} devices)", r)]
-    print(f"[{layer}] sweep done ({rows[-1]['seconds']:.1f} s)", flush=True)
-    rows.append(bench_chunks(model, lp, args.units, first, "jaxvis one device, batched", r, chunk=args.units))
-    print(f"[{layer}] one device batched done ({rows[-1]['seconds']:.1f} s)", flush=True)
-    rows.append(bench_chunks(model, lp, args.per_unit_units, first, "jaxvis per-unit", r, chunk=1))
-    print(f"[{layer}] per-unit done ({rows[-1]['seconds']:.1f} s)", flush=True)
+    variants = [jaxvis_variant(model, lp, args.units, every, f"jaxvis sweep ({every.size} devices)"),
+                jaxvis_variant(model, lp, args.units, first, "jaxvis one device, batched", chunk=args.units),
+                jaxvis_variant(model, lp, args.per_unit_units, first, "jaxvis per-unit", chunk=1)]
+    skipped = None
     if args.no_torch:
-        rows.append({"variant": "torch per-unit", "skipped": "skipped: --no-torch"})
+        skipped = {"variant": "torch per-unit", "skipped": "skipped: --no-torch"}
     elif _torch() is None:
-        rows.append({"variant": "torch per-unit", "skipped": "skipped: torch not installed"})
+        skipped = {"variant": "torch per-unit", "skipped": "skipped: torch not installed"}
     else:
-        rows.append(bench_torch(model, lp, args.torch_units, args.threads, r))
-        print(f"[{layer}] torch done ({rows[-1]['seconds']:.1f} s)", flush=True)
+        variants.append(torch_variant(model, lp, args.torch_units, args.threads))
+    print(f"[{layer}] compiled and warm; {args.timed_repeats} interleaved timed passes", flush=True)
+    rows = interleaved(variants, args.timed_repeats) + ([skipped] if skipped else [])
     finish_rows(rows, useful, peak)
     return {"layer": layer, "canvas": lp.info.canvas, "images": lp.diverse.n,
             "feature_layer": lp.diverse.feature_layer, "radius": lp.radius,
