@@ -111,9 +111,13 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, paddi
     else:
         h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
         views = [x[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
+        flat = kernel.reshape(kh * kw * c_in, c_out)  # rows ordered (i, j, c): the HWIO order
+        pad = -len(flat) % 8 if len(views) > 1 else 0
+        if pad:  # e.g. 27 rows on RGB input: a multiple of 8 suits the matmul kernels (~12% there)
+            views.append(jnp.zeros(x.shape[:1] + (h, w, pad), x.dtype))
+            flat = jnp.concatenate([flat, jnp.zeros((pad, c_out), flat.dtype)])
         patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
-        # rows ordered (i, j, c): the HWIO order
-        patches, flat, prec, out = _operands(patches, kernel.reshape(kh * kw * c_in, c_out))
+        patches, flat, prec, out = _operands(patches, flat)
         y = jnp.matmul(patches, flat, precision=prec, preferred_element_type=out)
     return y if bias is None else y + bias
 
