@@ -39,7 +39,6 @@ standard 224 px input and their activation is always 1x1 (see :mod:`jaxvis.model
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +46,7 @@ from flax import nnx
 
 from jaxvis.models.base import Network, Recorder
 from jaxvis.models.geometry import LayerSpec, Op
-from jaxvis.models.ops import conv_general_dilated, dot_general
-
-# flax's layers, computing at jaxvis's precision (jaxvis.models.ops.precision)
-Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
-Linear = functools.partial(nnx.Linear, dot_general=dot_general)
+from jaxvis.models.ops import Conv, Linear
 
 # EfficientNet-B0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels),
 # i.e. r1_k3_s11_e1_i32_o16, r2_k3_s22_e6_i16_o24, r2_k5_s22_e6_i24_o40, r3_k3_s22_e6_i40_o80,
@@ -106,7 +101,7 @@ class ConvBN(nnx.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, *,
                  groups: int = 1, rngs: nnx.Rngs):
         self.conv = Conv(c_in, c_out, (kernel, kernel), strides=stride, padding="SAME",
-                             feature_group_count=groups, use_bias=False, rngs=rngs)
+                         feature_group_count=groups, use_bias=False, rngs=rngs)
         self.bn = nnx.BatchNorm(c_out, use_running_average=True, epsilon=EPSILON, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

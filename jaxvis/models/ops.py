@@ -28,10 +28,12 @@ tolerance tests run anywhere. Products outside these ops follow jax's rules for 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax import lax
 
 from jaxvis.errors import unknown
@@ -85,6 +87,11 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     """``lax.dot_general`` at the current precision: ``nnx.Linear(dot_general=...)``."""
     lhs, rhs, prec, out = _operands(lhs, rhs)
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=prec, preferred_element_type=out, **kwargs)
+
+
+# flax's layers computing at the current precision (ResNet, EfficientNet use them)
+Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
+Linear = functools.partial(nnx.Linear, dot_general=dot_general)
 
 
 def conv_impl(height: int, width: int) -> str:

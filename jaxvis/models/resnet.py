@@ -31,19 +31,13 @@ global average pool and ``fc`` are ``kind="global"`` layers: their catalogue can
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxvis.models.base import Network, Recorder
 from jaxvis.models.geometry import LayerSpec, Op
-from jaxvis.models.ops import conv_general_dilated, dot_general
-
-# flax's layers, computing at jaxvis's precision (jaxvis.models.ops.precision)
-Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
-Linear = functools.partial(nnx.Linear, dot_general=dot_general)
+from jaxvis.models.ops import Conv, Linear
 
 BLOCKS = (3, 4, 6, 3)           # bottlenecks per stage (layer1..layer4)
 WIDTHS = (64, 128, 256, 512)    # bottleneck width; the block outputs 4x that
@@ -81,7 +75,7 @@ class Bottleneck(nnx.Module):
         self.project = stride != 1 or c_in != c_out
         if self.project:
             self.downsample_conv = Conv(c_in, c_out, (1, 1), strides=stride, padding="VALID",
-                                            use_bias=bias, rngs=rngs)
+                                        use_bias=bias, rngs=rngs)
             self.downsample_bn = _bn(c_out, eps, rngs)
 
     def __call__(self, x: jax.Array, record: Recorder, name: str) -> jax.Array:
@@ -104,7 +98,7 @@ class ResNet50(Network):
         v1 = variant == "v1"
         # v1 pads explicitly (ZeroPadding2D) and convolves VALID, as Keras does; same numbers.
         self.conv1 = Conv(3, 64, (7, 7), strides=2, padding="VALID" if v1 else _pad(3),
-                              use_bias=v1, rngs=rngs)
+                          use_bias=v1, rngs=rngs)
         self.bn1 = _bn(64, VARIANTS[variant], rngs)
         c_in = 64
         for stage, (n, width) in enumerate(zip(BLOCKS, WIDTHS), start=1):

@@ -11,7 +11,6 @@ from flax import nnx
 
 from jaxvis.errors import UnknownNameError
 from jaxvis.models import ops
-from jaxvis.models.resnet import Conv
 from tests.conftest import rel_err
 
 
@@ -49,7 +48,7 @@ def test_precision_rounds_the_operands_by_its_mantissa(name, impl):
     ref = _reference(x, w)
     with ops.precision(name):  # traced inside: the jit cache keeps one program per precision
         y = jax.jit(lambda x, w: ops.conv2d(x, w, impl=impl))(x, w)
-        conv = Conv(64, 32, (3, 3), padding="VALID", use_bias=False, rngs=nnx.Rngs(0))
+        conv = ops.Conv(64, 32, (3, 3), padding="VALID", use_bias=False, rngs=nnx.Rngs(0))
         conv.kernel.set_value(w)
         y_flax = conv(x)  # flax's layer (ResNet, EfficientNet) goes through the same rounding
     lo, hi = BOUNDS[name]

@@ -171,7 +171,7 @@ def test_reduced_precision_stays_within_one_percent_of_float32(vgg19, real_root,
     stay within 1% of a float32 run (measured on 8 conv2_1 units of normalised VGG-19, 400 steps:
     at most 0.09% for tf32 and 0.28% for bf16); the images themselves do differ."""
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
-    runs = {p: sweep(vgg19, "conv2_1", [3, 40, 77], steps=300, precision=p, compile_cache=False)["conv2_1"]
+    runs = {p: sweep(vgg19, "conv2_1", [3, 40, 77], steps=300, precision=p)["conv2_1"]
             for p in ("float32", "tf32", "bf16")}
     ref = runs["float32"]
     for name in ("tf32", "bf16"):
