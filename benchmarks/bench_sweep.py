@@ -199,12 +199,9 @@ def xla_flops(network, problem, radius: float) -> dict:
     from flax import nnx
 
     from jaxvis.optimize import step as one
+    from jaxvis.optimize.loop import useful_flops
 
     graphdef, params = nnx.split(network)
-    x = jnp.zeros((1, problem.canvas, problem.canvas, 3), jnp.float32)
-
-    def fwd(params, x):
-        return one.forward(nnx.merge(graphdef, params), problem, x).pre[problem.target]
 
     def unit_step(params, state, direction, radius):
         return one.step(state, nnx.merge(graphdef, params), problem, direction, radius)
@@ -212,7 +209,7 @@ def xla_flops(network, problem, radius: float) -> dict:
     channels = network.layer(problem.target).channels
     state = one.init(jax.random.key(0), problem)
     direction = jnp.zeros((channels,), jnp.float32).at[0].set(1.0)
-    out = {"forward_one_image": _cost_flops(jax.jit(fwd).lower(params, x).compile())}
+    out = {"forward_one_image": useful_flops(network, problem) / (2 * problem.n)}
     out["step_one_unit"] = _cost_flops(
         jax.jit(unit_step).lower(params, state, direction, jnp.float32(radius)).compile())
     return out

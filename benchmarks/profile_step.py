@@ -39,16 +39,15 @@ WRAPPERS = ("$", "Thunk", "Slinky", "Pjit", "end: ", "ParseArguments", "CommonPj
 
 
 def hlo_ops(text: str) -> dict[str, dict]:
-    """instruction name -> output shape, opcode and the jax op it computes (``op_name``
-    metadata), from compiled HLO text."""
+    """instruction name -> output shape and the jax op it computes (``op_name`` metadata),
+    from compiled HLO text."""
     ops = {}
-    pattern = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) (\w[\w\-]*)\(")
+    pattern = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) \w[\w\-]*\(")
     for line in text.splitlines():
         m = pattern.match(line)
         if m:
-            name, shape, opcode = m.group(1), m.group(2), m.group(3)
             op_name = re.search(r'op_name="([^"]*)"', line)
-            ops[name] = {"shape": shape, "opcode": opcode, "op_name": op_name.group(1) if op_name else ""}
+            ops[m.group(1)] = {"shape": m.group(2), "op_name": op_name.group(1) if op_name else ""}
     return ops
 
 
@@ -80,7 +79,7 @@ def main(argv=None) -> dict:
     from flax import nnx
 
     import jaxvis
-    from bench_sweep import layer_problem, machine_info, unit_inputs
+    from bench_sweep import layer_problem, machine_info, unit_inputs, xla_flops
     from jaxvis.models import ops
     from jaxvis.optimize import step as one
 
@@ -102,9 +101,7 @@ def main(argv=None) -> dict:
     compiled = steps.lower(params, state, direction, radius).compile()
     info = hlo_ops(compiled.as_text())
     # XLA counts a loop's body once, whatever its trip count: count one step on its own
-    one_step = jax.jit(lambda p, s, d, r: one.step(s, nnx.merge(graphdef, p), problem, d, r))
-    cost = one_step.lower(params, state, direction, radius).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = xla_flops(model.network, problem, lp.radius)["step_one_unit"]
     jax.block_until_ready(steps(params, state, direction, radius))
     with tempfile.TemporaryDirectory() as folder:
         t = time.perf_counter()
@@ -131,7 +128,6 @@ def main(argv=None) -> dict:
     by_cat = collections.Counter()
     for r in rows:
         by_cat[r["category"]] += r["ms_per_step"]
-    flops = float(cost.get("flops", 0.0)) if cost else None
 
     print(f"{args.layer}: {args.images} images of {lp.info.canvas} px, one unit, {args.steps} steps per call; "
           f"ops {total:.2f} ms per step (wall {wall * 1e3:.2f} ms with the profiler on)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxvis.errors import JaxvisError
+from jaxvis.optimize.config import PRECISIONS
 
 
 def _model_options(args) -> dict:
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.0, help="prior weight")
     p.add_argument("--steps", type=int, default=1000, help="most optimiser steps per unit (default 1000)")
     p.add_argument("--lr", type=float, default=1.0, help="Adam learning rate (default 1.0)")
-    p.add_argument("--precision", choices=("float32", "tf32", "bf16"), default="float32",
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="precision of the convolutions while optimising (default float32; tf32/bf16 "
                         "use tensor cores on GPUs, are emulated on CPU; results are measured in float32)")
     p.add_argument("--seed", type=int, default=0)

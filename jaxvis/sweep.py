@@ -273,8 +273,10 @@ def largest_first(model: Model, plans: list[LayerPlan]) -> list[LayerPlan]:
     layer bounds every later one's. Ties keep the network's order; results keep it always."""
     if len(plans) < 2:
         return list(plans)
-    cost = {lp.info.name: len(lp.units) * (useful_flops(model.network, lp.diverse)
-                                           + useful_flops(model.network, lp.maximum)) for lp in plans}
+    cost = {}
+    for lp in plans:  # FLOPs grow with the images: the N = 1 maximum costs 1/N of the diverse set
+        per_image = useful_flops(model.network, lp.diverse) / lp.diverse.n
+        cost[lp.info.name] = len(lp.units) * per_image * (lp.diverse.n + lp.maximum.n)
     return sorted(plans, key=lambda lp: -cost[lp.info.name])
 
 

@@ -27,7 +27,7 @@ import optax
 from jaxvis.models import ops
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
-from jaxvis.optimize.step import early_stop, freeze
+from jaxvis.optimize.step import early_stop, freeze, network_input
 from jaxvis.param.image import whiten_gradient
 
 
@@ -77,8 +77,7 @@ def crops(texture: jax.Array, problem: ShiftProblem, log_sigma: jax.Array, radiu
 def responses(params, net: Network, problem: ShiftProblem, direction, radius) -> jax.Array:
     z, log_sigma = params
     x, _ = crops(whiten_gradient(z), problem, log_sigma, radius)
-    rgb = x + jnp.asarray(problem.mean_rgb, x.dtype)
-    return net.unit_response(problem.convention(rgb), problem.target, problem.centre, direction)[0]
+    return net.unit_response(network_input(problem, x), problem.target, problem.centre, direction)[0]
 
 
 def _loss(params, net, problem, direction, radius):

@@ -37,10 +37,10 @@ from flax import nnx
 from jax import lax
 
 from jaxvis.errors import unknown
+from jaxvis.optimize.config import PRECISIONS  # the names, with the settings they belong to
 
 IMPLS = ("patches", "xla")
 PATCHES_MAX_PIXELS = 96 * 96
-PRECISIONS = ("float32", "tf32", "bf16")
 _JAX_NAME = {"float32": "highest", "tf32": "tensorfloat32", "bf16": "bfloat16"}
 # jax's names (jax.default_matmul_precision) -> jaxvis's; unset means float32 here
 _FROM_JAX = {None: "float32", "highest": "float32", "float32": "float32", "bfloat16_3x": "float32",

@@ -8,7 +8,7 @@ from jaxvis.errors import JaxvisError
 
 DIVERSITIES = ("none", "pixels", "features", "gram")
 PRIORS = ("none", "tv", "spectrum")
-PRECISIONS = ("float32", "tf32", "bf16")  # jaxvis.models.ops.PRECISIONS (config stays jax-free)
+PRECISIONS = ("float32", "tf32", "bf16")  # of the convolutions: jaxvis.models.ops
 
 
 @dataclasses.dataclass(frozen=True)

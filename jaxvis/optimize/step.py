@@ -56,8 +56,9 @@ def optimizer(problem: Problem) -> optax.GradientTransformation:
     return optax.adam(problem.optimizer.learning_rate)
 
 
-def network_input(problem: Problem, x: jax.Array) -> jax.Array:
-    """Images ``x`` ``[N, H, W, 3]`` (deviation from the mean colour) in the network's convention."""
+def network_input(problem, x: jax.Array) -> jax.Array:
+    """Images ``x`` ``[N, H, W, 3]`` (deviation from the mean colour) in the network's convention;
+    ``problem`` is anything with ``mean_rgb`` and ``convention`` (:class:`Problem`, the shift test's)."""
     return problem.convention(x + jnp.asarray(problem.mean_rgb, x.dtype))
 
 
