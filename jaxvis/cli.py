@@ -80,7 +80,7 @@ def _photos(folder: str | None) -> list[Path]:
 
 
 def cmd_normalize(args) -> None:
-    from jaxvis.analysis.normalize import normalize
+    from jaxvis.convert.normalize import normalize
     from jaxvis.weights import load, save_model
 
     images = _photos(args.images)

@@ -164,7 +164,7 @@ def default_photos(root: Path | None = None) -> list[Path]:
 
 
 def _derive(name: str, root: Path | None, **options) -> Model:
-    from jaxvis.analysis.normalize import normalize
+    from jaxvis.convert.normalize import normalize
 
     base, _ = DERIVED[name]
     save_model(normalize(load(base, root=root), default_photos(root)), name, root)

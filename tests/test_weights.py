@@ -103,7 +103,7 @@ def test_real_efficientnet_classifies_photos(lite0, photos):
 
 
 def test_real_normalisation_makes_natural_means_one(vgg19, photos):
-    from jaxvis.analysis.normalize import channel_means, normalize
+    from jaxvis.convert.normalize import channel_means, normalize
 
     normed = normalize(vgg19, photos[:2], size=96)
     assert [i["file"] for i in normed.meta["normalized"]["images"]] == [p.name for p in photos[:2]]

@@ -9,10 +9,15 @@ ReLU and max/avg pooling commute with positive per-channel scales, so every laye
 the original divided by its m_l: the network computes the same function up to per-channel scale,
 and activations read as "times the natural mean". Because of that, all m_l come from one forward
 pass of the original network. A channel that never responds (m = 0) keeps scale 1 and is listed.
+
+It lives in ``convert/`` because it transforms weights. It takes and returns a
+:class:`jaxvis.weights.Model` but never imports that module (``weights`` imports this one to build
+``vgg19-normalized``): new models are made with ``dataclasses.replace`` on the given one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -25,10 +30,9 @@ from jaxvis.errors import JaxvisError
 from jaxvis.io.images import read_image, resize_shorter
 from jaxvis.models.registry import build
 from jaxvis.models.vgg import VGG
-from jaxvis.weights import Model
 
 
-def channel_means(model: Model, images: list[np.ndarray]) -> dict[str, np.ndarray]:
+def channel_means(model, images: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean post-ReLU activation per channel of every conv layer, over ``images`` (SAME padding)."""
     network = load_like(model, padding="SAME").network
     names = [n for n, _ in network.conv_names()]
@@ -44,15 +48,16 @@ def channel_means(model: Model, images: list[np.ndarray]) -> dict[str, np.ndarra
     return {n: t / count for n, t in total.items()}
 
 
-def load_like(model: Model, **options) -> Model:
-    """The same weights under other model options (no copy of the arrays)."""
+def load_like(model, **options):
+    """The same weights under other model options (a new ``Model``; ``model`` is left alone)."""
     config = model.config.with_options(**options)
-    return Model(assign(build(config), model.params(), "normalize"), model.convention,
-                 {**model.meta, "model": config.to_json()})
+    return dataclasses.replace(model, network=assign(build(config), model.params(), "normalize"),
+                               meta={**model.meta, "model": config.to_json()})
 
 
-def normalize(model: Model, image_paths: list[Path], size: int = 256) -> Model:
-    """The normalised copy of a VGG ``model``, from photographs resized to ``size`` (shorter side)."""
+def normalize(model, image_paths: list[Path], size: int = 256):
+    """The normalised copy of a VGG ``model`` (a :class:`jaxvis.weights.Model`), from photographs
+    resized to ``size`` (shorter side)."""
     if not isinstance(model.network, VGG):
         raise JaxvisError(f"normalisation is defined for VGG networks, not {model.network.name}")
     if not image_paths:
@@ -77,4 +82,4 @@ def normalize(model: Model, image_paths: list[Path], size: int = 256) -> Model:
         "method": "Gatys et al. 2016: per-filter mean post-ReLU activation on natural images = 1",
         "images": [{"file": Path(p).name, "sha256": sha256(p)} for p in image_paths],
         "resize_shorter_side": size, "dead_channels": dead}}
-    return Model(assign(model.network, params, "normalize"), model.convention, meta)
+    return dataclasses.replace(model, network=assign(model.network, params, "normalize"), meta=meta)
