@@ -67,7 +67,8 @@ def cmd_weights(args) -> None:
 def cmd_convert(args) -> None:
     from jaxvis import weights
 
-    entry = weights.convert(args.source_file, model=args.model, source=args.source, name=args.name)
+    entry = weights.convert(args.source_file, model=args.model, source=args.source, name=args.name,
+                            overwrite=args.overwrite)
     print(f"converted {args.source_file} -> {entry}")
 
 
@@ -81,11 +82,13 @@ def _photos(folder: str | None) -> list[Path]:
 
 def cmd_normalize(args) -> None:
     from jaxvis.convert.normalize import normalize
-    from jaxvis.weights import load, save_model
+    from jaxvis.convert.store import check_free
+    from jaxvis.weights import load, save_model, weights_root
 
+    check_free(weights_root() / args.name, args.overwrite)  # refuse before the work, not after
     images = _photos(args.images)
     model = normalize(load(args.weights), images, size=args.size)
-    entry = save_model(model, args.name)
+    entry = save_model(model, args.name, overwrite=args.overwrite)
     dead = model.meta["normalized"]["dead_channels"]
     print(f"normalised {args.weights} on {len(images)} images -> {entry}"
           + (f" (channels silent on these images, left unscaled: {dead})" if dead else ""))
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODEL_NAMES)
     p.add_argument("--source", help="the source layout (see `jaxvis weights sources`); default: detected")
     p.add_argument("--name", help="cache entry name (default: <source>-<sha256 prefix>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("normalize", help="Gatys per-filter normalisation of a VGG on natural images")
@@ -243,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--size", type=int, default=256, help="resize the shorter side to this (px)")
     p.add_argument("--name", default="vgg19-normalized")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_normalize)
 
     p = sub.add_parser("sweep", help="diverse visualisations of every unit of a layer (or several)")

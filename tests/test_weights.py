@@ -118,3 +118,72 @@ def test_real_normalisation_makes_natural_means_one(vgg19, photos):
     a, b = vgg19(patch, upto="conv3_1"), normed(patch, upto="conv3_1")
     scale = np.where(original["conv3_1"] > 0, original["conv3_1"], 1)
     assert rel_err(b.pre["conv3_1"], a.pre["conv3_1"] / scale) < 1e-4
+
+
+# --- the store never replaces an entry silently, and an interrupted replacement keeps the old one --
+
+def _tiny(value: float) -> dict[str, np.ndarray]:
+    return {"convs/a/kernel": np.full((2, 3), value, np.float32), "convs/a/bias": np.full(3, value, np.float32)}
+
+
+def _stored_value(entry) -> float:
+    params, meta = store.load(entry)
+    assert meta["value"] == float(params["convs/a/kernel"][0, 0])  # params and meta from one save
+    return meta["value"]
+
+
+def test_store_refuses_to_replace_an_entry_unless_asked(tmp_path):
+    entry = tmp_path / "mine"
+    store.save(entry, _tiny(1.0), {"value": 1.0})
+    with pytest.raises(store.EntryExistsError) as err:
+        store.save(entry, _tiny(2.0), {"value": 2.0})
+    message = str(err.value)
+    assert "'mine' already exists" in message and "--overwrite" in message and "\n" not in message
+    assert _stored_value(entry) == 1.0
+    store.save(entry, _tiny(2.0), {"value": 2.0}, overwrite=True)
+    assert _stored_value(entry) == 2.0
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # nothing left aside
+
+
+def test_interrupted_overwrite_keeps_the_old_entry(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    entry = tmp_path / "mine"
+    store.save(entry, _tiny(1.0), {"value": 1.0})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    # 1. interrupted while the new checkpoint is being written
+    with monkeypatch.context() as m:
+        m.setattr(ocp.StandardCheckpointer, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            store.save(entry, _tiny(2.0), {"value": 2.0}, overwrite=True)
+    assert _stored_value(entry) == 1.0 and [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+    # 2. interrupted between moving the old entry aside and moving the new one in
+    rename = type(entry).rename
+
+    def second_rename_fails(self, target):
+        if self.name.endswith(".tmp"):  # the complete new entry going into place
+            raise KeyboardInterrupt
+        return rename(self, target)
+    with monkeypatch.context() as m:
+        m.setattr(type(entry), "rename", second_rename_fails)
+        with pytest.raises(KeyboardInterrupt):
+            store.save(entry, _tiny(2.0), {"value": 2.0}, overwrite=True)
+    assert _stored_value(entry) == 1.0 and [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+    # 3. killed (no handler runs) right after the old entry was moved aside: the next load puts it
+    # back, by name through jaxvis.load's lookup as well as by folder
+    aside = tmp_path / ".mine.old-0123abcd"
+    entry.rename(aside)
+    assert jaxvis.weights.available(tmp_path) == []  # an entry aside is not listed as an entry
+    assert _stored_value(entry) == 1.0 and [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+def test_convert_refuses_an_existing_name_before_reading(tmp_path):
+    store.save(tmp_path / "mine", _tiny(1.0), {"value": 1.0})
+    missing = tmp_path / "never-read.pth"  # would be a "does not exist" error if it were read
+    with pytest.raises(store.EntryExistsError, match="'mine' already exists"):
+        jaxvis.weights.convert(missing, name="mine", root=tmp_path)
+    assert _stored_value(tmp_path / "mine") == 1.0

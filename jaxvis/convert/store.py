@@ -7,6 +7,12 @@ Layout of one entry, ``<root>/<name>/``::
 
 An entry is written into a temporary sibling folder and renamed into place at the end, so an
 interrupted save never leaves a half entry that a later load would trust.
+
+An existing entry is never replaced unless the caller says ``overwrite=True`` (the CLI's
+``--overwrite``): it may be the user's only copy of converted weights. Replacing is a swap: the new
+entry is complete on disk first, the old one is renamed aside (``.<name>.old-<hex>``), the new one
+renamed into place, and only then the old one deleted. A process killed between the two renames
+leaves the old entry aside; :func:`load` and :func:`save` put it back (:func:`recover`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ from typing import Mapping
 
 import numpy as np
 
-from jaxvis.errors import WeightFileError
+from jaxvis.errors import JaxvisError, WeightFileError
+from jaxvis.io.atomic import fsync_dir, tmp_name
 
 META = "meta.json"
+
+
+class EntryExistsError(JaxvisError):
+    """A save would replace an existing entry and ``overwrite`` was not given."""
 
 
 def _nest(flat: Mapping[str, np.ndarray]) -> dict:
@@ -43,24 +54,79 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
     return flat
 
 
-def save(entry: Path, params: Mapping[str, np.ndarray], meta: dict) -> Path:
-    """Write ``params`` (flat ``{path: array}``) and ``meta`` as entry folder ``entry``."""
+def _aside(entry: Path) -> list[Path]:
+    """Old entries renamed aside by an overwrite that did not finish, newest first."""
+    found = entry.parent.glob(f".{entry.name}.old-*") if entry.parent.is_dir() else []
+    return sorted((p for p in found if (p / META).is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def recover(entry: Path) -> None:
+    """Put back an entry that an interrupted overwrite left renamed aside (no-op otherwise)."""
+    entry = Path(entry)
+    aside = _aside(entry)
+    if aside and not entry.exists():
+        aside.pop(0).rename(entry)
+    if entry.exists():  # the swap finished (or was just undone): the rest is garbage
+        for old in aside:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def save(entry: Path, params: Mapping[str, np.ndarray], meta: dict, *, overwrite: bool = False) -> Path:
+    """Write ``params`` (flat ``{path: array}``) and ``meta`` as entry folder ``entry``.
+
+    Refuses (:class:`EntryExistsError`) to replace an existing entry unless ``overwrite``.
+    """
     import orbax.checkpoint as ocp
 
     entry = Path(entry).absolute()  # orbax wants absolute paths
+    check_free(entry, overwrite)  # before the (slow) write, and again at the swap
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = tmp_name(entry)
     try:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / "params", _nest(params))
         checkpointer.wait_until_finished()
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if entry.exists():
-            shutil.rmtree(entry)
-        tmp.rename(entry)
+        _swap(tmp, entry, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(entry.parent)
     return entry
+
+
+def check_free(entry: Path, overwrite: bool = False) -> None:
+    """Raise :class:`EntryExistsError` now if saving ``entry`` would replace one (callers that
+    compute for a while check before they start)."""
+    entry = Path(entry)
+    recover(entry)
+    if entry.exists() and not overwrite:
+        raise _exists(entry)
+
+
+def _exists(entry: Path) -> EntryExistsError:
+    return EntryExistsError(f"weights entry {entry.name!r} already exists in {entry.parent}; "
+                            "pass overwrite=True (CLI: --overwrite) to replace it, or choose another name")
+
+
+def _swap(tmp: Path, entry: Path, overwrite: bool) -> None:
+    """Rename the complete ``tmp`` to ``entry``; an old ``entry`` is kept until the new one is in."""
+    if not entry.exists():
+        try:
+            tmp.rename(entry)
+            return
+        except OSError:  # another process put an entry there meanwhile
+            if not entry.exists():
+                raise
+    if not overwrite:
+        raise _exists(entry)
+    old = entry.with_name(f".{entry.name}.old-{uuid.uuid4().hex[:8]}")
+    entry.rename(old)
+    try:
+        tmp.rename(entry)
+    except BaseException:
+        old.rename(entry)  # the new entry did not go in: the old one stays
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(entry: Path) -> dict:
@@ -78,6 +144,7 @@ def load(entry: Path) -> tuple[dict[str, np.ndarray], dict]:
     import orbax.checkpoint as ocp
 
     entry = Path(entry).absolute()
+    recover(entry)
     meta = read_meta(entry)
     try:
         tree = ocp.StandardCheckpointer().restore(entry / "params")
