@@ -1,0 +1,257 @@
+"""The grating battery: full-field gratings on a unit's canvas at its contrast budget, no optimisation.
+
+Every channel of a layer sees the same stimuli, so the whole battery is one set of images pushed
+through one jitted forward pass (:meth:`jaxvis.Model.layer_output`, weights as a jit argument) in
+equal chunks that bound memory. Seconds per layer on a CPU.
+
+**Stimuli.** On the layer's ``c x c`` canvas, pixel ``(y, x)`` measured from the canvas centre::
+
+    g(y, x) = mean + A cos(2 pi (x cos(theta) + y sin(theta)) / period + phase) * u
+
+- ``theta`` in ``[0, pi)`` is the direction of modulation (0: vertical bars varying left to right;
+  ``y`` points down), ``orientations`` equally spaced steps;
+- ``period`` in pixels, ``periods`` values log-spaced from 2 px (Nyquist) to twice the canvas;
+- ``phase`` ``phases`` equally spaced steps of ``[0, 2 pi)``; phase 0 puts a crest on the centre;
+- ``u`` a unit colour axis in RGB: luminance ``(1, 1, 1)/sqrt 3``, red-green ``(1, -1, 0)/sqrt 2``,
+  blue-yellow ``(-1, -1, 2)/sqrt 6`` (the sign of an axis is a phase of pi, so it is covered);
+- ``mean`` the network's natural mean colour (the sweep's images deviate from the same colour).
+- The amplitude ``A = r sqrt(2) / c`` is fixed: averaged over the phases, a grating's squared L2
+  norm is exactly ``r^2``, the sweep's sphere (``r`` the unit's contrast budget). Single gratings
+  differ from ``r`` only when the period does not fit the canvas (at 2 px and phase pi/2 the
+  sampled grating vanishes). A fixed amplitude keeps a linear unit's response exactly sinusoidal
+  in the phase; renormalising each grating to ``r`` would not.
+
+**Per unit** (a unit is a direction ``v`` in the layer's channel space at the centre position; its
+response is the pre-activation ``a . v`` as in the sweep), ``R[o, p, f, k]`` over orientation,
+period, phase and colour axis. The *preferred grating* ``(o*, p*, k*)`` maximises the peak over
+phase ``max_f R``. The measures are ratios of the unit's own responses, so none presupposes that a
+grating drives the unit anywhere near its optimised maximum:
+
+- ``grating_f1_f0``: the modulation ratio of the rectified phase response ``rho = max(R, 0)`` at
+  the preferred grating, ``F1 / F0`` with ``F0`` the mean of ``rho`` over phase and ``F1`` the
+  amplitude of its first harmonic. Skottun, De Valois, Grosof, Movshon, Albrecht & Bonds (1991),
+  Vision Res. 31:1079: > 1 simple, < 1 complex. A half-wave rectified sinusoid gives pi/2; an
+  energy model (sum of squared quadrature filters) has no first harmonic at all.
+- ``grating_phase_min_max``: ``min rho / max rho`` over phase at the preferred grating (1: phase
+  invariant).
+- ``grating_orientation_selectivity``: ``1 - circular variance`` of the rectified orientation curve
+  (peak over phase at the preferred period and colour), ``|sum rho(t) e^{2it}| / sum rho(t)``
+  (Ringach, Shapley & Hawken 2002, J. Neurosci. 22:5639): 0 untuned, 1 a single orientation.
+- ``grating_orientation_index``: ``(pref - orth) / (pref + orth)`` on the same curve, orth the
+  orientation 90 degrees from the preferred one.
+- ``grating_best``: the preferred grating's peak response; ``grating_best_fraction`` the same over
+  the unit's single-image maximum (passed in): how much of the unit a grating explains.
+- ``grating_blank``: the response to the mean colour alone (zero contrast), the unit's baseline.
+
+Ratios whose denominator is not positive (a unit no grating drives above zero) are NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxvis.errors import JaxvisError, unknown
+from jaxvis.models.geometry import LayerInfo
+
+COLOURS = {
+    "luminance": np.array([1.0, 1.0, 1.0]) / np.sqrt(3.0),
+    "red-green": np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0),
+    "blue-yellow": np.array([-1.0, -1.0, 2.0]) / np.sqrt(6.0),
+}
+# images per forward call times their pixels: conv1_2 of VGG-19 then holds 2^19 x 64 floats (128 MiB)
+PIXELS_PER_CALL = 1 << 19
+
+DEFINITIONS = {
+    "grating_preferred_orientation": "direction of modulation of the preferred grating (radians, 0: vertical bars)",
+    "grating_preferred_period": "period of the preferred grating (px)",
+    "grating_preferred_colour": "colour axis of the preferred grating (index into grating_colours)",
+    "grating_orientation_selectivity": "1 - circular variance of the rectified orientation curve (Ringach et al. 2002)",
+    "grating_orientation_index": "(pref - orth) / (pref + orth) of the rectified orientation curve",
+    "grating_f1_f0": "F1/F0 of the rectified phase response at the preferred grating (Skottun et al. 1991: >1 simple, <1 complex)",
+    "grating_phase_min_max": "min / max over phase of the rectified response at the preferred grating",
+    "grating_best": "the preferred grating's response (pre-activation, peak over phase)",
+    "grating_best_fraction": "grating_best / the unit's single-image maximum",
+    "grating_blank": "response to the mean colour alone (zero contrast)",
+    "grating_orientation_curve": "peak response over phase per orientation, at the preferred period and colour",
+    "grating_period_curve": "peak response over phase per period, at the preferred orientation and colour",
+    "grating_phase_curve": "response per phase at the preferred grating",
+    "grating_colour_curve": "peak response over phase per colour axis, at the preferred orientation and period",
+    "grating_responses": "response to every grating [orientation, period, phase, colour]",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Battery:
+    """Which gratings: counts per axis and the colour axes (names of :data:`COLOURS`)."""
+
+    orientations: int = 16
+    periods: int = 12
+    phases: int = 8
+    colours: tuple[str, ...] = tuple(COLOURS)
+
+    def __post_init__(self):
+        if self.orientations < 4 or self.orientations % 2:
+            raise JaxvisError(f"orientations must be an even number >= 4 (the orthogonal one is in "
+                              f"the set), not {self.orientations}")
+        if self.periods < 2:
+            raise JaxvisError(f"periods must be >= 2, not {self.periods}")
+        if self.phases < 4:
+            raise JaxvisError(f"phases must be >= 4 (F1 needs them), not {self.phases}")
+        for c in self.colours:
+            if c not in COLOURS:
+                raise unknown("colour axis", c, COLOURS)
+
+    def axes(self, canvas: int) -> dict[str, np.ndarray]:
+        """``orientations`` ``[O]`` and ``phases`` ``[F]`` in radians, ``periods`` ``[P]`` in px."""
+        return {"orientations": np.arange(self.orientations) * np.pi / self.orientations,
+                "periods": np.geomspace(2.0, 2.0 * canvas, self.periods),
+                "phases": np.arange(self.phases) * 2 * np.pi / self.phases}
+
+
+def stimuli(canvas: int, battery: Battery, radius: float) -> np.ndarray:
+    """``[O, P, F, K, c, c, 3]`` deviations from the mean colour (see the module docstring)."""
+    a = battery.axes(canvas)
+    y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
+    t = a["orientations"][:, None, None, None, None, None]
+    p = a["periods"][None, :, None, None, None, None]
+    f = a["phases"][None, None, :, None, None, None]
+    wave = np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / p + f)  # [O, P, F, 1, c, c]
+    colours = np.stack([COLOURS[c] for c in battery.colours])  # [K, 3]
+    amplitude = radius * np.sqrt(2.0) / canvas
+    return (amplitude * wave[..., None] * colours[:, None, None, :]).astype(np.float32)
+
+
+def target(model, layer: str) -> LayerInfo:
+    """The layer's catalogue row; a layer after global pooling has no receptive-field canvas to
+    put a grating on, so it is refused."""
+    info = model.network.layer(layer)
+    if info.kind == "global":
+        valid = [i.name for i in model.network.layers() if i.kind != "global"]
+        raise JaxvisError(f"layer {layer!r} of {model.network.name} comes after global pooling (it sees "
+                          f"the whole {info.canvas} px input, not a receptive field); probe a layer "
+                          f"before it: {', '.join(valid)}")
+    return info
+
+
+def unit_directions(spec, channels: int) -> np.ndarray:
+    """``None`` (every channel), channel indices ``[U]`` or directions ``[U, C]`` -> unit vectors
+    ``[U, C]``."""
+    if spec is None:
+        return np.eye(channels, dtype=np.float32)
+    spec = np.asarray(spec)
+    if spec.ndim == 1 and np.issubdtype(spec.dtype, np.integer):
+        if spec.size and (spec.min() < 0 or spec.max() >= channels):
+            raise JaxvisError(f"unit {int(spec.max() if spec.max() >= channels else spec.min())} is out "
+                              f"of range for a layer of {channels} channels (0-{channels - 1})")
+        return np.eye(channels, dtype=np.float32)[spec]
+    if spec.ndim != 2 or spec.shape[1] != channels:
+        raise JaxvisError(f"directions must be [units, {channels}], not {list(spec.shape)}")
+    norms = np.linalg.norm(spec, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise JaxvisError("a direction of length 0 is not a unit")
+    return (spec / norms).astype(np.float32)
+
+
+def responses(model, info: LayerInfo, images: np.ndarray) -> np.ndarray:
+    """``[B, c, c, 3]`` RGB grey levels -> the centre position's pre-activations ``[B, C]``, in equal
+    chunks (the last one padded, so one compiled program serves every call)."""
+    count = len(images)
+    most = max(1, PIXELS_PER_CALL // (info.canvas * info.canvas))
+    calls = -(-count // most)
+    size = -(-count // calls)
+    padded = np.concatenate([images, np.repeat(images[-1:], calls * size - count, axis=0)])
+    out = [np.asarray(model.layer_output(padded[i:i + size], info.name)[:, info.centre, info.centre])
+           for i in range(0, calls * size, size)]
+    return np.concatenate(out)[:count]
+
+
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` as float32, NaN where ``den`` is not positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan).astype(np.float32)
+
+
+def f1_f0(curve: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """``[..., F]`` responses at equally spaced ``phases`` -> F1/F0 of their rectified values."""
+    rho = np.maximum(curve, 0)
+    f0 = rho.mean(-1)
+    f1 = np.abs((rho * np.exp(-1j * phases)).sum(-1)) * 2 / len(phases)
+    return ratio(f1, f0)
+
+
+def summarise(R: np.ndarray, axes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``[U, O, P, F, K]`` responses -> the per-unit measures and tuning curves (module docstring)."""
+    U, O, P, F, K = R.shape
+    peak = R.max(axis=3)  # [U, O, P, K]
+    o, p, k = np.unravel_index(peak.reshape(U, -1).argmax(1), (O, P, K))
+    u = np.arange(U)
+    orientation = peak[u, :, p, k]  # [U, O]
+    phase = R[u, o, p, :, k]        # [U, F]
+    rho_t = np.maximum(orientation, 0)
+    theta = axes["orientations"]
+    pref, orth = rho_t[u, o], rho_t[u, (o + O // 2) % O]
+    rho_f = np.maximum(phase, 0)
+    return {
+        "grating_preferred_orientation": theta[o].astype(np.float32),
+        "grating_preferred_period": axes["periods"][p].astype(np.float32),
+        "grating_preferred_colour": k.astype(np.int32),
+        "grating_orientation_selectivity": ratio(np.abs((rho_t * np.exp(2j * theta)).sum(1)), rho_t.sum(1)),
+        "grating_orientation_index": ratio(pref - orth, pref + orth),
+        "grating_f1_f0": f1_f0(phase, axes["phases"]),
+        "grating_phase_min_max": ratio(rho_f.min(1), rho_f.max(1)),
+        "grating_best": peak[u, o, p, k].astype(np.float32),
+        "grating_orientation_curve": orientation.astype(np.float32),
+        "grating_period_curve": peak[u, o, :, k].astype(np.float32),
+        "grating_phase_curve": phase.astype(np.float32),
+        "grating_colour_curve": peak[u, o, p, :].astype(np.float32),
+        "grating_responses": R.astype(np.float32),
+    }
+
+
+def gratings(model, layer: str, *, radius: float | None = None, directions=None,
+             maximum: np.ndarray | None = None, battery: Battery = Battery(),
+             photos: Sequence[Path] | None = None) -> dict[str, np.ndarray]:
+    """The grating battery for the units of one layer of ``model`` (a :class:`jaxvis.Model`).
+
+    ``directions``: ``None`` (every channel), channel indices ``[U]`` or directions ``[U, C]``
+    (as the sweep's units). ``radius``: the contrast budget in grey levels of L2 norm, as the
+    sweep's (its layer meta ``radius``); ``None`` computes it from ``photos`` (default the bundled
+    photographs) exactly as the sweep does. ``maximum`` ``[U]``: the units' single-image maxima,
+    for ``grating_best_fraction``.
+
+    Returns the per-unit arrays of :data:`DEFINITIONS` (leading axis: units; curves ``[U, O]``,
+    ``[U, P]``, ``[U, F]``, ``[U, K]``; ``grating_responses`` ``[U, O, P, F, K]``) and the axes
+    ``grating_orientations``, ``grating_periods``, ``grating_phases``, ``grating_colours`` (names).
+    """
+    info = target(model, layer)
+    basis = unit_directions(directions, info.channels)
+    if radius is None:
+        from jaxvis.analysis.budget import radius as budget_radius
+        from jaxvis.weights import default_photos, weights_root
+        radius = budget_radius(info.canvas, model.convention.mean_rgb255,
+                               list(photos or default_photos()), weights_root() / "budgets.json")
+    if not radius > 0:
+        raise JaxvisError(f"radius must be a positive contrast budget (grey levels of L2 norm), not {radius}")
+    if maximum is not None and np.shape(maximum) != (len(basis),):
+        raise JaxvisError(f"maximum must have one value per unit ({len(basis)}), not shape {list(np.shape(maximum))}")
+    x = stimuli(info.canvas, battery, radius)
+    shape = x.shape[:4]
+    mean = np.asarray(model.convention.mean_rgb255, np.float32)
+    flat = x.reshape(-1, info.canvas, info.canvas, 3)
+    blank = np.zeros((1,) + flat.shape[1:], np.float32)
+    acts = responses(model, info, np.concatenate([flat, blank]) + mean) @ basis.T  # [B + 1, U]
+    R = np.moveaxis(acts[:-1], -1, 0).reshape(len(basis), *shape)
+    axes = battery.axes(info.canvas)
+    out = summarise(R, axes)
+    out["grating_blank"] = acts[-1].astype(np.float32)
+    if maximum is not None:
+        out["grating_best_fraction"] = ratio(out["grating_best"], np.asarray(maximum, np.float32))
+    out.update(grating_orientations=axes["orientations"].astype(np.float32),
+               grating_periods=axes["periods"].astype(np.float32),
+               grating_phases=axes["phases"].astype(np.float32),
+               grating_colours=np.asarray(battery.colours))
+    return out
