@@ -17,8 +17,8 @@ On a CPU the emulated devices share the same cores, so (1) checks that sharding 
 not that it speeds anything up; on a machine with several accelerators the same script measures
 the speed-up.
 
-    PYTHONPATH=. python benchmarks/bench_scaling.py                  # ~4 min on 2 CPU cores
-    PYTHONPATH=. python benchmarks/bench_scaling.py --devices 1,2 --units 32 --steps 100
+    python -m benchmarks.bench_scaling                  # ~4 min on 2 CPU cores
+    python -m benchmarks.bench_scaling --devices 1,2 --units 32 --steps 100
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))  # bench_sweep: the machine description and the layer set-up
+from benchmarks.machine import machine_info
+from benchmarks.tables import RESULTS, stamp, write_json
+from benchmarks.variants import layer_problem, unit_inputs
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: the workers import jaxvis and benchmarks from it
 
 
 # --------------------------------------------------------------------------------------------------
@@ -51,7 +52,6 @@ def worker_optimise(args) -> dict:
     import jax
 
     import jaxvis
-    from bench_sweep import layer_problem, unit_inputs
     from jaxvis.optimize.loop import compilation_cache, optimise
 
     if args.cache:
@@ -86,11 +86,11 @@ def _env(devices: int = 1, **extra) -> dict:
 
 
 def run_worker(args, devices: int = 1, cache: str | None = None, save: str | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--layer", args.layer, "--units", str(args.units),
+    cmd = [sys.executable, "-m", "benchmarks.bench_scaling", "--worker", "--layer", args.layer, "--units", str(args.units),
            "--images", str(args.images), "--steps", str(args.steps), "--weights", args.weights]
     cmd += ["--cache", cache] if cache else []
     cmd += ["--save", save] if save else []
-    done = subprocess.run(cmd, env=_env(devices), capture_output=True, text=True)
+    done = subprocess.run(cmd, env=_env(devices), capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise SystemExit(f"worker failed ({devices} devices):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -221,8 +221,6 @@ def main(argv=None) -> dict:
     if args.worker:
         print(json.dumps(worker_optimise(args)))
         return {}
-    from bench_sweep import machine_info
-
     machine = machine_info()
     print(f"{machine['cpu']}, {machine['cores']} cores, jax {machine['jax']} ({machine['backend']})", flush=True)
     skip = set(filter(None, args.skip.split(",")))
@@ -243,9 +241,7 @@ def main(argv=None) -> dict:
             result["cache"] = bench_cache(args, tmp)
     print()
     print(table({"devices": [], **result}))
-    out = args.out or RESULTS / f"scaling_{machine['host']}_{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=float))
+    out = write_json(args.out or RESULTS / f"scaling_{machine['host']}_{stamp()}.json", result)
     print(f"\nwrote {out}")
     return result
 

@@ -14,7 +14,7 @@ It also prints XLA's FLOP count of the step and the matmul share of the measured
 (``benchmarks/results/profile_<layer>_<host>_<date>.json``) has every op. On CPU the per-op
 events need ``--xla_cpu_enable_xprof_traceme``, which the script sets before jax starts.
 
-    PYTHONPATH=. python benchmarks/profile_step.py --layer conv3_1     # ~1 min on 2 CPU cores
+    python -m benchmarks.profile_step --layer conv3_1     # ~1 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.tables import RESULTS, stamp, write_json
+
 
 WRAPPERS = ("$", "Thunk", "Slinky", "Pjit", "end: ", "ParseArguments", "CommonPjRt", "while")
 
@@ -79,7 +78,9 @@ def main(argv=None) -> dict:
     from flax import nnx
 
     import jaxvis
-    from bench_sweep import layer_problem, machine_info, unit_inputs, xla_flops
+    from benchmarks.flops import xla_flops
+    from benchmarks.machine import machine_info
+    from benchmarks.variants import layer_problem, unit_inputs
     from jaxvis.models import ops
     from jaxvis.optimize import step as one
 
@@ -144,10 +145,8 @@ def main(argv=None) -> dict:
               "layer": args.layer, "canvas": lp.info.canvas, "ops_ms_per_step": total,
               "wall_ms_per_step": wall * 1e3, "xla_flops_per_step": flops,
               "by_category_ms": dict(by_cat), "ops": rows}
-    out = args.out or HERE / "results" / (f"profile_{args.layer}_{result['machine']['host']}_"
-                                          f"{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = write_json(args.out or RESULTS / f"profile_{args.layer}_{result['machine']['host']}_{stamp()}.json",
+                     result)
     print(f"\nwrote {out}")
     return result
 
