@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 import zipfile
 
@@ -132,14 +133,32 @@ def _stored_value(entry) -> float:
     return meta["value"]
 
 
-def test_store_refuses_to_replace_an_entry_unless_asked(tmp_path):
+def test_store_refuses_to_replace_an_entry_unless_asked(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
     entry = tmp_path / "mine"
     store.save(entry, _tiny(1.0), {"value": 1.0})
-    with pytest.raises(store.EntryExistsError) as err:
-        store.save(entry, _tiny(2.0), {"value": 2.0})
+    write = ocp.StandardCheckpointer.save
+    with monkeypatch.context() as m:  # refused before the (slow) write starts
+        m.setattr(ocp.StandardCheckpointer, "save", lambda *a, **k: pytest.fail("wrote a checkpoint"))
+        with pytest.raises(store.EntryExistsError) as err:
+            store.save(entry, _tiny(2.0), {"value": 2.0})
     message = str(err.value)
     assert "'mine' already exists" in message and "--overwrite" in message and "\n" not in message
     assert _stored_value(entry) == 1.0
+
+    # another process saves the same name while this one writes: this one refuses at the swap
+    other, theirs = tmp_path / "other", store.save(tmp_path / "theirs", _tiny(3.0), {"value": 3.0})
+
+    def racing(self, path, tree, **kwargs):
+        write(self, path, tree, **kwargs)
+        shutil.copytree(theirs, other)  # their complete entry lands while ours is being written
+    with monkeypatch.context() as m:
+        m.setattr(ocp.StandardCheckpointer, "save", racing)
+        with pytest.raises(store.EntryExistsError, match="'other' already exists"):
+            store.save(other, _tiny(2.0), {"value": 2.0})
+    assert _stored_value(other) == 3.0
+    shutil.rmtree(other), shutil.rmtree(theirs)
     store.save(entry, _tiny(2.0), {"value": 2.0}, overwrite=True)
     assert _stored_value(entry) == 2.0
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # nothing left aside
@@ -171,7 +190,8 @@ def test_interrupted_overwrite_keeps_the_old_entry(tmp_path, monkeypatch):
         m.setattr(type(entry), "rename", second_rename_fails)
         with pytest.raises(KeyboardInterrupt):
             store.save(entry, _tiny(2.0), {"value": 2.0}, overwrite=True)
-    assert _stored_value(entry) == 1.0 and [p.name for p in tmp_path.iterdir()] == ["mine"]
+    # listed before any load, which would also recover an entry left aside (case 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and _stored_value(entry) == 1.0
 
     # 3. killed (no handler runs) right after the old entry was moved aside: the next load puts it
     # back, by name through jaxvis.load's lookup as well as by folder
