@@ -1,60 +1,157 @@
-"""Per-unit invariance metrics of a diverse set, on interpretable scales.
+"""The metrics table: every per-unit metric jaxvis stores, shows, compares and exports, defined once.
 
-All are pure numpy functions of one layer's sweep arrays (leading axis: units), except the
-reference distances, which need natural patches and the network (see :func:`reference_distances`).
+A metric is a row of :data:`REGISTRY`: a name, its definition (one sentence, shown in the report
+and stored in the results file next to the values) and a pure numpy function of named *inputs*.
+Inputs are a layer's arrays, leading axis units: the sweep's datasets (``activations`` ``[U, N]``,
+``max_activation`` ``[U]``, ``pixel_distances``/``feature_distances`` ``[U, N, N]``, ``images``
+``[U, N, H, W, 3]``, ...), the model's ``mean_rgb`` (3 grey levels), what ``jaxvis analyze``
+measures with the network (``reference_pixel_distances``/``reference_feature_distances``
+``[U, N, N]`` of N natural patches of the sweep's size and norm, ``natural_p99`` ``[U]``,
+``natural_top_patches``, ``natural_top_activations``, ``shift_texture``, ``shift_responses``,
+``shift_sigma``, ``shift_steps``) and other metrics (registered before or after it). A metric may
+carry such an input as it is (``natural_p99``): the table then says what it is.
 
-- ``activation_fraction`` ``[U, N]``: each diverse image's activation / the single-image maximum.
-- ``pixel_min``/``pixel_mean``, ``feature_min``/``feature_mean``: min and mean pairwise RMS distance
-  of the diverse set in pixels and in the diversity feature layer.
-- ``reference_*``: the same for N random natural patches of the same size and norm (the budget),
-  so a distance reads against what natural variety looks like at that contrast.
-- ``participation_ratio``: effective dimensionality of the set, ``(sum l)^2 / sum l^2`` over the
-  eigenvalues ``l`` of the N x N Gram matrix of the images (mean colour removed, not centred across
-  the set): 1 for N identical images, N for N orthogonal images of equal norm.
-- ``variance_map`` ``[U, H, W]``: per-pixel variance across the set (mean over colour channels):
-  where the images differ.
+:func:`evaluate` computes every metric whose inputs are there; ``jaxvis analyze`` stores them,
+the report and ``jaxvis compare`` compute the cheap ones on the fly for a file not analysed yet
+(:mod:`jaxvis.analysis.summary`), the CSV and the unit table show the ``scalar`` ones (one number
+per unit), in table order. Adding a metric is one function and one :func:`register_metric` row
+(CONTRIBUTING.md, "A new metric").
+
+One rule for every ratio to a unit's maximum or natural scale: NaN where the denominator is not
+positive (a unit that never responds has no meaningful fraction).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
 import numpy as np
 
-DEFINITIONS = {
-    "activation_fraction": "activation of each diverse image / the unit's single-image maximum",
-    "fraction_min": "smallest activation fraction of the diverse set",
-    "fraction_median": "median activation fraction of the diverse set",
-    "pixel_min": "min pairwise RMS pixel distance of the diverse set (grey levels)",
-    "pixel_mean": "mean pairwise RMS pixel distance of the diverse set (grey levels)",
-    "feature_min": "min pairwise RMS distance in the diversity feature layer",
-    "feature_mean": "mean pairwise RMS distance in the diversity feature layer",
-    "reference_pixel_min": "min pairwise RMS pixel distance of N natural patches of equal size and norm",
-    "reference_pixel_mean": "mean pairwise RMS pixel distance of N natural patches of equal size and norm",
-    "reference_feature_min": "min pairwise feature distance of the N natural patches",
-    "reference_feature_mean": "mean pairwise feature distance of the N natural patches",
-    "participation_ratio": "effective dimensionality of the diverse set, 1 (identical) .. N",
-    "variance_map": "per-pixel variance across the diverse set (mean over colour)",
-    "shift_index": "mean response over all shifts of the optimised texture / single-image maximum",
-    "shift_texture": "the shift test's texture (RGB grey levels)",
-    "shift_responses": "the unit's response at every offset of the shift test",
-    "shift_sigma": "the learnt mask radius sigma of the shift test (px)",
-    "natural_p99": "99th percentile of the unit's responses to natural-image patches",
-    "max_over_p99": "single-image maximum / natural_p99",
-    "diverse_over_p99": "activation of each diverse image / natural_p99",
-    "natural_top_patches": "the natural patches that drive the unit most (RGB grey levels)",
-    "natural_top_activations": "the unit's responses to those patches",
-}
+from jaxvis.errors import JaxvisError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the table.
+
+    ``compute(*[inputs[name] for name in inputs])`` (positional, in ``inputs`` order) returns the metric with units on the
+    leading axis; ``scalar``: one number per unit (a column of the unit table and the CSV, a
+    distribution in ``jaxvis compare``), else an array per unit (images, maps, per-image values).
+    """
+
+    name: str
+    definition: str
+    compute: Callable[..., np.ndarray]
+    inputs: tuple[str, ...]
+    scalar: bool = True
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(name: str, definition: str, inputs: tuple[str, ...], *, scalar: bool = True):
+    """Decorator: add ``function`` to the table as metric ``name`` (see :class:`Metric`)."""
+    if not name.isidentifier():
+        raise JaxvisError(f"metric name {name!r} must be an identifier (it becomes a dataset and "
+                          "a CSV column)")
+    if name in REGISTRY:
+        raise JaxvisError(f"metric {name!r} is already registered; choose another name")
+
+    def add(function):
+        REGISTRY[name] = Metric(name, definition, function, tuple(inputs), scalar)
+        return function
+    return add
+
+
+def evaluate(inputs: Mapping[str, np.ndarray], names=None) -> dict[str, np.ndarray]:
+    """Every metric (or those of ``names``) whose inputs are in ``inputs`` or are metrics that
+    can be computed from them; metrics whose inputs are missing are left out.
+
+    Returns {name: array} in table order, floating-point values as float32.
+    """
+    wanted = [n for n in REGISTRY if names is None or n in names]
+    pool = dict(inputs)
+    done: dict[str, np.ndarray] = {}
+
+    def compute(name: str, path: tuple[str, ...]) -> bool:
+        if name in done:
+            return True
+        metric = REGISTRY[name]
+        for k in metric.inputs:  # an input given wins over a metric of the same name
+            if k not in pool and (k not in REGISTRY or k in path or not compute(k, path + (k,))):
+                return False
+        value = np.asarray(metric.compute(*[pool[k] for k in metric.inputs]))
+        done[name] = value.astype(np.float32) if value.dtype.kind == "f" else value
+        pool.setdefault(name, done[name])
+        return True
+
+    return {n: done[n] for n in wanted if compute(n, (n,))}
+
+
+def definitions(names) -> dict[str, str]:
+    """{name: definition} of the registered metrics among ``names``."""
+    return {n: REGISTRY[n].definition for n in names if n in REGISTRY}
+
+
+class _Definitions(Mapping):
+    """{name: definition} of every registered metric: a read-only view of the table."""
+
+    def __getitem__(self, name: str) -> str:
+        return REGISTRY[name].definition
+
+    def __iter__(self):
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+DEFINITIONS: Mapping[str, str] = _Definitions()
+
+
+def order(names) -> list[str]:
+    """``names`` in table order, unregistered ones after them in sorted order."""
+    names = set(names)
+    return [n for n in REGISTRY if n in names] + sorted(n for n in names if n not in REGISTRY)
+
+
+def scalar_names(names) -> list[str]:
+    """The scalar metrics among ``names``, in table order (unregistered names are left out)."""
+    return [n for n in order(names) if n in REGISTRY and REGISTRY[n].scalar]
+
+
+# ----------------------------------------------------------------------------------------------
+# the building blocks
+
+
+def ratio(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``values / scale`` broadcast over trailing axes of ``values``; NaN where ``scale <= 0``.
+
+    ``values`` ``[U, ...]``, ``scale`` ``[U]``, computed in float64."""
+    values = np.asarray(values, np.float64)
+    scale = np.asarray(scale, np.float64).reshape(-1, *([1] * (values.ndim - 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, values / np.where(scale > 0, scale, 1.0), np.nan)
 
 
 def pair_stats(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``[U, N, N]`` distance matrices -> (min, mean) over the pairs i < j, each ``[U]``."""
+    """``[U, N, N]`` distance matrices -> (min, mean) over the pairs i < j, each ``[U]``
+    (NaN for N < 2: a set of one has no pairs)."""
+    d = np.asarray(d, np.float64)
     n = d.shape[-1]
+    if n < 2:
+        nan = np.full(d.shape[0], np.nan)
+        return nan, nan
     i, j = np.triu_indices(n, 1)
     pairs = d[:, i, j]
     return pairs.min(axis=1), pairs.mean(axis=1)
 
 
 def participation_ratio(images: np.ndarray, mean_rgb) -> np.ndarray:
-    """``[U, N, H, W, 3]`` -> ``[U]`` (see the module docstring)."""
+    """``[U, N, H, W, 3]`` -> ``[U]``: ``(sum l)^2 / sum l^2`` over the eigenvalues ``l`` of the
+    N x N Gram matrix of the images (mean colour removed, not centred across the set): 1 for N
+    identical images, N for N orthogonal images of equal norm."""
     x = (images - np.asarray(mean_rgb, np.float32)).reshape(images.shape[0], images.shape[1], -1)
     gram = np.einsum("uid,ujd->uij", x.astype(np.float64), x.astype(np.float64))
     eig = np.clip(np.linalg.eigvalsh(gram), 0, None)
@@ -68,17 +165,64 @@ def variance_map(images: np.ndarray) -> np.ndarray:
     return (np.square(d).mean(axis=1) - np.square(d.mean(axis=1))).mean(axis=-1).astype(np.float32)
 
 
-def from_sweep(layer: dict[str, np.ndarray], mean_rgb) -> dict[str, np.ndarray]:
-    """The metrics computable from a layer's sweep arrays alone."""
-    fraction = layer["activations"] / layer["max_activation"][:, None]
-    pixel_min, pixel_mean = pair_stats(layer["pixel_distances"])
-    feature_min, feature_mean = pair_stats(layer["feature_distances"])
-    return {
-        "activation_fraction": fraction.astype(np.float32),
-        "fraction_min": fraction.min(axis=1).astype(np.float32),
-        "fraction_median": np.median(fraction, axis=1).astype(np.float32),
-        "pixel_min": pixel_min, "pixel_mean": pixel_mean,
-        "feature_min": feature_min, "feature_mean": feature_mean,
-        "participation_ratio": participation_ratio(layer["images"], mean_rgb),
-        "variance_map": variance_map(layer["images"]),
-    }
+def from_sweep(layer: Mapping[str, np.ndarray], mean_rgb) -> dict[str, np.ndarray]:
+    """The metrics computable from a layer's sweep arrays alone (and the model's mean colour)."""
+    return evaluate({**layer, "mean_rgb": np.asarray(mean_rgb, np.float32)})
+
+
+# ----------------------------------------------------------------------------------------------
+# the table; its order is the display order of the scalar columns
+
+
+def _same(x):
+    return x
+
+
+register_metric("activation_fraction", "activation of each diverse image / the unit's "
+                "single-image maximum", ("activations", "max_activation"), scalar=False)(ratio)
+register_metric("fraction_min", "smallest activation fraction of the diverse set",
+                ("activation_fraction",))(lambda fraction: np.min(fraction, axis=1))
+register_metric("fraction_median", "median activation fraction of the diverse set",
+                ("activation_fraction",))(lambda fraction: np.median(fraction, axis=1))
+register_metric("pixel_min", "min pairwise RMS pixel distance of the diverse set (grey levels)",
+                ("pixel_distances",))(lambda d: pair_stats(d)[0])
+register_metric("pixel_mean", "mean pairwise RMS pixel distance of the diverse set (grey levels)",
+                ("pixel_distances",))(lambda d: pair_stats(d)[1])
+register_metric("feature_min", "min pairwise RMS distance in the diversity feature layer",
+                ("feature_distances",))(lambda d: pair_stats(d)[0])
+register_metric("feature_mean", "mean pairwise RMS distance in the diversity feature layer",
+                ("feature_distances",))(lambda d: pair_stats(d)[1])
+register_metric("participation_ratio", "effective dimensionality of the diverse set, "
+                "1 (identical) .. N", ("images", "mean_rgb"))(participation_ratio)
+register_metric("shift_index", "mean response over all shifts of the optimised texture / "
+                "single-image maximum", ("shift_responses", "max_activation"))(
+    lambda responses, peak: ratio(np.asarray(responses, np.float64).mean(axis=(1, 2)), peak))
+register_metric("max_over_p99", "single-image maximum / natural_p99",
+                ("max_activation", "natural_p99"))(ratio)
+register_metric("reference_pixel_min", "min pairwise RMS pixel distance of N natural patches of "
+                "equal size and norm", ("reference_pixel_distances",))(lambda d: pair_stats(d)[0])
+register_metric("reference_pixel_mean", "mean pairwise RMS pixel distance of N natural patches "
+                "of equal size and norm", ("reference_pixel_distances",))(
+    lambda d: pair_stats(d)[1])
+register_metric("reference_feature_min", "min pairwise feature distance of the N natural patches",
+                ("reference_feature_distances",))(lambda d: pair_stats(d)[0])
+register_metric("reference_feature_mean", "mean pairwise feature distance of the N natural "
+                "patches", ("reference_feature_distances",))(lambda d: pair_stats(d)[1])
+register_metric("natural_p99", "99th percentile of the unit's responses to natural-image "
+                "patches", ("natural_p99",))(_same)
+register_metric("shift_sigma", "the learnt mask radius sigma of the shift test (px)",
+                ("shift_sigma",))(_same)
+register_metric("shift_steps", "optimiser steps the shift test took (early stopping)",
+                ("shift_steps",))(_same)
+register_metric("variance_map", "per-pixel variance across the diverse set (mean over colour)",
+                ("images",), scalar=False)(variance_map)
+register_metric("diverse_over_p99", "activation of each diverse image / natural_p99",
+                ("activations", "natural_p99"), scalar=False)(ratio)
+register_metric("shift_texture", "the shift test's texture (RGB grey levels)",
+                ("shift_texture",), scalar=False)(_same)
+register_metric("shift_responses", "the unit's response at every offset of the shift test",
+                ("shift_responses",), scalar=False)(_same)
+register_metric("natural_top_patches", "the natural patches that drive the unit most (RGB grey "
+                "levels)", ("natural_top_patches",), scalar=False)(_same)
+register_metric("natural_top_activations", "the unit's responses to those patches",
+                ("natural_top_activations",), scalar=False)(_same)

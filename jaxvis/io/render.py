@@ -20,20 +20,25 @@ show flat grey; the percentiles keep a few extreme pixels from setting the range
 Small canvases (3 px at VGG conv1_1, 10 px at conv2_1) are enlarged by an integer factor with
 nearest-neighbour sampling, so every pixel is a visible square: by default the smallest factor
 that makes a tile at least ``MIN_TILE`` px. Text uses PIL's built-in default font, no font files.
-Every PNG is written to a temporary name and renamed, so a killed render leaves no half picture.
+The pictures are written all or nothing (:func:`jaxvis.io.atomic.write_all`): each PNG to a
+temporary name as it is drawn, renamed only when every one is complete, so an error or a killed
+render leaves the folder as it was.
+
+The report uses the same building blocks for its image files: :func:`to_display`, :func:`heat` (a
+viridis heat map) and :func:`png_tile` (a tile enlarged or shrunk to about a target size).
 """
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from jaxvis.errors import JaxvisError
+from jaxvis.io.atomic import write_all
 from jaxvis.io.results import file_stem, open_results, unknown_layer
 
 MIN_TILE = 64
@@ -64,6 +69,53 @@ def to_display(pixels: np.ndarray) -> np.ndarray:
 def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     """``[H, W, 3]`` -> ``[H * scale, W * scale, 3]``, nearest neighbour (every pixel a square)."""
     return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def png_tile(pixels: np.ndarray, target: int) -> tuple[bytes, int, int]:
+    """uint8 ``[H, W, 3]`` or ``[H, W]`` as (PNG bytes, width, height), about ``target`` px on
+    its longer side.
+
+    Smaller images are enlarged by an integer factor with nearest-neighbour sampling (every pixel
+    a square); larger ones are shrunk to fit ``target`` (box filter).
+    """
+    from PIL import Image
+
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    image = Image.fromarray(pixels)
+    side = max(height, width, 1)
+    if side < target:
+        k = max(1, target // side)
+        if k > 1:
+            image = image.resize((width * k, height * k), Image.NEAREST)
+    elif side > target * 1.5:
+        k = target / side
+        image = image.resize((max(1, round(width * k)), max(1, round(height * k))), Image.BOX)
+    return _encode(image), image.width, image.height
+
+
+def _encode(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# viridis at 9 points; linear interpolation in between
+_VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+                     [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]], np.float64)
+
+
+def heat(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """A 2-D array as a viridis heat map over its finite range: (uint8 ``[H, W, 3]``, lo, hi)."""
+    x = np.asarray(values, np.float64)
+    finite = x[np.isfinite(x)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    t = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    i = np.minimum(np.floor(t).astype(int), len(_VIRIDIS) - 2)
+    f = (t - i)[..., None]
+    rgb = _VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), lo, hi
 
 
 def default_scale(height: int, width: int) -> int:
@@ -138,19 +190,6 @@ def _fraction(value: float, maximum: float) -> str:
 def _centred_text(draw, font, x: int, width: int, y: int, text: str) -> None:
     text_w, _ = _text_size(font, text)
     draw.text((x + (width - text_w) // 2, y), text, fill=INK, font=font)
-
-
-def _save_png(image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise JaxvisError(f"cannot write picture {path}: {err}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _units_page(layer: str, page: int, pages: int, units, images, activations, max_image,
@@ -243,31 +282,47 @@ def render(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise JaxvisError(f"cannot write pictures to {out_dir}: {err}") from None
-        for name in chosen:
-            written += _render_layer(name, f["layers"][name], out_dir, scale)
+        pictures = (item for name in chosen
+                    for item in _render_layer(name, f["layers"][name], out_dir, scale))
+        try:
+            written = write_all((path, lambda tmp, draw=draw: tmp.write_bytes(_encode(draw())))
+                                for path, draw in _free(pictures))
+        except OSError as err:
+            raise JaxvisError(f"cannot write picture {err.filename or ''}: "
+                              f"{err.strerror or err}") from None
     return written
 
 
-def _render_layer(name: str, group, out_dir: Path, scale: int | None) -> list[Path]:
+def _free(pictures):
+    for path, draw in pictures:  # a folder in the way would only fail at the renames, too late
+        if path.exists() and not path.is_file():
+            raise JaxvisError(f"cannot write picture {path}: something other than a file is in "
+                              "the way")
+        yield path, draw
+
+
+def _render_layer(name: str, group, out_dir: Path, scale: int | None):
+    """(path, draw) per picture of one layer, drawn when asked (one page in memory at a time)."""
     images = group["images"]
     if images.ndim != 5 or images.shape[-1] != 3 or group["max_image"].ndim != 4:
         raise JaxvisError(f"layer {name}: images must be [units, N, H, W, 3] and max_image "
                           f"[units, H, W, 3], not {images.shape} and {group['max_image'].shape}")
     count, _, height, width = images.shape[:4]
     if count == 0:
-        return []
+        return
     scale = scale or default_scale(height, width)
     units = np.asarray(group["unit"][()])
     stem = file_stem(name)
     pages = math.ceil(count / ROWS_PER_PAGE)
-    written = []
-    for page in range(1, pages + 1):
+
+    def page_sheet(page: int):
         rows = slice((page - 1) * ROWS_PER_PAGE, min(count, page * ROWS_PER_PAGE))
-        sheet = _units_page(name, page, pages, units[rows], images[rows],
-                            np.asarray(group["activations"][rows], np.float64),
-                            group["max_image"][rows],
-                            np.asarray(group["max_activation"][rows], np.float64), scale)
+        return _units_page(name, page, pages, units[rows], images[rows],
+                           np.asarray(group["activations"][rows], np.float64),
+                           group["max_image"][rows],
+                           np.asarray(group["max_activation"][rows], np.float64), scale)
+
+    for page in range(1, pages + 1):
         suffix = "" if page == 1 else f"_p{page}"
-        written.append(_save_png(sheet, out_dir / f"{stem}_units{suffix}.png"))
-    written.append(_save_png(_contact_sheet(name, group, scale), out_dir / f"{stem}_contact.png"))
-    return written
+        yield out_dir / f"{stem}_units{suffix}.png", lambda page=page: page_sheet(page)
+    yield out_dir / f"{stem}_contact.png", lambda: _contact_sheet(name, group, scale)

@@ -118,3 +118,19 @@ def test_render_errors(results, tmp_path):
     with pytest.raises(JaxvisError, match="cannot write pictures to"):
         render(results, blocker / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_render_is_all_or_nothing(results, tmp_path):
+    """An error at the last picture leaves what was there before: no new, no half, no temps."""
+    out_dir = tmp_path / "p"
+    out_dir.mkdir()
+    (out_dir / "conv1_1_units.png").write_bytes(b"an older picture")
+    (out_dir / "layer1.0_contact.png").mkdir()  # the last picture cannot be renamed into place
+    with pytest.raises(JaxvisError, match="cannot write picture .*layer1.0_contact.png"):
+        render(results, out_dir)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["conv1_1_units.png", "layer1.0_contact.png"]
+    assert (out_dir / "conv1_1_units.png").read_bytes() == b"an older picture"
+    (out_dir / "layer1.0_contact.png").rmdir()
+    assert len(render(results, out_dir)) == 4  # and once the way is free, all of them
+    with Image.open(out_dir / "conv1_1_units.png") as image:
+        assert image.size[0] > 0

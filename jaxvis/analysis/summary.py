@@ -1,0 +1,193 @@
+"""What a results file says about a layer, summarised: its scalar metrics, their quartiles, the
+layers in catalogue order, the model's name. Read by the report and by ``jaxvis compare``.
+
+Metrics come from the ``metrics`` group ``jaxvis analyze`` adds. Those the sweep itself
+determines (:data:`SWEEP_INPUTS`: activation fractions, pairwise distances of the diverse set)
+are computed on the fly through the metrics table (:mod:`jaxvis.analysis.metrics`) where the
+group lacks them, so a freshly swept file is summarised too. Only these small datasets are read
+whole; images stay on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+
+from jaxvis.analysis import metrics as M
+from jaxvis.io.results import METRICS
+
+# sweep datasets read whole to compute metrics on the fly: per unit a few numbers, no images
+SWEEP_INPUTS = ("activations", "max_activation", "pixel_distances", "feature_distances")
+# sweep datasets shown beside the metrics, with what they are
+SWEEP_COLUMNS = {"max_activation": "activation of the single-image maximum",
+                 "steps": "optimiser steps of the diverse set"}
+
+
+def sweep_inputs(group) -> dict[str, np.ndarray]:
+    """The :data:`SWEEP_INPUTS` of a layer group that are there and well-shaped; a malformed
+    one is left out (the metrics that need it are then missing, not wrong)."""
+    out = {}
+    count = len(group["unit"]) if "unit" in group else None
+    for name in SWEEP_INPUTS:
+        if name not in group:
+            continue
+        value = np.asarray(group[name][()])
+        if value.dtype.kind not in "biuf" or (count is not None and value.shape[:1] != (count,)):
+            continue
+        out[name] = value.astype(np.float64)
+    acts, peak = out.get("activations"), out.get("max_activation")
+    if acts is not None and (acts.ndim != 2 or acts.shape[1] == 0):
+        del out["activations"]
+    if peak is not None and (peak.ndim != 1 or (acts is not None and peak.shape != acts.shape[:1])):
+        del out["max_activation"]
+    for name in ("pixel_distances", "feature_distances"):
+        d = out.get(name)
+        if d is not None and (d.ndim != 3 or d.shape[1] != d.shape[2] or d.shape[1] < 2):
+            del out[name]
+    return out
+
+
+def stored_scalars(group) -> dict[str, np.ndarray]:
+    """The numeric datasets of one value per unit (``[U]``) in the group's ``metrics`` group."""
+    if METRICS not in group:
+        return {}
+    count = len(group["unit"]) if "unit" in group else None
+    out = {}
+    for name, item in group[METRICS].items():
+        if not hasattr(item, "dtype") or item.dtype.kind not in "biuf" or item.ndim != 1:
+            continue
+        if count is not None and item.shape[0] != count:
+            continue
+        out[name] = np.asarray(item[()], np.float64)
+    return out
+
+
+def layer_scalars(group) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All scalar metrics of a layer group: ({name: [U] float64}, {name: "metrics" or "sweep"}),
+    in table order. Every ``[U]`` numeric dataset of the metrics group counts; the scalar metrics
+    the sweep determines fill in what the group lacks."""
+    scalars = stored_scalars(group)
+    sources = {name: "metrics" for name in scalars}
+    derived = M.evaluate(sweep_inputs(group), names=[n for n in M.scalar_names(M.REGISTRY)
+                                        if n not in scalars])
+    for name, values in derived.items():
+        scalars[name] = np.asarray(values, np.float64)
+        sources[name] = "sweep"
+    order = M.order(scalars)
+    return {n: scalars[n] for n in order}, {n: sources[n] for n in order}
+
+
+def activation_fractions(group) -> np.ndarray | None:
+    """``[U, N]``: the stored ``activation_fraction``, else computed from the sweep; None
+    without activations."""
+    inputs = sweep_inputs(group)
+    if METRICS in group and "activation_fraction" in group[METRICS] and "activations" in inputs:
+        stored = np.asarray(group[METRICS]["activation_fraction"][()], np.float64)
+        if stored.shape == inputs["activations"].shape:
+            return stored
+    return M.evaluate(inputs, names=["activation_fraction"]).get("activation_fraction")
+
+
+def definitions(group) -> dict[str, str]:
+    """What each metric and sweep column of a layer is: the table's definitions, overridden by
+    those the analysis stored next to its values (they describe what was computed then)."""
+    stored = {}
+    if METRICS in group:
+        try:
+            found = json.loads(group[METRICS].attrs.get("definitions", "{}"))
+        except (TypeError, ValueError):
+            found = {}
+        stored = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    return {**SWEEP_COLUMNS, **M.definitions(M.REGISTRY), **stored}
+
+
+def analysis_config(group) -> dict | None:
+    """The settings of the analysis that wrote the layer's metrics group (None: not analysed,
+    or not recorded)."""
+    if METRICS not in group:
+        return None
+    try:
+        config = json.loads(group[METRICS].attrs.get("config", "null"))
+    except (TypeError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def layer_meta(group) -> dict:
+    """A layer's metadata (empty where it is missing or damaged: a summary then shows less)."""
+    try:
+        meta = json.loads(group.attrs["meta"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def quartiles(values) -> tuple[int, float, float, float]:
+    """(number of finite values, first quartile, median, third quartile); NaN when none."""
+    if values is None:
+        return 0, math.nan, math.nan, math.nan
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0, math.nan, math.nan, math.nan
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return int(v.size), float(q1), float(med), float(q3)
+
+
+def _natural(name: str):
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+def layer_order(names, config: dict, rfs: dict) -> list[str]:
+    """Layers in catalogue order: HDF5 lists groups alphabetically (``blocks.10`` before
+    ``blocks.2``), so use the sweep config's ``layers`` list, then receptive field (``rfs``),
+    then natural name order for anything it does not list."""
+    names = list(names)
+    listed = config.get("layers") if isinstance(config, dict) else None
+    listed = [n for n in listed if n in names] if isinstance(listed, list) else []
+    listed = list(dict.fromkeys(listed))
+    rest = sorted((n for n in names if n not in listed),
+                  key=lambda n: (rfs.get(n) is None, rfs.get(n) or 0, _natural(n)))
+    return listed + rest
+
+
+def model_name(config: dict) -> str:
+    """``weights (model)`` from a sweep config, e.g. ``vgg19-normalized (vgg19)``."""
+    config = config if isinstance(config, dict) else {}
+    weights = config.get("weights")
+    model = config.get("model")
+    model = model.get("name") if isinstance(model, dict) else model
+    if weights and model and str(weights) != str(model):
+        return f"{weights} ({model})"
+    return str(weights or model or "unknown model")
+
+
+def sweep_line(layer: str, arrays: dict) -> str:
+    """One line about a swept layer (the CLI's): units, median activation fraction of all diverse
+    images, mean pairwise pixel distance."""
+    m = M.evaluate(arrays, names=["activation_fraction", "pixel_mean"])
+    frac = m.get("activation_fraction")
+    pixel = m.get("pixel_mean")
+    return (f"{layer}: {len(arrays['unit'])} units, median activation of the diverse images "
+            f"{_nanstat(np.nanmedian, frac):.2f} x the maximum, mean pairwise pixel distance "
+            f"{_nanstat(np.nanmean, pixel):.1f}")
+
+
+def analysis_line(layer: str, values: dict) -> str:
+    """One line about an analysed layer (the CLI's): median activation fraction, participation
+    ratio and, with the shift test, the share of shift-invariant units (index > 0.9)."""
+    shift = values.get("shift_index")
+    text = (f"{layer}: median activation fraction {_nanstat(np.nanmedian, values.get('fraction_median')):.2f}, "
+            f"participation ratio {_nanstat(np.nanmedian, values.get('participation_ratio')):.2f}")
+    if shift is not None:
+        text += (f", shift index > 0.9: {np.mean(np.asarray(shift) > 0.9):.0%} "
+                 f"(median {_nanstat(np.nanmedian, shift):.2f})")
+    return text
+
+
+def _nanstat(stat, values) -> float:
+    v = np.asarray(values if values is not None else [], np.float64)
+    return float(stat(v)) if np.isfinite(v).any() else math.nan

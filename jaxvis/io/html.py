@@ -1,0 +1,105 @@
+"""Small HTML helpers for jaxvis's static pages: escaping, number formatting, the page shell
+(one stylesheet, optional inline script) and the crash-safe writing of pages with their files.
+
+Pages work from ``file://`` with nothing fetched from anywhere: the style and scripts are inline,
+images are files next to the page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import math
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from jaxvis.errors import JaxvisError
+from jaxvis.io.atomic import write_all
+
+
+def esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def fmt(value) -> str:
+    """A number for tables: 3 significant digits, integers as they are, NaN as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        return "–"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.2e}"
+    return f"{value:.3g}"
+
+
+CSS = """
+body{font-family:sans-serif;font-size:14px;margin:16px 24px;color:#222;max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px}h3{font-size:15px;margin:4px 0}
+table{border-collapse:collapse;margin:8px 0}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;vertical-align:middle}
+th{background:#f0f0f0}td.l,th.l{text-align:left}
+table.units th.sortable{cursor:pointer;user-select:none;white-space:nowrap}
+table.units th.sortable:hover{background:#dde}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+img{image-rendering:pixelated;image-rendering:crisp-edges;vertical-align:middle}
+td.imgs{white-space:nowrap;text-align:left}td.imgs img{margin-right:2px}
+.plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.unit-detail{border-top:1px solid #bbb;padding:8px 0 12px 0}
+.unit-detail:target{background:#fff8d8;outline:2px solid #e0c040}
+.tiles{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0}
+figure{margin:0;text-align:center;font-size:12px}figcaption{color:#444}
+.note{color:#666}.kv{color:#333;font-size:13px}
+.warn{color:#8a3b00;background:#fff3e0;border-left:3px solid #e08000;padding:4px 8px}
+"""
+
+def html_page(title: str, body: str, *, script: str = "") -> str:
+    js = f"<script>{script}</script>" if script else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="icon" href="data:,">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head>\n"
+            f"<body>\n{body}\n{js}</body></html>\n")
+
+
+def write_files(files: Iterable[tuple[Path, str | bytes]]) -> list[Path]:
+    """Write pages (``str``, UTF-8) and images (``bytes``) all or nothing; returns the paths.
+
+    ``files`` may be a generator: each file goes to a temporary sibling as it comes, and the
+    renames follow only once the last one is complete (:func:`jaxvis.io.atomic.write_all`), so an
+    error (disk full, no permission, a bug while building a page) leaves every file as it was.
+    Folders are created as needed and removed again on error if they were new.
+    """
+    created: list[Path] = []
+    current: list[Path] = []
+
+    def prepared():
+        for path, content in files:
+            path = Path(path)
+            current[:] = [path]
+            if path.exists() and not path.is_file():  # a rename onto it would fail late
+                raise JaxvisError(f"cannot write {path}: something other than a file is in the way")
+            missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                created.append(folder)
+            if isinstance(content, str):
+                yield path, lambda tmp, text=content: tmp.write_text(text, encoding="utf-8")
+            else:
+                yield path, lambda tmp, data=content: tmp.write_bytes(data)
+
+    try:
+        try:
+            return write_all(prepared())
+        except OSError as err:
+            failed = err.filename or (current[0] if current else "")
+            raise JaxvisError(f"cannot write {failed}: {err.strerror or err}") from None
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: what was there before stays
+        raise

@@ -1,0 +1,188 @@
+"""Inline SVG plots for jaxvis's pages, drawn here (no plotting library, no assets): histograms
+over shared bins, scatter plots with clickable points, lines over categorical positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from jaxvis.io.html import esc, fmt
+
+BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, count)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks, t = [], first
+    while t <= hi + step * 1e-9:
+        ticks.append(0.0 if abs(t) < step * 1e-9 else t)
+        t += step
+    return ticks
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 1e-12 * max(1.0, abs(hi)):
+        pad = 0.5 if hi == 0 else abs(hi) * 0.1
+        return lo - pad, hi + pad
+    return lo, hi
+
+
+def _padded(values, share: float = 0.04) -> tuple[float, float]:
+    lo, hi = _range(values)
+    pad = (hi - lo) * share
+    return lo - pad, hi + pad
+
+
+class _Axes:
+    """A plot area in an SVG of ``width`` x ``height``: data -> pixel transforms and the axes."""
+
+    def __init__(self, width, height, xlim, ylim, left=56, right=12, top=26, bottom=42):
+        self.w, self.h = width, height
+        self.x0, self.x1 = left, width - right
+        self.y0, self.y1 = height - bottom, top
+        self.xlim, self.ylim = xlim, ylim
+
+    def x(self, v):
+        lo, hi = self.xlim
+        return self.x0 + (v - lo) / (hi - lo) * (self.x1 - self.x0)
+
+    def y(self, v):
+        lo, hi = self.ylim
+        return self.y0 - (v - lo) / (hi - lo) * (self.y0 - self.y1)
+
+    def frame(self, title, xlabel, ylabel, xticks=True) -> list[str]:
+        parts = [f'<rect x="{self.x0}" y="{self.y1}" width="{self.x1 - self.x0}" '
+                 f'height="{self.y0 - self.y1}" fill="none" stroke="#444"/>']
+        if xticks:
+            for t in _nice_ticks(*self.xlim):
+                px = self.x(t)
+                parts.append(f'<line x1="{px:.1f}" y1="{self.y0}" x2="{px:.1f}" y2="{self.y0 + 4}" '
+                             'stroke="#444"/>'
+                             f'<text x="{px:.1f}" y="{self.y0 + 15}" text-anchor="middle">'
+                             f'{esc(fmt(t))}</text>')
+        for t in _nice_ticks(*self.ylim):
+            py = self.y(t)
+            parts.append(f'<line x1="{self.x0 - 4}" y1="{py:.1f}" x2="{self.x0}" y2="{py:.1f}" '
+                         'stroke="#444"/>'
+                         f'<text x="{self.x0 - 6}" y="{py + 4:.1f}" text-anchor="end">'
+                         f'{esc(fmt(t))}</text>')
+        parts.append(f'<text x="{(self.x0 + self.x1) / 2:.1f}" y="{self.h - 6}" '
+                     f'text-anchor="middle">{esc(xlabel)}</text>')
+        parts.append(f'<text x="12" y="{(self.y0 + self.y1) / 2:.1f}" text-anchor="middle" '
+                     f'transform="rotate(-90 12 {(self.y0 + self.y1) / 2:.1f})">{esc(ylabel)}</text>')
+        parts.append(f'<text x="{self.x0}" y="16" font-weight="bold">{esc(title)}</text>')
+        return parts
+
+
+def _svg(width, height, parts, label) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{esc(label)}" font-family="sans-serif" font-size="11">'
+            + "".join(parts) + "</svg>")
+
+
+def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int = 420,
+                  height: int = 260, share: bool = False) -> str:
+    """Histogram(s) over shared bins: ``series`` = [(label, values, colour), ...].
+
+    ``share``: bar heights are the share of each series' units (for series of different sizes)
+    instead of counts.
+    Several series are drawn as outlined, semi-transparent bars over the same bins, each with its
+    median as a dashed line; non-finite values are left out and counted in the legend.
+    """
+    cleaned = []
+    for label, values, colour in series:
+        v = np.asarray(values, np.float64).ravel()
+        cleaned.append((label, v[np.isfinite(v)], int((~np.isfinite(v)).sum()), colour))
+    every = np.concatenate([v for _, v, _, _ in cleaned]) if cleaned else np.zeros(0)
+    lo, hi = _range(every)
+    edges = np.linspace(lo, hi, bins + 1)
+    counts = [np.histogram(v, edges)[0] for _, v, _, _ in cleaned]
+    if share:
+        counts = [c / max(1, c.sum()) for c in counts]
+    top = max([float(c.max()) for c in counts if c.size] + [1e-9 if share else 1])
+    legend_h = 13 * len(cleaned)
+    ax = _Axes(width, height + legend_h, (lo, hi), (0, top * 1.08), top=26 + legend_h)
+    parts = ax.frame(title, xlabel, "share of units" if share else "units")
+    for (label, v, _, colour), c in zip(cleaned, counts):
+        for k, n in enumerate(c):
+            if n == 0:
+                continue
+            x0, x1, y = ax.x(edges[k]), ax.x(edges[k + 1]), ax.y(n)
+            parts.append(f'<rect x="{x0:.1f}" y="{y:.1f}" width="{max(0.5, x1 - x0):.1f}" '
+                         f'height="{ax.y0 - y:.1f}" fill="{colour}" fill-opacity="0.45" '
+                         f'stroke="{colour}"><title>{esc(label)}: {fmt(n)} in '
+                         f'[{fmt(edges[k])}, {fmt(edges[k + 1])})</title></rect>')
+        if v.size:
+            m = ax.x(float(np.median(v)))
+            parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" '
+                         f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.5"/>')
+    for k, (label, v, bad, colour) in enumerate(cleaned):
+        y = 30 + 13 * k
+        note = f"{label}: n={v.size}" + (f", median {fmt(np.median(v))} (dashed)" if v.size
+                                         else "") + (f", {bad} not finite" if bad else "")
+        parts.append(f'<rect x="{ax.x0}" y="{y - 8}" width="9" height="9" fill="{colour}" '
+                     f'fill-opacity="0.6"/><text x="{ax.x0 + 13}" y="{y}">{esc(note)}</text>')
+    return _svg(width, height + legend_h, parts, title)
+
+
+def svg_scatter(x, y, title: str, xlabel: str, ylabel: str, *, labels=None, links=None,
+                width: int = 420, height: int = 300, colour: str = BLUE) -> str:
+    """A scatter plot; ``labels`` become tooltips, ``links`` (hrefs) make the points clickable."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    ax = _Axes(width, height, _padded(x[ok]), _padded(y[ok]))
+    parts = ax.frame(title, xlabel, ylabel)
+    for i in np.flatnonzero(ok):
+        tip = f"<title>{esc(labels[i])}: {fmt(x[i])}, {fmt(y[i])}</title>" if labels is not None \
+            else ""
+        dot = (f'<circle cx="{ax.x(x[i]):.1f}" cy="{ax.y(y[i]):.1f}" r="3.5" fill="{colour}" '
+               f'fill-opacity="0.6">{tip}</circle>')
+        parts.append(f'<a href="{esc(links[i])}">{dot}</a>' if links is not None else dot)
+    if (~ok).any():
+        parts.append(f'<text x="{ax.x1}" y="{ax.y1 + 12}" text-anchor="end" fill="{GREY}">'
+                     f'{int((~ok).sum())} units without both values</text>')
+    return _svg(width, height, parts, title)
+
+
+def svg_lines(names, series, title: str, ylabel: str, *, width: int = 420,
+              height: int = 260) -> str:
+    """One line per series over categorical x positions ``names`` (e.g. layers in order).
+
+    ``series``: [(label, values, colour)]; NaN values break nothing, they are just not drawn.
+    """
+    count = len(names)
+    every = np.concatenate([np.asarray(v, np.float64) for _, v, _ in series]) if series else []
+    ax = _Axes(width, height, (-0.5, count - 0.5), _padded(every, 0.08), bottom=64)
+    parts = ax.frame(title, "", ylabel, xticks=False)
+    for i, name in enumerate(names):
+        px = ax.x(i)
+        parts.append(f'<text x="{px:.1f}" y="{ax.y0 + 10}" text-anchor="end" '
+                     f'transform="rotate(-40 {px:.1f} {ax.y0 + 10})">{esc(name)}</text>')
+    for k, (label, values, colour) in enumerate(series):
+        values = np.asarray(values, np.float64)
+        points = [(ax.x(i), ax.y(v)) for i, v in enumerate(values) if np.isfinite(v)]
+        if len(points) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
+                         'stroke-width="1.5"/>')
+        for (px, py), v in zip(points, values[np.isfinite(values)]):
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
+                         f'<title>{esc(label)}: {fmt(v)}</title></circle>')
+        if len(series) > 1:
+            y = ax.y1 + 12 + 13 * k
+            parts.append(f'<rect x="{ax.x0 + 6}" y="{y - 8}" width="9" height="9" '
+                         f'fill="{colour}"/><text x="{ax.x0 + 19}" y="{y}">{esc(label)}</text>')
+    return _svg(width, height, parts, title)
