@@ -234,6 +234,23 @@ def _parse_pid(pid: Any) -> tuple[_Kind, str, int, Any]:
     return pid[1], key, pid[4], pid[5] if len(pid) == 6 else None
 
 
+# A member may expand at most this much (torch itself stores members uncompressed); real data that
+# compresses better than 100:1 is all-zero padding, and below 16 MiB a bomb cannot hurt.
+_MAX_RATIO, _BOMB_FLOOR = 100, 1 << 24
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, name: str) -> bytes:
+    """A member's bytes, after checking its declared sizes against the archive (``size`` bytes)."""
+    if info.header_offset + info.compress_size > size:
+        raise WeightFileError(f"{name} is truncated: member {info.filename} needs "
+                              f"{info.compress_size} bytes at offset {info.header_offset} of {size}")
+    if info.file_size > max(_BOMB_FLOOR, _MAX_RATIO * info.compress_size):
+        # zipfile stops expanding at the declared size, so the declared size is what to bound
+        raise WeightFileError(f"refusing to load {name}: member {info.filename} would expand "
+                              f"{info.compress_size} bytes to {info.file_size} (a compression bomb)")
+    return archive.read(info)
+
+
 def _load_zip(raw: bytes, name: str) -> Any:
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
@@ -247,7 +264,8 @@ def _load_zip(raw: bytes, name: str) -> Any:
     prefix = pickles[0][: -len("data.pkl")]
     byteorder = "<"
     if f"{prefix}byteorder" in archive.namelist():
-        order = archive.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
+        order = _read_member(archive, archive.getinfo(f"{prefix}byteorder"), len(raw), name)
+        order = order.decode("ascii", "replace").strip()
         if order not in ("little", "big"):
             raise _Corrupt(f"byteorder is {order!r}, expected 'little' or 'big'")
         byteorder = "<" if order == "little" else ">"
@@ -264,10 +282,14 @@ def _load_zip(raw: bytes, name: str) -> Any:
             if info.file_size < need:
                 raise WeightFileError(f"{name} is truncated: storage {key!r} needs {need} "
                                       f"bytes, {info.file_size} stored")
-            blobs[key] = np.frombuffer(archive.read(info), np.uint8)
+            if info.file_size > need:  # the pickle's element count bounds what is read, not the member
+                raise _Corrupt(f"storage {key!r} holds {info.file_size} bytes, but the tensor "
+                               f"metadata declares {numel} {kind.name} elements ({need} bytes)")
+            blobs[key] = np.frombuffer(_read_member(archive, info, len(raw), name), np.uint8)
         return _Storage(blobs[key], kind, byteorder)
 
-    return _Unpickler(io.BytesIO(archive.read(pickles[0])), name, storage_for).load()
+    data = _read_member(archive, archive.getinfo(pickles[0]), len(raw), name)
+    return _Unpickler(io.BytesIO(data), name, storage_for).load()
 
 
 def _load_legacy(raw: bytes, name: str) -> Any:

@@ -270,3 +270,140 @@ def test_big_endian_zip(tmp_path):
     loaded = load_pth(path)["w"]
     assert loaded.dtype == np.float32 and loaded.dtype.isnative
     np.testing.assert_array_equal(loaded, np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+# --- one hand-built hostile file per guard of the reader ------------------------------------------
+# Each is refused with one line and before anything large is allocated (tracemalloc's peak covers
+# the file itself, numpy and zlib); removing the guard makes its test fail.
+
+def _pid(storage_type, key, numel, view=b""):
+    """BINPERSID of ``('storage', torch.<storage_type>, key, 'cpu', numel[, view])``."""
+    return _tuple(_py2_str("storage"), _global("torch", storage_type), _py2_str(key), _py2_str("cpu"),
+                  _int(numel), view) + b"Q"
+
+
+def _v2(storage, offset, size, stride):
+    """``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())``."""
+    hooks = _global("collections", "OrderedDict") + b")R"
+    return (_global("torch._utils", "_rebuild_tensor_v2") +
+            _tuple(storage, _int(offset), _tuple(*map(_int, size)), _tuple(*map(_int, stride)), b"\x89", hooks)
+            + b"R")
+
+
+def _state(**values):
+    """A protocol-2 pickle of ``{key: value opcodes}``."""
+    return b"\x80\x02}(" + b"".join(_py2_str(k) + v for k, v in values.items()) + b"u."
+
+
+def _zip(path, pickled, storages, compress=zipfile.ZIP_STORED, pickle_compress=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled, compress_type=pickle_compress)
+        for key, data in storages.items():
+            archive.writestr(f"archive/data/{key}", data, compress_type=compress)
+    return path
+
+
+def _legacy(path, pickled, storages):
+    """A legacy file: header pickles, ``pickled``, the key list, then per key (count, bytes)."""
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (MAGIC, 1001, {"little_endian": True}))
+    keys = b"\x80\x02](" + b"".join(_py2_str(k) for k in storages) + b"e."
+    body = b"".join(struct.pack("<q", count) + data for count, data in storages.values())
+    path.write_bytes(header + pickled + keys + body)
+    return path
+
+
+def _refused(path, match):
+    """Assert ``load_pth(path)`` is refused in one line; the peak memory it traced, in bytes."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightFileError, match=match) as err:
+            load_pth(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    _assert_one_line(err)
+    return peak
+
+
+def _four_floats():
+    return np.arange(4, dtype="<f4").tobytes()
+
+
+def test_guard_sound_file_loads(tmp_path):
+    """The helpers write files the reader accepts: the refusals below are the guards' doing."""
+    zipped = _zip(tmp_path / "ok.pth", _state(w=_v2(_pid("FloatStorage", "0", 4), 1, (3,), (1,))),
+                  {"0": _four_floats()})
+    np.testing.assert_array_equal(load_pth(zipped)["w"], [1, 2, 3])
+    legacy = _legacy(tmp_path / "ok_legacy.pth",
+                     _state(w=_v2(_pid("FloatStorage", "0", 4, _tuple(_py2_str("v"), _int(1), _int(2))),
+                                  0, (2,), (1,))), {"0": (4, _four_floats())})
+    np.testing.assert_array_equal(load_pth(legacy)["w"], [1, 2])  # a legacy storage view
+
+
+def test_guard_stride_zero_memory_bomb(tmp_path):
+    # 16 stored bytes viewed as 2**27 elements with stride 0: a 128 MiB copy without the guard.
+    path = _zip(tmp_path / "m.pth", _state(w=_v2(_pid("ByteStorage", "0", 16), 0, (1 << 27,), (0,))),
+                {"0": bytes(16)})
+    assert _refused(path, r"size \(134217728,\) expands a storage of 16 elements") < 4 << 20
+
+
+def test_guard_legacy_view_bounds(tmp_path):
+    # a pre-1.0 storage view (view key, offset 2, 10 elements) of a 4-element storage
+    view = _tuple(_py2_str("v"), _int(2), _int(10))
+    path = _legacy(tmp_path / "m.pth", _state(w=_v2(_pid("FloatStorage", "0", 4, view), 0, (2,), (1,))),
+                   {"0": (4, _four_floats())})
+    _refused(path, r"storage view \('v', 2, 10\) overruns storage '0'")
+
+
+def test_guard_codecs_encode_only_latin1(tmp_path):
+    # protocol 2 spells bytes as _codecs.encode(text, 'latin1'); any other codec is refused
+    call = _global("_codecs", "encode") + _tuple(_py2_str("abc"), _py2_str("utf-16")) + b"R"
+    _refused(_zip(tmp_path / "m.pth", _state(w=call), {}), r"_codecs.encode with 'utf-16'")
+
+
+def test_guard_object_dtype_numpy_scalar(tmp_path):
+    # numpy.core.multiarray.scalar(numpy.dtype('O'), <8 bytes>): an object pointer from the file
+    dtype = _global("numpy", "dtype") + _tuple(_py2_str("O"), b"\x89\x88") + b"R"
+    call = _global("numpy.core.multiarray", "scalar") + _tuple(dtype, b"C\x08" + bytes(8)) + b"R"
+    _refused(_zip(tmp_path / "m.pth", _state(w=call), {}), r"a numpy scalar of dtype dtype\('O'\)")
+
+
+def test_guard_rebuild_tensor_v3_dtype(tmp_path):
+    # v3 names its dtype; None (or anything not a torch.<dtype>) is refused, not guessed
+    hooks = _global("collections", "OrderedDict") + b")R"
+    v3 = (_global("torch._utils", "_rebuild_tensor_v3") +
+          _tuple(_pid("FloatStorage", "0", 4), _int(0), _tuple(_int(4)), _tuple(_int(1)), b"\x89", hooks, b"N")
+          + b"R")
+    _refused(_zip(tmp_path / "m.pth", _state(w=v3), {"0": _four_floats()}), "_rebuild_tensor_v3 got dtype None")
+
+
+def test_guard_legacy_element_count(tmp_path):
+    path = _legacy(tmp_path / "m.pth", _state(w=_v2(_pid("FloatStorage", "0", 4), 0, (4,), (1,))),
+                   {"0": (5, _four_floats() + bytes(4))})
+    _refused(path, "storage '0' holds 5 elements, the pickle says 4")
+
+
+def test_guard_zip_storage_bounded_by_tensor_metadata(tmp_path):
+    # the member holds 1 MiB, the pickle declares a storage of 4 floats: not read at all
+    path = _zip(tmp_path / "m.pth", _state(w=_v2(_pid("FloatStorage", "0", 4), 0, (4,), (1,))),
+                {"0": _four_floats() + bytes(1 << 20)})
+    assert _refused(path, r"storage '0' holds 1048592 bytes, but the tensor metadata declares 4 Float "
+                          r"elements \(16 bytes\)") < 3 << 20  # the 1 MiB file, read once
+
+
+@pytest.mark.parametrize("where", ["storage", "pickle"])
+def test_guard_zip_compression_bomb(tmp_path, where):
+    size = 1 << 25  # 32 MiB of zeros deflate to ~32 KiB
+    if where == "storage":
+        path = _zip(tmp_path / "m.pth", _state(w=_v2(_pid("ByteStorage", "0", size), 0, (4,), (1,))),
+                    {"0": bytes(size)}, compress=zipfile.ZIP_DEFLATED)
+    else:  # a pickle of one 32 MiB bytes object (BINBYTES)
+        path = _zip(tmp_path / "m.pth", b"\x80\x03B" + struct.pack("<I", size) + bytes(size) + b".", {},
+                    pickle_compress=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 100_000
+    member = {"storage": "data/0", "pickle": "data.pkl"}[where]
+    peak = _refused(path, rf"refusing to load .*m.pth: member archive/{member} would expand \d+ bytes to "
+                          rf"{size + (8 if where == 'pickle' else 0)} \(a compression bomb\)")
+    assert peak < 4 << 20
