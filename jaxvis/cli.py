@@ -180,18 +180,19 @@ def cmd_render(args) -> None:
 
 def cmd_analyze(args) -> None:
     from jaxvis.analysis.analyze import analyze
+    from jaxvis.io.progress import Progress
 
     photos = _photos(args.images)
-    csv = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
-                  shift_stride=args.shift_stride, photos=photos, top=args.top, seed=args.seed,
-                  layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask)
-    from jaxvis.io.results import read_results
-    for layer, m in read_results(Path(args.results)).metrics.items():
+    done = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
+                   shift_stride=args.shift_stride, photos=photos, top=args.top, seed=args.seed,
+                   layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
+                   progress=Progress())
+    for layer, m in done.metrics.items():
         shift = (f", shift index > 0.9: {np.mean(m['shift_index'] > 0.9):.0%} "
                  f"(median {np.nanmedian(m['shift_index']):.2f})") if "shift_index" in m else ""
-        print(f"{layer}: median activation fraction {np.median(m['fraction_median']):.2f}, "
-              f"participation ratio {np.median(m['participation_ratio']):.2f}{shift}")
-    print(f"metrics added to {args.results}; table: {csv}")
+        print(f"{layer}: median activation fraction {np.nanmedian(m['fraction_median']):.2f}, "
+              f"participation ratio {np.nanmedian(m['participation_ratio']):.2f}{shift}")
+    print(f"metrics added to {args.results}; table: {done.csv}")
 
 
 def cmd_report(args) -> None:

@@ -26,6 +26,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import warnings
 import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -34,15 +35,18 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxvis.analysis.budget import radius as budget_radius
+from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError
 from jaxvis.io.progress import Progress
+from jaxvis.io.results import ResultWriter, read_rows
 from jaxvis.models.geometry import LayerInfo
 from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.keys import unit_key
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.step import Problem
+from jaxvis.param.budget import radius as budget_radius
 from jaxvis.weights import Model, default_photos, load, version, weights_root
 
 DEFAULT_WEIGHTS = "vgg19-normalized"
@@ -103,13 +107,6 @@ def feature_layer(model: Model, target: LayerInfo, objective: Objective) -> str 
     return objective.feature_layer
 
 
-def unit_key(seed: int, layer: str, unit: int, images: int) -> jax.Array:
-    key = jax.random.key(seed)
-    for part in (zlib.crc32(layer.encode()), unit, images):
-        key = jax.random.fold_in(key, part)
-    return key
-
-
 @dataclasses.dataclass(frozen=True)
 class LayerPlan:
     info: LayerInfo
@@ -165,7 +162,7 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
     padded = list(units) + [units[-1]] * (chunk - len(units))  # same shapes: no recompilation
     basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
     directions = basis[padded]
-    out = {"unit": np.asarray(units, np.int64)}
+    out = {"unit": np.asarray(units, np.int64), "direction": directions[: len(units)]}
     for prefix, problem in (("", lp.diverse), ("max_", lp.maximum)):
         keys = jax.numpy.stack([unit_key(seed, lp.info.name, u, problem.n) for u in padded])
         result = optimise(model.network, problem, keys, directions, lp.radius, mesh)
@@ -206,7 +203,9 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     objective, optimizer = _settings(objective, optimizer, settings)
     if compile_cache:
         compilation_cache(cache_folder() if compile_cache is True else Path(compile_cache))
-    mesh = parallel.unit_mesh() if mesh is None else mesh
+    if mesh is None:
+        mesh = parallel.unit_mesh()
+        _warn_single_cpu(mesh)
     processes = parallel.current() if processes is None else processes
     if processes.count > 1 and out is None:
         raise JaxvisError("a multi-process sweep needs out= (the --out file whose parts folder "
@@ -218,22 +217,22 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     model = load(model) if isinstance(model, str) else model
     plans = plan(model, layers, units, objective, optimizer, photos, radius, directions)
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
-    config = {"weights": weights_name, "model": model.meta.get("model"),
-              "weights_meta": {k: v for k, v in model.meta.items() if k != "created"},
-              "layers": [p.info.name for p in plans], "units": {p.info.name: p.units for p in plans},
-              "objective": dataclasses.asdict(objective), "optimizer": dataclasses.asdict(optimizer),
-              "directions": None if directions is None else plans[0].directions.tolist(),
-              "seed": seed, "versions": {"jaxvis": version(), "jax": jax.__version__}}
+    config = SweepConfig(
+        weights=weights_name, model=model.meta.get("model"),
+        weights_meta={k: v for k, v in model.meta.items() if k != "created"},
+        layers=tuple(p.info.name for p in plans), units={p.info.name: tuple(p.units) for p in plans},
+        objective=objective, optimizer=optimizer,
+        directions=None if directions is None else tuple(map(tuple, plans[0].directions.tolist())),
+        seed=seed, versions={"jaxvis": version(), "jax": jax.__version__})
     writer = None
     if out is not None:
-        from jaxvis.io.results import ResultWriter
-        writer = ResultWriter(Path(out), config, overwrite=overwrite)
+        writer = ResultWriter(Path(out), config.to_json(), overwrite=overwrite)
         # up front, so a later `merge` of partial results knows every layer; by one process only
         # (its read-modify-write of layers.json is not safe against concurrent writers)
         if processes.index == 0:
             for lp in plans:
                 writer.write_layer_meta(lp.info.name, lp.meta())
-    results: dict[str, dict[str, list]] = {}
+    computed: dict[str, list[dict]] = {lp.info.name: [] for lp in plans}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as io:  # host writes overlap compute
         pending: list[concurrent.futures.Future] = []
         for lp in largest_first(model, plans):
@@ -248,22 +247,44 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
                 if writer:
                     _raise_failed(pending)
                     pending.append(io.submit(writer.write_chunk, lp.info.name, part))
-                else:
-                    for k, v in part.items():
-                        results.setdefault(lp.info.name, {}).setdefault(k, []).append(v)
+                computed[lp.info.name].append(part)
                 bar.advance(len(part["unit"]), int(part["steps"].sum() + part["max_steps"].sum()))
         concurrent.futures.wait(pending)
         _raise_failed(pending)
     if writer:
-        from jaxvis.io.results import read_results
         # everyone's parts are on disk once all processes passed this point
-        parallel.barrier(f"jaxvis-sweep-done-{_sweep_id(config)}")
+        parallel.barrier(f"jaxvis-sweep-done-{_sweep_id(config.to_json())}")
         if processes.index != 0:
             return {}
         path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
-        return read_results(path).layers
-    return {lp.info.name: {k: np.concatenate(v) for k, v in results[lp.info.name].items()}
-            for lp in plans if lp.info.name in results}
+    return {lp.info.name: _selected(lp, computed[lp.info.name], path if writer else None)
+            for lp in plans}
+
+
+def _selected(lp: LayerPlan, parts: list[dict], path: Path | None) -> dict[str, np.ndarray]:
+    """The layer's results for its selected units, rows sorted by unit: what this run computed,
+    plus (read row by row from the finished file) what earlier runs or other processes did."""
+    have = {int(u) for part in parts for u in part["unit"]}
+    missing = [u for u in lp.units if u not in have]
+    if missing and path is not None:
+        parts = parts + [read_rows(path, lp.info.name, missing)]
+    if not parts:
+        return {}
+    rows = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    order = np.argsort(rows["unit"], kind="stable")
+    return {k: v[order] for k, v in rows.items()}
+
+
+def _warn_single_cpu(mesh: Mesh) -> None:
+    """A library sweep on a multi-core CPU with one jax device leaves cores idle; say how to use
+    them (the CLI does it itself: one device per core)."""
+    cores = os.cpu_count() or 1
+    if mesh.size == 1 and mesh.devices.flat[0].platform == "cpu" and cores > 1 \
+            and not getattr(_warn_single_cpu, "said", False):
+        _warn_single_cpu.said = True
+        warnings.warn(f"sweeping on one CPU device of {cores} cores; call jaxvis.cpu_devices() before "
+                      "the first jax computation to spread units over one device per core "
+                      "(as `jaxvis sweep` does)", stacklevel=3)
 
 
 def largest_first(model: Model, plans: list[LayerPlan]) -> list[LayerPlan]:

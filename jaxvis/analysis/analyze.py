@@ -1,17 +1,18 @@
 """`jaxvis analyze`: invariance metrics, natural-image calibration and the shift test for every unit
 of a finished sweep, stored in the sweep's own HDF5 file and exported as CSV.
 
-The metrics land in ``/layers/<layer>/metrics`` (definitions in the group's attributes). The file is
-never edited in place: the analysis writes a copy (``<file>.tmp``) and renames it over the original
-only when every layer is done, so an interrupted or failed analysis leaves the results untouched.
+The metrics land in ``/layers/<layer>/metrics`` (definitions in the group's attributes), added in
+place once every layer is computed (:func:`jaxvis.io.resultfile.write_metrics`: nothing else in the
+file is touched, the images are not copied, and an error while writing leaves the old metrics as
+they were). Writability is checked before any work, so a read-only folder costs nothing.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import dataclasses
 import os
-import shutil
+import time
 from pathlib import Path
 
 import jax
@@ -20,21 +21,25 @@ import numpy as np
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis.natural import calibrate, random_patches
 from jaxvis.analysis.shift import ShiftProblem, shift_test
+from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError
-from jaxvis.io.results import METRICS, read_results
+from jaxvis.io.atomic import check_writable, write_with
+from jaxvis.io.progress import Progress
+from jaxvis.io.results import read_results, write_metrics
 from jaxvis.objectives.diversity import pairwise_rms
-from jaxvis.sweep import unit_key
+from jaxvis.optimize.config import Optimizer
+from jaxvis.optimize.keys import unit_key
 from jaxvis.weights import Model, default_photos, load
 
 SHIFT_IMAGES_PER_CALL = 4096
 
 
-def model_for(config: dict) -> Model:
+def model_for(config: SweepConfig, path: Path | None = None) -> Model:
     """The network a results file was swept on, rebuilt from its config."""
-    name = config.get("weights")
-    if not name or name == "custom":
-        raise JaxvisError("this results file was swept on a custom model; pass it with model=")
-    return load(name, **(config.get("model") or {}).get("options", {}))
+    if config.custom_model:
+        raise JaxvisError(f"{path or 'this results file'} was swept on a custom network, which the file "
+                          "cannot rebuild; pass it: analyze(path, model=your_model)")
+    return load(config.weights, **(config.model or {}).get("options", {}))
 
 
 def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed: int) -> dict:
@@ -55,9 +60,21 @@ def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ShiftSettings:
+    """How the shift test runs (:mod:`jaxvis.analysis.shift`): offsets every ``stride``, the
+    optimiser (steps, learning rate, early stopping), ``learn_mask``, the keys' ``seed``."""
+
+    stride: int = 1
+    optimizer: Optimizer = Optimizer(steps=300, learning_rate=1.0)
+    learn_mask: bool = False
+    seed: int = 0
+    progress: Progress | None = dataclasses.field(default=None, compare=False)
+
+
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
-                  photos: list[Path], *, shift: bool, shift_steps: int, shift_stride: int,
-                  seed: int, top: int, learn_mask: bool = False) -> dict[str, np.ndarray]:
+                  photos: list[Path], *, shift: ShiftSettings | None, seed: int,
+                  top: int) -> dict[str, np.ndarray]:
     info = model.network.layer(layer)
     units, n = arrays["images"].shape[:2]
     mean = model.convention.mean_rgb255
@@ -70,80 +87,99 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
     p99 = np.where(natural["natural_p99"] > 0, natural["natural_p99"], np.nan)
     out["max_over_p99"] = (arrays["max_activation"] / p99).astype(np.float32)
     out["diverse_over_p99"] = (arrays["activations"] / p99[:, None]).astype(np.float32)
-    if shift:
-        problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention, mean,
-                               stride=shift_stride, steps=shift_steps, learn_mask=learn_mask)
-        keys = jax.numpy.stack([unit_key(seed, f"shift:{layer}", int(u), 1) for u in arrays["unit"]])
-        # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
-        chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
-        tests = [shift_test(model.network, problem, keys[i:i + chunk], directions[i:i + chunk], meta["radius"])
-                 for i in range(0, units, chunk)]
-        test = {k: np.concatenate([t[k] for t in tests]) for k in tests[0]}
-        out["shift_texture"] = test["texture"]
-        out["shift_responses"] = test["responses"]
-        out["shift_index"] = (test["responses"].mean(axis=(1, 2)) / arrays["max_activation"]).astype(np.float32)
-        if learn_mask:
-            out["shift_sigma"] = test["sigma"].astype(np.float32)
+    if shift is not None:
+        out.update(shift_metrics(model, info, arrays, directions, meta, shift))
     return out
+
+
+def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta: dict,
+                  settings: ShiftSettings) -> dict[str, np.ndarray]:
+    """The shift test of every unit of a layer and its index (mean response / single maximum)."""
+    layer, units = info.name, len(arrays["unit"])
+    problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
+                           model.convention.mean_rgb255, stride=settings.stride,
+                           optimizer=settings.optimizer, learn_mask=settings.learn_mask)
+    keys = jax.numpy.stack([unit_key(settings.seed, f"shift:{layer}", int(u), 1) for u in arrays["unit"]])
+    # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
+    chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
+    bar = settings.progress or Progress(enabled=False)
+    bar.start(f"{layer} shift test", units, 0)
+    tests = []
+    for i in range(0, units, chunk):
+        seen = [0]
+
+        def on_segment(steps, seen=seen):
+            bar.advance(0, int(steps.sum()) - seen[0])
+            seen[0] = int(steps.sum())
+
+        tests.append(shift_test(model.network, problem, keys[i:i + chunk], directions[i:i + chunk],
+                                meta["radius"], on_segment=on_segment))
+        bar.advance(len(tests[-1]["steps"]), 0)
+    test = {k: np.concatenate([t[k] for t in tests]) for k in tests[0]}
+    out = {"shift_texture": test["texture"], "shift_responses": test["responses"],
+           "shift_index": (test["responses"].mean(axis=(1, 2)) / arrays["max_activation"]).astype(np.float32),
+           "shift_steps": test["steps"].astype(np.int32)}
+    if settings.learn_mask:
+        out["shift_sigma"] = test["sigma"].astype(np.float32)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What :func:`analyze` computed: ``metrics[layer][name]`` (arrays over the layer's units, as
+    stored in the file), the ``csv`` table and the settings ``config`` stored with them."""
+
+    metrics: dict[str, dict[str, np.ndarray]]
+    csv: Path
+    config: dict
 
 
 def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = 300,
             shift_stride: int = 1, photos: list[Path] | None = None, top: int = 8, seed: int = 0,
-            layers: list[str] | None = None, learn_mask: bool = False, log=print) -> Path:
-    """Analyse a finished sweep in place (atomically); returns the CSV path."""
+            layers: list[str] | None = None, learn_mask: bool = False, log=print,
+            progress: bool | Progress = False) -> Analysis:
+    """Analyse a finished sweep: metrics of every unit, added to the file in place (see the
+    module docstring) and exported as ``<file>.csv``; returns them."""
     path = Path(path)
-    results = read_results(path, layers=layers)
-    model = model or model_for(results.config)
+    results = read_results(path, layers=layers)  # checks the file first
+    if not os.access(path, os.W_OK):
+        raise JaxvisError(f"cannot add metrics to {path}: the file is not writable (copy it somewhere "
+                          "writable, or fix its permissions)")
+    check_writable(path.parent, f"the metrics table {path.with_suffix('.csv').name}")
+    config = results.sweep_config
+    model = model or model_for(config, path)
     photos = photos or default_photos()
+    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=1.0), learn_mask,
+                             seed, bar) if shift else None
     analysed = {}
     for layer, arrays in results.layers.items():
         meta = results.layer_meta[layer]
         channels = model.network.layer(layer).channels
-        basis = np.eye(channels, dtype=np.float32) if results.config.get("directions") is None \
-            else np.asarray(results.config["directions"], np.float32)
+        directions = arrays["direction"] if "direction" in arrays else config.basis(channels)[arrays["unit"]]
         log(f"{layer}: {len(arrays['unit'])} units" + (" (with the shift test)" if shift else ""))
-        analysed[layer] = analyze_layer(model, layer, arrays, meta, basis[arrays["unit"]], photos,
-                                        shift=shift, shift_steps=shift_steps, shift_stride=shift_stride,
-                                        seed=seed, top=top, learn_mask=learn_mask)
-    config = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
-              "learn_mask": learn_mask, "top": top,
-              "seed": seed, "photos": [p.name for p in photos]}
-    _write(path, analysed, config)
-    return export_csv(path, results.layers, analysed)
-
-
-def _write(path: Path, analysed: dict, config: dict) -> None:
-    import h5py
-
-    tmp = path.with_name(f".{path.name}.analyze.tmp")
-    shutil.copyfile(path, tmp)
-    try:
-        with h5py.File(tmp, "r+") as f:
-            for layer, values in analysed.items():
-                group = f["layers"][layer]
-                if METRICS in group:
-                    del group[METRICS]
-                g = group.create_group(METRICS)
-                g.attrs["definitions"] = json.dumps({k: M.DEFINITIONS[k] for k in values})
-                g.attrs["config"] = json.dumps(config)
-                for name, value in values.items():
-                    g.create_dataset(name, data=value, compression="gzip" if value.ndim > 2 else None)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        analysed[layer] = analyze_layer(model, layer, arrays, meta, directions, photos,
+                                        shift=settings, seed=seed, top=top)
+        log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s")
+    stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
+              "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos]}
+    names = {name for values in analysed.values() for name in values}
+    write_metrics(path, analysed, M.definitions(names), stored)
+    return Analysis(analysed, export_csv(path, results.layers, analysed), stored)
 
 
 def export_csv(path: Path, layers: dict, analysed: dict) -> Path:
     """One row per (layer, unit) with every scalar metric."""
-    out = path.with_suffix(".csv")
-    tmp = out.with_name(f".{out.name}.tmp")
     names = sorted({k for v in analysed.values() for k, a in v.items() if a.ndim == 1})
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["layer", "unit", "max_activation", *names])
-        for layer, values in analysed.items():
-            for i, unit in enumerate(layers[layer]["unit"]):
-                row = [layer, int(unit), f"{layers[layer]['max_activation'][i]:.6g}"]
-                writer.writerow(row + [f"{values[k][i]:.6g}" if k in values else "" for k in names])
-    os.replace(tmp, out)
-    return out
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["layer", "unit", "max_activation", *names])
+            for layer, values in analysed.items():
+                for i, unit in enumerate(layers[layer]["unit"]):
+                    row = [layer, int(unit), f"{layers[layer]['max_activation'][i]:.6g}"]
+                    writer.writerow(row + [f"{values[k][i]:.6g}" if k in values else "" for k in names])
+
+    return write_with(path.with_suffix(".csv"), write)

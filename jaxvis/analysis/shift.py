@@ -24,11 +24,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
 from jaxvis.models import ops
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
+from jaxvis.optimize import parallel
+from jaxvis.optimize.config import Optimizer
 from jaxvis.optimize.step import early_stop, freeze, network_input
 from jaxvis.param.image import whiten_gradient
+
+ROWS, SHARED = P(parallel.UNITS), P()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +51,8 @@ class ShiftProblem:
     weight_min: float = 0.5   # w: the share of the worst offset in the loss
     q: float = 4.0
     learn_mask: bool = False
-    steps: int = 1000
-    learning_rate: float = 1.0
-    ema: float = 0.9
-    patience: int = 100
+    # Adam on the texture, early stopping (EMA, patience) and segment length, as in the sweep
+    optimizer: Optimizer = Optimizer(steps=1000, learning_rate=1.0)
 
     @property
     def offsets(self) -> np.ndarray:
@@ -86,7 +92,7 @@ def _loss(params, net, problem, direction, radius):
 
 
 def _optimizer(problem: ShiftProblem) -> optax.GradientTransformation:
-    adam = optax.adam(problem.learning_rate)
+    adam = optax.adam(problem.optimizer.learning_rate)
     if problem.learn_mask:
         return adam
     # the fixed mask: sigma's gradient is zeroed so only the texture moves
@@ -94,9 +100,11 @@ def _optimizer(problem: ShiftProblem) -> optax.GradientTransformation:
 
 
 def _init(key, problem: ShiftProblem):
+    """One unit's carry: (params, opt state, ema, best, since, done, steps)."""
     z = jax.random.normal(key, (problem.texture, problem.texture, 3), jnp.float32)
     params = (z, jnp.log(jnp.float32(problem.rf / 2.4)))
-    return params, _optimizer(problem).init(params)
+    inf = jnp.float32(jnp.inf)
+    return (params, _optimizer(problem).init(params), inf, inf, jnp.int32(0), jnp.bool_(False), jnp.int32(0))
 
 
 def _step(carry, net, problem: ShiftProblem, direction, radius):
@@ -104,41 +112,76 @@ def _step(carry, net, problem: ShiftProblem, direction, radius):
     loss, grad = jax.value_and_grad(_loss)(params, net, problem, direction, radius)
     updates, new_opt = _optimizer(problem).update(grad, opt, params)
     new_params = optax.apply_updates(params, updates)
-    stop = early_stop(loss, ema, best, since, problem.ema, problem.patience)
-    return freeze(done | (steps >= problem.steps), carry, (new_params, new_opt, *stop, steps + 1))
+    o = problem.optimizer
+    stop = early_stop(loss, ema, best, since, o.ema, o.patience)
+    return freeze(done | (steps >= o.steps), carry, (new_params, new_opt, *stop, steps + 1))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "problem", "length"))
-def _run(params_net, keys, directions, radius, *, graphdef, problem: ShiftProblem, length: int):
-    from flax import nnx
-
-    net = nnx.merge(graphdef, params_net)
-
-    def one_unit(key, direction):
-        params, opt = _init(key, problem)
-        inf = jnp.float32(jnp.inf)
-        carry = (params, opt, inf, inf, jnp.int32(0), jnp.bool_(False), jnp.int32(0))
-        carry, _ = jax.lax.scan(lambda c, _: (_step(c, net, problem, direction, radius), None),
-                                carry, None, length=length)
-        (z, log_sigma), *_, steps = carry
-        _, scale = crops(z, problem, log_sigma, radius)
-        return {"responses": responses((z, log_sigma), net, problem, direction, radius),
-                "texture": scale * z + jnp.asarray(problem.mean_rgb, z.dtype),
-                "sigma": jnp.exp(log_sigma), "steps": steps}
-
-    with ops.precision("float32"):
-        return jax.vmap(one_unit)(keys, directions)
+@functools.partial(jax.jit, static_argnames=("problem", "mesh"))
+def _start(keys, *, problem: ShiftProblem, mesh: Mesh):
+    return parallel.per_device(jax.vmap(lambda k: _init(k, problem)), mesh, (ROWS,), ROWS)(keys)
 
 
-def shift_test(network: Network, problem: ShiftProblem, keys, directions, radius: float) -> dict[str, np.ndarray]:
-    """Run the test for ``U`` units. Returns ``responses`` ``[U, S, S]``, ``texture`` ``[U, T, T, 3]``
-    (RGB grey levels, displayed at the crops' common scale), ``sigma`` ``[U]``, ``steps`` ``[U]``."""
-    from flax import nnx
+@functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"), donate_argnames=("carry",))
+def _segment(params_net, carry, directions, radius, *, graphdef, problem: ShiftProblem, mesh: Mesh):
+    def run(params_net, carry, directions, radius):  # one device, its own units
+        net = nnx.merge(graphdef, params_net)
+        batched = jax.vmap(lambda c, d: _step(c, net, problem, d, radius))
+        with ops.precision(problem.optimizer.precision):
+            carry, _ = jax.lax.scan(lambda c, _: (batched(c, directions), None), carry, None,
+                                    length=problem.optimizer.segment)
+        return carry
 
+    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(params_net, carry, directions, radius)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"))
+def _measure(params_net, carry, directions, radius, *, graphdef, problem: ShiftProblem, mesh: Mesh):
+    def run(params_net, carry, directions, radius):
+        net = nnx.merge(graphdef, params_net)
+
+        def one_unit(carry, direction):
+            (z, log_sigma), *_, steps = carry
+            _, scale = crops(z, problem, log_sigma, radius)
+            return {"responses": responses((z, log_sigma), net, problem, direction, radius),
+                    "texture": scale * z + jnp.asarray(problem.mean_rgb, z.dtype),
+                    "sigma": jnp.exp(log_sigma), "steps": steps}
+
+        with ops.precision("float32"):  # what the texture really does
+            return jax.vmap(one_unit)(carry, directions)
+
+    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(params_net, carry, directions, radius)
+
+
+def shift_test(network: Network, problem: ShiftProblem, keys, directions, radius: float,
+               mesh: Mesh | None = None, on_segment=None) -> dict[str, np.ndarray]:
+    """Run the test for ``U`` units, spread over ``mesh`` (default all local devices), segment by
+    segment until every unit has stopped (early stopping as in the sweep) or reached the most
+    steps. ``on_segment(steps)`` is called after each segment with ``[U]`` steps taken so far.
+
+    Returns ``responses`` ``[U, S, S]``, ``texture`` ``[U, T, T, 3]`` (RGB grey levels, displayed at
+    the crops' common scale), ``sigma`` ``[U]``, ``steps`` ``[U]``."""
+    mesh = parallel.unit_mesh() if mesh is None else mesh
+    count = len(directions)
+    size = parallel.padded_count(count, mesh)
+    rows, shared = parallel.unit_sharding(mesh), parallel.replicated(mesh)
     graphdef, params = nnx.split(network)
-    out = jax.device_get(_run(params, keys, jnp.asarray(directions, jnp.float32), jnp.float32(radius),
-                              graphdef=graphdef, problem=problem, length=problem.steps))
-    out = {k: np.asarray(v) for k, v in out.items()}
+    params = jax.device_put(params, shared)
+    keys = jax.device_put(parallel.pad_rows(keys, size), rows)
+    directions = jax.device_put(parallel.pad_rows(np.asarray(directions, np.float32), size), rows)
+    radius = jax.device_put(np.float32(radius), shared)
+    jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)
+    carry = _start(keys, problem=problem, mesh=mesh)
+    o = problem.optimizer
+    for _ in range(-(-o.steps // o.segment)):
+        carry = _segment(params, carry, directions, radius, **jitted)
+        done, steps = jax.device_get((carry[5], carry[6]))
+        if on_segment is not None:
+            on_segment(np.asarray(steps[:count]))
+        if (done | (steps >= o.steps)).all():
+            break
+    out = jax.device_get(_measure(params, carry, directions, radius, **jitted))
+    out = {k: np.asarray(v)[:count] for k, v in out.items()}
     s = len(problem.offsets)
     out["responses"] = out["responses"].reshape(-1, s, s)
     return out

@@ -7,81 +7,64 @@ keys is not fixed here; every array only needs the common leading dimension and 
 
 Why parts and then one file: a sweep over a deep layer runs for hours, and a Ctrl-C, ``kill -9`` or
 a lost machine must cost at most the chunk in flight. So while it runs, every finished chunk is
-written atomically (``*.tmp``, fsync, then an atomic rename) into the sibling folder
-``<out>.parts/``::
+written atomically (:mod:`jaxvis.io.atomic`) into the sibling folder ``<out>.parts/``::
 
     <out>.parts/config.json                   the sweep config, written first
     <out>.parts/layers.json                   per layer metadata (``write_layer_meta``/``finalize``)
     <out>.parts/<layer>__<first>-<last>.npz   one chunk; the units and layer are stored inside
 
-A killed sweep leaves only complete part files (a half-written ``*.tmp`` is ignored). Restarting
-with the same config resumes: ``done_units`` lists what the parts hold and the sweep skips it;
-results are deterministic, so the final file equals an uninterrupted run's. A different config is
-refused naming the first differing key, unless ``overwrite=True``. ``finalize`` (or, later,
-``merge_parts`` for parts written by several hosts) assembles ``<out>`` (written as ``<out>.tmp``,
-then renamed) only when every selected unit is present, then removes the parts folder. Nothing
-already written is ever overwritten: a chunk overlapping units already on disk is refused, and if
-parts written elsewhere overlap anyway (two hosts did the same units), the first part in file-name
-order wins; the results are deterministic, so the copies agree.
+A killed sweep leaves only complete part files (a half-written temporary is ignored). Restarting
+with the same config resumes: ``done_units`` lists what is on disk and the sweep skips it; results
+are deterministic, so the final file equals an uninterrupted run's. ``finalize`` (or, later,
+``merge_parts`` for parts written by several hosts) assembles ``<out>``
+(:mod:`jaxvis.io.resultfile`) only when every selected unit is present, then removes the parts
+folder. Nothing already written is ever overwritten: a chunk overlapping units already on disk is
+refused, and if parts written elsewhere overlap anyway (two hosts did the same units), the first
+part in file-name order wins; the results are deterministic, so the copies agree.
 
-The HDF5 layout (``FORMAT_VERSION`` 1)::
+**A finished file grows**: a sweep with the same method (:meth:`SweepConfig.method_difference`)
+but more units or layers *extends* it: the stored units count as done, only the new ones are
+computed, and the new file (rows of the old one plus the new parts) replaces the old one when
+complete. A real difference of method is refused, naming the first differing key, unless
+``overwrite=True``. Layers that gain units lose their (now partial) metrics; the others keep them.
 
-    /                   attrs format = "jaxvis.sweep", format_version = 1, config = JSON string
-    /layers/<layer>     attrs meta = JSON string (the layer's metadata, e.g. its selected units)
-    /layers/<layer>/<key>   one dataset per chunk key, rows sorted by unit
-
-Datasets with large rows (images) are chunked one unit per HDF5 chunk and gzip-compressed, so
-reading one unit or a page of units is cheap.
+This module is the results API: the reading side lives in :mod:`jaxvis.io.resultfile` and is
+re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import shutil
-import uuid
 import zipfile
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from jaxvis.errors import JaxvisError, UnknownNameError
+from jaxvis.config import canonical, first_difference
+from jaxvis.errors import JaxvisError
+from jaxvis.io.atomic import write_text, write_with
+from jaxvis.io.resultfile import (FORMAT, FORMAT_VERSION, METRICS, FileRows, Results, assemble,
+                                  file_stem, json_attr, list_units, open_results, read_results,
+                                  read_rows, stored_config, unknown_layer, write_metrics)
 
-FORMAT = "jaxvis.sweep"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "METRICS", "Results", "ResultWriter", "file_stem",
+           "merge_parts", "open_results", "parts_dir", "read_results", "read_rows", "stored_config",
+           "unknown_layer", "write_metrics"]
+
 PARTS_FORMAT = "jaxvis.sweep.parts"
 CONFIG_JSON = "config.json"
 LAYERS_JSON = "layers.json"
-METRICS = "metrics"  # the per-layer group `jaxvis analyze` adds; not a chunk key
 LAYER_KEY = "__layer__"  # the layer name stored inside every part file
-COMPRESS_ROW_BYTES = 4096  # datasets with rows at least this large are chunked per unit + gzip
-GZIP_LEVEL = 4
+SELECTION = ("layers", "units")
 _DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floats: what HDF5 stores plainly
 
 
-@dataclass(frozen=True)
-class Results:
-    """A finished sweep read into memory.
-
-    ``config``: the sweep config; ``layers[layer][key]``: arrays with rows sorted by unit
-    (``unit`` ``[U]``, ``images`` ``[U, N, H, W, 3]``, ...); ``layer_meta[layer]``: the metadata
-    ``finalize`` was given (e.g. ``units``, ``canvas``); ``metrics[layer][name]``: what
-    ``jaxvis analyze`` added under ``/layers/<layer>/metrics`` (empty before that).
-    """
-
-    config: dict
-    layers: dict[str, dict[str, np.ndarray]]
-    layer_meta: dict[str, dict]
-    metrics: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------
-# small helpers
+def _json_attr(f, name: str, path: Path):
+    """Transitional alias for the report/compare modules, which are moving to ``json_attr``."""
+    return json_attr(f.attrs, name, path)
 
 
 def parts_dir(out: Path) -> Path:
@@ -90,111 +73,17 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def _plain(value):
-    """numpy scalars and arrays as the Python values JSON knows (``json.dumps`` ``default``)."""
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} {_short(value)} is not JSON-able")
+def _method(config: dict) -> dict:
+    """A config without its selection and software versions: what must match to extend a file."""
+    return {k: v for k, v in config.items() if k not in (*SELECTION, "versions")}
 
 
-def _canonical(value, what: str):
-    """``value`` after a JSON round trip (tuples become lists, numpy values Python ones);
-    refuses what JSON cannot hold (objects, NaN)."""
-    try:
-        return json.loads(json.dumps(value, sort_keys=True, allow_nan=False, default=_plain))
-    except (TypeError, ValueError) as err:
-        raise JaxvisError(f"{what} is not JSON-able: {err}") from None
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _first_difference(there, now, path: str = "") -> str | None:
-    """``"key: <there> there, <now> now"`` for the first differing (nested) key, or None."""
-    if isinstance(there, dict) and isinstance(now, dict):
-        for key in sorted(set(there) | set(now)):
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in there:
-                return f"{sub}: not set there, {_short(now[key])} now"
-            if key not in now:
-                return f"{sub}: {_short(there[key])} there, not set now"
-            found = _first_difference(there[key], now[key], sub)
-            if found:
-                return found
-        return None
-    if there == now and type(there) is type(now):
-        return None
-    return f"{path or 'config'}: {_short(there)} there, {_short(now)} now"
-
-
-def _list_units(units, limit: int = 8) -> str:
-    units = sorted(int(u) for u in units)
-    shown = ", ".join(map(str, units[:limit]))
-    return shown + (f", ... ({len(units)} in all)" if len(units) > limit else "")
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform/filesystem allows it
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _tmp_name(final: Path) -> Path:
-    """A unique hidden temporary name next to ``final`` (several hosts may share the folder)."""
-    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _write_atomic(final: Path, write, *, clobber: bool) -> Path:
-    """Write ``final`` through a temporary file; ``write(fileobj)`` fills it.
-
-    With ``clobber=False`` an existing ``final`` is never replaced: the file lands under the
-    next free name ``<stem>~2<suffix>``, ... and that name is returned.
-    """
-    tmp = _tmp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if clobber:
-            os.replace(tmp, final)
-            target = final
-        else:
-            target = _link_free_name(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(final.parent)
-    return target
-
-
-def _link_free_name(tmp: Path, final: Path) -> Path:
-    """Give ``tmp`` the first free name among ``final``, ``final~2``, ...; never replaces a file."""
-    for k in range(1, 10_000):
-        target = final if k == 1 else final.with_name(f"{final.stem}~{k}{final.suffix}")
-        try:
-            os.link(tmp, target)  # atomic and fails if target exists
-            return target
-        except FileExistsError:
-            continue
-        except OSError:  # no hard links on this filesystem: check, then rename
-            if target.exists():
-                continue
-            os.replace(tmp, target)
-            return target
-    raise JaxvisError(f"cannot find a free part file name next to {final}")
-
-
-def file_stem(layer: str) -> str:
-    """``layer`` as a file-name prefix (the real name is stored inside the part)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", layer) or "_"
+def _grown(stored: dict, now: dict) -> dict:
+    """``stored``'s selection plus ``now``'s (layers in order of appearance, units united), with
+    ``now``'s versions: the config of an extended file."""
+    layers = list(stored["layers"]) + [n for n in now["layers"] if n not in stored["layers"]]
+    units = {n: sorted(set(stored["units"].get(n, [])) | set(now["units"].get(n, []))) for n in layers}
+    return {**stored, "layers": layers, "units": units, "versions": now.get("versions", {})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,13 +91,23 @@ def file_stem(layer: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Part:
+class Part:
+    """One part file: a chunk of one layer's units."""
+
     path: Path
     layer: str
     units: np.ndarray  # [U] int64
 
+    @property
+    def name(self) -> str:
+        return f"part {self.path.name}"
 
-def _read_part_header(path: Path) -> _Part:
+    def arrays(self) -> dict[str, np.ndarray]:
+        with np.load(self.path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files if k != LAYER_KEY}
+
+
+def read_part(path: Path) -> Part:
     try:
         with np.load(path, allow_pickle=False) as npz:
             layer = str(npz[LAYER_KEY][()])
@@ -216,11 +115,11 @@ def _read_part_header(path: Path) -> _Part:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise JaxvisError(f"part file {path} is unreadable ({err}); delete it to recompute "
                           "its units") from None
-    return _Part(path, layer, units)
+    return Part(path, layer, units)
 
 
-def _part_files(folder: Path) -> list[Path]:
-    """The complete part files, in name order (hidden ``*.tmp`` files are skipped)."""
+def part_files(folder: Path) -> list[Path]:
+    """The complete part files, in name order (hidden temporary files are skipped)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir()
@@ -234,8 +133,8 @@ def _read_json(path: Path, what: str):
         raise JaxvisError(f"cannot read {what} {path}: {err}") from None
 
 
-def _parts_config(folder: Path) -> dict | None:
-    """The config stored in a parts folder; None when the folder holds nothing yet."""
+def _parts_header(folder: Path) -> dict | None:
+    """The header stored in a parts folder (``config``, ``extends``); None while it is empty."""
     path = folder / CONFIG_JSON
     if not path.exists():
         leftovers = [p for p in folder.iterdir() if not p.name.endswith(".tmp")]
@@ -249,7 +148,7 @@ def _parts_config(folder: Path) -> dict | None:
     if stored.get("format_version") != FORMAT_VERSION:
         raise JaxvisError(f"{folder} holds parts of format version {stored.get('format_version')}; "
                           f"this jaxvis reads version {FORMAT_VERSION}")
-    return stored["config"]
+    return stored
 
 
 def _check_chunk(layer: str, arrays: dict) -> dict[str, np.ndarray]:
@@ -259,9 +158,10 @@ def _check_chunk(layer: str, arrays: dict) -> dict[str, np.ndarray]:
         raise JaxvisError(f"a chunk of layer {layer} must be a dict of arrays with a 'unit' key")
     checked, rows = {}, None
     for key, value in arrays.items():
-        if not isinstance(key, str) or not key or "/" in key or key.startswith("__") or key == ".":
+        if not isinstance(key, str) or not key or "/" in key or key.startswith("__") or key == "." \
+                or key == METRICS:
             raise JaxvisError(f"chunk key {key!r} of layer {layer} is not a valid dataset name "
-                              "(non-empty, no '/', not starting with '__')")
+                              f"(non-empty, no '/', not starting with '__', not {METRICS!r})")
         array = np.asarray(value)
         if array.dtype.kind not in _DTYPE_KINDS:
             raise JaxvisError(f"chunk key {key!r} of layer {layer} has dtype {array.dtype}; "
@@ -281,8 +181,47 @@ def _check_chunk(layer: str, arrays: dict) -> dict[str, np.ndarray]:
                           f"not {units.dtype} {units.shape}")
     if len(np.unique(units)) != len(units) or units.min() < 0:
         raise JaxvisError(f"chunk of layer {layer}: 'unit' must hold distinct non-negative "
-                          f"channel indices, not {_list_units(units)}")
+                          f"channel indices, not {list_units(units)}")
     return checked
+
+
+def _link_free_name(tmp: Path, final: Path) -> Path:
+    """Give ``tmp`` the first free name among ``final``, ``final~2``, ...; never replaces a file."""
+    for k in range(1, 10_000):
+        target = final if k == 1 else final.with_name(f"{final.stem}~{k}{final.suffix}")
+        try:
+            os.link(tmp, target)  # atomic and fails if target exists
+            return target
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links on this filesystem: check, then rename
+            if target.exists():
+                continue
+            os.replace(tmp, target)
+            return target
+    raise JaxvisError(f"cannot find a free part file name next to {final}")
+
+
+def _check_meta(layer: str, meta) -> None:
+    if not isinstance(layer, str) or not layer:
+        raise JaxvisError(f"layer name must be a non-empty string, not {layer!r}")
+    units = meta.get("units") if isinstance(meta, dict) else None
+    if not isinstance(units, (list, tuple, np.ndarray)) or not all(
+            isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in units):
+        raise JaxvisError(f"metadata of layer {layer} needs 'units', the list of selected units")
+
+
+def _stored_layers(parts: Path) -> dict[str, dict]:
+    path = parts / LAYERS_JSON
+    if not path.exists():
+        raise JaxvisError(f"{parts} holds no layer metadata ({LAYERS_JSON}); the sweep calls "
+                          "write_layer_meta or finalize(layers) to store it")
+    layers = _read_json(path, "layer metadata")
+    if not isinstance(layers, dict) or not layers:
+        raise JaxvisError(f"{path} holds no layer metadata")
+    for layer, meta in layers.items():
+        _check_meta(layer, meta)
+    return layers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,9 +232,11 @@ class ResultWriter:
     """Writes one sweep's results to ``out``, crash-safely; see the module docstring.
 
     Construction checks, before anything is computed, that ``out`` can be written and that what
-    is already there belongs to this sweep (same ``config``: resume; finished file: all done).
-    ``config`` is the JSON-able resolved sweep config (plus weights provenance and versions); it
-    is compared after a JSON round trip, so tuples and lists are the same.
+    is already there belongs to this sweep (same ``config``: resume; finished file with the same
+    method: all done, or extend it). ``config`` is the sweep config JSON
+    (``SweepConfig.to_json()``); it is compared after a JSON round trip. After construction
+    ``self.config`` is the config the file will hold (for an extension: the old selection plus
+    the new one) and ``self.extends`` says whether an older finished file is being grown.
 
     Layer metadata for ``finalize``/``merge_parts`` is stored in ``<out>.parts/layers.json``:
     either call ``write_layer_meta(layer, meta)`` up front (needed when several hosts write parts
@@ -305,11 +246,12 @@ class ResultWriter:
     def __init__(self, out: Path, config: dict, *, overwrite: bool = False):
         self.out = Path(out)
         self.parts = parts_dir(self.out)
-        self.config = _canonical(config, "sweep config")
+        self.config = canonical(config, "sweep config")
         if not isinstance(self.config, dict):
             raise JaxvisError(f"sweep config must be a dict, not {type(config).__name__}")
         self._check_writable()
         self.finished = False
+        self.extends = False
         self._done: dict[str, set[int]] | None = None
         clear = self._check_existing(overwrite)
         for path in clear:  # only after every other check passed
@@ -336,40 +278,42 @@ class ResultWriter:
 
     def _check_existing(self, overwrite: bool) -> list[Path]:
         """What to remove (``overwrite``); raises for foreign or different results otherwise."""
-        clear = []
+        if overwrite:
+            return [p for p in (self.out, self.parts) if p.exists()]
         if self.out.exists():
-            if overwrite:
-                clear.append(self.out)
+            stored = stored_config(self.out, hint="; use --overwrite or another --out")
+            selections = all(isinstance(c.get(k), (list, dict)) for c in (stored, self.config) for k in SELECTION)
+            difference = first_difference(*((_method(stored), _method(self.config)) if selections
+                                            else (stored, self.config)))
+            if difference:
+                hint = (" (a finished file can only be extended with more units or layers of the "
+                        "same method)") if selections else ""
+                raise JaxvisError(f"{self.out} holds results of a different sweep ({difference}); "
+                                  f"use --overwrite or another --out{hint}")
+            grown = _grown(stored, self.config) if selections else stored
+            if first_difference(grown, stored) is None:
+                self.finished, self.config = True, stored  # nothing new: all done
             else:
-                stored = _finished_config(self.out, hint="; use --overwrite or another --out")
-                self._refuse_different(self.out, stored)
-                self.finished = True
+                self.extends, self.config = True, grown
         if self.parts.exists():
-            if overwrite:
-                clear.append(self.parts)
-            elif not self.parts.is_dir():
+            if not self.parts.is_dir():
                 raise JaxvisError(f"{self.parts} is in the way of this sweep's parts folder and is "
                                   "not one; use --overwrite or another --out")
-            else:
-                stored = _parts_config(self.parts)
-                if stored is not None:
-                    self._refuse_different(self.parts, stored)
-        return clear
-
-    def _refuse_different(self, where: Path, stored) -> None:
-        difference = _first_difference(stored, self.config)
-        if difference:
-            raise JaxvisError(f"{where} holds results of a different sweep ({difference}); "
-                              "use --overwrite or another --out")
+            header = _parts_header(self.parts)
+            if header is not None:
+                difference = first_difference(header["config"], self.config)
+                if difference:
+                    raise JaxvisError(f"{self.parts} holds results of a different sweep "
+                                      f"({difference}); use --overwrite or another --out")
+        return []
 
     def _start_parts(self) -> None:
         try:
             self.parts.mkdir(exist_ok=True)
             if not (self.parts / CONFIG_JSON).exists():
-                text = json.dumps({"format": PARTS_FORMAT, "format_version": FORMAT_VERSION,
-                                   "config": self.config}, indent=2, sort_keys=True)
-                _write_atomic(self.parts / CONFIG_JSON, lambda f: f.write(text.encode()),
-                              clobber=True)
+                write_text(self.parts / CONFIG_JSON, json.dumps(
+                    {"format": PARTS_FORMAT, "format_version": FORMAT_VERSION,
+                     "config": self.config, "extends": self.extends}, indent=2, sort_keys=True))
         except OSError as err:
             raise JaxvisError(f"cannot write results to {self.out}: {err}") from None
 
@@ -378,14 +322,14 @@ class ResultWriter:
     def _scan(self) -> dict[str, set[int]]:
         if self._done is None:
             done: dict[str, set[int]] = {}
-            if self.finished:
+            if self.finished or self.extends:
                 with open_results(self.out) as f:
                     for layer, group in f["layers"].items():
                         if "unit" in group:
                             done[layer] = set(int(u) for u in group["unit"][()])
-            else:
-                for path in _part_files(self.parts):
-                    part = _read_part_header(path)
+            if not self.finished:
+                for path in part_files(self.parts):
+                    part = read_part(path)
                     done.setdefault(part.layer, set()).update(int(u) for u in part.units)
             self._done = done
         return self._done
@@ -407,12 +351,12 @@ class ResultWriter:
         done = self._scan().setdefault(layer, set())
         again = done.intersection(int(u) for u in units)
         if again:
-            raise JaxvisError(f"units {_list_units(again)} of layer {layer} are already written "
+            raise JaxvisError(f"units {list_units(again)} of layer {layer} are already written "
                               f"in {self.parts}; skip the units done_units() lists")
         payload = {**arrays, LAYER_KEY: np.array(layer)}
         final = self.parts / f"{file_stem(layer)}__{int(units.min())}-{int(units.max())}.npz"
         try:
-            path = _write_atomic(final, lambda f: np.savez(f, **payload), clobber=False)
+            path = write_with(final, lambda tmp: _save_npz(tmp, payload), replace=_link_free_name)
         except OSError as err:
             raise JaxvisError(f"cannot write results to {self.out}: {err}") from None
         done.update(int(u) for u in units)
@@ -428,21 +372,21 @@ class ResultWriter:
         _check_meta(layer, meta)
         path = self.parts / LAYERS_JSON
         stored = _read_json(path, "layer metadata") if path.exists() else {}
-        stored[layer] = _canonical(meta, f"metadata of layer {layer}")
+        stored[layer] = canonical(meta, f"metadata of layer {layer}")
         self._write_layers_json(stored)
 
     def _write_layers_json(self, layers: dict) -> None:
-        text = json.dumps(layers, indent=2, sort_keys=True)
         try:
-            _write_atomic(self.parts / LAYERS_JSON, lambda f: f.write(text.encode()), clobber=True)
+            write_text(self.parts / LAYERS_JSON, json.dumps(layers, indent=2, sort_keys=True))
         except OSError as err:
             raise JaxvisError(f"cannot write results to {self.out}: {err}") from None
 
     def finalize(self, layers: dict[str, dict] | None = None) -> Path:
-        """Assemble ``out`` from the parts and remove them; returns ``out``.
+        """Assemble ``out`` from the parts (and, when extending, the old file) and remove the
+        parts; returns ``out``.
 
         ``layers``: per layer metadata, each with ``units`` (all selected units) and anything else
-        JSON-able (``canvas``, ``rf``, ``budget``, ``feature_layer``, ...); None uses what
+        JSON-able (``canvas``, ``rf``, ``radius``, ``feature_layer``, ...); None uses what
         ``write_layer_meta`` stored. Refuses, writing nothing, while any selected unit has no part.
         Calling it on a finished sweep only removes leftover parts.
         """
@@ -453,136 +397,53 @@ class ResultWriter:
         if layers is not None:
             if not isinstance(layers, dict) or not layers:
                 raise JaxvisError("finalize needs the metadata of at least one layer")
-            canonical = {}
+            canonical_layers = {}
             for layer, meta in layers.items():
                 _check_meta(layer, meta)
-                canonical[layer] = _canonical(meta, f"metadata of layer {layer}")
-            self._write_layers_json(canonical)
-        out = _assemble(self.out, self.parts, self.config, _stored_layers(self.parts))
-        self.finished = True
+                canonical_layers[layer] = canonical(meta, f"metadata of layer {layer}")
+            self._write_layers_json(canonical_layers)
+        out = _finalize(self.out, self.parts, self.config, _stored_layers(self.parts), self.extends)
+        self.finished, self.extends = True, False
         self._done = None
         return out
 
 
-def _check_meta(layer: str, meta) -> None:
-    if not isinstance(layer, str) or not layer:
-        raise JaxvisError(f"layer name must be a non-empty string, not {layer!r}")
-    units = meta.get("units") if isinstance(meta, dict) else None
-    if not isinstance(units, (list, tuple, np.ndarray)) or not all(
-            isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in units):
-        raise JaxvisError(f"metadata of layer {layer} needs 'units', the list of selected units")
+def _save_npz(path: Path, payload: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **payload)
 
 
-def _stored_layers(parts: Path) -> dict[str, dict]:
-    path = parts / LAYERS_JSON
-    if not path.exists():
-        raise JaxvisError(f"{parts} holds no layer metadata ({LAYERS_JSON}); the sweep calls "
-                          "write_layer_meta or finalize(layers) to store it")
-    layers = _read_json(path, "layer metadata")
-    if not isinstance(layers, dict) or not layers:
-        raise JaxvisError(f"{path} holds no layer metadata")
-    for layer, meta in layers.items():
-        _check_meta(layer, meta)
-    return layers
-
-
-# ----------------------------------------------------------------------------------------------
-# assembly
-
-
-def _assemble(out: Path, parts: Path, config: dict, layers: dict[str, dict]) -> Path:
-    """Write ``out`` from the part files in ``parts``; all checks happen before ``out`` appears."""
-    import h5py
-
-    headers = [_read_part_header(p) for p in _part_files(parts)]
-    by_layer: dict[str, list[tuple[_Part, np.ndarray]]] = {layer: [] for layer in layers}
+def _finalize(out: Path, parts: Path, config: dict, layers: dict[str, dict], extends: bool) -> Path:
+    """Write ``out`` from the part files in ``parts`` (plus, when ``extends``, the rows of the
+    finished ``out`` it replaces), then remove ``parts``."""
+    headers = [read_part(p) for p in part_files(parts)]
+    base_meta: dict[str, dict] = {}
+    if extends:
+        with open_results(out) as f:
+            for name, group in f["layers"].items():
+                base_meta[name] = json_attr(group.attrs, "meta", out, f"metadata of layer {name}:")
     for part in headers:
         if part.layer not in layers:
             raise JaxvisError(f"part {part.path.name} holds layer {part.layer!r}, which is not "
                               f"among the layers being finalised ({', '.join(layers)})")
-    problems = []
-    for layer, meta in layers.items():
-        selected = np.unique(np.asarray(meta["units"], dtype=np.int64))
-        seen: set[int] = set()
-        for part in (p for p in headers if p.layer == layer):
-            keep = np.array([int(u) not in seen for u in part.units], dtype=bool)
-            seen.update(int(u) for u in part.units)  # the first part wins; later copies ignored
-            extra = set(int(u) for u in part.units) - set(selected.tolist())
-            if extra:
-                raise JaxvisError(f"part {part.path.name} holds units {_list_units(extra)} of "
-                                  f"layer {layer} that are not among its selected units")
-            if keep.any():
-                by_layer[layer].append((part, keep))
-        missing = set(selected.tolist()) - seen
-        if missing:
-            problems.append(f"layer {layer} misses {len(missing)} of {len(selected)} units "
-                            f"({_list_units(missing)})")
-    if problems:
-        raise JaxvisError(f"cannot finalise {out}: {'; '.join(problems)}; run the sweep again to "
-                          "compute them")
-
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["config"] = json.dumps(config, sort_keys=True)
-            root = f.create_group("layers")
-            for layer, meta in layers.items():
-                group = root.create_group(layer)
-                group.attrs["meta"] = json.dumps(meta, sort_keys=True)
-                selected = np.unique(np.asarray(meta["units"], dtype=np.int64))
-                _write_layer(group, layer, selected, by_layer[layer])
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except OSError as err:
-        raise JaxvisError(f"cannot write results to {out}: {err}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(out.parent)
+    merged: dict[str, dict] = {}
+    names = config.get("layers") if isinstance(config.get("layers"), list) else list(layers)
+    for name in dict.fromkeys([*names, *layers, *base_meta]):
+        if name in base_meta:
+            meta = {**base_meta[name], **layers.get(name, {})}
+            meta["units"] = sorted(set(base_meta[name]["units"]) | set(layers.get(name, {}).get("units", [])))
+            merged[name] = meta
+        elif name in layers:
+            merged[name] = layers[name]
+        else:
+            raise JaxvisError(f"{parts} holds no metadata of layer {name}")
+    untouched = tuple(n for n in base_meta if not any(p.layer == n for p in headers))
+    sources = {n: ([FileRows(out, n, np.asarray(base_meta[n]["units"], np.int64))] if n in base_meta else [])
+               + [p for p in headers if p.layer == n] for n in merged}
+    path = assemble(out, config, merged, sources, copy_from=out if extends else None,
+                    copy_layers=untouched)
     shutil.rmtree(parts, ignore_errors=True)
-    return out
-
-
-def _write_layer(group, layer: str, selected: np.ndarray, parts) -> None:
-    """Fill ``group`` with one dataset per key, rows in the order of ``selected`` (sorted)."""
-    signature: dict[str, tuple[np.dtype, tuple]] | None = None
-    for part, keep in parts:
-        with np.load(part.path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files if k != LAYER_KEY}
-        mine = {k: (a.dtype, a.shape[1:]) for k, a in arrays.items()}
-        if signature is None:
-            signature = mine
-            for key, (dtype, shape) in signature.items():
-                row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-                options = {}
-                if row_bytes >= COMPRESS_ROW_BYTES:
-                    options = dict(chunks=(1, *shape), compression="gzip",
-                                   compression_opts=GZIP_LEVEL, shuffle=True)
-                group.create_dataset(key, shape=(len(selected), *shape), dtype=dtype, **options)
-        elif mine != signature:
-            raise JaxvisError(f"part {part.path.name} of layer {layer} does not match the layer's "
-                              f"other parts: {_signature_difference(signature, mine)}")
-        rows = np.searchsorted(selected, part.units[keep])
-        order = np.argsort(rows)
-        rows = rows[order]
-        if rows[-1] - rows[0] + 1 == len(rows):  # contiguous (the usual case): one slab write
-            rows = slice(int(rows[0]), int(rows[-1]) + 1)
-        for key, array in arrays.items():
-            group[key][rows] = array[keep][order]
-
-
-def _signature_difference(first: dict, other: dict) -> str:
-    if set(first) != set(other):
-        return f"keys {sorted(other)} instead of {sorted(first)}"
-    for key in first:
-        if first[key] != other[key]:
-            (dt0, s0), (dt1, s1) = first[key], other[key]
-            return f"{key!r} is {dt1} [*, {', '.join(map(str, s1))}] instead of " \
-                   f"{dt0} [*, {', '.join(map(str, s0))}]"
-    return "?"
+    return path
 
 
 def merge_parts(out: Path) -> Path:
@@ -590,105 +451,24 @@ def merge_parts(out: Path) -> Path:
 
     Uses the folder's ``config.json`` and ``layers.json`` (see ``ResultWriter.write_layer_meta``).
     Refuses when ``out`` already exists, unless it is this very sweep's finished file (then the
-    leftover parts are removed).
+    leftover parts are removed) or the file these parts extend.
     """
     out = Path(out)
     parts = parts_dir(out)
     if not parts.is_dir():
         raise JaxvisError(f"no parts to merge: {parts} does not exist")
-    config = _parts_config(parts)
-    if config is None:
+    header = _parts_header(parts)
+    if header is None:
         raise JaxvisError(f"no parts to merge: {parts} holds no {CONFIG_JSON}")
+    config, extends = header["config"], bool(header.get("extends"))
     if out.exists():
-        stored = _finished_config(out, hint="")
-        if _first_difference(stored, config) is None:
+        stored = stored_config(out)
+        if first_difference(stored, config) is None:
             shutil.rmtree(parts, ignore_errors=True)
             return out
-        raise JaxvisError(f"cannot merge into {out}: it exists and holds a different sweep")
-    return _assemble(out, parts, config, _stored_layers(parts))
-
-
-# ----------------------------------------------------------------------------------------------
-# reading
-
-
-@contextlib.contextmanager
-def open_results(path: Path) -> Iterator:
-    """The h5py ``File`` of a jaxvis results file, checked (format and version), read-only."""
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise JaxvisError(f"results file {path} does not exist")
-    if path.is_dir():
-        raise JaxvisError(f"results file {path} is a folder")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise JaxvisError(f"{path} is not a jaxvis results file (not HDF5)") from None
-    try:
-        _check_format(f, path)
-        yield f
-    finally:
-        f.close()
-
-
-def _check_format(f, path: Path, hint: str = "") -> None:
-    fmt = f.attrs.get("format")
-    if isinstance(fmt, bytes):
-        fmt = fmt.decode(errors="replace")
-    if not isinstance(fmt, str) or fmt != FORMAT or "layers" not in f:
-        raise JaxvisError(f"{path} is not a jaxvis results file (format {fmt!r}){hint}")
-    version = f.attrs.get("format_version")
-    if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
-        raise JaxvisError(f"{path} is a jaxvis results file of format version {version}; "
-                          f"this jaxvis reads version {FORMAT_VERSION}{hint}")
-
-
-def _json_attr(f, name: str, path: Path):
-    try:
-        return json.loads(f.attrs[name])
-    except (KeyError, TypeError, ValueError) as err:
-        raise JaxvisError(f"{path} is a damaged jaxvis results file (attribute {name}: "
-                          f"{err})") from None
-
-
-def _finished_config(path: Path, hint: str) -> dict:
-    """The config of an existing finished results file; raises if it is something else."""
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise JaxvisError(f"{path} exists and is not a jaxvis results file (not HDF5)"
-                          f"{hint}") from None
-    with f:
-        _check_format(f, path, hint)
-        return _json_attr(f, "config", path)
-
-
-def unknown_layer(path: Path, name: str, names) -> UnknownNameError:
-    return UnknownNameError(f"{path} holds no layer {name!r}; layers there: {', '.join(names)}")
-
-
-def read_results(path: Path, *, layers: list[str] | None = None) -> Results:
-    """Read a finished sweep (all layers, or only ``layers``) into memory."""
-    path = Path(path)
-    with open_results(path) as f:
-        config = _json_attr(f, "config", path)
-        names = list(f["layers"])
-        for name in layers or []:
-            if name not in f["layers"]:
-                raise unknown_layer(path, name, names)
-        data, meta, metrics = {}, {}, {}
-        for name in (layers if layers is not None else names):
-            group = f["layers"][name]
-            data[name] = {key: group[key][()] for key in group if key != METRICS}
-            if METRICS in group:
-                metrics[name] = {key: value[()] for key, value in group[METRICS].items()}
-            try:
-                meta[name] = json.loads(group.attrs["meta"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise JaxvisError(f"{path} is a damaged jaxvis results file (metadata of layer "
-                                  f"{name}: {err})") from None
-    return Results(config, data, meta, metrics)
+        if not extends or first_difference(_method(stored), _method(config)) is not None:
+            raise JaxvisError(f"cannot merge into {out}: it exists and holds a different sweep")
+    elif extends:
+        raise JaxvisError(f"cannot merge {parts}: its parts extend {out}, which is gone; rerun the "
+                          "sweep with --overwrite to compute every unit")
+    return _finalize(out, parts, config, _stored_layers(parts), extends)

@@ -16,6 +16,7 @@ from jaxvis.analysis.shift import ShiftProblem, shift_test
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
 from jaxvis.io.results import read_results
+from jaxvis.optimize.config import Optimizer
 from jaxvis.sweep import sweep
 from tests.optimize.complex_cell import model as complex_cell
 
@@ -25,7 +26,7 @@ def shift_index(model, layer, channel, radius, steps=500):
                     steps=steps)[layer]["max_activation"][0]
     info = model.network.layer(layer)
     problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
-                           model.convention.mean_rgb255, steps=steps)
+                           model.convention.mean_rgb255, optimizer=Optimizer(steps=steps))
     direction = np.eye(info.channels, dtype=np.float32)[[channel]]
     out = shift_test(model.network, problem, jax.random.key(0)[None], direction, radius)
     assert out["responses"].shape == (1, info.canvas - 1, info.canvas - 1)
@@ -65,7 +66,7 @@ def analysed(real_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("an") / "conv1_1.h5"
     vgg = jaxvis.load("vgg19", root=real_root)
     sweep(vgg, "conv1_1", "all", images=3, steps=400, out=out)
-    table = analyze(out, model=vgg, shift_steps=300, log=lambda *a: None)
+    table = analyze(out, model=vgg, shift_steps=300, log=lambda *a: None).csv
     return out, table, vgg
 
 
@@ -112,7 +113,7 @@ def test_mask_is_fixed_unless_learnt():
     sigmas = []
     for learn in (False, True):
         problem = ShiftProblem("energy", info.centre, info.canvas, info.rf, cell.convention,
-                               (0.0, 0.0, 0.0), steps=100, learn_mask=learn)
+                               (0.0, 0.0, 0.0), optimizer=Optimizer(steps=100), learn_mask=learn)
         out = shift_test(cell.network, problem, jax.random.key(1)[None], np.ones((1, 1), np.float32), 300.0)
         sigmas.append(float(out["sigma"][0]))
     assert sigmas[0] == pytest.approx(info.rf / 2.4, rel=1e-6) and sigmas[1] != pytest.approx(sigmas[0], rel=1e-3)

@@ -1,0 +1,179 @@
+"""The run configuration of a sweep, typed and frozen: built once, stored in the results file,
+compared on resume, read back by analysis and report.
+
+:class:`SweepConfig` is what a results file says about how it was made: the weights (name,
+model configuration and provenance), the layers and units, the method (:class:`Objective`,
+:class:`Optimizer`), the directions, the seed and the versions. ``to_json`` gives the JSON that the
+file stores (``/`` attribute ``config``; the layout of format version 1), ``from_json`` reads it
+back, refusing what it does not know. The CLI's sweep options, their defaults and choices come from
+the fields of :class:`Objective` and :class:`Optimizer` (``jaxvis.cli``).
+
+Two configs describe *the same sweep* (resume) when everything but the selection is equal;
+:meth:`SweepConfig.difference` names the first differing key, :meth:`SweepConfig.method_difference`
+ignores ``layers`` and ``units`` (a finished file can be extended with new layers or units of the
+same method).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+from jaxvis.errors import JaxvisError
+from jaxvis.optimize.config import Objective, Optimizer
+
+SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
+
+
+def plain(value):
+    """numpy scalars and arrays as the Python values JSON knows (``json.dumps`` ``default``)."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} {short(value)} is not JSON-able")
+
+
+def canonical(value, what: str):
+    """``value`` after a JSON round trip (tuples become lists, numpy values Python ones);
+    refuses what JSON cannot hold (objects, NaN)."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True, allow_nan=False, default=plain))
+    except (TypeError, ValueError) as err:
+        raise JaxvisError(f"{what} is not JSON-able: {err}") from None
+
+
+def short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def first_difference(there, now, path: str = "") -> str | None:
+    """``"key: <there> there, <now> now"`` for the first differing (nested) key, or None."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        for key in sorted(set(there) | set(now)):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in there:
+                return f"{sub}: not set there, {short(now[key])} now"
+            if key not in now:
+                return f"{sub}: {short(there[key])} there, not set now"
+            found = first_difference(there[key], now[key], sub)
+            if found:
+                return found
+        return None
+    if there == now and type(there) is type(now):
+        return None
+    return f"{path or 'config'}: {short(there)} there, {short(now)} now"
+
+
+def _dataclass_from(cls, values: Mapping, what: str):
+    """``cls(**values)``, refusing unknown keys with one line that lists the known ones; fields
+    missing from ``values`` (files written before the field existed) take their defaults."""
+    if not isinstance(values, Mapping):
+        raise JaxvisError(f"{what} must be a JSON object, not {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise JaxvisError(f"{what} has unknown field(s) {', '.join(unknown)} (written by a newer "
+                          f"jaxvis?); known: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """How a sweep was made; see the module docstring.
+
+    ``units[layer]``: the selected units (channels, or rows of ``directions``) of each layer;
+    ``directions``: ``[U, C]`` unit vectors in the (single) layer's channel space, or None when
+    unit u is channel u; ``weights_meta``: the weights' provenance (source file, checksums,
+    normalisation) as stored with them; ``model``: the model configuration JSON
+    (``ModelConfig.to_json``), None for a custom network.
+    """
+
+    weights: str
+    model: Mapping[str, Any] | None
+    layers: tuple[str, ...]
+    units: Mapping[str, tuple[int, ...]]
+    objective: Objective = Objective()
+    optimizer: Optimizer = Optimizer()
+    directions: tuple[tuple[float, ...], ...] | None = None
+    seed: int = 0
+    weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [name for name in self.layers if name not in self.units]
+        if missing:
+            raise JaxvisError(f"sweep config selects no units for layer(s) {', '.join(missing)}")
+
+    # -- JSON
+
+    def to_json(self) -> dict:
+        """The JSON object the results file stores (format version 1 layout)."""
+        return canonical({
+            "weights": self.weights, "model": self.model, "weights_meta": dict(self.weights_meta),
+            "layers": list(self.layers), "units": {k: list(v) for k, v in self.units.items()},
+            "objective": dataclasses.asdict(self.objective),
+            "optimizer": dataclasses.asdict(self.optimizer),
+            "directions": None if self.directions is None else [list(d) for d in self.directions],
+            "seed": self.seed, "versions": dict(self.versions)}, "sweep config")
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "SweepConfig":
+        d = dict(_require_mapping(d, "sweep config"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise JaxvisError(f"sweep config has unknown key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        for key in ("weights", "layers", "units"):
+            if key not in d:
+                raise JaxvisError(f"sweep config lacks {key!r}; not a jaxvis sweep config")
+        directions = d.get("directions")
+        return cls(
+            weights=str(d["weights"]), model=d.get("model"), layers=tuple(d["layers"]),
+            units={k: tuple(int(u) for u in v) for k, v in _require_mapping(d["units"], "units").items()},
+            objective=_dataclass_from(Objective, d.get("objective", {}), "sweep config objective"),
+            optimizer=_dataclass_from(Optimizer, d.get("optimizer", {}), "sweep config optimizer"),
+            directions=None if directions is None else tuple(tuple(float(x) for x in row) for row in directions),
+            seed=int(d.get("seed", 0)), weights_meta=dict(d.get("weights_meta") or {}),
+            versions=dict(d.get("versions") or {}))
+
+    # -- comparisons
+
+    def difference(self, stored: Mapping) -> str | None:
+        """The first key where ``stored`` (a config JSON) differs from this one, or None."""
+        return first_difference(canonical(dict(stored), "stored config"), self.to_json())
+
+    def method_difference(self, stored: Mapping) -> str | None:
+        """As :meth:`difference`, ignoring the selection (``layers``, ``units``) and the versions
+        of the software (a file may be extended by a newer jaxvis of the same method)."""
+        drop = (*SELECTION, "versions")
+        there = {k: v for k, v in canonical(dict(stored), "stored config").items() if k not in drop}
+        now = {k: v for k, v in self.to_json().items() if k not in drop}
+        return first_difference(there, now)
+
+    def with_selection(self, layers, units: Mapping[str, tuple[int, ...]]) -> "SweepConfig":
+        return dataclasses.replace(self, layers=tuple(layers), units=dict(units))
+
+    @property
+    def custom_model(self) -> bool:
+        """Swept on a network that is not a cached weights entry (analysis needs it passed in)."""
+        return not self.weights or self.weights == "custom"
+
+    def basis(self, channels: int) -> np.ndarray:
+        """``[U, C]``: row u is unit u's direction (the identity when units are channels)."""
+        if self.directions is None:
+            return np.eye(channels, dtype=np.float32)
+        return np.asarray(self.directions, np.float32)
+
+
+def _require_mapping(value, what: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise JaxvisError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
