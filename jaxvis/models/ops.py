@@ -37,7 +37,9 @@ from flax import nnx
 from jax import lax
 
 from jaxvis.errors import unknown
-from jaxvis.optimize.config import PRECISIONS  # the names, with the settings they belong to
+
+# the precisions of the convolutions a computation can ask for (Optimizer.precision, --precision)
+PRECISIONS = ("float32", "tf32", "bf16")
 
 IMPLS = ("patches", "xla")
 PATCHES_MAX_PIXELS = 96 * 96
