@@ -3,13 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from jaxvis.errors import JaxvisError
-from jaxvis.optimize.config import PRECISIONS
+from jaxvis.models.ops import PRECISIONS
+from jaxvis.objectives.diversity import TERMS
+from jaxvis.objectives.naturalness import PRIORS
+from jaxvis.optimize.config import Objective, Optimizer
+
+# `jaxvis sweep`'s method options: one row per field of Objective / Optimizer that the command line
+# sets. Defaults come from the dataclasses, choices from the tables that define the names (so a
+# registered term or prior is a valid choice at once); only the flag and the help text live here.
+METHOD_OPTIONS = (
+    (Objective, "images", "--images", "N diverse images per unit"),
+    (Objective, "diversity", "--diversity", "diversity term (jaxvis.objectives.diversity.TERMS)"),
+    (Objective, "feature_layer", "--feature-layer",
+     "layer for feature/Gram diversity, or pixels (default: two catalogue entries below the target)"),
+    (Objective, "lam", "--lambda", "diversity weight lambda of the paper's objective"),
+    (Objective, "prior", "--prior", "naturalness prior (jaxvis.objectives.naturalness.PRIORS)"),
+    (Objective, "beta", "--beta", "prior weight"),
+    (Optimizer, "steps", "--steps", "most optimiser steps per unit"),
+    (Optimizer, "learning_rate", "--lr", "Adam learning rate"),
+    (Optimizer, "patience", "--patience", "a unit stops once the EMA of its loss has not improved for "
+                                          "more than this many steps"),
+    (Optimizer, "precision", "--precision",
+     "precision of the convolutions while optimising (tf32/bf16 use tensor cores on GPUs and are "
+     "emulated on CPU; results are measured in float32)"),
+)
+CHOICES = {"diversity": lambda: tuple(TERMS), "prior": lambda: tuple(PRIORS), "precision": lambda: PRECISIONS}
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    for cls, name, flag, text in METHOD_OPTIONS:
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        kind = str if field.default is None else type(field.default)
+        choices = CHOICES[name]() if name in CHOICES else None
+        shown = "" if field.default is None else f" (default {field.default})"
+        p.add_argument(flag, dest=name, type=kind, default=field.default, choices=choices,
+                       metavar=None if choices else flag.lstrip("-").replace("-", "_").upper(),
+                       help=text + shown)
+
+
+def _method(args) -> tuple[Objective, Optimizer]:
+    """The Objective and Optimizer the method options describe."""
+    values = {cls: {name: getattr(args, name) for c, name, *_ in METHOD_OPTIONS if c is cls}
+              for cls in (Objective, Optimizer)}
+    return Objective(**values[Objective]), Optimizer(**values[Optimizer])
 
 
 def _model_options(args) -> dict:
@@ -118,13 +161,10 @@ def cmd_classify(args) -> None:
 
 def cmd_sweep(args) -> None:
     from jaxvis.io.progress import Progress, summary
-    from jaxvis.optimize.config import Objective, Optimizer
     from jaxvis.sweep import sweep
     from jaxvis.weights import load
 
-    objective = Objective(images=args.images, diversity=args.diversity, feature_layer=args.feature_layer,
-                          lam=args.lam, prior=args.prior, beta=args.beta)
-    optimizer = Optimizer(steps=args.steps, learning_rate=args.lr, precision=args.precision)
+    objective, optimizer = _method(args)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
     processes = None
     from jaxvis.optimize.parallel import cpu_devices
@@ -256,17 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cached weights (default: Gatys-normalised real VGG-19, built on first use)")
     p.add_argument("--layer", required=True, help="conv3_1, conv1_1,conv2_1, all or all:conv3_1")
     p.add_argument("--units", default="all", help="all, 0-15, 3,5,7 (default all)")
-    p.add_argument("--images", type=int, default=6, help="N diverse images per unit (default 6)")
-    p.add_argument("--diversity", choices=("pixels", "features", "gram", "none"), default="features")
-    p.add_argument("--feature-layer", help="layer for feature/Gram diversity (default: two below the target)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.01, help="diversity weight (default 0.01)")
-    p.add_argument("--prior", choices=("none", "tv", "spectrum"), default="none")
-    p.add_argument("--beta", type=float, default=0.0, help="prior weight")
-    p.add_argument("--steps", type=int, default=1000, help="most optimiser steps per unit (default 1000)")
-    p.add_argument("--lr", type=float, default=1.0, help="Adam learning rate (default 1.0)")
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="precision of the convolutions while optimising (default float32; tf32/bf16 "
-                        "use tensor cores on GPUs, are emulated on CPU; results are measured in float32)")
+    _add_method_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
     p.add_argument("--cpu-devices", type=int, metavar="N",
