@@ -50,11 +50,14 @@ def _signed(n: int) -> np.ndarray:
     return np.where(k <= n // 2, k, k - n).astype(np.float32)
 
 
-def _negated(n: int) -> np.ndarray:
-    """Index of frequency ``-k`` (mod ``n``) for every ``k``."""
-    return (-np.arange(n)) % n
+def _antisymmetric(n: int) -> np.ndarray:
+    """Signed frequencies with the Nyquist one (its own negative, of undefined sign) as 0: the
+    entry for ``-k`` (mod ``n``) is exactly minus the entry for ``k``."""
+    f = _signed(n)
+    return np.where(2 * np.arange(n) == n, 0, f).astype(np.float32)
 
 
+@jax.jit
 def dominant_orientation(x: jax.Array) -> jax.Array:
     """``[H, W, C]`` -> the principal orientation of its power spectrum, radians in ``[0, pi)``
     (the direction of modulation, ``x`` = columns, ``y`` = rows)."""
@@ -65,22 +68,20 @@ def dominant_orientation(x: jax.Array) -> jax.Array:
     return jnp.mod(jnp.angle(doubled) / 2, jnp.pi)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def half_plane(h: int, w: int, theta: jax.Array) -> jax.Array:
     """``[h, w]`` side of every FFT component about orientation ``theta``: +1, -1, or 0 for the
-    self-conjugate ones. Exactly antisymmetric, ``s(-k) = -s(k)``, so the rotation keeps images real:
-    each side is computed as ``(d(k) - d(-k)) / 2`` (a Nyquist frequency is its own negative on its
-    axis, so it contributes nothing there)."""
-    fy, fx = jnp.asarray(_signed(h))[:, None], jnp.asarray(_signed(w))[None, :]
-    ny, nx = _negated(h)[:, None], _negated(w)[None, :]
-
-    def side(d):
-        return (d - d[ny, nx]) / 2
-
-    along = side(fx * jnp.cos(theta) + fy * jnp.sin(theta))
-    across = side(fy * jnp.cos(theta) - fx * jnp.sin(theta))
+    self-conjugate ones. Exactly antisymmetric, ``s(-k) = -s(k)``, so the rotation keeps images
+    real: the side is the sign of ``g . n`` with ``g`` the frequency whose Nyquist coordinates (their
+    own negatives) count as 0, so ``g(-k) = -g(k)`` exactly and the sign flips exactly (a difference
+    ``d(k) - d(-k)`` would not: XLA may round the two terms differently inside one fusion)."""
+    gy, gx = jnp.asarray(_antisymmetric(h))[:, None], jnp.asarray(_antisymmetric(w))[None, :]
+    along = gx * jnp.cos(theta) + gy * jnp.sin(theta)
+    across = gy * jnp.cos(theta) - gx * jnp.sin(theta)
     return jnp.where(along != 0, jnp.sign(along), jnp.sign(across))
 
 
+@jax.jit
 def rotate(x: jax.Array, phi: jax.Array, theta: jax.Array | None = None) -> jax.Array:
     """``[H, W, C]`` image turned in phase by ``phi`` about ``theta`` (default its dominant
     orientation); same power spectrum, same norm."""

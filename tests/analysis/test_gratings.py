@@ -116,3 +116,94 @@ def test_energy_complex_cells_are_phase_invariant(cells):
         assert g["grating_colours"][g["grating_preferred_colour"][i]] == colour
     assert g["grating_orientation_curve"].shape == (2, 16) and g["grating_period_curve"].shape == (2, 12)
     assert g["grating_responses"].shape == (2, 16, 12, 8, 3)
+
+
+def test_chunked_forward_equals_one_call(cells, monkeypatch):
+    whole = gratings(cells, "energy", radius=RADIUS)
+    monkeypatch.setattr(G, "PIXELS_PER_CALL", 700 * SIZE * SIZE)  # 7 calls, the last one padded
+    chunked = gratings(cells, "energy", radius=RADIUS)
+    np.testing.assert_allclose(chunked["grating_responses"], whole["grating_responses"], rtol=1e-5,
+                               atol=1e-6 * whole["grating_responses"].max())
+
+
+def test_bad_battery_input_is_refused_with_one_clear_line(cells):
+    with pytest.raises(JaxvisError, match="'pooled' of cells comes after global pooling.*: simple, energy$"):
+        gratings(cells, "pooled", radius=RADIUS)
+    with pytest.raises(JaxvisError, match="orientations must be an even number >= 4"):
+        Battery(orientations=5)
+    with pytest.raises(JaxvisError, match="unknown colour axis 'green'; valid: luminance"):
+        Battery(colours=("green",))
+    with pytest.raises(JaxvisError, match=r"maximum must have one value per unit \(2\)"):
+        gratings(cells, "energy", radius=RADIUS, maximum=np.ones(3))
+    with pytest.raises(JaxvisError, match="unit 4 is out of range for a layer of 4 channels"):
+        gratings(cells, "simple", radius=RADIUS, directions=[1, 4])
+    with pytest.raises(JaxvisError, match="radius must be a positive"):
+        gratings(cells, "simple", radius=0.0)
+    with pytest.raises(JaxvisError, match=r"images must be \[units=1, 15, 15, 3\]"):
+        phase_rotation(cells, "energy", np.zeros((1, 11, 11, 3)), [0])
+    with pytest.raises(JaxvisError, match="steps must be an even number"):
+        phase_rotation(cells, "energy", np.zeros((1, SIZE, SIZE, 3)), [0], steps=9)
+
+
+@pytest.mark.parametrize("size", [10, 11])
+def test_rotation_keeps_the_power_spectrum_and_turns_gratings(size):
+    x = jnp.asarray(np.random.default_rng(size).normal(0, 40, (size, size, 3)), jnp.float32)
+    power = np.abs(np.fft.fft2(np.asarray(x), axes=(0, 1)))
+    for phi in (0.4, np.pi / 2, np.pi, 5.0):
+        y = rotate(x, phi)
+        assert np.abs(np.asarray(y) - np.asarray(x)).max() > 1  # it did turn
+        np.testing.assert_allclose(np.abs(np.fft.fft2(np.asarray(y), axes=(0, 1))), power,
+                                   rtol=1e-4, atol=1e-3 * power.max())
+        np.testing.assert_allclose(np.linalg.norm(y), np.linalg.norm(x), rtol=1e-5)
+    np.testing.assert_allclose(rotate(x, 2 * np.pi), x, atol=1e-3)
+    np.testing.assert_allclose(rotate(rotate(x, 1.0), -1.0), x, atol=1e-3)
+    # antisymmetric, s(-k) = -s(k), so rotated images stay real; only the self-conjugate components
+    # stay as they are: at any orientation, on the grid axes too, inside a jitted vmap as in use
+    thetas = jnp.asarray(np.concatenate([np.arange(8) * np.pi / 8, np.linspace(0, np.pi, 101)]), jnp.float32)
+    s = np.asarray(jax.jit(jax.vmap(lambda t: half_plane(size, size, t)))(thetas))
+    neg = (-np.arange(size)) % size
+    np.testing.assert_array_equal(s[:, neg][:, :, neg], -s)
+    assert ((s == 0).sum(axis=(1, 2)) == (1 if size % 2 else 4)).all()
+    # a grating on an FFT frequency, k . n > 0: cos(k . p + f) -> cos(k . p + f + phi)
+    yy, xx = np.mgrid[:size, :size]
+    k = 2 * np.pi * np.array([2, 3]) / size  # (ky, kx)
+    wave = lambda f: np.cos(k[0] * yy + k[1] * xx + f)[:, :, None] * np.array([1.0, 0.5, -1.0])
+    np.testing.assert_allclose(rotate(jnp.asarray(wave(0.3), jnp.float32), 1.1), wave(1.4), atol=1e-4)
+
+
+def test_rotation_keeps_a_complex_cell_at_its_maximum_and_reverses_a_linear_one(cells):
+    """Energy cells (the engine tests' 11 px toy and the two here) keep > 0.95 of their maximum at
+    every phase of their own best image; the linear Gabor units reverse at phi = pi."""
+    toy = complex_cell_model()
+    best = RADIUS * quadrature_pair()[..., 0]  # on the energy cell's circle of maxima
+    r = phase_rotation(toy, "energy", best[None], [0])
+    assert r["rotation_curve"].shape == (1, 12) and r["rotation_curve"].min() > 0.95 * RADIUS ** 2
+    assert r["rotation_min_max"][0] > 0.95
+    even = np.stack([RADIUS * gabor(t, p, 0.0, c) for t, p, c in CELLS])  # the simple units' maxima
+    r = phase_rotation(cells, "energy", even, [0, 1])
+    assert (r["rotation_min_max"] > 0.95).all(), r["rotation_min_max"]
+    np.testing.assert_allclose(r["rotation_orientation"], [t for t, _, _ in CELLS], atol=0.05)
+    linear = phase_rotation(cells, "simple", even, [0, 2])
+    np.testing.assert_allclose(linear["rotation_curve"][:, 0], RADIUS, rtol=1e-4)
+    assert (linear["rotation_at_pi"] < -0.95).all(), linear["rotation_at_pi"]
+
+
+def test_conv1_1_units_follow_c_plus_d_cos_phi(vgg19, weights_env):
+    """conv1_1 is linear in the image (pre-ReLU): for its maximum r w/||w|| the rotated responses
+    are c + d cos(phi) within 1% of the maximum, for all 64 units; phi = 0 is the analytic optimum."""
+    from jaxvis.param.budget import radius
+    from jaxvis.weights import default_photos, weights_root
+
+    r = radius(3, vgg19.convention.mean_rgb255, default_photos(), weights_root() / "budgets.json")
+    kernel = vgg19.params()["convs/conv1_1/kernel"][:, :, ::-1]  # BGR filter -> RGB image order
+    bias = vgg19.params()["convs/conv1_1/bias"]
+    w = np.moveaxis(kernel, -1, 0)  # [64, 3, 3, 3]
+    best = r * w / np.linalg.norm(w.reshape(64, -1), axis=1)[:, None, None, None]
+    out = phase_rotation(vgg19, "conv1_1", best + np.asarray(vgg19.convention.mean_rgb255), np.arange(64))
+    curve, phi = out["rotation_curve"], out["rotation_phases"]
+    maximum = r * np.linalg.norm(w.reshape(64, -1), axis=1) + bias
+    np.testing.assert_allclose(curve[:, 0], maximum, rtol=1e-4, atol=1e-3)
+    basis = np.stack([np.ones_like(phi), np.cos(phi)], 1)
+    fit = basis @ np.linalg.lstsq(basis, curve.T, rcond=None)[0]  # [F, 64]
+    assert (np.abs(fit.T - curve).max(1) < 0.01 * np.abs(maximum)).all()
+    assert np.median(out["rotation_at_pi"]) < 0.5  # the drive reverses: far below the maximum
