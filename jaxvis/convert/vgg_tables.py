@@ -130,6 +130,15 @@ SOURCES = [
     Source("torchvision-vgg16", ModelConfig.make("vgg16", **_TOP), TORCHVISION, "torch", torchvision,
            _both(_has("features.28.weight", "classifier.6.weight"), _lacks("features.34.weight")),
            "torchvision vgg16-*.pth (with classifier)"),
+    # headless: the state dict of a torchvision VGG's `features` alone (e.g. for style transfer);
+    # a batch-norm VGG (vgg19_bn) numbers its features differently and is not this layout
+    Source("torchvision-vgg19-features", ModelConfig.make("vgg19"), TORCHVISION, "torch", torchvision,
+           _both(_has("features.34.weight"), _lacks("classifier.0.weight", "features.1.running_mean")),
+           "torchvision VGG-19 without classifier (features.* keys only)"),
+    Source("torchvision-vgg16-features", ModelConfig.make("vgg16"), TORCHVISION, "torch", torchvision,
+           _both(_has("features.28.weight"),
+                 _lacks("features.34.weight", "classifier.0.weight", "features.1.running_mean")),
+           "torchvision VGG-16 without classifier (features.* keys only)"),
     Source("keras-vgg19", ModelConfig.make("vgg19"), CAFFE, "keras", keras,
            _both(_has("block5_conv4/kernel"), _lacks("fc1/kernel")), "Keras applications VGG-19 notop"),
     Source("keras-vgg19-top", ModelConfig.make("vgg19", **_TOP), CAFFE, "keras", keras,
