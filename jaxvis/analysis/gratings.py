@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -112,17 +112,26 @@ class Battery:
                 "phases": np.arange(self.phases) * 2 * np.pi / self.phases}
 
 
-def stimuli(canvas: int, battery: Battery, radius: float) -> np.ndarray:
-    """``[O, P, F, K, c, c, 3]`` deviations from the mean colour (see the module docstring)."""
+def grating_images(canvas: int, battery: Battery, radius: float, index: np.ndarray) -> np.ndarray:
+    """Gratings number ``index`` ``[B]`` (flat over ``[O, P, F, K]``; ``O*P*F*K`` is the blank, the
+    mean colour alone) -> ``[B, c, c, 3]`` deviations from the mean colour (module docstring)."""
     a = battery.axes(canvas)
+    shape = (battery.orientations, battery.periods, battery.phases, len(battery.colours))
+    blank = index >= np.prod(shape)
+    o, p, f, k = np.unravel_index(np.where(blank, 0, index), shape)
     y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
-    t = a["orientations"][:, None, None, None, None, None]
-    p = a["periods"][None, :, None, None, None, None]
-    f = a["phases"][None, None, :, None, None, None]
-    wave = np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / p + f)  # [O, P, F, 1, c, c]
-    colours = np.stack([COLOURS[c] for c in battery.colours])  # [K, 3]
+    t = a["orientations"][o][:, None, None]
+    wave = np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / a["periods"][p][:, None, None]
+                  + a["phases"][f][:, None, None])  # [B, c, c]
+    colours = np.stack([COLOURS[c] for c in battery.colours])[k] * ~blank[:, None]  # [B, 3]
     amplitude = radius * np.sqrt(2.0) / canvas
     return (amplitude * wave[..., None] * colours[:, None, None, :]).astype(np.float32)
+
+
+def stimuli(canvas: int, battery: Battery, radius: float) -> np.ndarray:
+    """The whole battery ``[O, P, F, K, c, c, 3]`` at once (:func:`gratings` makes it chunk by chunk)."""
+    shape = (battery.orientations, battery.periods, battery.phases, len(battery.colours))
+    return grating_images(canvas, battery, radius, np.arange(np.prod(shape))).reshape(*shape, canvas, canvas, 3)
 
 
 def target(model, layer: str) -> LayerInfo:
@@ -156,16 +165,18 @@ def unit_directions(spec, channels: int) -> np.ndarray:
     return (spec / norms).astype(np.float32)
 
 
-def responses(model, info: LayerInfo, images: np.ndarray) -> np.ndarray:
-    """``[B, c, c, 3]`` RGB grey levels -> the centre position's pre-activations ``[B, C]``, in equal
-    chunks (the last one padded, so one compiled program serves every call)."""
-    count = len(images)
+def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The centre position's pre-activations ``[count, C]`` of images ``0..count-1``, made chunk by
+    chunk by ``images(index [B]) -> [B, c, c, 3]`` (RGB grey levels), so memory stays bounded by
+    :data:`PIXELS_PER_CALL`. The chunks are equal (the last one padded with repeats of the last
+    image), so one compiled program serves every call."""
     most = max(1, PIXELS_PER_CALL // (info.canvas * info.canvas))
     calls = -(-count // most)
     size = -(-count // calls)
-    padded = np.concatenate([images, np.repeat(images[-1:], calls * size - count, axis=0)])
-    out = [np.asarray(model.layer_output(padded[i:i + size], info.name)[:, info.centre, info.centre])
-           for i in range(0, calls * size, size)]
+    out = []
+    for start in range(0, calls * size, size):
+        index = np.minimum(np.arange(start, start + size), count - 1)
+        out.append(np.asarray(model.layer_output(images(index), info.name)[:, info.centre, info.centre]))
     return np.concatenate(out)[:count]
 
 
@@ -238,12 +249,10 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
         raise JaxvisError(f"radius must be a positive contrast budget (grey levels of L2 norm), not {radius}")
     if maximum is not None and np.shape(maximum) != (len(basis),):
         raise JaxvisError(f"maximum must have one value per unit ({len(basis)}), not shape {list(np.shape(maximum))}")
-    x = stimuli(info.canvas, battery, radius)
-    shape = x.shape[:4]
+    shape = (battery.orientations, battery.periods, battery.phases, len(battery.colours))
     mean = np.asarray(model.convention.mean_rgb255, np.float32)
-    flat = x.reshape(-1, info.canvas, info.canvas, 3)
-    blank = np.zeros((1,) + flat.shape[1:], np.float32)
-    acts = responses(model, info, np.concatenate([flat, blank]) + mean) @ basis.T  # [B + 1, U]
+    acts = responses(model, info, int(np.prod(shape)) + 1,  # the gratings, then the blank
+                     lambda index: grating_images(info.canvas, battery, radius, index) + mean) @ basis.T
     R = np.moveaxis(acts[:-1], -1, 0).reshape(len(basis), *shape)
     axes = battery.axes(info.canvas)
     out = summarise(R, axes)

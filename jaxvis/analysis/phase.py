@@ -91,13 +91,8 @@ def rotate(x: jax.Array, phi: jax.Array, theta: jax.Array | None = None) -> jax.
     return jnp.real(jnp.fft.ifft2(spectrum, axes=(0, 1))).astype(x.dtype)
 
 
-@jax.jit
-def _rotations(x: jax.Array, phis: jax.Array):
-    """``[U, H, W, C]``, ``[F]`` -> (``[U, F, H, W, C]`` rotated images, ``[U]`` orientations)."""
-    def one_unit(image):
-        theta = dominant_orientation(image)
-        return jax.vmap(lambda phi: rotate(image, phi, theta))(phis), theta
-    return jax.vmap(one_unit)(x)
+_orientations = jax.jit(jax.vmap(dominant_orientation))
+_rotate_many = jax.jit(jax.vmap(rotate))
 
 
 def phases(steps: int) -> np.ndarray:
@@ -119,9 +114,14 @@ def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: 
         raise JaxvisError(f"steps must be an even number >= 4 (phi = pi is one of them), not {steps}")
     mean = np.asarray(model.convention.mean_rgb255, np.float32)
     phis = phases(steps)
-    rotated, theta = _rotations(jnp.asarray(images - mean), jnp.asarray(phis))
-    flat = np.asarray(rotated).reshape(-1, info.canvas, info.canvas, 3) + mean
-    acts = responses(model, info, flat).reshape(len(basis), steps, -1)  # [U, F, C]
+    x = jnp.asarray(images - mean)
+    theta = _orientations(x)
+
+    def rotated(index):  # image u * steps + f: unit u's maximum turned by phis[f]
+        u, f = np.divmod(index, steps)
+        return np.asarray(_rotate_many(x[u], jnp.asarray(phis[f]), theta[u])) + mean
+
+    acts = responses(model, info, len(basis) * steps, rotated).reshape(len(basis), steps, -1)  # [U, F, C]
     curve = np.einsum("ufc,uc->uf", acts, basis)
     top = curve.max(1)
     return {"rotation_phases": phis, "rotation_curve": curve.astype(np.float32),

@@ -119,11 +119,17 @@ def test_energy_complex_cells_are_phase_invariant(cells):
 
 
 def test_chunked_forward_equals_one_call(cells, monkeypatch):
+    best = np.stack([RADIUS * gabor(t, p, 0.0, c) for t, p, c in CELLS])
     whole = gratings(cells, "energy", radius=RADIUS)
+    turned = phase_rotation(cells, "simple", best, [0, 2])
     monkeypatch.setattr(G, "PIXELS_PER_CALL", 700 * SIZE * SIZE)  # 7 calls, the last one padded
     chunked = gratings(cells, "energy", radius=RADIUS)
     np.testing.assert_allclose(chunked["grating_responses"], whole["grating_responses"], rtol=1e-5,
                                atol=1e-6 * whole["grating_responses"].max())
+    np.testing.assert_array_equal(chunked["grating_blank"], whole["grating_blank"])
+    monkeypatch.setattr(G, "PIXELS_PER_CALL", 5 * SIZE * SIZE)  # 24 images: 5 calls, chunks cut units
+    np.testing.assert_allclose(phase_rotation(cells, "simple", best, [0, 2])["rotation_curve"],
+                               turned["rotation_curve"], rtol=1e-5, atol=1e-4)
 
 
 def test_bad_battery_input_is_refused_with_one_clear_line(cells):
