@@ -142,14 +142,24 @@ def unit_bytes(network: Network, problem: Problem) -> int:
 
 CPU_CHUNK_BYTES = 32 << 20
 CPU_CHUNK_UNITS = 16
+# Accelerators: a chunk may take this share of what XLA may allocate on the device (the rest is
+# for the weights, XLA's temporaries beyond unit_bytes' estimate and the next chunk's inputs),
+# and at most this many units (past a few thousand units a step is long enough to hide every
+# per-step cost; more units only delay the first results). Both are guesses until measured on a
+# device: benchmarks.device_run times the chunk they give against smaller and larger ones.
+ACCELERATOR_MEMORY_SHARE = 0.5
+ACCELERATOR_CHUNK_UNITS = 4096
 
 
 def device_budget(device: jax.Device | None = None) -> tuple[int, int]:
-    """(bytes a chunk may use, most units worth batching) on ``device``."""
+    """(bytes a chunk may use, most units worth batching) on ``device``: on accelerators from the
+    device's own memory (``memory_stats()["bytes_limit"]``, what XLA's allocator may use: 75% of
+    a GPU's memory by default, ``XLA_PYTHON_CLIENT_MEM_FRACTION`` changes it), on CPU from the
+    caches."""
     device = device or jax.devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:  # accelerators: half of what XLA may allocate
-        return stats["bytes_limit"] // 2, 4096
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"] * ACCELERATOR_MEMORY_SHARE), ACCELERATOR_CHUNK_UNITS
     # CPU (one device per core, parallel.cpu_devices): a device's units should stay near its
     # caches; batching more only amortises small ops. 2-core EPYC, VGG-19, N=6, 2 devices:
     # conv2_1 (~1 MB a unit) 8 units 1088 unit-steps/s, 32 units 1042; conv3_1 (~11 MB) 2 units

@@ -38,11 +38,23 @@ UNITS = "units"  # the mesh axis the units are spread over
 
 
 def unit_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis ``"units"`` over ``devices`` (default: all of this process's devices;
-    in a multi-process run each process only ever uses its own)."""
+    """A 1-D mesh with axis ``"units"`` over ``devices`` (default: all of this process's devices
+    of the default backend, i.e. one entry per GPU on a GPU host, one per emulated CPU device on
+    a CPU; in a multi-process run each process only ever uses its own).
+
+    Each device may appear once (twice would give it two slices of every chunk to run one after
+    the other) and all must be of one platform (the one compiled program is for one backend)."""
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise JaxvisError("no devices to run on")
+    if len(set(devices)) < len(devices):
+        twice = next(d for d in devices if devices.count(d) > 1)
+        raise JaxvisError(f"device {twice} appears {devices.count(twice)} times in the mesh; "
+                          "give each device once")
+    platforms = sorted({d.platform for d in devices})
+    if len(platforms) > 1:
+        raise JaxvisError(f"the mesh mixes platforms ({', '.join(platforms)}); give devices of one "
+                          f"platform, e.g. jax.devices({platforms[-1]!r})")
     foreign = [d for d in devices if d.process_index != jax.process_index()]
     if foreign:
         raise JaxvisError(f"device {foreign[0]} belongs to process {foreign[0].process_index}; "
