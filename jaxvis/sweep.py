@@ -143,6 +143,7 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         directions = directions / norms
         units = range(len(directions))
     for info in infos:
+        model.network.check(info.name)  # specs() against the real shapes, once (own networks)
         feature = feature_layer(model, info, objective)
         r = radius or budget_radius(info.canvas, mean, photos or default_photos(),
                                     weights_root() / "budgets.json")

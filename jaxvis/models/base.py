@@ -11,13 +11,17 @@ layer: for a convolution ``pre . v = conv(x, K v) + b . v``, one output channel 
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from jaxvis.errors import unknown
-from jaxvis.models.geometry import LayerInfo, LayerSpec, catalogue
+from jaxvis.errors import JaxvisError, unknown
+from jaxvis.models.geometry import LayerInfo, LayerSpec, catalogue, trace
+
+_CHECKED: "weakref.WeakKeyDictionary[Network, set[str]]" = weakref.WeakKeyDictionary()
 
 
 class Activations(NamedTuple):
@@ -54,7 +58,17 @@ class Recorder:
 
 
 class Network(nnx.Module):
-    """Base class. Subclasses implement ``specs()`` (geometry) and ``forward(x, record)``."""
+    """Base class. Subclasses implement ``specs()`` (geometry) and ``forward(x, record)``.
+
+    ``specs()`` returns one :class:`~jaxvis.models.geometry.LayerSpec` per named layer, in forward
+    order: its ``name``, its output ``channels``, the spatial ``ops`` since the previous named layer
+    (:class:`~jaxvis.models.geometry.Op`: kernel, stride, padding ``int`` / ``"VALID"`` /
+    ``"SAME"``; a layer with no spatial op, e.g. a ReLU'd 1x1 block output, has ``ops=()``) and its
+    ``kind`` (``conv``, ``pool``, ``block``, ``fc``, ``global`` after a global pool). The catalogue
+    (receptive fields, canvases) is computed from them, so they must describe the network exactly:
+    :meth:`check` compares them with the real output shapes once, when a layer is first optimised.
+    ``forward(x, record)`` calls ``record(name, pre, post)`` for every declared layer in order.
+    """
 
     name: str = "network"
 
@@ -70,6 +84,43 @@ class Network(nnx.Module):
 
     def layers(self) -> tuple[LayerInfo, ...]:
         return _catalogue(self.specs())
+
+    def check(self, name: str) -> None:
+        """Compare ``specs()`` with the network's real output shapes at ``name``'s canvas (once
+        per network and layer; abstract evaluation, nothing is computed): every layer up to
+        ``name`` must have its declared channels and the output size its declared ops give.
+        Raises a one-line error naming the first layer that disagrees."""
+        done = _CHECKED.setdefault(self, set())
+        if name in done:
+            return
+        info = self.layer(name)
+        canvas = info.canvas
+        graphdef, state = nnx.split(self)  # weights as arguments: abstract ones work too
+        try:
+            shapes = jax.eval_shape(lambda st, x: nnx.merge(graphdef, st)(x, upto=name).pre, state,
+                                    jax.ShapeDtypeStruct((1, canvas, canvas, 3), jnp.float32))
+        except Exception as err:  # noqa: BLE001 - any failure of a user's forward is reported as such
+            raise JaxvisError(f"{self.name}: the forward pass fails on the {canvas} px canvas that "
+                              f"specs() gives layer {name!r} ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]}); check specs() against forward()") from None
+        ops, kinds = [], {row.name: row.kind for row in self.layers()}
+        for spec in self.specs():
+            ops.extend(spec.ops)
+            if spec.name not in shapes:
+                raise JaxvisError(f"{self.name}: layer {spec.name!r} of specs() is not recorded by "
+                                  "forward() (each declared layer must call record(name, pre, post) in order)")
+            shape = shapes[spec.name].shape
+            expected = 1 if kinds[spec.name] == "global" else trace(ops, canvas)[0]
+            if shape[-1] != spec.channels:
+                raise JaxvisError(f"{self.name}: layer {spec.name!r} has {shape[-1]} channels, specs() "
+                                  f"declares {spec.channels}; fix its LayerSpec")
+            if len(shape) == 4 and (shape[1], shape[2]) != (expected, expected):
+                raise JaxvisError(f"{self.name}: layer {spec.name!r} is {shape[1]}x{shape[2]} on a "
+                                  f"{canvas} px input, but its declared ops give {expected}x{expected}; "
+                                  "fix the kernel/stride/padding of its LayerSpec ops")
+            if spec.name == name:
+                break
+        done.add(name)
 
     def layer(self, name: str) -> LayerInfo:
         for info in self.layers():

@@ -16,6 +16,23 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 @dataclasses.dataclass(frozen=True)
 class InputConvention:
+    """What a network's first layer expects, as an affine map of RGB grey levels 0..255:
+
+        network_input = (x[..., order] * scale - mean) / std
+
+    - ``channel_order``: ``"RGB"`` or ``"BGR"`` (Caffe/Keras VGG weights are BGR), applied first;
+    - ``scale``: multiplies the grey levels (``1/255`` for networks trained on 0..1 inputs);
+    - ``mean``, ``std``: per channel, in the network's channel order and *after* ``scale``.
+
+    Examples: Caffe VGG ``InputConvention("BGR", 1.0, (103.939, 116.779, 123.68))``; torchvision
+    ``InputConvention("RGB", 1/255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))``.
+    :attr:`mean_rgb255` is the colour the network sees as zero: the sweep's images deviate from
+    it, and the natural contrast budget is measured around it. The default (identity, mean 0) is
+    right only for a network that takes raw grey levels; for your own network give the mean colour
+    it was trained around (e.g. ``mean=(124, 116, 104)`` with ``scale=1``), or images are centred
+    on black.
+    """
+
     channel_order: str = "RGB"                     # "RGB" or "BGR": the network's first-layer order
     scale: float = 1.0                             # multiplies grey levels 0..255 (1/255 for 0..1 nets)
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in the network's channel order, after scale
