@@ -6,12 +6,21 @@ scalar penalty per image, averaged over the set; its weight is ``beta``.
 - ``tv``: total variation, mean absolute difference of neighbouring pixels (favours smooth images).
 - ``spectrum``: squared deviation of the image's log amplitude spectrum from a 1/f law fitted to
   the image's own power, i.e. it penalises unnatural spectral slopes, not contrast.
+
+:data:`PRIORS` is the single name -> prior table (objective validation, optimiser step, CLI
+choices). A new prior is one function ``[N, H, W, 3] -> scalar`` plus one :func:`register_prior`
+call (``CONTRIBUTING.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
+
+from jaxvis.errors import JaxvisError
 
 from jaxvis.param.image import frequency_gain
 
@@ -32,4 +41,32 @@ def spectrum(x: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(log_a - log_t - offset))
 
 
-PRIORS = {"none": lambda x: jnp.zeros(()), "tv": total_variation, "spectrum": spectrum}
+def no_prior(x: jax.Array) -> jax.Array:
+    return jnp.zeros((), x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """One prior: ``penalty`` maps images ``[N, H, W, 3]`` (deviation from the mean colour, grey
+    levels) to a scalar (the loss adds ``beta * penalty``); ``definition``: one line."""
+
+    penalty: Callable[[jax.Array], jax.Array]
+    definition: str
+
+
+PRIORS: dict[str, Prior] = {
+    "none": Prior(no_prior, "no prior"),
+    "tv": Prior(total_variation, "total variation: mean |difference| of neighbouring pixels"),
+    "spectrum": Prior(spectrum, "squared deviation of the log amplitude spectrum from a 1/f law"),
+}
+
+
+def register_prior(name: str, penalty: Callable[[jax.Array], jax.Array], definition: str) -> Prior:
+    """Add a prior to :data:`PRIORS` under ``name`` (new names only: a compiled program is keyed
+    by the name, so a name must always mean the same function)."""
+    if not name.isidentifier():
+        raise JaxvisError(f"prior name {name!r} must be a Python identifier (e.g. 'smooth')")
+    if name in PRIORS:
+        raise JaxvisError(f"prior {name!r} is already registered; choose another name")
+    PRIORS[name] = Prior(penalty, definition)
+    return PRIORS[name]

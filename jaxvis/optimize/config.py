@@ -5,17 +5,34 @@ from __future__ import annotations
 import dataclasses
 
 from jaxvis.errors import JaxvisError
+from jaxvis.models.ops import PRECISIONS  # of the convolutions
+from jaxvis.objectives.diversity import TERMS
+from jaxvis.objectives.naturalness import PRIORS as PRIOR_TABLE
 
-DIVERSITIES = ("none", "pixels", "features", "gram")
-PRIORS = ("none", "tv", "spectrum")
-PRECISIONS = ("float32", "tf32", "bf16")  # of the convolutions: jaxvis.models.ops
+
+def __getattr__(name: str):
+    # the valid names, read from the tables at the moment they are asked for, so that terms and
+    # priors registered later (jaxvis.objectives) are valid choices too
+    if name == "DIVERSITIES":
+        return tuple(TERMS)
+    if name == "PRIORS":
+        return tuple(PRIOR_TABLE)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """``loss = -mean_i a(x_i) - lam * min_{i<j} d(phi(x_i), phi(x_j)) + beta * prior(x)``.
+    """What one unit's N images optimise.
 
-    With ``diversity="gram"`` the second term is ``+ lam * mean_{i<j} cos(G_i, G_j)``.
+    ``floor=None`` (the paper's objective, the default):
+    ``loss = -mean_i a(x_i) - lam * D(phi(x)) + beta * prior(x)``, with ``D`` the diversity term
+    (:data:`jaxvis.objectives.diversity.TERMS`; the paper's is ``min_{i<j} d(phi(x_i), phi(x_j))``;
+    ``gram`` is ``1 - mean_{i<j} cos(G_i, G_j)``).
+
+    ``floor=alpha`` (0 < alpha < 1): maximise ``D`` subject to ``a(x_i) >= alpha * a*`` for every
+    image, ``a*`` the unit's single-image maximum passed to ``optimise(..., maxima=...)``; ``lam``
+    is unused (an augmented Lagrangian, :func:`jaxvis.optimize.step.loss_fn`).
+
     ``feature_layer=None`` picks the layer two catalogue entries below the target (conv2_2 for
     conv3_1, as in the paper), or pixels where there is none.
     """
@@ -26,14 +43,22 @@ class Objective:
     lam: float = 0.01
     prior: str = "none"
     beta: float = 0.0
+    floor: float | None = None
 
     def __post_init__(self):
-        if self.diversity not in DIVERSITIES:
-            raise JaxvisError(f"unknown diversity {self.diversity!r}; valid: {', '.join(DIVERSITIES)}")
-        if self.prior not in PRIORS:
-            raise JaxvisError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIORS)}")
+        if self.diversity not in TERMS:
+            raise JaxvisError(f"unknown diversity {self.diversity!r}; valid: {', '.join(TERMS)}")
+        if self.prior not in PRIOR_TABLE:
+            raise JaxvisError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_TABLE)}")
         if self.images < 1:
             raise JaxvisError(f"--images must be at least 1, not {self.images}")
+        if self.floor is not None:
+            if not 0 < self.floor < 1:
+                raise JaxvisError(f"--floor must lie strictly between 0 and 1 (a fraction of the unit's "
+                                  f"maximum), not {self.floor}")
+            if self.images < 2 or self.diversity == "none":
+                raise JaxvisError(f"a floor needs a diversity term and at least 2 images, not "
+                                  f"--images {self.images} --diversity {self.diversity}")
         if self.diversity != "none" and self.images < 2:
             raise JaxvisError(f"diversity {self.diversity!r} needs at least 2 images, not {self.images} "
                               "(use --diversity none for a single maximum)")

@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jaxvis.errors import JaxvisError
 from jaxvis.models import ops
 from jaxvis.models.base import Network
 from jaxvis.optimize import parallel
@@ -43,31 +44,32 @@ def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"), donate_argnames=("states",))
-def _segment(params, states, directions, radius, *, graphdef, problem: Problem, mesh: Mesh) -> UnitState:
-    def run(params, states, directions, radius):  # one device, its own units
+def _segment(params, states, directions, maxima, radius, *, graphdef, problem: Problem, mesh: Mesh) -> UnitState:
+    def run(params, states, directions, maxima, radius):  # one device, its own units
         net = nnx.merge(graphdef, params)
-        batched = jax.vmap(lambda s, d: one.step(s, net, problem, d, radius))
+        batched = jax.vmap(lambda s, d, m: one.step(s, net, problem, d, radius, m))
 
         def body(states, _):
-            return batched(states, directions), None
+            return batched(states, directions, maxima), None
 
         with ops.precision(problem.optimizer.precision):
             states, _ = jax.lax.scan(body, states, None, length=problem.optimizer.segment)
         return states
 
-    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(
-        params, states, directions, radius)
+    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, ROWS, SHARED), ROWS)(
+        params, states, directions, maxima, radius)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"))
-def _evaluate(params, states, directions, radius, *, graphdef, problem: Problem, mesh: Mesh) -> dict:
-    def run(params, states, directions, radius):
+def _evaluate(params, states, directions, maxima, radius, *, graphdef, problem: Problem, mesh: Mesh) -> dict:
+    def run(params, states, directions, maxima, radius):
         net = nnx.merge(graphdef, params)
         with ops.precision("float32"):  # what the images really do, whatever they were optimised at
-            return jax.vmap(lambda s, d: one.evaluate(s, net, problem, d, radius))(states, directions)
+            return jax.vmap(lambda s, d, m: one.evaluate(s, net, problem, d, radius, m))(
+                states, directions, maxima)
 
-    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, SHARED), ROWS)(
-        params, states, directions, radius)
+    return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, ROWS, SHARED), ROWS)(
+        params, states, directions, maxima, radius)
 
 
 def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: float, mesh: Mesh):
@@ -83,8 +85,11 @@ def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: flo
 
 
 def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
-             radius: float, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+             radius: float, mesh: Mesh | None = None, maxima: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Optimise ``U`` units at once. ``keys`` ``[U]``, ``directions`` ``[U, C]``.
+
+    ``maxima`` ``[U]``: the units' single-image maxima ``a*``, required by (and only used by) a
+    floor objective (``Objective.floor``; :func:`jaxvis.optimize.maximum.maximum` computes them).
 
     ``mesh``: the devices to spread the units over (``parallel.unit_mesh``; default all of this
     process's devices). ``U`` need not be a multiple of the device count (padded here), but the
@@ -97,20 +102,25 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     """
     mesh = parallel.unit_mesh() if mesh is None else mesh
     count = len(directions)
+    if (maxima is None) != (problem.objective.floor is None):
+        raise JaxvisError("maxima are needed exactly when the objective has a floor "
+                          f"(floor={problem.objective.floor}, maxima {'missing' if maxima is None else 'given'})")
+    maxima = np.ones(count, np.float32) if maxima is None else np.asarray(maxima, np.float32).reshape(count)
     graphdef, params, keys, directions, radius = place(network, keys, directions, radius, mesh)
+    maxima = jax.device_put(parallel.pad_rows(maxima, len(directions)), parallel.unit_sharding(mesh))
     jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)
     states = _init(keys, problem=problem, mesh=mesh)
     segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
     curve = np.full((len(directions), segments), np.nan, np.float32)
     stopped = np.zeros(len(directions), bool)
     for s in range(segments):
-        states = _segment(params, states, directions, radius, **jitted)
+        states = _segment(params, states, directions, maxima, radius, **jitted)
         ema, done, steps = jax.device_get((states.ema, states.done, states.steps))
         curve[:, s] = np.where(stopped, np.nan, ema)  # NaN for segments a unit spent stopped
         stopped = done | (steps >= problem.optimizer.steps)
         if stopped.all():
             break
-    out = jax.device_get(_evaluate(params, states, directions, radius, **jitted))
+    out = jax.device_get(_evaluate(params, states, directions, maxima, radius, **jitted))
     out = {k: np.asarray(v) for k, v in out.items()}
     out.pop("similarity", None)
     out["loss_curve"] = curve
