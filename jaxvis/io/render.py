@@ -32,13 +32,15 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io.atomic import write_all
+from jaxvis.io.atomic import write_all, write_bytes
 from jaxvis.io.results import file_stem, open_results, unknown_layer
 
 MIN_TILE = 64
@@ -78,20 +80,41 @@ def png_tile(pixels: np.ndarray, target: int) -> tuple[bytes, int, int]:
     Smaller images are enlarged by an integer factor with nearest-neighbour sampling (every pixel
     a square); larger ones are shrunk to fit ``target`` (box filter).
     """
-    from PIL import Image
-
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     height, width = pixels.shape[:2]
-    image = Image.fromarray(pixels)
     side = max(height, width, 1)
     if side < target:
-        k = max(1, target // side)
-        if k > 1:
-            image = image.resize((width * k, height * k), Image.NEAREST)
+        pixels = enlarge(pixels, max(1, target // side))
     elif side > target * 1.5:
+        from PIL import Image
+
         k = target / side
-        image = image.resize((max(1, round(width * k)), max(1, round(height * k))), Image.BOX)
-    return _encode(image), image.width, image.height
+        size = (max(1, round(width * k)), max(1, round(height * k)))
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BOX))
+    return png_encode(pixels), pixels.shape[1], pixels.shape[0]
+
+
+def png_encode(pixels: np.ndarray) -> bytes:
+    """uint8 ``[H, W, 3]`` (RGB) or ``[H, W]`` (grey) as PNG bytes.
+
+    Written here rather than through Pillow: a report holds thousands of small tiles, and for
+    those Pillow's per-image overhead is most of the time (a 95 px tile of a 5 px canvas: 1.8 ms
+    with Pillow, 0.12 ms here, 603 bytes instead of 432). zlib level 1: enlarged tiles are runs
+    of equal pixels that every level compresses well, level 6 takes four times as long.
+    """
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    colour = 2 if pixels.ndim == 3 else 0
+    rows = pixels.reshape(height, -1)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
 
 
 def _encode(image) -> bytes:
@@ -326,3 +349,33 @@ def _render_layer(name: str, group, out_dir: Path, scale: int | None):
         suffix = "" if page == 1 else f"_p{page}"
         yield out_dir / f"{stem}_units{suffix}.png", lambda page=page: page_sheet(page)
     yield out_dir / f"{stem}_contact.png", lambda: _contact_sheet(name, group, scale)
+
+
+def save_images(images, path: Path, *, scale: int | None = None, gap: int = 2) -> Path:
+    """Save images as one PNG grid: ``[H, W, 3]``, a row ``[N, H, W, 3]`` or rows
+    ``[U, N, H, W, 3]`` (e.g. ``jaxvis.sweep(...)[layer]["images"]``), RGB grey levels of any range.
+
+    Each row shares one contrast mapping (:func:`to_display`: what varies along a row is what the
+    unit ignores); small canvases are enlarged by ``scale`` (default: tiles of at least
+    ``MIN_TILE`` px), ``gap`` px of white between tiles. Written atomically; returns ``path``.
+    """
+    x = np.asarray(images, np.float32)
+    if x.ndim == 3:
+        x = x[None, None]
+    elif x.ndim == 4:
+        x = x[None]
+    if x.ndim != 5 or x.shape[-1] != 3:
+        raise JaxvisError(f"images must be [H, W, 3], [N, H, W, 3] or [U, N, H, W, 3] RGB, not {list(np.shape(images))}")
+    rows, n, height, width, _ = x.shape
+    scale = scale or default_scale(height, width)
+    th, tw = height * scale, width * scale
+    grid = np.full((rows * (th + gap) - gap, n * (tw + gap) - gap, 3), 255, np.uint8)
+    for r in range(rows):
+        shown = to_display(x[r])
+        for i in range(n):
+            grid[r * (th + gap): r * (th + gap) + th, i * (tw + gap): i * (tw + gap) + tw] = enlarge(shown[i], scale)
+    path = Path(path)
+    try:
+        return write_bytes(path, png_encode(grid))
+    except OSError as err:
+        raise JaxvisError(f"cannot write picture {path}: {err.strerror or err}") from None
