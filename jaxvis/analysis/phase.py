@@ -96,6 +96,7 @@ _rotate_many = jax.jit(jax.vmap(rotate))
 
 
 def phases(steps: int) -> np.ndarray:
+    """``[steps]`` rotation angles, equally spaced over ``[0, 2 pi)`` from 0."""
     return (np.arange(steps) * 2 * np.pi / steps).astype(np.float32)
 
 
