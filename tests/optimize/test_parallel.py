@@ -86,7 +86,8 @@ def main(devices: int, out: str, chunk: int | None) -> None:
     graphdef, params, keys, directions, radius = loop.place(model.network, keys, np.eye(128)[:size],
                                                             lp.radius, mesh)
     states = loop._init(keys, problem=lp.diverse, mesh=mesh)
-    hlo = loop._segment.lower(params, states, directions, radius, graphdef=graphdef,
+    maxima = jax.device_put(np.ones(size, np.float32), parallel.unit_sharding(mesh))  # unused without a floor
+    hlo = loop._segment.lower(params, states, directions, maxima, radius, graphdef=graphdef,
                               problem=lp.diverse, mesh=mesh).compile().as_text()
     summed = jax.jit(lambda d: d.sum(0)).lower(directions).compile().as_text()
     np.savez(out, **r, devices=devices, chunk=size, hlo=np.array(hlo), summed_hlo=np.array(summed))
