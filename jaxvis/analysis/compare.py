@@ -3,90 +3,41 @@
 ``jaxvis compare A.h5 B.h5 [--out DIR]``: two sweeps (two models, or one model normalised and
 not) rarely share layer names, so every layer of A is paired with the layer of B whose receptive
 field (layer metadata ``rf``) is closest (ties: the earlier layer of B in file order); both rfs
-are reported (layers in catalogue order: the sweep config's ``layers``, then rf). For every pair and every scalar metric (one value per unit) it prints the number of
-units with a finite value, the quartiles and the median for A and B, and writes
-``<out>/compare.html`` (self-contained: paired SVG histograms over shared bins, no external
-assets).
+are reported (layers in catalogue order: the sweep config's ``layers``, then rf). For every pair
+and every scalar metric (one value per unit) it prints the number of units with a finite value,
+the quartiles and the median for A and B, and writes ``<out>/compare.html`` (self-contained:
+paired SVG histograms over shared bins, no external assets).
 
-Metrics come from the ``metrics`` group ``jaxvis analyze`` adds. The ones the sweep itself
-determines are computed on the fly where that group lacks them (``layer_scalars``), so two
-unanalysed files compare too:
+Metrics and their definitions come from the metrics table (:mod:`jaxvis.analysis.metrics`),
+read through :mod:`jaxvis.analysis.summary`: the ``metrics`` group ``jaxvis analyze`` adds, and
+where it lacks them those the sweep itself determines (activation fractions, pairwise distances),
+so two unanalysed files compare too.
 
-- ``fraction_min``, ``fraction_median``: the lowest / median activation of the N diverse images
-  divided by the single-image maximum (NaN where the maximum is not positive);
-- ``pixel_min``, ``pixel_mean``, ``feature_min``, ``feature_mean``: the smallest / mean pairwise
-  distance ``i < j`` of the diverse set (``pixel_distances``, ``feature_distances``).
+Numbers are comparable only when they measure the same thing, so the comparison says where the
+two files differ in how they were made: sweep settings (``objective``, ``optimizer``: e.g. N or
+lambda), per layer pair the analysis settings (the metrics group's ``config``: shift-test steps,
+photos, ...) and the *feature space* of the ``feature_*`` distances (the model and its diversity
+feature layer: distances of 0.68 in one network's conv1_2 and 6.65 in another's are on different
+scales). Each difference is a ``differs:`` line under the pair in the table and a highlighted
+note on the page.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from jaxvis.analysis.metrics import order
+from jaxvis.analysis.summary import (analysis_config, layer_meta, layer_order, layer_scalars,
+                                     model_name, quartiles)
 from jaxvis.errors import JaxvisError
+from jaxvis.io.html import esc, fmt, html_page, write_files
+from jaxvis.io.results import METRICS, json_attr, open_results
+from jaxvis.io.svg import BLUE, ORANGE, svg_histogram
 
-METRICS = "metrics"
-
-
-# ----------------------------------------------------------------------------------------------
-# metrics of one layer
-
-
-def sweep_scalars(group) -> dict[str, np.ndarray]:
-    """The scalar metrics computable from the sweep's own datasets in ``group`` (see the module
-    docstring); a metric whose inputs are missing or malformed is left out."""
-    out: dict[str, np.ndarray] = {}
-    if "activations" in group and "max_activation" in group:
-        acts = np.asarray(group["activations"][()], np.float64)
-        peak = np.asarray(group["max_activation"][()], np.float64)
-        if acts.ndim == 2 and peak.shape == acts.shape[:1] and acts.shape[1] > 0:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                frac = acts / peak[:, None]
-            frac[~(peak > 0)] = np.nan
-            with np.errstate(all="ignore"):
-                out["fraction_min"] = np.min(frac, axis=1)
-                out["fraction_median"] = np.median(frac, axis=1)
-    for space in ("pixel", "feature"):
-        key = f"{space}_distances"
-        if key not in group:
-            continue
-        d = np.asarray(group[key][()], np.float64)
-        if d.ndim != 3 or d.shape[1] != d.shape[2] or d.shape[1] < 2:
-            continue
-        i, j = np.triu_indices(d.shape[1], k=1)
-        pairs = d[:, i, j]
-        out[f"{space}_min"] = pairs.min(axis=1)
-        out[f"{space}_mean"] = pairs.mean(axis=1)
-    return out
-
-
-def layer_scalars(group) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """All scalar metrics of a layer group: ({name: [U] float64}, {name: "metrics" or "sweep"}).
-
-    Every ``[U]``-shaped numeric dataset of the ``metrics`` group counts; the sweep-derived ones
-    fill in what the group lacks.
-    """
-    count = len(group["unit"]) if "unit" in group else None
-    scalars: dict[str, np.ndarray] = {}
-    sources: dict[str, str] = {}
-    if METRICS in group:
-        import h5py
-
-        for name, item in group[METRICS].items():
-            if not isinstance(item, h5py.Dataset) or item.ndim != 1:
-                continue
-            if item.dtype.kind not in "biuf" or (count is not None and item.shape[0] != count):
-                continue
-            scalars[name] = np.asarray(item[()], np.float64)
-            sources[name] = "metrics"
-    for name, values in sweep_scalars(group).items():
-        if name not in scalars and (count is None or len(values) == count):
-            scalars[name] = values
-            sources[name] = "sweep"
-    return scalars, sources
+SWEEP_SETTINGS = ("objective", "optimizer")  # the parts of a sweep config that shape its metrics
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,6 +51,8 @@ class LayerStats:
     units: int
     scalars: dict[str, np.ndarray]
     sources: dict[str, str]
+    feature_space: str = "unknown"          # where feature_* distances are measured
+    analysis: dict | None = None            # settings of the analysis that wrote its metrics
 
 
 @dataclass
@@ -108,6 +61,7 @@ class Side:
     model: str
     analysed: bool                     # at least one layer has a metrics group
     layers: list[LayerStats] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -116,40 +70,71 @@ class Comparison:
     b: Side
     pairs: list[tuple[LayerStats, LayerStats | None]]
     notes: list[str]
+    differs: list[str] = field(default_factory=list)  # how the two sweeps were made differently
 
     def metrics(self, pair) -> list[str]:
-        from jaxvis.io.report import _ordered
-
         la, lb = pair
-        names = set(la.scalars) | (set(lb.scalars) if lb is not None else set())
-        return _ordered(names)
+        return order(set(la.scalars) | (set(lb.scalars) if lb is not None else set()))
+
+    def differences(self, pair) -> list[str]:
+        """What makes the pair's numbers measure different things (see the module docstring)."""
+        la, lb = pair
+        if lb is None:
+            return []
+        out = []
+        if la.feature_space != lb.feature_space and {"feature_min", "feature_mean"} & (
+                set(la.scalars) | set(lb.scalars)):
+            out.append(f"feature_* distances are in different spaces (A: {la.feature_space}; "
+                       f"B: {lb.feature_space}): compare them within a file, not across")
+        if la.analysis is not None and lb.analysis is not None:
+            changed = differences(la.analysis, lb.analysis)
+            if changed:
+                out.append("analysis settings differ: " + "; ".join(changed))
+        return out
 
 
-def model_name(config: dict) -> str:
-    from jaxvis.io.report import _model_name
-    return _model_name(config if isinstance(config, dict) else {})
+def differences(a, b, path: str = "") -> list[str]:
+    """Every differing leaf of two JSON values, as ``key A-value (A) vs B-value (B)``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))]
+    if a == b:
+        return []
+    return [f"{path or 'value'} {_short(a)} (A) vs {_short(b)} (B)"]
+
+
+def _short(value) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _feature_space(model: str, meta: dict) -> str:
+    layer = meta.get("feature_layer")
+    if layer in (None, ""):
+        return f"{model}, feature layer not recorded"
+    return "pixels" if layer == "pixels" else f"{model} {layer}"
 
 
 def read_side(path: Path) -> Side:
-    from jaxvis.io.report import _meta, layer_order
-    from jaxvis.io.results import _json_attr, open_results
-
     path = Path(path)
     with open_results(path) as f:
-        config = _json_attr(f, "config", path)
-        side = Side(path, model_name(config), analysed=False)
+        config = json_attr(f.attrs, "config", path)
+        config = config if isinstance(config, dict) else {}
+        side = Side(path, model_name(config), analysed=False, config=config)
+        metas = {name: layer_meta(group) for name, group in f["layers"].items()}
         rfs = {}
-        for name, group in f["layers"].items():
-            rf = _meta(group).get("rf")
+        for name, meta in metas.items():
+            rf = meta.get("rf")
             rfs[name] = int(rf) if isinstance(rf, (int, float)) and not isinstance(rf, bool) \
                 else None
         for name in layer_order(rfs, config, rfs):
             group = f["layers"][name]
-            rf = rfs[name]
             scalars, sources = layer_scalars(group)
             side.analysed |= METRICS in group
             units = len(group["unit"]) if "unit" in group else 0
-            side.layers.append(LayerStats(name, rf, units, scalars, sources))
+            side.layers.append(LayerStats(name, rfs[name], units, scalars, sources,
+                                          _feature_space(side.model, metas[name]),
+                                          analysis_config(group)))
     if not side.layers:
         raise JaxvisError(f"{path} holds no layers")
     return side
@@ -183,29 +168,28 @@ def compare(a_path: Path, b_path: Path) -> Comparison:
             if layer.rf is None:
                 notes.append(f"{label} layer {layer.name} has no rf in its metadata; paired by "
                              "name only")
+    changed = [d for key in SWEEP_SETTINGS
+               for d in differences(a.config.get(key), b.config.get(key), key)]
+    differs = ["sweep settings differ, so the metrics describe differently made sets: "
+               + "; ".join(changed)] if changed else []
     pairs = pair_layers(a.layers, b.layers)
     if not any(lb is not None and (set(la.scalars) | set(lb.scalars)) for la, lb in pairs):
         raise JaxvisError(f"nothing to compare between {a.path} and {b.path}: no layer pairs "
                           "with metrics (the layers need activations and max_activation, or a "
                           "metrics group)")
-    return Comparison(a, b, pairs, notes)
+    return Comparison(a, b, pairs, notes, differs)
 
 
 # ----------------------------------------------------------------------------------------------
 # output
 
 
-def _stats(values) -> tuple[int, float, float, float]:
-    from jaxvis.io.report import quartiles
-    return quartiles(values) if values is not None else (0, math.nan, math.nan, math.nan)
-
-
 def format_table(comparison: Comparison) -> str:
-    """The text table: per layer pair a header line, then per metric n, q1, median, q3 of A and B."""
-    from jaxvis.io.report import fmt
-
+    """The text table: per layer pair a header line, its ``differs:`` lines, then per metric n,
+    q1, median, q3 of A and B."""
     c = comparison
     lines = [f"A: {c.a.path} ({c.a.model})", f"B: {c.b.path} ({c.b.model})"]
+    lines += [f"differs: {d}" for d in c.differs]
     lines += [f"note: {n}" for n in c.notes]
     for la, lb in c.pairs:
         lines.append("")
@@ -214,11 +198,12 @@ def format_table(comparison: Comparison) -> str:
             continue
         lines.append(f"A {la.name} (rf {fmt(la.rf)}, {la.units} units)  <->  "
                      f"B {lb.name} (rf {fmt(lb.rf)}, {lb.units} units)")
+        lines += [f"  differs: {d}" for d in c.differences((la, lb))]
         lines.append(f"  {'metric':<24}{'n A':>6}{'q1 A':>10}{'median A':>10}{'q3 A':>10}"
                      f"{'n B':>7}{'q1 B':>10}{'median B':>10}{'q3 B':>10}")
         for metric in c.metrics((la, lb)):
-            na, q1a, ma, q3a = _stats(la.scalars.get(metric))
-            nb, q1b, mb, q3b = _stats(lb.scalars.get(metric))
+            na, q1a, ma, q3a = quartiles(la.scalars.get(metric))
+            nb, q1b, mb, q3b = quartiles(lb.scalars.get(metric))
             lines.append(f"  {metric:<24}{na:>6}{fmt(q1a):>10}{fmt(ma):>10}{fmt(q3a):>10}"
                          f"{nb:>7}{fmt(q1b):>10}{fmt(mb):>10}{fmt(q3b):>10}")
     return "\n".join(lines)
@@ -226,9 +211,6 @@ def format_table(comparison: Comparison) -> str:
 
 def write_html(comparison: Comparison, out_dir: Path) -> Path:
     """``<out_dir>/compare.html``: the table and paired histograms; written atomically."""
-    from jaxvis.io.report import (BLUE, ORANGE, esc, fmt, html_page, svg_histogram,
-                                  write_pages)
-
     c = comparison
     out_dir = Path(out_dir)
     la_label, lb_label = f"A {c.a.model}", f"B {c.b.model}"
@@ -236,6 +218,7 @@ def write_html(comparison: Comparison, out_dir: Path) -> Path:
             f'<p class="kv"><span style="color:{BLUE}">&#9632;</span> A: {esc(c.a.path.name)} '
             f'({esc(c.a.model)})<br><span style="color:{ORANGE}">&#9632;</span> B: '
             f"{esc(c.b.path.name)} ({esc(c.b.model)})</p>"]
+    body += [f'<p class="warn">differs: {esc(d)}</p>' for d in c.differs]
     body += [f'<p class="note">{esc(n)}</p>' for n in c.notes]
     body.append('<table class="summary"><thead><tr><th class="l">A layer</th><th>rf</th>'
                 '<th class="l">B layer</th><th>rf</th></tr></thead><tbody>')
@@ -249,14 +232,15 @@ def write_html(comparison: Comparison, out_dir: Path) -> Path:
             continue
         body.append(f'<h2 id="pair-{k}">A {esc(la.name)} (rf {fmt(la.rf)}) vs B {esc(lb.name)} '
                     f"(rf {fmt(lb.rf)})</h2>")
+        body += [f'<p class="warn">differs: {esc(d)}</p>' for d in c.differences((la, lb))]
         rows = ['<table class="summary"><thead><tr><th class="l">metric</th><th>n A</th>'
                 "<th>q1 A</th><th>median A</th><th>q3 A</th><th>n B</th><th>q1 B</th>"
                 "<th>median B</th><th>q3 B</th></tr></thead><tbody>"]
         plots = []
         for metric in c.metrics((la, lb)):
             va, vb = la.scalars.get(metric), lb.scalars.get(metric)
-            na, q1a, ma, q3a = _stats(va)
-            nb, q1b, mb, q3b = _stats(vb)
+            na, q1a, ma, q3a = quartiles(va)
+            nb, q1b, mb, q3b = quartiles(vb)
             rows.append(f'<tr><td class="l">{esc(metric)}</td><td>{na}</td><td>{fmt(q1a)}</td>'
                         f"<td>{fmt(ma)}</td><td>{fmt(q3a)}</td><td>{nb}</td><td>{fmt(q1b)}</td>"
                         f"<td>{fmt(mb)}</td><td>{fmt(q3b)}</td></tr>")
@@ -273,5 +257,5 @@ def write_html(comparison: Comparison, out_dir: Path) -> Path:
     except OSError as err:
         raise JaxvisError(f"cannot write the comparison to {out_dir}: {err}") from None
     page = out_dir / "compare.html"
-    write_pages({page: html_page("jaxvis compare", "\n".join(body))})
+    write_files([(page, html_page("jaxvis compare", "\n".join(body)))])
     return page

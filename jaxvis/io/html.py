@@ -49,7 +49,8 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 img{image-rendering:pixelated;image-rendering:crisp-edges;vertical-align:middle}
 td.imgs{white-space:nowrap;text-align:left}td.imgs img{margin-right:2px}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.unit-detail{border-top:1px solid #bbb;padding:8px 0 12px 0}
+.unit-detail{border-top:1px solid #bbb;padding:8px 0 12px 0;content-visibility:auto;
+  contain-intrinsic-size:auto 320px}
 .unit-detail:target{background:#fff8d8;outline:2px solid #e0c040}
 .tiles{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0}
 figure{margin:0;text-align:center;font-size:12px}figcaption{color:#444}
@@ -76,6 +77,7 @@ def write_files(files: Iterable[tuple[Path, str | bytes]]) -> list[Path]:
     """
     created: list[Path] = []
     current: list[Path] = []
+    ready: set[Path] = set()  # folders known to exist
 
     def prepared():
         for path, content in files:
@@ -83,10 +85,12 @@ def write_files(files: Iterable[tuple[Path, str | bytes]]) -> list[Path]:
             current[:] = [path]
             if path.exists() and not path.is_file():  # a rename onto it would fail late
                 raise JaxvisError(f"cannot write {path}: something other than a file is in the way")
-            missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-            for folder in reversed(missing):
-                folder.mkdir()
-                created.append(folder)
+            if path.parent not in ready:
+                missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+                for folder in reversed(missing):
+                    folder.mkdir()
+                    created.append(folder)
+                ready.add(path.parent)
             if isinstance(content, str):
                 yield path, lambda tmp, text=content: tmp.write_text(text, encoding="utf-8")
             else:

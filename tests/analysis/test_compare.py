@@ -141,3 +141,42 @@ def test_compare_errors(tmp_path, capsys):
     bad.write_bytes(b"not hdf5")
     assert main(["compare", str(a), str(bad)]) == 2
     assert "not a jaxvis results file" in capsys.readouterr().err
+
+
+def _set_json(path, key: str, value, layer: str | None = None, metrics: bool = False):
+    import json
+    with h5py.File(path, "r+") as f:
+        node = f if layer is None else f["layers"][layer]
+        node = node["metrics"] if metrics else node
+        node.attrs[key] = json.dumps(value)
+
+
+def test_compare_says_when_settings_or_feature_spaces_differ(tmp_path, capsys):
+    config = {"weights": "vgg19", "model": {"name": "vgg19"},
+              "objective": {"images": N, "lam": 0.01, "feature_layer": None},
+              "optimizer": {"steps": 1000}}
+    a = make_results(tmp_path / "a.h5", {"conv3_1": 24}, config=config)
+    b = make_results(tmp_path / "b.h5", {"conv3_1": 24}, config={
+        **config, "objective": {**config["objective"], "lam": 0.1}}, seed=3)
+    meta = {"units": list(range(0, 2 * U, 2)), "rf": 24, "canvas": 5, "radius": 100.0}
+    _set_json(a, "meta", {**meta, "feature_layer": "conv2_2"}, "conv3_1")
+    _set_json(b, "meta", {**meta, "feature_layer": "pixels"}, "conv3_1")
+    _set_json(a, "config", {"shift_steps": 300, "top": 8}, "conv3_1", metrics=True)
+    _set_json(b, "config", {"shift_steps": 200, "top": 8}, "conv3_1", metrics=True)
+
+    c = compare(a, b)
+    table = format_table(c)
+    assert "differs: sweep settings differ" in table and "objective.lam 0.01 (A) vs 0.1 (B)" in table
+    pair = table.split("A conv3_1 (rf 24, 5 units)  <->  B conv3_1 (rf 24, 5 units)")[1]
+    assert ("differs: feature_* distances are in different spaces (A: vgg19 conv2_2; B: pixels)"
+            in pair)
+    assert "differs: analysis settings differ: shift_steps 300 (A) vs 200 (B)" in pair
+    assert "top" not in pair.split("analysis settings differ:")[1].splitlines()[0]  # only changes
+    page = write_html(c, tmp_path / "out").read_text()
+    assert page.count('<p class="warn">differs: ') == 3
+    assert "objective.lam 0.01 (A) vs 0.1 (B)" in page and "A: vgg19 conv2_2; B: pixels" in page
+
+    same = format_table(compare(a, a))  # nothing differs between a file and itself
+    assert "differs" not in same
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cli")]) == 0
+    assert "different spaces" in capsys.readouterr().out

@@ -1,9 +1,9 @@
 """HTML reports: a tiny generated results file (with and without metrics) rendered and checked by
-parsing the HTML, and in real headless Chromium (sorting, links, images, no console errors)."""
+parsing the HTML, and in real headless Chromium (sorting, links, images, no console errors, a
+512-unit page opening quickly)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -11,13 +11,15 @@ import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io.report import heat, png_uri, report
+from jaxvis.io.render import heat, png_tile
+from jaxvis.io.report import report
 from jaxvis.io.results import ResultWriter
 
 U, N, H, K = 5, 3, 5, 4
@@ -25,7 +27,8 @@ T = 2 * H - 1          # shift texture side
 S = H - 1              # shift offsets per axis
 
 
-def sweep_chunk(units, seed: int) -> dict[str, np.ndarray]:
+def sweep_chunk(units, seed: int, n: int = N) -> dict[str, np.ndarray]:
+    N = n  # noqa: N806 - the diverse images per unit, as everywhere in this file
     rng = np.random.default_rng(seed)
     count = len(units)
     pixel = rng.uniform(1, 10, (count, N, N))
@@ -114,6 +117,7 @@ class PageParser(HTMLParser):
     def __init__(self):
         super().__init__()
         self.ids, self.hrefs, self.imgs, self.heads, self.rows = set(), [], [], [], []
+        self.lazy = []
         self.scripts_src, self.links = [], []
         self._in_units = self._in_body = False
         self._row = None
@@ -126,6 +130,7 @@ class PageParser(HTMLParser):
             self.hrefs.append(a["href"])
         if tag == "img":
             self.imgs.append(a.get("src", ""))
+            self.lazy.append(a.get("loading") == "lazy" and "width" in a and "height" in a)
         if tag in ("script", "iframe") and "src" in a:
             self.scripts_src.append(a["src"])
         if tag == "link":
@@ -155,19 +160,22 @@ def parse(path: Path) -> PageParser:
     return parser
 
 
-def decode(src: str) -> Image.Image:
-    prefix = "data:image/png;base64,"
-    assert src.startswith(prefix), src[:40]
-    image = Image.open(io.BytesIO(base64.b64decode(src[len(prefix):])))
-    image.load()
-    return image
+def decode(src: str, page: Path) -> Image.Image:
+    """An image of ``page`` by its ``src``: a file in the page's ``<layer>_files`` folder."""
+    folder = page.name.removesuffix(".html") + "_files/"
+    assert src.startswith(folder) and "/" not in src[len(folder):], src
+    with Image.open(page.parent / src) as image:
+        image.load()
+        return image
 
 
 def test_report_pages_tables_images_and_anchors(results, tmp_path):
     out = tmp_path / "report"
     paths = report(results, out)
     assert [p.name for p in paths] == ["conv1_1.html", "layer1.0.html", "index.html"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temps
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in paths] + ["conv1_1_files", "layer1.0_files"])  # pages + image folders
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files
 
     index = parse(out / "index.html")
     assert {"conv1_1.html", "layer1.0.html"} <= set(index.hrefs)
@@ -195,12 +203,14 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
                                rtol=1e-6)
     assert [float(r[column["steps"]]) for r in page.rows] == steps.tolist()
     assert page.rows[1][column["shift_index"]] == "NaN"
-    # every image decodes; enlarged nearest-neighbour; all inline
+    # every image decodes; enlarged nearest-neighbour; files next to the page, loaded lazily
+    assert all(page.lazy) and len(set(page.imgs)) == len(page.imgs)
+    assert (out / "conv1_1.html").stat().st_size < 100_000  # no images inside
     per_unit = 1 + N + (1 + N) + 1 + 1 + 1 + K  # table (max + N), detail (max + N), texture,
     assert len(page.imgs) == U * per_unit        # responses, variance, patches
     sizes = set()
     for src in page.imgs:
-        image = decode(src)
+        image = decode(src, out / "conv1_1.html")
         assert image.width > 0 and image.height > 0
         sizes.add(image.size)
     assert (40, 40) in sizes and (95, 95) in sizes  # 5 px canvas x8 / x19
@@ -215,6 +225,8 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     assert len(partial.rows) == U and "shift_index" not in partial.heads
     assert "participation_ratio" in partial.heads
     assert len(partial.imgs) == U * (1 + N + 1 + N + 1)  # no texture, responses, patches
+    assert sorted(p.name for p in (out / "layer1.0_files").iterdir()) == sorted(
+        src.split("/")[1] for src in partial.imgs)  # every file is used
 
 
 def test_report_without_metrics_uses_the_sweep(tmp_path):
@@ -272,10 +284,12 @@ def test_cli_report(results, tmp_path, capsys):
 
 def test_png_and_heat_helpers():
     tiny = np.arange(27, dtype=np.uint8).reshape(3, 3, 3)
-    image = decode(png_uri(tiny, 40))
-    assert image.size == (39, 39)
+    data, width, height = png_tile(tiny, 40)
+    image = Image.open(io.BytesIO(data))
+    assert image.size == (width, height) == (39, 39)
     np.testing.assert_array_equal(np.asarray(image)[::13, ::13], tiny)  # nearest neighbour
-    assert decode(png_uri(np.zeros((200, 100, 3), np.uint8), 40)).size == (20, 40)
+    data, width, height = png_tile(np.zeros((200, 100, 3), np.uint8), 40)
+    assert Image.open(io.BytesIO(data)).size == (width, height) == (20, 40)
     rgb, lo, hi = heat(np.array([[0.0, 1.0], [np.nan, 2.0]]))
     assert rgb.shape == (2, 2, 3) and (lo, hi) == (0.0, 2.0)
     assert rgb[0, 0].tolist() == [68, 1, 84] and rgb[1, 1].tolist() == [253, 231, 37]
@@ -319,6 +333,21 @@ def browser(tmp_path):
         driver.quit()
 
 
+def _load_every_image(driver, timeout: float = 60) -> None:
+    """Images are lazy (fetched as they scroll into view): ask for all of them now and wait."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
+        "return Array.from(document.images).every(i => i.complete);"))
+
+
+def _broken_images(driver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+        ".map(i => i.alt);")
+
+
 def _column(driver, index: int) -> list[float]:
     cells = driver.execute_script(
         "return Array.from(document.querySelectorAll('#units tbody tr'))"
@@ -340,9 +369,8 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     browser.get((out / "conv1_1.html").as_uri())
     rows = browser.find_elements(By.CSS_SELECTOR, "#units tbody tr")
     assert len(rows) == U
-    broken = browser.execute_script(
-        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
-        ".map(i => i.alt);")
+    _load_every_image(browser)
+    broken = _broken_images(browser)
     assert broken == []
     assert browser.execute_script("return document.images.length;") == U * (1 + N + 1 + N + 3 + K)
 
@@ -384,6 +412,49 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     logs = browser.get_log("browser")
     severe = [entry for entry in logs if entry.get("level") == "SEVERE"]
     assert severe == [], severe
+
+
+WIDE, WIDE_N = 512, 2      # a 512-unit layer (conv4/conv5 size), 2 diverse images per unit
+OPEN_BOUND_S = 5.0         # DOMContentLoaded of its page (see the test)
+
+
+def test_512_unit_page_opens_quickly_and_loads_its_images(tmp_path, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path = tmp_path / "wide.h5"
+    writer = ResultWriter(path, {"weights": "fake-weights", "model": {"name": "fakenet"}})
+    units = list(range(WIDE))
+    writer.write_chunk("conv4_1", sweep_chunk(units, seed=5, n=WIDE_N))
+    writer.finalize({"conv4_1": {"units": units, "rf": 60, "canvas": H, "jump": 8,
+                                 "radius": 100.0, "feature_layer": "conv3_2"}})
+    out = tmp_path / "wide_report"
+    report(path, out)
+    page = out / "conv4_1.html"
+    per_unit = 2 * (1 + WIDE_N)  # table and detail: the maximum and the diverse images
+    assert len(list((out / "conv4_1_files").iterdir())) == WIDE * per_unit
+    assert page.stat().st_size < 3_000_000  # markup only (~2 kB per unit)
+
+    browser.get(page.as_uri())
+    opened, loaded = browser.execute_script(
+        "const t = performance.getEntriesByType('navigation')[0];"
+        "return [t.domContentLoadedEventEnd, t.loadEventEnd];")
+    assert opened < OPEN_BOUND_S * 1000, f"DOMContentLoaded after {opened:.0f} ms"
+    assert loaded < 2 * OPEN_BOUND_S * 1000, f"load event after {loaded:.0f} ms"
+    assert browser.execute_script("return document.querySelectorAll('#units tbody tr').length;") \
+        == WIDE
+    last = f"unit-{WIDE - 1}"
+    pending = ("return Array.from(document.querySelectorAll('#' + arguments[0] + ' img'))"
+               ".filter(i => !(i.complete && i.naturalWidth > 0)).length;")
+    # lazy: the last unit's detail images, far below the fold, are not fetched with the page
+    assert browser.execute_script(pending, last) == 1 + WIDE_N
+    browser.execute_script("document.getElementById(arguments[0]).scrollIntoView();", last)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(pending, last) == 0)
+    assert browser.execute_script(pending, "units") > 0  # rows never scrolled past: not fetched
+    # every image of the page is a file that is there (decoding them all in the browser would
+    # cost seconds; the smaller test above does that)
+    sources = browser.execute_script("return Array.from(document.images).map(i => i.src);")
+    assert len(sources) == WIDE * per_unit
+    assert all(Path(unquote(urlparse(src).path)).is_file() for src in sources)
 
 
 def test_layers_in_catalogue_order():
