@@ -158,15 +158,24 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
 
 
 def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int,
-              mesh: Mesh | None = None) -> dict[str, np.ndarray]:
-    """Optimise ``units`` of one layer in one call per problem (padded to ``chunk``) on ``mesh``."""
+              mesh: Mesh | None = None, bar: Progress | None = None) -> dict[str, np.ndarray]:
+    """Optimise ``units`` of one layer in one call per problem (padded to ``chunk``) on ``mesh``;
+    ``bar`` hears of the unit-steps after every segment."""
     padded = list(units) + [units[-1]] * (chunk - len(units))  # same shapes: no recompilation
     basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
     directions = basis[padded]
     out = {"unit": np.asarray(units, np.int64), "direction": directions[: len(units)]}
     for prefix, problem in (("", lp.diverse), ("max_", lp.maximum)):
         keys = jax.numpy.stack([unit_key(seed, lp.info.name, u, problem.n) for u in padded])
-        result = optimise(model.network, problem, keys, directions, lp.radius, mesh)
+        seen = [0]
+
+        def tick(steps, seen=seen):
+            total = int(steps[: len(units)].sum())
+            if bar is not None:
+                bar.advance(0, total - seen[0])
+            seen[0] = total
+
+        result = optimise(model.network, problem, keys, directions, lp.radius, mesh, on_segment=tick)
         result = {k: v[: len(units)] for k, v in result.items()}
         if prefix:
             out.update(max_image=result["images"][:, 0], max_activation=result["activations"][:, 0],
@@ -242,14 +251,14 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
             todo = [u for u in mine if u not in done]
             size = chunk_size(chunk or units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0],
                                                        mesh.size), len(mine), mesh.size)
-            bar.start(lp.info.name, len(mine), len(mine) - len(todo))
+            bar.start(lp.info.name, len(mine), len(mine) - len(todo), optimizer.steps * 2)
             for start in range(0, len(todo), size):
-                part = run_units(model, lp, todo[start:start + size], seed, size, mesh)
+                part = run_units(model, lp, todo[start:start + size], seed, size, mesh, bar)
                 if writer:
                     _raise_failed(pending)
                     pending.append(io.submit(writer.write_chunk, lp.info.name, part))
                 computed[lp.info.name].append(part)
-                bar.advance(len(part["unit"]), int(part["steps"].sum() + part["max_steps"].sum()))
+                bar.advance(len(part["unit"]), 0)  # its unit-steps were counted segment by segment
         concurrent.futures.wait(pending)
         _raise_failed(pending)
     if writer:

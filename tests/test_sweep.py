@@ -53,7 +53,7 @@ class StopAfter(Progress):
         self.n = n
 
     def advance(self, units, unit_steps):
-        self.n -= 1
+        self.n -= units > 0  # per finished chunk (segments report unit-steps only)
         if self.n == 0:
             raise KeyboardInterrupt
 

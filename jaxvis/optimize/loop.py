@@ -85,8 +85,12 @@ def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: flo
 
 
 def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
-             radius: float, mesh: Mesh | None = None, maxima: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             radius: float, mesh: Mesh | None = None, maxima: np.ndarray | None = None,
+             on_segment=None) -> dict[str, np.ndarray]:
     """Optimise ``U`` units at once. ``keys`` ``[U]``, ``directions`` ``[U, C]``.
+
+    ``on_segment(steps)``, if given, is called after every segment with the ``[U]`` optimiser steps
+    each unit has taken so far (progress; the host reads them for early stopping anyway).
 
     ``maxima`` ``[U]``: the units' single-image maxima ``a*``, required by (and only used by) a
     floor objective (``Objective.floor``; :func:`jaxvis.optimize.maximum.maximum` computes them).
@@ -118,6 +122,8 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
         ema, done, steps = jax.device_get((states.ema, states.done, states.steps))
         curve[:, s] = np.where(stopped, np.nan, ema)  # NaN for segments a unit spent stopped
         stopped = done | (steps >= problem.optimizer.steps)
+        if on_segment is not None:
+            on_segment(np.asarray(steps[:count]))
         if stopped.all():
             break
     out = jax.device_get(_evaluate(params, states, directions, maxima, radius, **jitted))
