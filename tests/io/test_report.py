@@ -274,6 +274,31 @@ def test_report_errors_write_nothing(results, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["index.html"]
 
 
+def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatch):
+    """Images go to temporary files as they are made; an error on the second layer leaves the
+    previous report (pages and images) exactly as it was, with no new folder and no temps."""
+    import jaxvis.io.report as report_module
+
+    out = tmp_path / "r"
+    report(results, out, layers=["conv1_1"])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    calls = []
+
+    def failing(pixels, target):
+        calls.append(1)
+        if len(calls) > U * (2 * (1 + N) + 3 + K) + 3:  # past every image of conv1_1
+            raise RuntimeError("disk on fire")
+        return png_tile(pixels, target)
+
+    monkeypatch.setattr(report_module, "png_tile", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        report(results, out)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in out.iterdir()) == ["conv1_1.html", "conv1_1_files",
+                                                     "index.html"]
+
+
 def test_cli_report(results, tmp_path, capsys):
     from jaxvis.cli import main
     assert main(["report", str(results), "--out", str(tmp_path / "c"), "--layer", "layer1.0"]) == 0
