@@ -1,4 +1,4 @@
-"""Sweep speed: unit-steps per second of the diverse-visualisation optimiser (DESIGN.md section 4).
+"""Sweep speed: unit-steps per second of the diverse-visualisation optimiser (docs/method.md section 7).
 
 A *unit-step* is one Adam step of one unit with its N images. In one run on one machine this
 script measures, per target layer of real VGG-19 (VALID canvas):

@@ -1,5 +1,5 @@
 """FLOPs of the work: the useful FLOPs of a unit-step counted from the layer shapes, and XLA's own
-count as a cross-check (DESIGN.md section 4: useful = 2 x the forward convolutions of N
+count as a cross-check (docs/method.md section 7: useful = 2 x the forward convolutions of N
 canvas-sized images up to the target, i.e. forward plus the input gradient)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frozen configuration of the method (DESIGN.md section 1), written next to every output."""
+"""Frozen configuration of the method (docs/method.md, sections 1 and 4), written next to every output."""
 
 from __future__ import annotations
 

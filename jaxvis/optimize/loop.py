@@ -137,7 +137,7 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
 
 def useful_flops(network: Network, problem: Problem) -> float:
     """Useful FLOPs of one unit-step: 2 x the forward FLOPs of the unit's N canvases up to the
-    target (forward plus input gradient; DESIGN.md section 4), as XLA counts them (lowered, not
+    target (forward plus input gradient; docs/method.md section 7), as XLA counts them (lowered, not
     compiled: milliseconds)."""
     graphdef, params = nnx.split(network)
     x = jax.ShapeDtypeStruct((problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
