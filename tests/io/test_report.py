@@ -286,15 +286,22 @@ def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatc
 
     def failing(pixels, target):
         calls.append(1)
-        if len(calls) > U * (2 * (1 + N) + 3 + K) + 3:  # past every image of conv1_1
+        # every image of conv1_1, then layer1.0's first block of 2 units (its folder is made)
+        if len(calls) > U * (2 * (1 + N) + 3 + K) + 2 * (2 * (1 + N) + 1):
             raise RuntimeError("disk on fire")
         return png_tile(pixels, target)
 
     monkeypatch.setattr(report_module, "png_tile", failing)
+    monkeypatch.setattr(report_module, "BLOCK", 2)
+    made = []
+    real_mkdir = Path.mkdir
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: (made.append(self.name),
+                                                              real_mkdir(self, *a, **k)))
     with pytest.raises(RuntimeError, match="disk on fire"):
         report(results, out)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+    assert "layer1.0_files" in made  # it was made, and removed again
     assert sorted(p.name for p in out.iterdir()) == ["conv1_1.html", "conv1_1_files",
                                                      "index.html"]
 
