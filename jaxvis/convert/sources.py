@@ -2,7 +2,8 @@
 
 A :class:`Source` ties a file layout (torch ``.pth`` or Keras HDF5) to a model configuration, the
 input convention of its weights and a converter table. Tables live beside this module, one per
-model family (``vgg_tables``, ``resnet_tables``, ``efficientnet_tables``); each exports ``SOURCES``.
+model family (``vgg_tables``, ``resnet_tables``, ``efficientnet_tables``); each exports ``SOURCES``,
+and the model registry (``jaxvis.models.registry.MODELS``) names each model's tables module.
 
 :func:`convert_file` reads a file, picks the source (given, or the one whose key signature the
 file matches), runs the table and returns a filled network plus its provenance.
@@ -23,10 +24,9 @@ from jaxvis.convert.mapping import SourceTensors, assign
 from jaxvis.errors import ConversionError, WeightFileError, unknown
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
-from jaxvis.models.registry import ModelConfig, build
+from jaxvis.models.registry import ModelConfig, build, table_modules
 
 Table = Callable[[SourceTensors, Network], dict[str, np.ndarray]]
-_TABLE_MODULES = ("vgg_tables", "resnet_tables", "efficientnet_tables")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +42,10 @@ class Source:
 
 
 def all_sources() -> dict[str, Source]:
+    """Every weight source of every registered model (``SOURCES`` of its tables module)."""
     sources = {}
-    for name in _TABLE_MODULES:
-        for source in importlib.import_module(f"jaxvis.convert.{name}").SOURCES:
+    for module in table_modules():
+        for source in importlib.import_module(module).SOURCES:
             sources[source.name] = source
     return sources
 
