@@ -15,9 +15,8 @@ import jaxvis
 from jaxvis.convert import fetch, store
 from jaxvis.convert.mapping import param_paths
 from jaxvis.errors import JaxvisError, WeightFileError
-from jaxvis.io.images import classifier_input, read_image, resize_shorter
+from jaxvis.io.images import classifier_input, read_image
 from jaxvis.weights import Model
-from tests.conftest import rel_err
 
 
 def make_wheel(path, members: dict[str, bytes]):
@@ -101,24 +100,6 @@ def test_real_efficientnet_classifies_photos(lite0, photos):
     top = {p.stem: labels[int(np.argmax(l))] for p, l in zip(photos, logits)}
     assert top["coffee"] == "espresso", top
     assert int(np.argmax(logits[[p.stem for p in photos].index("chelsea")])) in range(281, 286), top
-
-
-def test_real_normalisation_makes_natural_means_one(vgg19, photos):
-    from jaxvis.convert.normalize import channel_means, normalize
-
-    normed = normalize(vgg19, photos[:2], size=96)
-    assert [i["file"] for i in normed.meta["normalized"]["images"]] == [p.name for p in photos[:2]]
-    images = [resize_shorter(read_image(p), 96) for p in photos[:2]]
-    means = channel_means(normed, images)
-    for name, m in means.items():
-        alive = m > 0
-        assert np.allclose(m[alive], 1.0, atol=2e-3), name
-    # same function up to per-channel scale: normalised = original / natural mean
-    original = channel_means(vgg19, images)
-    patch = images[0][None, :24, :24]
-    a, b = vgg19(patch, upto="conv3_1"), normed(patch, upto="conv3_1")
-    scale = np.where(original["conv3_1"] > 0, original["conv3_1"], 1)
-    assert rel_err(b.pre["conv3_1"], a.pre["conv3_1"] / scale) < 1e-4
 
 
 # --- the store never replaces an entry silently, and an interrupted replacement keeps the old one --

@@ -18,6 +18,7 @@ It lives in ``convert/`` because it transforms weights. It takes and returns a
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -35,17 +36,24 @@ from jaxvis.models.vgg import VGG
 def channel_means(model, images: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean post-ReLU activation per channel of every conv layer, over ``images`` (SAME padding)."""
     network = load_like(model, padding="SAME").network
-    names = [n for n, _ in network.conv_names()]
-    forward = jax.jit(lambda net, x: {n: jnp.mean(a, axis=(0, 1, 2)) for n, a in
-                                      net(model.convention(x), upto=names[-1]).post.items() if n in names})
+    names = tuple(n for n, _ in network.conv_names())
     total, count = None, 0
     for image in images:
-        means = forward(network, jnp.asarray(image[None]))
+        means = _means(network, jnp.asarray(image[None]), convention=model.convention, names=names)
         pixels = image.shape[0] * image.shape[1]  # weight each image by its size, like one big batch
         total = {n: (0 if total is None else total[n]) + np.asarray(m, np.float64) * pixels
                  for n, m in means.items()}
         count += pixels
     return {n: t / count for n, t in total.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("convention", "names"))
+def _means(network, rgb255, *, convention, names: tuple[str, ...]) -> dict[str, jax.Array]:
+    """``{conv name: [C] mean post-ReLU activation}`` of ``[1, H, W, 3]`` images. Jitted once per
+    image shape, with the weights as an argument, so the original and the normalised network (and
+    repeated calls) share the compiled program."""
+    post = network(convention(rgb255), upto=names[-1]).post
+    return {n: jnp.mean(post[n], axis=(0, 1, 2)) for n in names}
 
 
 def load_like(model, **options):
