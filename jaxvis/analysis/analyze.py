@@ -43,7 +43,8 @@ def model_for(config: SweepConfig, path: Path | None = None) -> Model:
 
 
 def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed: int) -> dict:
-    """Distances within N random natural patches per unit, at the sweep's size and norm."""
+    """Distances ``[U, N, N]`` within N random natural patches per unit, at the sweep's size and
+    norm, in pixels and in the diversity feature layer: the inputs of the ``reference_*`` metrics."""
     mean = model.convention.mean_rgb255
     patches = random_patches(photos, info.canvas, units * n, mean, meta["radius"], seed)
     x = patches.reshape(units, n, *patches.shape[1:]) - np.asarray(mean, np.float32)
@@ -54,10 +55,7 @@ def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed:
     else:
         feats = np.asarray(model.layer_output(patches, feature_layer, post=True))
         feature = np.asarray(jax.vmap(pairwise_rms)(feats.reshape(units, n, *feats.shape[1:])))
-    out = {}
-    for name, d in (("pixel", pixel), ("feature", feature)):
-        out[f"reference_{name}_min"], out[f"reference_{name}_mean"] = M.pair_stats(d)
-    return out
+    return {"reference_pixel_distances": pixel, "reference_feature_distances": feature}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,26 +73,23 @@ class ShiftSettings:
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
                   photos: list[Path], *, shift: ShiftSettings | None, seed: int,
                   top: int) -> dict[str, np.ndarray]:
+    """Every metric of the table (:mod:`jaxvis.analysis.metrics`) for one layer's units: what the
+    network measures here (natural references, calibration, the shift test) joins the sweep's
+    arrays as inputs, and the table computes the rest."""
     info = model.network.layer(layer)
     units, n = arrays["images"].shape[:2]
-    mean = model.convention.mean_rgb255
-    out = M.from_sweep(arrays, mean)
-    out.update(_reference(model, info, meta, units, n, photos, seed))
-    natural = calibrate(model, info, directions, photos, top)
-    out["natural_p99"] = natural["natural_p99"]
-    out["natural_top_activations"] = natural["natural_top_activations"]
-    out["natural_top_patches"] = natural["natural_top_patches"]
-    p99 = np.where(natural["natural_p99"] > 0, natural["natural_p99"], np.nan)
-    out["max_over_p99"] = (arrays["max_activation"] / p99).astype(np.float32)
-    out["diverse_over_p99"] = (arrays["activations"] / p99[:, None]).astype(np.float32)
+    inputs = {**arrays, "mean_rgb": np.asarray(model.convention.mean_rgb255, np.float32)}
+    inputs.update(_reference(model, info, meta, units, n, photos, seed))
+    inputs.update(calibrate(model, info, directions, photos, top))
     if shift is not None:
-        out.update(shift_metrics(model, info, arrays, directions, meta, shift))
-    return out
+        inputs.update(shift_metrics(model, info, arrays, directions, meta, shift))
+    return M.evaluate(inputs)
 
 
 def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta: dict,
                   settings: ShiftSettings) -> dict[str, np.ndarray]:
-    """The shift test of every unit of a layer and its index (mean response / single maximum)."""
+    """The shift test of every unit of a layer: texture, responses, steps (and the learnt sigma),
+    the inputs of the table's ``shift_*`` metrics."""
     layer, units = info.name, len(arrays["unit"])
     problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
                            model.convention.mean_rgb255, stride=settings.stride,
@@ -117,7 +112,6 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
         bar.advance(len(tests[-1]["steps"]), 0)
     test = {k: np.concatenate([t[k] for t in tests]) for k in tests[0]}
     out = {"shift_texture": test["texture"], "shift_responses": test["responses"],
-           "shift_index": (test["responses"].mean(axis=(1, 2)) / arrays["max_activation"]).astype(np.float32),
            "shift_steps": test["steps"].astype(np.int32)}
     if settings.learn_mask:
         out["shift_sigma"] = test["sigma"].astype(np.float32)
@@ -170,8 +164,8 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
 
 
 def export_csv(path: Path, layers: dict, analysed: dict) -> Path:
-    """One row per (layer, unit) with every scalar metric."""
-    names = sorted({k for v in analysed.values() for k, a in v.items() if a.ndim == 1})
+    """One row per (layer, unit) with every scalar metric of the table (columns sorted by name)."""
+    names = sorted(M.scalar_names({k for values in analysed.values() for k in values}))
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:

@@ -5,6 +5,7 @@ and the report shows (before any analysis too, when the sweep alone determines i
 from __future__ import annotations
 
 import csv
+import json
 from html.parser import HTMLParser
 
 import h5py
@@ -49,17 +50,17 @@ def _column(page) -> list[str]:
     return parser.keys
 
 
-def _sweep_file(path, rng, units=(0, 1, 2), n=3):
-    """A finished sweep of the complex cell's ``energy`` unit as the sweep writes it (made up
-    numbers: optimising for real would cost this test most of its time)."""
+def _sweep_file(path, rng, units=(0, 1), n=3):
+    """A finished sweep of the complex cell's ``simple`` units (its two Gabor filters) as the
+    sweep writes it (made-up numbers: optimising for real would cost this test most of its time)."""
     size = 11
-    config = SweepConfig(weights="custom", model=None, layers=("energy",),
-                         units={"energy": tuple(units)}).to_json()
+    config = SweepConfig(weights="custom", model=None, layers=("simple",),
+                         units={"simple": tuple(units)}).to_json()
     pixel = rng.uniform(1, 10, (len(units), n, n))
     pixel = np.triu(pixel, 1) + np.triu(pixel, 1).transpose(0, 2, 1)
     peak = rng.uniform(5, 10, len(units))
     writer = ResultWriter(path, config)
-    writer.write_chunk("energy", {
+    writer.write_chunk("simple", {
         "unit": np.asarray(units, np.int64),
         "images": rng.uniform(60, 200, (len(units), n, size, size, 3)).astype(np.float32),
         "activations": (peak[:, None] * rng.uniform(0.5, 1, (len(units), n))).astype(np.float32),
@@ -67,8 +68,8 @@ def _sweep_file(path, rng, units=(0, 1, 2), n=3):
         "max_activation": peak.astype(np.float32),
         "pixel_distances": pixel.astype(np.float32), "feature_distances": pixel.astype(np.float32),
         "steps": np.full(len(units), 30, np.int32)})
-    writer.finalize({"energy": {"units": list(units), "canvas": size, "rf": size, "jump": 1,
-                                "centre": 0, "channels": 1, "radius": 300.0,
+    writer.finalize({"simple": {"units": list(units), "canvas": size, "rf": size, "jump": 1,
+                                "centre": 0, "channels": 2, "radius": 300.0,
                                 "feature_layer": "pixels"}})
     return path
 
@@ -82,21 +83,28 @@ def test_a_metric_from_one_function_and_one_row(fraction_range, tmp_path):
     cell = complex_cell()
     out = _sweep_file(tmp_path / "cell.h5", rng)
     with h5py.File(out, "r") as f:
-        acts, peak = f["layers/energy/activations"][()], f["layers/energy/max_activation"][()]
+        acts, peak = f["layers/simple/activations"][()], f["layers/simple/max_activation"][()]
     expected = np.ptp(acts / peak[:, None], axis=1)
 
     # the sweep alone determines it: the report shows it before any analysis
     page = report(out, tmp_path / "before")[0]
     assert fraction_range in _column(page)
-    assert "highest minus lowest activation fraction" in page.read_text()
+    assert "highest minus lowest activation fraction of the diverse set (from the sweep)" in \
+        page.read_text()
 
     analysis = analyze(out, model=cell, shift=False, photos=photos, top=2, log=lambda *a: None)
-    values = analysis.metrics["energy"][fraction_range]  # the analysis output
+    values = analysis.metrics["simple"][fraction_range]  # the analysis output
     np.testing.assert_allclose(values, expected, rtol=1e-5)
-    stored = read_results(out).metrics["energy"][fraction_range]  # the file
+    assert {"fraction_min", "participation_ratio", "reference_pixel_min", "natural_p99",
+            "max_over_p99", "diverse_over_p99"} <= set(analysis.metrics["simple"])  # and the rest
+    stored = read_results(out).metrics["simple"][fraction_range]  # the file, with its definition
     np.testing.assert_allclose(stored, expected, rtol=1e-5)
+    with h5py.File(out, "r") as f:
+        definitions = json.loads(f["layers/simple/metrics"].attrs["definitions"])
+    assert definitions[fraction_range] == M.REGISTRY[fraction_range].definition
     rows = list(csv.DictReader(open(analysis.csv)))  # the CSV
     assert [float(r[fraction_range]) for r in rows] == pytest.approx(expected.tolist(), rel=1e-5)
     page = report(out, tmp_path / "after")[0]  # the report page, from the stored metric
     assert fraction_range in _column(page)
+    assert "diverse set (from the sweep)" not in page.read_text()
     assert f'data-v="{float(np.float32(expected[0]))!r}"' in page.read_text()
