@@ -66,7 +66,9 @@ def machine_info(with_torch: bool = True) -> dict:
             "python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
             "backend": jax.default_backend(), "device_kind": device.device_kind,
             "devices": len(jax.devices()), "device_memory_bytes": device_memory(device)}
-    torch = torch_or_none() if with_torch else None
+    if not with_torch:
+        return info
+    torch = torch_or_none()
     info["torch"] = torch.__version__ if torch else None
     if torch:
         info["torch_threads"] = torch.get_num_threads()
@@ -78,7 +80,8 @@ def describe(m: dict) -> str:
     """One line: the machine as a reader of a results table needs it."""
     memory = f", {m['device_memory_bytes'] / 2**30:.0f} GiB for XLA" if m.get("device_memory_bytes") else ""
     return (f"{m['device_kind']} x{m['devices']} ({m['backend']}{memory}); {m['cpu']}, {m['cores']} cores; "
-            f"jax {m['jax']} / jaxlib {m['jaxlib']}; torch {m.get('torch') or 'not installed'}")
+            f"jax {m['jax']} / jaxlib {m['jaxlib']}"
+            + ("" if "torch" not in m else f"; torch {m['torch'] or 'not installed'}"))
 
 
 class CpuMeter:

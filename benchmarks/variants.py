@@ -29,7 +29,7 @@ def unit_inputs(lp, units: list[int]):
     numbers past the layer's channels wrap around (benchmarks may time more units than it has)."""
     import jax.numpy as jnp
 
-    from jaxvis.sweep import unit_key
+    from jaxvis.optimize.keys import unit_key
 
     channels = lp.info.channels
     units = [u % channels for u in units]
