@@ -24,7 +24,12 @@ equal chunks that bound memory. Seconds per layer on a CPU.
 **Per unit** (a unit is a direction ``v`` in the layer's channel space at the centre position; its
 response is the pre-activation ``a . v`` as in the sweep), ``R[o, p, f, k]`` over orientation,
 period, phase and colour axis. The *preferred grating* ``(o*, p*, k*)`` maximises the peak over
-phase ``max_f R``. The measures are ratios of the unit's own responses, so none presupposes that a
+phase ``max_f R`` among the gratings whose phase is a translation of the sampled pattern: a
+2 px grating along a pixel axis samples to ``(-1)^x cos(phase)``, so its phase sets its contrast,
+and such gratings (squared norm changing by more than :data:`MAX_RIPPLE` of its mean over phase,
+:func:`phase_ripple`) are left out of the choice (their responses stay in ``grating_responses``).
+Gratings longer than the canvas keep their moderate ripple (a crest or an edge in view): that is
+what a large grating does to a receptive field, as in physiology. The measures are ratios of the unit's own responses, so none presupposes that a
 grating drives the unit anywhere near its optimised maximum:
 
 - ``grating_f1_f0``: the modulation ratio of the rectified phase response ``rho = max(R, 0)`` at
@@ -62,6 +67,9 @@ COLOURS = {
     "red-green": np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0),
     "blue-yellow": np.array([-1.0, -1.0, 2.0]) / np.sqrt(6.0),
 }
+# gratings whose squared norm changes by more than this over phase are not candidates for the
+# preferred grating: there a phase step changes the sampled contrast, not the position
+MAX_RIPPLE = 0.5
 # images per forward call times their pixels: conv1_2 of VGG-19 then holds 2^19 x 64 floats (128 MiB)
 PIXELS_PER_CALL = 1 << 19
 
@@ -134,6 +142,20 @@ def stimuli(canvas: int, battery: Battery, radius: float) -> np.ndarray:
     return grating_images(canvas, battery, radius, np.arange(np.prod(shape))).reshape(*shape, canvas, canvas, 3)
 
 
+def phase_ripple(canvas: int, battery: Battery) -> np.ndarray:
+    """``[O, P]`` how much a grating's squared norm changes with its phase, ``(max - min) / mean``
+    over the phases (the colour axis does not matter: each is a unit vector)."""
+    a = battery.axes(canvas)
+    y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
+    out = np.empty((battery.orientations, battery.periods))
+    for o, t in enumerate(a["orientations"]):  # one orientation at a time: [P, F, c, c] is small
+        wave = np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / a["periods"][:, None, None, None]
+                      + a["phases"][None, :, None, None])
+        n2 = np.square(wave).sum(axis=(-2, -1))
+        out[o] = (n2.max(1) - n2.min(1)) / n2.mean(1)
+    return out
+
+
 def target(model, layer: str) -> LayerInfo:
     """The layer's catalogue row; a layer after global pooling has no receptive-field canvas to
     put a grating on, so it is refused."""
@@ -194,11 +216,13 @@ def f1_f0(curve: np.ndarray, phases: np.ndarray) -> np.ndarray:
     return ratio(f1, f0)
 
 
-def summarise(R: np.ndarray, axes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``[U, O, P, F, K]`` responses -> the per-unit measures and tuning curves (module docstring)."""
+def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray) -> dict[str, np.ndarray]:
+    """``[U, O, P, F, K]`` responses -> the per-unit measures and tuning curves (module docstring);
+    the preferred grating is one of the ``candidate`` ``[O, P]`` (orientation, period) pairs."""
     U, O, P, F, K = R.shape
     peak = R.max(axis=3)  # [U, O, P, K]
-    o, p, k = np.unravel_index(peak.reshape(U, -1).argmax(1), (O, P, K))
+    eligible = np.where(candidate[None, :, :, None], peak, -np.inf)
+    o, p, k = np.unravel_index(eligible.reshape(U, -1).argmax(1), (O, P, K))
     u = np.arange(U)
     orientation = peak[u, :, p, k]  # [U, O]
     phase = R[u, o, p, :, k]        # [U, F]
@@ -255,7 +279,7 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
                      lambda index: grating_images(info.canvas, battery, radius, index) + mean) @ basis.T
     R = np.moveaxis(acts[:-1], -1, 0).reshape(len(basis), *shape)
     axes = battery.axes(info.canvas)
-    out = summarise(R, axes)
+    out = summarise(R, axes, phase_ripple(info.canvas, battery) <= MAX_RIPPLE)
     out["grating_blank"] = acts[-1].astype(np.float32)
     if maximum is not None:
         out["grating_best_fraction"] = ratio(out["grating_best"], np.asarray(maximum, np.float32))

@@ -85,6 +85,21 @@ def test_stimuli_are_gratings_at_the_contrast_budget():
         np.testing.assert_allclose(np.abs(pixels @ G.COLOURS[name]), np.linalg.norm(pixels, axis=1), rtol=1e-4)
 
 
+def test_nyquist_gratings_along_the_axes_are_not_preferred():
+    """A 2 px grating along a pixel axis samples to (-1)^x cos(phase): its phase is its contrast."""
+    ripple = G.phase_ripple(10, Battery())  # [O, P]
+    np.testing.assert_allclose(ripple[[0, 8], 0], 2.0, atol=1e-6)  # full modulation, 0 at some phase
+    assert (ripple[:, 1:6] < 0.25).all() and set(map(tuple, np.argwhere(ripple > G.MAX_RIPPLE))) == {(0, 0), (8, 0)}
+    axes = Battery().axes(10)
+    R = np.zeros((1, 16, 12, 8, 3))
+    R[0, 0, 0, :, 0] = np.abs(np.cos(axes["phases"])) * 10  # the unit "prefers" a contrast-modulated grating
+    R[0, 3, 4, :, 1] = 5 + np.cos(axes["phases"])
+    out = G.summarise(R, axes, ripple <= G.MAX_RIPPLE)
+    assert out["grating_best"][0] == 6 and out["grating_preferred_colour"][0] == 1
+    assert np.isclose(out["grating_preferred_orientation"][0], axes["orientations"][3])
+    np.testing.assert_allclose(out["grating_f1_f0"], 1 / 5, rtol=1e-5)  # F1 = 1, F0 = 5
+
+
 def test_gabor_simple_cells_are_simple_and_their_preferences_are_recovered(cells):
     g = gratings(cells, "simple", radius=RADIUS, directions=[0, 2])
     for i, (theta, period, colour) in enumerate(CELLS):
