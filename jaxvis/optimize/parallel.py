@@ -17,11 +17,14 @@ shared, read-only weights. So neither kind of parallelism needs any communicatio
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
+import shlex
 import sys
 import threading
+import time
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -155,9 +158,11 @@ def share(units: Sequence[int], processes: Processes) -> list[int]:
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
 INIT_GRACE_S = 30  # jax's own timeout fires later than ours: its failure is a fatal abort
-SHUTDOWN_S = 3600      # how long finished processes wait at exit for process 0's merge
+HEARTBEAT_S = 100      # jax's default: a process silent this long counts as dead (or --timeout if shorter)
+SHUTDOWN_S = 3600      # how long process 0 waits at exit for the others to leave (its merge comes first)
 BARRIER_S = 24 * 3600  # how long processes wait for the slowest; a dead one is noticed sooner
-                       # (jax's heartbeats end the job within ~100 s)
+POLL_S = 1.0           # how often a waiting process looks at who arrived and who is still alive
+EXITED = "jaxvis-exited"  # key folder: process i sets EXITED/i when it ends (see _leave)
 
 
 def launch_settings(coordinator: str | None = None, num_processes: int | None = None,
@@ -197,6 +202,18 @@ def _no_answer(coordinator: str | None, process_id: int | None, count: int | Non
             "or raise --timeout")
 
 
+def _watchdog(connected: threading.Event, timeout: float, message: str, stream=None,
+              exit: Callable[[int], None] = os._exit) -> None:
+    """Print ``message`` as one error line and end the process (status 2) unless ``connected`` is
+    set within ``timeout`` seconds. The main thread is then blocked inside jax's C++ connect call,
+    which Python cannot interrupt: nothing short of ``os._exit`` ends it cleanly."""
+    if not connected.wait(timeout):
+        stream = sys.stderr if stream is None else stream
+        stream.write(f"jaxvis: error: {message}\n")
+        stream.flush()
+        exit(2)
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, timeout: float = 300.0) -> Processes:
     """``jax.distributed.initialize`` with a timeout that ends in one clear line.
@@ -205,28 +222,31 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     process with a fatal C++ error and a stack trace, and the connect call cannot be interrupted
     from Python, so a watchdog thread prints one line and exits the process (status 2) if no
     connection is made within ``timeout`` seconds. Errors in the settings raise JaxvisError.
+
+    A process that dies later must not take the others with it: by default jax's coordination
+    service declares it dead after ``heartbeat_timeout_seconds`` without a heartbeat and then
+    aborts every other process with a C++ stack dump. Processes here share no arrays, so the job
+    is started *recoverable* (``jax_enable_recoverability``): the survivors finish their shares
+    and :func:`barrier` names the missing process in one line. A process counts as dead after
+    ``min(HEARTBEAT_S, timeout)`` seconds of silence. The coordinator itself (process 0) cannot
+    be replaced: if it dies, jax still aborts the others (their parts are kept).
     """
     if jax.distributed.is_initialized():
         return current()
     coordinator, num_processes, process_id = launch_settings(coordinator, num_processes, process_id)
     explicit = None not in (coordinator, num_processes, process_id)
     connected = threading.Event()
-
-    def watchdog():
-        if not connected.wait(timeout):
-            # the main thread is blocked inside C++; nothing short of _exit ends it cleanly
-            sys.stderr.write(f"jaxvis: error: {_no_answer(coordinator, process_id, num_processes, timeout)}\n")
-            sys.stderr.flush()
-            os._exit(2)
-
-    threading.Thread(target=watchdog, name="jaxvis-init-watchdog", daemon=True).start()
+    threading.Thread(target=_watchdog, name="jaxvis-init-watchdog", daemon=True,
+                     args=(connected, timeout, _no_answer(coordinator, process_id, num_processes,
+                                                           timeout))).start()
     try:
+        jax.config.update("jax_enable_recoverability", True)
         jax.distributed.initialize(
             coordinator, num_processes, process_id,
             # explicit settings: do not let a stray SLURM/MPI environment override them
             cluster_detection_method="deactivate" if explicit else None,
             initialization_timeout=int(math.ceil(timeout)) + INIT_GRACE_S,
-            # process 0 merges after everyone's parts are in; the others wait for it at exit
+            heartbeat_timeout_seconds=int(math.ceil(min(HEARTBEAT_S, timeout))),
             shutdown_timeout_seconds=SHUTDOWN_S)
     except (ValueError, TypeError) as err:  # jax's checks: missing or inconsistent settings
         raise JaxvisError(f"cannot start a distributed sweep: {err}; give --coordinator HOST:PORT, "
@@ -236,24 +256,94 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise JaxvisError(f"cannot start a distributed sweep: {err}") from None
     finally:
         connected.set()
-    return current()
+    processes = current()
+    # registered after jax's own exit handler, so it runs before jax disconnects this process
+    atexit.register(_leave, _client(), processes)
+    return processes
 
 
-def barrier(name: str, timeout: float = BARRIER_S) -> None:
-    """Wait until every process reached ``name`` (no-op for one process).
+def _client():
+    from jax._src import distributed  # the public API exposes neither the key-value store nor liveness
 
-    Uses the coordination service's barrier (what jax's own checkpointing uses), not a device
-    collective, so it needs no cross-process device communication (no gloo/NCCL)."""
-    if jax.process_count() == 1:
-        return
-    from jax._src import distributed  # the public API exposes no barrier without a collective
+    return distributed.global_state.client
 
-    client = distributed.global_state.client
-    if client is None:
+
+def _leave(client, processes: Processes, timeout: float = SHUTDOWN_S, poll: float = POLL_S) -> None:
+    """At exit: tell the others this process ended (a barrier it never reached then fails at once
+    instead of waiting for a heartbeat timeout), and in process 0, which runs the coordination
+    service, wait until the others have disconnected: a recoverable job has no shutdown barrier,
+    and a process still connected when the service goes away aborts with a stack dump."""
+    if client is None or processes.count == 1:
         return
     try:
-        client.wait_at_barrier(name, timeout_in_ms=int(timeout * 1000))
-    except Exception as err:  # XlaRuntimeError: the timeout, or a process died or left
-        raise JaxvisError(f"process {jax.process_index()}: not every process reached {name!r} "
-                          f"({str(err).splitlines()[0][:300]}); run the same commands again to "
-                          "resume, or `jaxvis merge OUT` once every share is done") from None
+        client.key_value_set(f"{EXITED}/{processes.index}", "1", allow_overwrite=True)
+        if processes.index != 0:
+            return
+        everyone = list(range(processes.count))  # the service wants the asking process listed
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and set(client.get_live_nodes(everyone)) - {0}:
+            time.sleep(poll)
+    except Exception:  # the service is gone already: nothing left to wait for
+        pass
+
+
+def command() -> str:
+    """This process's command line as a user would type it again (for resume hints)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if program in ("jaxvis", "cli.py", "__main__.py"):
+        return shlex.join(["jaxvis", *sys.argv[1:]])
+    return "the same sweep"
+
+
+def _ids(entries, prefix: str) -> set[int]:
+    """Process ids from key-value entries ``(prefix/<id>, value)``."""
+    ids = set()
+    for key, _ in entries:
+        tail = key.rstrip("/").rsplit("/", 1)[-1]
+        if tail.isdigit():
+            ids.add(int(tail))
+    return ids
+
+
+def barrier(name: str, timeout: float = BARRIER_S, *, client=None, processes: Processes | None = None,
+            poll: float = POLL_S) -> None:
+    """Wait until every process reached ``name`` (no-op for one process).
+
+    Built on the coordination service's key-value store and liveness (no device collective, so no
+    gloo/NCCL): each process sets ``name/<id>``, then waits for the others' keys. A process that
+    died on the way (no heartbeat, see :func:`initialize`) or ended without arriving ends the
+    wait at once with a JaxvisError naming it and the command that resumes; so does ``timeout``.
+    ``client``/``processes``: jax's by default (given explicitly in tests).
+    """
+    processes = current() if processes is None else processes
+    if processes.count == 1:
+        return
+    client = _client() if client is None else client
+    if client is None:
+        return
+    everyone = set(range(processes.count))
+    resume = (f"the units every process finished are kept; resume with the same commands on every "
+              f"process (here: {command()}), or on one host without --distributed")
+    deadline = time.monotonic() + timeout
+    try:
+        client.key_value_set(f"{name}/{processes.index}", "1", allow_overwrite=True)
+        while True:
+            missing = everyone - _ids(client.key_value_dir_get(name), name)
+            if not missing:
+                return
+            gone = (missing - set(client.get_live_nodes(sorted(everyone)))) \
+                | (missing & _ids(client.key_value_dir_get(EXITED), EXITED))
+            if gone:
+                which = ", ".join(map(str, sorted(gone)))
+                raise JaxvisError(f"process {which} of {processes.count} stopped before the end "
+                                  f"of the sweep (killed, crashed or lost); {resume}")
+            if time.monotonic() > deadline:
+                raise JaxvisError(f"process {processes.index}: processes "
+                                  f"{', '.join(map(str, sorted(missing)))} did not finish within "
+                                  f"{timeout:g} s; {resume}")
+            time.sleep(poll)
+    except JaxvisError:
+        raise
+    except Exception as err:  # XlaRuntimeError: the coordination service is gone or refused
+        raise JaxvisError(f"process {processes.index}: not every process reached {name!r} "
+                          f"({str(err).splitlines()[0][:300]}); {resume}") from None

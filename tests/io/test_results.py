@@ -246,6 +246,70 @@ def test_merge_parts_from_stored_layer_meta_first_copy_wins(tmp_path):
         merge_parts(tmp_path / "other.h5")
 
 
+def parts_of_every_layer(out) -> ResultWriter:
+    """A complete, unmerged parts folder for ``out`` (what the hosts of a sweep leave)."""
+    writer = ResultWriter(out, CONFIG)
+    for layer, meta in LAYERS.items():
+        writer.write_layer_meta(layer, meta)
+    write_all(writer)
+    return writer
+
+
+def test_merge_into_a_file_of_another_sweep_is_refused_untouched(tmp_path):
+    out = tmp_path / "sweep.h5"
+    parts_of_every_layer(out)
+    other = ResultWriter(tmp_path / "other.h5", {**CONFIG, "seed": 1})  # finished elsewhere ...
+    write_all(other)
+    other.finalize(LAYERS)
+    os.replace(tmp_path / "other.h5", out)  # ... then put where these parts belong
+    before = snapshot(out, parts_dir(out))
+    with pytest.raises(JaxvisError) as err:
+        merge_parts(out)
+    assert str(err.value) == f"cannot merge into {out}: it exists and holds a different sweep"
+    assert snapshot(out, parts_dir(out)) == before
+    out.unlink()  # once it is out of the way the parts merge as they are
+    assert merge_parts(out) == out
+    assert_results(out)
+
+
+@pytest.mark.parametrize("layer, units, message", [
+    ("conv3_1", [0, 1], r"part conv3_1__0-1\.npz holds layer 'conv3_1', which is not among the "
+                        r"layers being finalised \(conv1_1, conv2_1\)"),
+    ("conv2_1", [3, 11], r"conv2_1__3-11\.npz holds units 3, 11 of layer conv2_1 that are not "
+                         r"among its selected units"),
+])
+def test_parts_of_a_foreign_layer_or_unselected_units_are_refused(tmp_path, layer, units, message):
+    out = tmp_path / "sweep.h5"
+    writer = parts_of_every_layer(out)
+    writer.write_chunk(layer, chunk(layer, units))
+    before = snapshot(parts_dir(out))
+    with pytest.raises(JaxvisError, match=message):
+        merge_parts(out)
+    assert not out.exists() and snapshot(parts_dir(out)) == before
+
+
+def test_parts_are_never_replaced_without_hard_links(tmp_path, monkeypatch):
+    """Filesystems without hard links (some network and FUSE mounts): a part still lands under a
+    free name, and one already there is kept."""
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "sweep.h5"
+    host_a, host_b = ResultWriter(out, CONFIG), ResultWriter(out, CONFIG)
+    assert host_b.done_units("conv2_1") == set()  # it looked before host a wrote
+    first = host_a.write_chunk("conv2_1", chunk("conv2_1", [2, 7, 9]))
+    kept = first.read_bytes()
+    second = host_b.write_chunk("conv2_1", chunk("conv2_1", [9, 2, 7]))
+    assert (first.name, second.name) == ("conv2_1__2-9.npz", "conv2_1__2-9~2.npz")
+    assert first.read_bytes() == kept
+    assert sorted(p.name for p in parts_dir(out).iterdir()) == [
+        "config.json", "conv2_1__2-9.npz", "conv2_1__2-9~2.npz"]  # no temporary file left
+    host_a.write_chunk("conv1_1", chunk("conv1_1", [0, 1, 2, 3, 4]))
+    host_a.finalize(LAYERS)
+    assert_results(out)
+
+
 def test_inconsistent_parts_are_refused(tmp_path):
     out = tmp_path / "sweep.h5"
     writer = ResultWriter(out, CONFIG)
