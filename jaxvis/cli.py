@@ -160,9 +160,13 @@ def cmd_classify(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    import warnings
+
     from jaxvis.io.progress import Progress, summary
-    from jaxvis.sweep import sweep
+    from jaxvis.sweep import SingleCpuWarning, sweep
     from jaxvis.weights import load
+
+    warnings.simplefilter("ignore", SingleCpuWarning)  # --cpu-devices decides here
 
     objective, optimizer = _method(args)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
@@ -182,11 +186,9 @@ def cmd_sweep(args) -> None:
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
         return
+    from jaxvis.analysis.summary import sweep_line
     for name, r in layers.items():
-        frac = r["activations"] / r["max_activation"][:, None]
-        print(f"{name}: {len(r['unit'])} units, median activation of the diverse images "
-              f"{np.median(frac):.2f} x the maximum, mean pairwise pixel distance "
-              f"{np.mean(r['pixel_distances'].sum((1, 2)) / (args.images * (args.images - 1))):.1f}")
+        print(sweep_line(name, r))
     if any(r["units"] for r in bar.layers):
         print("this run (computed units only, resumed ones excluded):")
         print("\n".join(summary(bar.layers)))
@@ -227,11 +229,9 @@ def cmd_analyze(args) -> None:
                    shift_stride=args.shift_stride, photos=photos, top=args.top, seed=args.seed,
                    layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
                    progress=Progress())
+    from jaxvis.analysis.summary import analysis_line
     for layer, m in done.metrics.items():
-        shift = (f", shift index > 0.9: {np.mean(m['shift_index'] > 0.9):.0%} "
-                 f"(median {np.nanmedian(m['shift_index']):.2f})") if "shift_index" in m else ""
-        print(f"{layer}: median activation fraction {np.nanmedian(m['fraction_median']):.2f}, "
-              f"participation ratio {np.nanmedian(m['participation_ratio']):.2f}{shift}")
+        print(analysis_line(layer, m))
     print(f"metrics added to {args.results}; table: {done.csv}")
 
 

@@ -180,3 +180,22 @@ def test_compare_says_when_settings_or_feature_spaces_differ(tmp_path, capsys):
     assert "differs" not in same
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cli")]) == 0
     assert "different spaces" in capsys.readouterr().out
+
+
+def test_cli_summary_lines_read_the_metrics_table():
+    from jaxvis.analysis.summary import analysis_line, sweep_line
+
+    d = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0]], np.float32)
+    layer = {"unit": np.array([0, 1]), "activations": np.array([[2.0, 1.0, 4.0], [1.0, 1.0, 1.0]]),
+             "max_activation": np.array([4.0, 0.0]),  # unit 1 never responds: no fraction
+             "pixel_distances": np.stack([d, 2 * d])}
+    assert sweep_line("conv1_1", layer) == (
+        "conv1_1: 2 units, median activation of the diverse images 0.50 x the maximum, "
+        "mean pairwise pixel distance 3.0")  # fractions 0.5, 0.25, 1 (unit 1: NaN); (2 + 4) / 2
+    values = {"fraction_median": np.array([0.5, np.nan, 0.7]),
+              "participation_ratio": np.array([1.0, 2.0, 3.0]),
+              "shift_index": np.array([0.95, 0.2, 0.91, 0.1])}
+    assert analysis_line("conv2_1", values) == (
+        "conv2_1: median activation fraction 0.60, participation ratio 2.00, "
+        "shift index > 0.9: 50% (median 0.56)")
+    assert "shift" not in analysis_line("conv2_1", {"fraction_median": values["fraction_median"]})
