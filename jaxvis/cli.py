@@ -160,9 +160,13 @@ def cmd_classify(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    import warnings
+
     from jaxvis.io.progress import Progress, summary
-    from jaxvis.sweep import sweep
+    from jaxvis.sweep import SingleCpuWarning, sweep
     from jaxvis.weights import load
+
+    warnings.simplefilter("ignore", SingleCpuWarning)  # --cpu-devices decides here
 
     objective, optimizer = _method(args)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")

@@ -285,16 +285,25 @@ def _selected(lp: LayerPlan, parts: list[dict], path: Path | None) -> dict[str, 
     return {k: v[order] for k, v in rows.items()}
 
 
+def _cpu_count_chosen() -> bool:
+    """Whether someone chose the CPU device count (``cpu_devices``, ``XLA_FLAGS``)."""
+    return jax.config.jax_num_cpu_devices != -1 or "device_count" in os.environ.get("XLA_FLAGS", "")
+
+
+class SingleCpuWarning(UserWarning):
+    """A library sweep on one CPU device of a multi-core machine (the CLI chooses for itself)."""
+
+
 def _warn_single_cpu(mesh: Mesh) -> None:
     """A library sweep on a multi-core CPU with one jax device leaves cores idle; say how to use
     them (the CLI does it itself: one device per core)."""
     cores = os.cpu_count() or 1
-    if mesh.size == 1 and mesh.devices.flat[0].platform == "cpu" and cores > 1 \
+    if mesh.size == 1 and mesh.devices.flat[0].platform == "cpu" and cores > 1 and not _cpu_count_chosen() \
             and not getattr(_warn_single_cpu, "said", False):
         _warn_single_cpu.said = True
         warnings.warn(f"sweeping on one CPU device of {cores} cores; call jaxvis.cpu_devices() before "
                       "the first jax computation to spread units over one device per core "
-                      "(as `jaxvis sweep` does)", stacklevel=3)
+                      "(as `jaxvis sweep` does)", SingleCpuWarning, stacklevel=3)
 
 
 def largest_first(model: Model, plans: list[LayerPlan]) -> list[LayerPlan]:

@@ -1,0 +1,71 @@
+"""`jaxvis analyze` from the command line: a successful run on a real sweep, a read-only target
+refused before any work, a custom-network file refused with one line."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from jaxvis.analysis import analyze as analyze_module
+from jaxvis.cli import main
+from jaxvis.io.results import read_results
+
+pytestmark = [pytest.mark.usefixtures("weights_env"), pytest.mark.real]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, real_root, vgg19):
+    out = tmp_path_factory.mktemp("cli") / "c11.h5"
+    os.environ["JAXVIS_WEIGHTS"] = str(real_root)  # restored by weights_env in each test
+    assert main(["sweep", "--weights", "vgg19", "--layer", "conv1_1", "--units", "0-3", "--images", "3",
+                 "--steps", "30", "--no-render", "--cpu-devices", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_analyze_from_the_command_line(swept, capsys):
+    capsys.readouterr()
+    assert main(["analyze", str(swept), "--shift-steps", "20", "--top", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "conv1_1: median activation fraction" in printed.out and "shift index > 0.9" in printed.out
+    assert "ETA" in printed.err  # progress of the shift test
+    r = read_results(swept)
+    m = r.metrics["conv1_1"]
+    assert m["shift_index"].shape == (4,) and m["natural_top_patches"].shape == (4, 2, 3, 3, 3)
+    np.testing.assert_allclose(m["shift_index"], m["shift_responses"].mean(axis=(1, 2))
+                               / r.layers["conv1_1"]["max_activation"], rtol=1e-5)
+    assert (m["shift_steps"] <= 20).all() and (m["shift_steps"] >= 1).all()
+    rows = list(csv.DictReader(open(swept.with_suffix(".csv"))))
+    assert [int(row["unit"]) for row in rows] == [0, 1, 2, 3]
+    with h5py.File(swept, "r") as f:
+        assert "definitions" in f["layers/conv1_1/metrics"].attrs
+
+
+def test_a_read_only_target_is_refused_before_any_work(swept, monkeypatch, capsys):
+    before = swept.read_bytes()
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != os.fspath(swept))
+
+    def never(*args, **kwargs):
+        raise AssertionError("analysis ran although the file cannot be written")
+    monkeypatch.setattr(analyze_module, "analyze_layer", never)
+    assert main(["analyze", str(swept)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not writable" in err and str(swept) in err
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != os.fspath(swept.parent))
+    assert main(["analyze", str(swept)]) == 2
+    assert "folder" in capsys.readouterr().err and swept.read_bytes() == before
+
+
+def test_a_custom_network_file_needs_the_network(swept, tmp_path, capsys):
+    import json
+    import shutil
+    custom = tmp_path / "custom.h5"
+    shutil.copy(swept, custom)
+    with h5py.File(custom, "r+") as f:
+        config = json.loads(f.attrs["config"])
+        f.attrs["config"] = json.dumps({**config, "weights": "custom"})
+    assert main(["analyze", str(custom)]) == 2
+    assert "swept on a custom network" in capsys.readouterr().err
