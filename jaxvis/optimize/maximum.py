@@ -1,0 +1,72 @@
+"""A unit's single-image maximum ``a*`` that the diverse sets can be measured against.
+
+Activation fractions and the floor (``Objective.floor``) are relative to ``a*``, so it must not
+land in a worse optimum than the diverse images do. One N = 1 run sometimes does (fractions up to
+1.2 at conv2_1 of normalised VGG-19): :func:`maximum` takes the best of ``K`` restarts, all units
+x restarts in one batched :func:`jaxvis.optimize.loop.optimise` call, and :func:`reference`
+replaces ``a*`` by a diverse image's activation where one still beats it, and says so.
+
+Keys: restart 0 of a unit uses the unit's own key (``unit_key(seed, layer, unit, 1)``, exactly the
+single run of earlier versions); restart ``k > 0`` uses ``fold_in(that key, k)``. Every row's key
+depends on (seed, layer, unit, k) alone, so the result does not depend on the chunk.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxvis.errors import JaxvisError
+from jaxvis.models.base import Network
+from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.step import Problem
+
+# Measured on all 128 conv2_1 units of normalised VGG-19 (docs/floor.md, "How many restarts"):
+# see there for how often a restart beyond the first wins and by how much.
+RESTARTS = 4
+
+
+def restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
+    """``[U]`` unit keys -> ``[U * K]``, unit-major: row ``u * K + k`` is restart ``k`` of unit ``u``."""
+    rows = []
+    for key in keys:
+        rows.extend([key] + [jax.random.fold_in(key, k) for k in range(1, restarts)])
+    return jax.numpy.stack(rows)
+
+
+def maximum(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
+            radius: float, restarts: int = RESTARTS, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+    """The best of ``restarts`` single-image runs per unit. ``problem`` has N = 1 and no diversity
+    (the sweep's ``LayerPlan.maximum``); ``keys`` ``[U]`` (``unit_key(seed, layer, unit, 1)``),
+    ``directions`` ``[U, C]``.
+
+    Returns, leading dimension U: ``image`` ``[U, H, W, 3]`` (RGB grey levels), ``activation``
+    ``[U]`` (``a*``), ``steps`` and ``stop_reason`` of the winning run, ``restart`` (its index),
+    ``restart_activations`` ``[U, K]`` (every run's activation).
+    """
+    o = problem.objective
+    if o.images != 1 or o.floor is not None:
+        raise JaxvisError(f"a single-image maximum needs images=1 and no floor, not images={o.images}, "
+                          f"floor={o.floor}")
+    if restarts < 1:
+        raise JaxvisError(f"restarts must be at least 1, not {restarts}")
+    count = len(directions)
+    rows = np.repeat(np.asarray(directions, np.float32), restarts, axis=0)
+    out = optimise(network, problem, restart_keys(keys, restarts), rows, radius, mesh)
+    acts = out["activations"][:, 0].reshape(count, restarts)
+    best = np.argmax(acts, axis=1)  # ties: the lowest restart, so K = 1 is the single run
+    pick = np.arange(count) * restarts + best
+    return {"image": out["images"][pick, 0], "activation": acts[np.arange(count), best],
+            "steps": out["steps"][pick], "stop_reason": out["stop_reason"][pick],
+            "restart": best.astype(np.int32), "restart_activations": acts}
+
+
+def reference(maximum: np.ndarray, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``[U]`` reference, ``[U]`` bool raised): ``max(maximum, best diverse activation)`` from
+    ``maximum`` ``[U]`` and the diverse sets' ``activations`` ``[U, N]``, and where a diverse
+    image beat the single-image maximum (the reference is then that image's activation)."""
+    maximum = np.asarray(maximum)
+    best = np.max(np.asarray(activations), axis=1)
+    raised = best > maximum
+    return np.where(raised, best, maximum), raised
