@@ -253,6 +253,14 @@ def cmd_compare(args) -> None:
     print(f"\npage: {page}")
 
 
+def _results_and_layers(p: argparse.ArgumentParser, out: str | None = None) -> None:
+    """The arguments every command on a results file shares."""
+    p.add_argument("results", help="a results file of `jaxvis sweep`")
+    p.add_argument("--layer", help="only these layers (comma-separated)")
+    if out:
+        p.add_argument("--out", help=out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxvis.models.registry import MODEL_NAMES
 
@@ -324,14 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("render", help="PNG grids and contact sheets from a results file")
-    p.add_argument("results")
-    p.add_argument("--layer", help="only these layers (comma-separated)")
-    p.add_argument("--out", help="folder (default: the results file name without .h5)")
+    _results_and_layers(p, out="folder (default: the results file name without .h5)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("analyze", help="invariance metrics, natural calibration and shift test of a sweep")
-    p.add_argument("results")
-    p.add_argument("--layer", help="only these layers (comma-separated)")
+    _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
     p.add_argument("--shift-steps", type=int, default=300, help="optimiser steps of the shift test")
@@ -342,9 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="static HTML report (per layer page + index) of a results file")
-    p.add_argument("results")
-    p.add_argument("--layer", help="only these layers (comma-separated)")
-    p.add_argument("--out", help="folder (default: <results name without .h5>_report)")
+    _results_and_layers(p, out="folder (default: <results name without .h5>_report)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="metric distributions of two results files, layers paired by rf")
