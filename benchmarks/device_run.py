@@ -45,6 +45,7 @@ import datetime
 import importlib.util
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -62,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # in the order they run: the figures first, the tuning last
 STAGES = ("machine", "precision", "torch", "sweep", "chunks", "analysis", "tune")
 # shares of the budget left when a stage starts (the last stage gets what the others leave)
-SHARES = {"precision": 0.30, "torch": 0.20, "sweep": 0.50, "chunks": 0.40, "analysis": 0.50, "tune": 1.0}
+SHARES = {"precision": 0.25, "torch": 0.15, "sweep": 0.60, "chunks": 0.40, "analysis": 0.50, "tune": 1.0}
 TARGETS = {"bf16_wall_s": 10.0, "speedup_vs_torch": 30.0, "bf16_pct_peak": 50.0, "sweep_s": 600.0}
 
 # --tiny: every stage end to end on a CPU in about a minute (tiny layers, few units and steps)
@@ -215,7 +216,7 @@ def stage_torch(run: Run, deadline: float) -> dict:
         env = {**os.environ, "JAX_PLATFORMS": "cpu",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=max(120.0, deadline - time.perf_counter() + 60))
+                              timeout=max(90.0, deadline - time.perf_counter() + 30))
         if done.returncode:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"torch twin failed (exit {done.returncode}): {tail}")
@@ -323,19 +324,28 @@ def stage_tune(run: Run, deadline: float) -> dict:
 
 def stage_sweep(run: Run, deadline: float) -> dict:
     import jaxvis
-    from jaxvis.sweep import target_layers
+    from benchmarks.variants import layer_problem
+    from jaxvis.optimize.loop import units_per_chunk
+    from jaxvis.optimize.parallel import unit_mesh
+    from jaxvis.sweep import chunk_size, target_layers
 
-    a, model = run.args, run.model
+    a, model, mesh = run.args, run.model, unit_mesh()
     cache = Path(run.tmp) / "compilation-cache"  # the sweep's default: a persistent cache, here a fresh one
     settings = dict(images=a.images, precision=a.sweep_precision, segment=a.segment)
     layers = [info for info in target_layers(model, a.sweep_layers)]
     rows = []
     for info in layers:
-        k = min(info.channels, a.sweep_probe_units)
         if time.perf_counter() > deadline:
             rows.append({"layer": info.name, "skipped": "stage budget spent"})
             continue
-        probe = dict(units=f"0-{k - 1}", steps=a.sweep_probe_steps, patience=10 ** 9, compile_cache=cache, **settings)
+        # the probe is one chunk of the sweep's own size (the same compiled shapes as the real
+        # sweep), or fewer units where --sweep-probe-units says so
+        lp = layer_problem(model, info.name, a.images, a.sweep_probe_steps, precision=a.sweep_precision)
+        chunk = chunk_size(units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0], mesh.size),
+                           info.channels, mesh.size)
+        k = min(chunk, a.sweep_probe_units, info.channels)
+        probe = dict(units=f"0-{k - 1}", steps=a.sweep_probe_steps, patience=10 ** 9, compile_cache=cache,
+                     chunk=k, **settings)
         t = time.perf_counter()
         first = jaxvis.sweep(model, info.name, **probe)
         first_s = time.perf_counter() - t
@@ -343,13 +353,13 @@ def stage_sweep(run: Run, deadline: float) -> dict:
         jaxvis.sweep(model, info.name, **probe)
         run_s = time.perf_counter() - t
         unit_steps = int(first[info.name]["steps"].sum() + first[info.name]["max_steps"].sum())
-        scale = (info.channels / k) * (a.steps / a.sweep_probe_steps)
-        rows.append({"layer": info.name, "channels": info.channels, "canvas": info.canvas, "probe_units": k,
-                     "probe_steps": a.sweep_probe_steps, "first_call_s": first_s, "run_s": run_s,
-                     "compile_s": max(first_s - run_s, 0.0), "unit_steps": unit_steps,
+        calls = math.ceil(info.channels / k)  # chunks of k units (the last one padded, as the sweep does)
+        rows.append({"layer": info.name, "channels": info.channels, "canvas": info.canvas, "chunk": chunk,
+                     "probe_units": k, "probe_steps": a.sweep_probe_steps, "first_call_s": first_s,
+                     "run_s": run_s, "compile_s": max(first_s - run_s, 0.0), "unit_steps": unit_steps,
                      "unit_steps_per_s": unit_steps / run_s,
-                     "extrapolated_s": max(first_s - run_s, 0.0) + run_s * scale})
-        print(f"sweep probe {info.name}: {k} units x {a.sweep_probe_steps} steps in {run_s:.2f} s "
+                     "extrapolated_s": max(first_s - run_s, 0.0) + run_s * calls * a.steps / a.sweep_probe_steps})
+        print(f"sweep probe {info.name}: {k} units (chunk {chunk}) x {a.sweep_probe_steps} steps in {run_s:.2f} s "
               f"(first call {first_s:.1f} s) -> all {info.channels} units x {a.steps} steps ~"
               f"{rows[-1]['extrapolated_s']:.0f} s", flush=True)
     done = [r for r in rows if "extrapolated_s" in r]
@@ -359,8 +369,8 @@ def stage_sweep(run: Run, deadline: float) -> dict:
     if len(done) == len(layers):
         out["extrapolated_s"] = sum(r["extrapolated_s"] for r in done)
         out["extrapolation"] = ("per layer: compile (first probe call minus the second) + the second "
-                                "call's time x (channels / probe units) x (steps / probe steps); every "
-                                "unit at every step (early stopping off), so an upper bound")
+                                "call's time x ceil(channels / probe units) x (steps / probe steps); "
+                                "every unit at every step (early stopping off), so an upper bound")
         print(f"sweep {a.sweep_layers}, {units} units: extrapolated {out['extrapolated_s']:.0f} s", flush=True)
         left = deadline - time.perf_counter()
         if out["extrapolated_s"] < 0.8 * left:  # it fits: measure the real thing
@@ -549,8 +559,9 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--tune", default="conv=patches,segment=200", help="variants against the default")
     p.add_argument("--sweep-layers", default="all:conv4_4")
     p.add_argument("--sweep-precision", default="bf16")
-    p.add_argument("--sweep-probe-units", type=int, default=64)
-    p.add_argument("--sweep-probe-steps", type=int, default=100)
+    p.add_argument("--sweep-probe-units", type=int, default=4096,
+                   help="most units of a layer's probe (default: one chunk of the sweep's own size)")
+    p.add_argument("--sweep-probe-steps", type=int, default=50)
     p.add_argument("--analysis-layer", default="conv2_1")
     p.add_argument("--shift-units", type=int, default=16)
     p.add_argument("--shift-steps", type=int, default=200)
@@ -595,6 +606,9 @@ def main(argv=None) -> dict:
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else
                        Path(tempfile.mkdtemp(prefix="jaxvis-device-run-")))
     out.mkdir(parents=True, exist_ok=True)
+    from jaxvis.optimize.parallel import cpu_devices
+
+    cpu_devices()  # as `jaxvis sweep` does: on a CPU one jax device per core (no effect on GPU hosts)
     import jax
 
     run = Run(args, out)
@@ -606,12 +620,12 @@ def main(argv=None) -> dict:
         run.save()
         print(f"device_run: error: {run.result['errors']['machine']}", file=sys.stderr)
         raise SystemExit(3)
-    import jaxvis
+    from benchmarks.variants import load_model
 
     with tempfile.TemporaryDirectory(prefix="jaxvis-device-run-") as tmp:
         run.tmp = tmp
         t = time.perf_counter()
-        run.model = jaxvis.load(args.weights)  # from weights/files when carried: no index needed
+        run.model = load_model(args.weights)  # from weights/files when carried: no index needed
         run.result["load_s"] = time.perf_counter() - t
         run.result["model"] = {k: run.model.meta.get(k) for k in ("name", "source_sha256", "package")}
         functions = {"machine": stage_machine, "precision": stage_precision, "torch": stage_torch,

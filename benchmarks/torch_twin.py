@@ -233,13 +233,12 @@ def main(argv=None) -> dict:
 
     import torch
 
-    import jaxvis
-    from benchmarks.variants import layer_problem, unit_inputs
+    from benchmarks.variants import layer_problem, load_model, unit_inputs
     from jaxvis.optimize import step as one
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = jaxvis.load(args.weights)
+    model = load_model(args.weights)
     lp = layer_problem(model, args.layer, args.images, args.steps)
     twin = TorchUnit(model, lp.diverse, lp.radius, args.device)
     keys, directions = unit_inputs(lp, list(range(args.units)))

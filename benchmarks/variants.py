@@ -11,6 +11,27 @@ import numpy as np
 from benchmarks.machine import CpuMeter
 
 
+def load_model(name: str):
+    """``jaxvis.load(name)``; where the weights store cannot be written or read (a fresh machine
+    whose orbax differs), the real file converted in memory instead (the same network, uncached),
+    so a device run never fails on the cache alone."""
+    import jaxvis
+
+    try:
+        return jaxvis.load(name)
+    except Exception as err:  # noqa: BLE001 - any failure of the cache, not of the weights
+        from jaxvis.convert.fetch import fetch_weight_file
+        from jaxvis.convert.sources import convert_file
+        from jaxvis.weights import Model, weights_root
+
+        raw, spec = fetch_weight_file(name, weights_root() / "files")
+        network, src, provenance = convert_file(raw, source=spec["source"])
+        print(f"note: jaxvis.load({name!r}) failed ({type(err).__name__}: {err}); converted {raw.name} "
+              "in memory instead", flush=True)
+        return Model(network, src.convention, {"model": src.model.to_json(), "name": name,
+                                               "convention": src.convention.to_json(), **provenance})
+
+
 def layer_problem(model, layer: str, images: int, steps: int, precision: str = "float32",
                   segment: int | None = None, patience: int = 10 ** 9):
     """The sweep's own plan for ``layer`` (feature layer, canvas, radius exactly as ``jaxvis

@@ -50,8 +50,9 @@ def test_device_run_tiny_end_to_end(vgg19, real_root, tmp_path):
     assert sweep["measured_units"] == 64 and sweep["cache_entries"] > 0  # the compilation cache is on
 
     chunks = stages["chunks"]
-    assert [r["chunk"] for r in chunks["rows"]] == [4, 16] and chunks["auto_chunk"] == 16
-    assert [r["auto"] for r in chunks["rows"]] == [False, True]
+    auto = chunks["auto_chunk"]  # a CPU's cache-sized chunk: 16 units a device
+    assert auto == 16 * stages["machine"]["machine"]["devices"]
+    assert [r["chunk"] for r in chunks["rows"]] == [4, auto] and [r["auto"] for r in chunks["rows"]] == [False, True]
 
     assert [r["variant"] for r in stages["tune"]["rows"]] == ["default", "conv=xla"]
     assert all(r["unit_steps_per_s"] > 0 for r in stages["tune"]["rows"])
