@@ -79,12 +79,13 @@ def test_real_vgg19(vgg19, real_root, monkeypatch):
         assert len(np.unique(params[f"convs/{name}/kernel"])) <= 256
     assert vgg19.meta["source_sha256"] == fetch.MANIFEST["weights"]["vgg19"]["sha256"]
     assert vgg19.convention.channel_order == "BGR"
-    import jaxvis.convert.sources
+    import sys
 
     def convert_again(*args, **kwargs):
         raise AssertionError("the cached weights were converted again")
 
-    monkeypatch.setattr(jaxvis.convert.sources, "convert_file", convert_again)
+    # the module itself: the attribute jaxvis.convert is the convert function, not the package
+    monkeypatch.setattr(sys.modules["jaxvis.convert.sources"], "convert_file", convert_again)
     again = jaxvis.load("vgg19", root=real_root)  # from the cache, no conversion
     assert again.meta["source_sha256"] == vgg19.meta["source_sha256"]
     np.testing.assert_array_equal(again.params()["convs/conv5_4/kernel"], vgg19.params()["convs/conv5_4/kernel"])
