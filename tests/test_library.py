@@ -6,6 +6,7 @@ import importlib
 import warnings
 
 import jax
+import numpy as np
 import pytest
 
 import jaxvis
@@ -32,3 +33,31 @@ def test_one_cpu_device_on_many_cores_says_how_to_use_them(monkeypatch):
         sweep_module._warn_single_cpu(mesh)  # once per process
     assert len(caught) == 1 and issubclass(caught[0].category, sweep_module.SingleCpuWarning)
     assert "jaxvis.cpu_devices()" in str(caught[0].message)
+
+
+def test_a_finished_sweep_grows_without_recomputing(tmp_path, monkeypatch):
+    """More units and another layer of the same method extend the file: only the new units are
+    optimised, the old ones are kept bit for bit, and the result equals a fresh sweep's."""
+    from tests.models.test_own_network import Tiny, model
+
+    net = model(Tiny())
+    settings = dict(images=2, steps=15, radius=40.0, chunk=1)
+    out = tmp_path / "grow.h5"
+    first = jaxvis.sweep(net, "b", [0], out=out, **settings)["b"]
+
+    computed = []
+    real = sweep_module.run_units
+    monkeypatch.setattr(sweep_module, "run_units",
+                        lambda model, lp, units, *a, **k: computed.append((lp.info.name, list(units)))
+                        or real(model, lp, units, *a, **k))
+    grown = jaxvis.sweep(net, "a,b", [0, 1], out=out, **settings)
+    assert sorted(computed) == [("a", [0]), ("a", [1]), ("b", [1])]
+    np.testing.assert_array_equal(grown["b"]["images"][0], first["images"][0])
+    fresh = jaxvis.sweep(net, "a,b", [0, 1], out=tmp_path / "fresh.h5", **settings)
+    for layer in ("a", "b"):
+        for key in ("images", "activations", "max_activation", "direction"):
+            np.testing.assert_array_equal(grown[layer][key], fresh[layer][key], err_msg=f"{layer}/{key}")
+    stored = jaxvis.read_results(out)
+    assert stored.config["units"] == {"b": [0, 1], "a": [0, 1]}
+    with pytest.raises(jaxvis.JaxvisError, match="different sweep"):
+        jaxvis.sweep(net, "b", [0, 1], out=out, **{**settings, "steps": 16})
