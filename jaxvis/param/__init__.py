@@ -1,1 +1,2 @@
-"""Image parameterisation: the optimised variable, and how it becomes an image."""
+"""Image parameterisation: the optimised variable and how it becomes an image on the contrast
+sphere (``image``), and the sphere's radius from natural images (``budget``)."""
