@@ -45,3 +45,6 @@ def test_headless_torchvision_vgg16_keys_pick_vgg16():
     assert [s.name for s in candidates("torch", keys, None)] == ["torchvision-vgg16-features"]
     with_top = {**keys, "classifier.0.weight": np.zeros(1), "classifier.6.weight": np.zeros(1)}
     assert [s.name for s in candidates("torch", with_top, None)] == ["torchvision-vgg16"]
+    # a batch-norm VGG numbers its features differently: not taken for a plain headless VGG
+    batch_norm = {**keys, "features.1.running_mean": np.zeros(64)}
+    assert "torchvision-vgg16-features" not in [s.name for s in candidates("torch", batch_norm, None)]
