@@ -58,6 +58,40 @@ figure{margin:0;text-align:center;font-size:12px}figcaption{color:#444}
 .warn{color:#8a3b00;background:#fff3e0;border-left:3px solid #e08000;padding:4px 8px}
 """
 
+# sorts every ``table.units`` by the clicked column (``data-v`` of its cells; NaN last)
+SORT_JS = """
+(function(){
+  function key(cell){
+    var v=parseFloat(cell.getAttribute('data-v'));
+    return isNaN(v)?null:v;
+  }
+  document.querySelectorAll('table.units').forEach(function(table){
+    var heads=table.querySelectorAll('th.sortable');
+    heads.forEach(function(th){
+      th.addEventListener('click',function(){
+        var col=th.cellIndex;
+        var asc=th.getAttribute('aria-sort')!=='ascending';
+        heads.forEach(function(h){h.removeAttribute('aria-sort');});
+        th.setAttribute('aria-sort',asc?'ascending':'descending');
+        var body=table.tBodies[0];
+        var rows=Array.prototype.slice.call(body.rows);
+        rows.forEach(function(r,i){r._pos=i;});
+        rows.sort(function(a,b){
+          var x=key(a.cells[col]),y=key(b.cells[col]);
+          if(x===null&&y===null)return a._pos-b._pos;
+          if(x===null)return 1;
+          if(y===null)return -1;
+          if(x===y)return a._pos-b._pos;
+          return asc?x-y:y-x;
+        });
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+})();
+"""
+
+
 def html_page(title: str, body: str, *, script: str = "") -> str:
     js = f"<script>{script}</script>" if script else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -45,7 +45,7 @@ import numpy as np
 from jaxvis.analysis.summary import (activation_fractions, definitions, layer_meta, layer_order,
                                      layer_scalars, model_name, quartiles)
 from jaxvis.errors import JaxvisError
-from jaxvis.io.html import esc, fmt, html_page, write_files
+from jaxvis.io.html import SORT_JS, esc, fmt, html_page, write_files
 from jaxvis.io.render import heat, png_tile, to_display
 from jaxvis.io.results import METRICS, file_stem, json_attr, open_results, unknown_layer
 from jaxvis.io.svg import BLUE, svg_histogram, svg_lines, svg_scatter
@@ -54,39 +54,6 @@ NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
 THUMB = 40          # table thumbnails: about this many px (small canvases enlarged, big ones shrunk)
 DETAIL = 96         # detail images
 BLOCK = 64          # units read from the file at a time
-
-SORT_JS = """
-(function(){
-  function key(cell){
-    var v=parseFloat(cell.getAttribute('data-v'));
-    return isNaN(v)?null:v;
-  }
-  document.querySelectorAll('table.units').forEach(function(table){
-    var heads=table.querySelectorAll('th.sortable');
-    heads.forEach(function(th){
-      th.addEventListener('click',function(){
-        var col=th.cellIndex;
-        var asc=th.getAttribute('aria-sort')!=='ascending';
-        heads.forEach(function(h){h.removeAttribute('aria-sort');});
-        th.setAttribute('aria-sort',asc?'ascending':'descending');
-        var body=table.tBodies[0];
-        var rows=Array.prototype.slice.call(body.rows);
-        rows.forEach(function(r,i){r._pos=i;});
-        rows.sort(function(a,b){
-          var x=key(a.cells[col]),y=key(b.cells[col]);
-          if(x===null&&y===null)return a._pos-b._pos;
-          if(x===null)return 1;
-          if(y===null)return -1;
-          if(x===y)return a._pos-b._pos;
-          return asc?x-y:y-x;
-        });
-        rows.forEach(function(r){body.appendChild(r);});
-      });
-    });
-  });
-})();
-"""
-
 
 class _Images:
     """The image files of one page: each ``img`` call encodes a PNG, queues it for writing and
