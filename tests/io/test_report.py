@@ -447,8 +447,8 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
 
 
 WIDE, WIDE_N = 512, 2      # a 512-unit layer (conv4/conv5 size), 2 diverse images per unit
-# DOMContentLoaded bound of its page: measured 1.2-6 s on a 2-core machine at load average 10-14
-# (other jobs running), well under a second expected on an idle one; base64 pages took longer
+# DOMContentLoaded bound of its page. Measured 1.2-6 s on a 2-core machine at load average 10-14
+# (other jobs running; not measured idle); generous, so a slow CI runner does not fail it
 OPEN_BOUND_S = 5.0
 
 
