@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, help="default $JAX_NUM_PROCESSES or detected")
     p.add_argument("--process-id", type=int, help="0 .. num-processes - 1; default $JAX_PROCESS_ID or detected")
     p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds to wait for all processes to connect (default 300)")
+                   help="seconds to wait for all processes to connect, and (at most 100) before a "
+                        "silent process counts as dead (default 300)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("merge", help="assemble the results file from the parts of a multi-process sweep")
