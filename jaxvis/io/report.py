@@ -31,12 +31,14 @@ across them is what the unit ignores), as in ``jaxvis render``; natural patches 
 unit; response and variance maps are heat maps over their own range.
 
 Pages and images are written all or nothing (:func:`jaxvis.io.html.write_files`): an error
-leaves the output folder as it was.
+leaves the output folder as it was. Once they are in place, images an earlier report of the same
+layer left for units it no longer holds are removed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -54,6 +56,7 @@ NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
 THUMB = 40          # table thumbnails: about this many px (small canvases enlarged, big ones shrunk)
 DETAIL = 96         # detail images
 BLOCK = 64          # units read from the file at a time
+_IMAGE_NAME = re.compile(r"u\d+_[a-z0-9_]+\.png")  # the names _layer_files gives images
 
 class _Images:
     """The image files of one page: each ``img`` call encodes a PNG, queues it for writing and
@@ -350,4 +353,15 @@ def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
             yield index, _index_page(results_path, config, rows)
 
         written = write_files(files())
+    _remove_stale(out_dir, chosen, set(written))
     return [p for p in written if p in pages]
+
+
+def _remove_stale(out_dir: Path, layers: list[str], written: set[Path]) -> None:
+    """Images an earlier report of the same layers left that the new pages no longer show (units
+    now gone), once the new ones are in place; files of other names are the user's and stay."""
+    for layer in layers:
+        folder = out_dir / f"{file_stem(layer)}_files"
+        for path in folder.glob("u*.png"):
+            if path not in written and _IMAGE_NAME.fullmatch(path.name):
+                path.unlink(missing_ok=True)

@@ -306,6 +306,17 @@ def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatc
                                                      "index.html"]
 
 
+def test_report_again_replaces_the_images(results, tmp_path):
+    out = tmp_path / "r"
+    report(results, out, layers=["layer1.0"])
+    folder = out / "layer1.0_files"
+    (folder / "u99_max.png").write_bytes(b"a unit that is gone")  # from an earlier report
+    (folder / "notes.txt").write_text("mine")
+    names = sorted(p.name for p in folder.iterdir())
+    report(results, out, layers=["layer1.0"])
+    assert sorted(p.name for p in folder.iterdir()) == [n for n in names if n != "u99_max.png"]
+
+
 def test_cli_report(results, tmp_path, capsys):
     from jaxvis.cli import main
     assert main(["report", str(results), "--out", str(tmp_path / "c"), "--layer", "layer1.0"]) == 0
