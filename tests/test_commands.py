@@ -17,7 +17,7 @@ from jaxvis.convert import fetch, store
 from jaxvis.convert.normalize import channel_means
 from jaxvis.convert.sources import all_sources, sha256
 from jaxvis.io.images import read_image, resize_shorter
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 
 def run(capsys, *argv):

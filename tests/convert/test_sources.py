@@ -7,7 +7,7 @@ from flax import nnx
 
 from jaxvis.convert.sources import candidates, convert_file
 from jaxvis.models.registry import build
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tests.models.test_vgg import torch_activations, torch_vgg
 
 
