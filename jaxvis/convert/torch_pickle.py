@@ -20,6 +20,13 @@ globals to *our own* stand-ins, so a hostile file cannot reach ``os.system`` or 
 callable. Tensors become owned, contiguous numpy arrays. bfloat16 and float8 become
 ``ml_dtypes`` arrays (installed with jax); without ``ml_dtypes`` bfloat16 is upcast to
 float32 and float8 is refused.
+
+Sizes come from the pickle, never from the container alone: a zip storage member must hold exactly
+the bytes its persistent id declares (element count x element size; a larger member is refused
+unread), a member whose declared size exceeds 100 times its compressed size (above 16 MiB) is
+refused as a compression bomb before it is expanded, a legacy storage's count must match the
+pickle's, and a tensor may neither reach past its storage nor expand it (stride 0) more than 64-fold
+beyond 1 Mi elements.
 """
 
 from __future__ import annotations
