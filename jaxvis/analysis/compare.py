@@ -16,9 +16,9 @@ so two unanalysed files compare too.
 Numbers are comparable only when they measure the same thing, so the comparison says where the
 two files differ in how they were made: sweep settings (``objective``, ``optimizer``: e.g. N or
 lambda), per layer pair the analysis settings (the metrics group's ``config``: shift-test steps,
-photos, ...) and the *feature space* of the ``feature_*`` distances (the model and its diversity
-feature layer: distances of 0.68 in one network's conv1_2 and 6.65 in another's are on different
-scales). Each difference is a ``differs:`` line under the pair in the table and a highlighted
+photos, ...), the images' norm budget (``radius``: pixel distances scale with it) and the
+*feature space* of the ``feature_*`` distances (the model and its diversity feature layer:
+distances of 0.68 in one network's conv1_2 and 6.65 in another's are on different scales). Each difference is a ``differs:`` line under the pair in the table and a highlighted
 note on the page.
 """
 
@@ -53,6 +53,7 @@ class LayerStats:
     sources: dict[str, str]
     feature_space: str = "unknown"          # where feature_* distances are measured
     analysis: dict | None = None            # settings of the analysis that wrote its metrics
+    radius: float | None = None             # the images' norm budget (grey levels)
 
 
 @dataclass
@@ -86,6 +87,9 @@ class Comparison:
                 set(la.scalars) | set(lb.scalars)):
             out.append(f"feature_* distances are in different spaces (A: {la.feature_space}; "
                        f"B: {lb.feature_space}): compare them within a file, not across")
+        if la.radius and lb.radius and abs(la.radius - lb.radius) > 0.01 * max(la.radius, lb.radius):
+            out.append(f"the images' norm budgets differ (radius {fmt(la.radius)} in A, "
+                       f"{fmt(lb.radius)} in B): pixel_* distances scale with it")
         if la.analysis is not None and lb.analysis is not None:
             changed = differences(la.analysis, lb.analysis)
             if changed:
@@ -132,9 +136,12 @@ def read_side(path: Path) -> Side:
             scalars, sources = layer_scalars(group)
             side.analysed |= METRICS in group
             units = len(group["unit"]) if "unit" in group else 0
+            radius = metas[name].get("radius")
             side.layers.append(LayerStats(name, rfs[name], units, scalars, sources,
                                           _feature_space(side.model, metas[name]),
-                                          analysis_config(group)))
+                                          analysis_config(group),
+                                          float(radius) if isinstance(radius, (int, float))
+                                          and not isinstance(radius, bool) else None))
     if not side.layers:
         raise JaxvisError(f"{path} holds no layers")
     return side

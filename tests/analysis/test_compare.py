@@ -160,7 +160,7 @@ def test_compare_says_when_settings_or_feature_spaces_differ(tmp_path, capsys):
         **config, "objective": {**config["objective"], "lam": 0.1}}, seed=3)
     meta = {"units": list(range(0, 2 * U, 2)), "rf": 24, "canvas": 5, "radius": 100.0}
     _set_json(a, "meta", {**meta, "feature_layer": "conv2_2"}, "conv3_1")
-    _set_json(b, "meta", {**meta, "feature_layer": "pixels"}, "conv3_1")
+    _set_json(b, "meta", {**meta, "feature_layer": "pixels", "radius": 150.0}, "conv3_1")
     _set_json(a, "config", {"shift_steps": 300, "top": 8}, "conv3_1", metrics=True)
     _set_json(b, "config", {"shift_steps": 200, "top": 8}, "conv3_1", metrics=True)
 
@@ -171,9 +171,10 @@ def test_compare_says_when_settings_or_feature_spaces_differ(tmp_path, capsys):
     assert ("differs: feature_* distances are in different spaces (A: vgg19 conv2_2; B: pixels)"
             in pair)
     assert "differs: analysis settings differ: shift_steps 300 (A) vs 200 (B)" in pair
+    assert "norm budgets differ (radius 100 in A, 150 in B)" in pair
     assert "top" not in pair.split("analysis settings differ:")[1].splitlines()[0]  # only changes
     page = write_html(c, tmp_path / "out").read_text()
-    assert page.count('<p class="warn">differs: ') == 3
+    assert page.count('<p class="warn">differs: ') == 4
     assert "objective.lam 0.01 (A) vs 0.1 (B)" in page and "A: vgg19 conv2_2; B: pixels" in page
 
     same = format_table(compare(a, a))  # nothing differs between a file and itself
