@@ -1,0 +1,184 @@
+"""Activation-floor diverse sets (``Objective(floor=alpha)``) on known answers, and the trusted
+single-image maximum: the analytic optimum on conv1_1 of the real VGG-19 (docs/floor.md), the
+energy-model complex cell against a Gabor simple cell, restarts, the reference, bad input."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxvis
+from jaxvis.errors import JaxvisError
+from jaxvis.models.geometry import LayerSpec, Op
+from jaxvis.optimize import step as one
+from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.keys import unit_key
+from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.maximum import maximum, reference, restart_keys
+from jaxvis.optimize.step import Problem
+from tests.optimize.complex_cell import SIZE, model as complex_cell_model, quadrature_pair
+
+ALPHA = 0.9
+
+
+def problem(model: jaxvis.Model, layer: str, objective: Objective, **optimizer) -> Problem:
+    info = model.network.layer(layer)
+    return Problem(target=layer, centre=info.centre, canvas=info.canvas, feature_layer=None,
+                   objective=objective, optimizer=Optimizer(**optimizer), convention=model.convention,
+                   mean_rgb=model.convention.mean_rgb255)
+
+
+def min_pair(d: np.ndarray) -> np.ndarray:
+    """``[U, N, N]`` -> ``[U]`` minimum over i < j."""
+    i, j = np.triu_indices(d.shape[1], 1)
+    return d[:, i, j].min(axis=1)
+
+
+@pytest.fixture(scope="module")
+def conv1_1(vgg19, real_root):
+    """(w ``[64, 27]``, b ``[64]``, r) of conv1_1 as the engine sees it: ``a(x) = w.x + b`` for
+    the image deviation ``x`` (the input convention is affine), measured through the network."""
+    from jaxvis.param.budget import radius
+    from jaxvis.weights import default_photos
+
+    r = radius(3, vgg19.convention.mean_rgb255, default_photos(real_root), real_root / "budgets.json")
+    p = problem(vgg19, "conv1_1", Objective(images=1, diversity="none"))
+    eye = jnp.eye(64)
+
+    def a(x, u):  # the unit's pre-ReLU response to one image deviation [3, 3, 3]
+        return one._response(vgg19.network, p, x[None], eye[u])[0][0]
+
+    x0 = jnp.zeros((3, 3, 3))
+    b = np.array([a(x0, u) for u in range(64)])
+    w = np.array([np.asarray(jax.grad(a)(x0, u)).ravel() for u in range(64)])
+    x1 = jax.random.normal(jax.random.key(0), (3, 3, 3)) * 50
+    np.testing.assert_allclose([a(x1, u) for u in range(4)], w[:4] @ np.asarray(x1).ravel() + b[:4],
+                               rtol=1e-4)  # affine indeed
+    return w, b, r
+
+
+def analytic_min_distance(w, b, r, n: int, alpha: float):
+    """(docs/floor.md) ``[U]`` the largest min pairwise RMS distance of n images on the sphere
+    ``|x| = r`` (27 dims) with ``w.x + b >= alpha a*``, and ``[U]`` whether the floor binds."""
+    big_r = r * np.linalg.norm(w, axis=1)
+    a_star = big_r + b
+    t = (alpha * a_star - b) / big_r  # cosine to w of the cap's rim
+    binds = (a_star > 0) & (t > 0)
+    d = r * np.sqrt(2 * n / (n - 1)) * np.sqrt(1 - np.clip(t, 0, 1) ** 2) / np.sqrt(w.shape[1])
+    return d, binds, a_star
+
+
+@pytest.mark.parametrize("n", [2, 6, 12])
+def test_conv1_1_floor_sets_reach_the_analytic_optimum(vgg19, conv1_1, n):
+    """All 64 units in one call: the min pairwise pixel distance within 2% of the closed form
+    (N points as a regular simplex on the rim of the cap a >= alpha a*), every image at its floor."""
+    w, b, r = conv1_1
+    want, binds, a_star = analytic_min_distance(w, b, r, n, ALPHA)
+    assert binds.sum() == 64  # at alpha = 0.9 the floor binds for every conv1_1 unit (docs/floor.md)
+    p = problem(vgg19, "conv1_1", Objective(images=n, diversity="pixels", floor=ALPHA), steps=400, segment=100)
+    keys = jnp.stack([unit_key(0, "conv1_1", u, n) for u in range(64)])
+    out = optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32), r, maxima=a_star)
+    got = min_pair(out["pixel_distances"])
+    ratio = got / want
+    fractions = out["activations"] / a_star[:, None]
+    assert ratio.min() > 0.98, (np.argsort(ratio)[:5], np.sort(ratio)[:5])
+    assert fractions.min() >= ALPHA - 0.005, fractions.min()
+    assert ratio.max() < 1.01  # a set beyond the bound would have broken its floor
+    # the floor binds: every image sits on the rim, not inside the cap
+    assert np.abs(fractions - ALPHA).max() < 0.005
+
+
+class SimpleCell(jaxvis.Network):
+    """A Gabor simple cell: the even filter of the complex cell's quadrature pair; its own ReLU
+    follows and is not part of the optimised (pre-ReLU) response."""
+
+    name = "simple-cell"
+
+    def __init__(self):
+        self.filter = nnx.Param(jnp.asarray(quadrature_pair()[..., :1]))
+
+    def specs(self):
+        return (LayerSpec("simple", 1, (Op(SIZE, 1, "VALID"),)),)
+
+    def forward(self, x, record):
+        s = jax.lax.conv_general_dilated(x, self.filter[...], (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        record("simple", s, jax.nn.relu(s))
+
+
+def test_complex_cell_floor_set_spans_the_phases_and_a_simple_cells_stays_tight():
+    """alpha = 0.95: the energy model's set is at least as spread as N phases equally spaced on its
+    circle of maximal images, 2 r sin(pi/N) / sqrt(D) RMS (D = 11 x 11 x 3); a linear (simple)
+    cell's stays on a small cap (docs/floor.md: sqrt(2N/(N-1)) sqrt(1 - 0.95^2) r / sqrt(D)).
+    Measured (N = 6): complex 16.7 against 15.7 for the circle, simple 7.49 against 7.62."""
+    r, n, alpha = 300.0, 6, 0.95
+    circle = 2 * r * np.sin(np.pi / n) / np.sqrt(SIZE * SIZE * 3)
+    sets = {}
+    for name, model, layer in (("complex", complex_cell_model(), "energy"),
+                               ("simple", jaxvis.Model(SimpleCell(), jaxvis.InputConvention(), {"name": "simple"}),
+                                "simple")):
+        single = problem(model, layer, Objective(images=1, diversity="none"), steps=300, segment=100)
+        best = maximum(model.network, single, jnp.stack([unit_key(0, layer, 0, 1)]), np.eye(1), r, restarts=2)
+        floor = problem(model, layer, Objective(images=n, diversity="pixels", floor=alpha), steps=500,
+                        segment=100)
+        out = optimise(model.network, floor, jnp.stack([unit_key(0, layer, 0, n)]), np.eye(1, dtype=np.float32),
+                       r, maxima=best["activation"])
+        assert (out["activations"][0] / best["activation"][0]).min() >= alpha - 0.005, out["steps"]
+        sets[name] = (min_pair(out["pixel_distances"])[0], best["activation"][0])
+    # the maxima are the analytic ones: r^2 for the energy model, r |filter| = r for the Gabor
+    np.testing.assert_allclose([sets["complex"][1], sets["simple"][1]], [r * r, r], rtol=2e-3)
+    assert sets["complex"][0] >= circle, (sets["complex"][0], circle)
+    cap = np.sqrt(2 * n / (n - 1)) * np.sqrt(1 - alpha ** 2) * r / np.sqrt(SIZE * SIZE * 3)
+    assert abs(sets["simple"][0] / cap - 1) < 0.02, (sets["simple"][0], cap)
+    # more than twice as tight: the bound is 2 sin(pi/6) / (sqrt(12/5) sqrt(1 - 0.95^2)) = 2.07
+    assert sets["simple"][0] < sets["complex"][0] / 2, (sets["simple"][0], sets["complex"][0])
+
+
+def test_maximum_is_the_best_restart_and_restart_0_is_the_single_run(vgg19):
+    """conv2_1: restart 0 of each unit is exactly the plain N = 1 run with the unit's key, the
+    maximum is the best restart, and a unit's result does not depend on its chunk."""
+    info = vgg19.network.layer("conv2_1")
+    r = 500.0
+    p = problem(vgg19, "conv2_1", Objective(images=1, diversity="none"), steps=40, segment=20)
+    units = [3, 8, 21]
+    keys = jnp.stack([unit_key(0, "conv2_1", u, 1) for u in units])
+    eye = np.eye(info.channels, dtype=np.float32)[units]
+    both = maximum(vgg19.network, p, keys, eye, r, restarts=3)
+    plain = optimise(vgg19.network, p, keys, eye, r)
+    np.testing.assert_allclose(both["restart_activations"][:, 0], plain["activations"][:, 0], rtol=1e-5)
+    np.testing.assert_array_equal(both["activation"], both["restart_activations"].max(axis=1))
+    np.testing.assert_array_equal(both["restart"], both["restart_activations"].argmax(axis=1))
+    assert len(set(np.round(both["restart_activations"][0], 3))) == 3  # the restarts differ
+    alone = maximum(vgg19.network, p, keys[1:2], eye[1:2], r, restarts=3)
+    np.testing.assert_allclose(alone["restart_activations"][0], both["restart_activations"][1], rtol=1e-5)
+    np.testing.assert_allclose(alone["image"][0], both["image"][1], rtol=1e-4, atol=1e-3)
+    # restart k > 0 folds k into the unit's key: restart 0 is the key itself
+    rk = restart_keys(keys[:1], 3)
+    assert jnp.array_equal(jax.random.key_data(rk[0]), jax.random.key_data(keys[0]))
+    assert jnp.array_equal(jax.random.key_data(rk[2]), jax.random.key_data(jax.random.fold_in(keys[0], 2)))
+
+
+def test_reference_is_the_best_known_response_and_says_when_a_diverse_image_won():
+    ref, raised = reference(np.array([10.0, 5.0, -1.0]), np.array([[9.0, 9.5], [5.2, 4.0], [-2.0, -3.0]]))
+    np.testing.assert_array_equal(ref, [10.0, 5.2, -1.0])
+    np.testing.assert_array_equal(raised, [False, True, False])
+
+
+def test_bad_floors_are_refused_in_one_line(vgg19):
+    for bad in (0.0, 1.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(JaxvisError, match="--floor must lie strictly between 0 and 1") as e:
+            Objective(floor=bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(JaxvisError, match="a floor needs a diversity term and at least 2 images, not --images 1"):
+        Objective(images=1, floor=0.9)
+    with pytest.raises(JaxvisError, match="a floor needs a diversity term .* --diversity none"):
+        Objective(images=4, diversity="none", floor=0.9)
+    p = problem(vgg19, "conv1_1", Objective(images=2, diversity="pixels", floor=0.9), steps=1)
+    keys = jnp.stack([unit_key(0, "conv1_1", 0, 2)])
+    with pytest.raises(JaxvisError, match="maxima are needed exactly when the objective has a floor"):
+        optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
+    with pytest.raises(JaxvisError, match="a single-image maximum needs images=1"):
+        maximum(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
