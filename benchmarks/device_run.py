@@ -2,7 +2,8 @@
 
 On a fresh machine (``benchmarks/device_run.sh`` installs jaxvis without an index first) it loads
 the real VGG-19 from the carried ``weights/files`` and measures, in stages that each keep to a
-share of ``--budget-s`` (a stage that would not fit is skipped and says so):
+share of ``--budget-s`` (a stage that would not fit is skipped and says so); they run in the
+order machine, precision, torch, sweep, chunks, analysis, tune (the issue's figures first):
 
 1. ``machine``    jax sees the accelerator (else it stops, unless ``--tiny``/``--allow-cpu``); the
    device, its memory, and the matmul peak at float32 (HIGHEST), tf32 and bf16 through jaxvis's
@@ -21,11 +22,11 @@ share of ``--budget-s`` (a stage that would not fit is skipped and says so):
    (``--tune``: ``conv=patches`` jaxvis's patches+matmul convolutions instead of cuDNN's,
    ``segment=N`` steps per compiled segment between host checks);
 6. ``sweep``      ``jaxvis.sweep`` over ``--sweep-layers`` (all:conv4_4, 3,456 units) at
-   ``--sweep-precision``: per layer a timed probe of ``--sweep-probe-units`` units and
+   ``--sweep-precision``: per layer a timed probe of one chunk of the sweep's own size and
    ``--sweep-probe-steps`` steps (first call, then the run alone), extrapolated to every unit at
    the full ``--steps`` (an upper bound: early stopping only shortens it); if the extrapolation
-   fits what is left of the budget, the whole sweep runs for real (early stopping on) and its
-   wall time is measured. The JSON says which;
+   fits what is left of the budget, the whole sweep runs for real (early stopping off, the same
+   quantity) and its wall time is measured. The JSON says which;
 7. ``analysis``   the grating battery (:mod:`jaxvis.analysis.gratings`, when present) of every
    channel of ``--analysis-layer`` and ``jaxvis analyze``'s shift test of ``--shift-units`` of
    its units.
@@ -71,7 +72,7 @@ TARGETS = {"bf16_wall_s": 10.0, "speedup_vs_torch": 30.0, "bf16_pct_peak": 50.0,
 # so they share compiled programs; the budget is a ceiling for a busy CI machine, not a target)
 TINY = dict(layer="conv1_1", units=4, steps=20, segment=10, matmul=256, matmul_repeats=2,
             torch_budget_s=2.0, chunks="auto,4", chunk_steps=20, tune="conv=xla",
-            sweep_layers="all:conv1_1", sweep_probe_units=2, sweep_probe_steps=10,
+            sweep_layers="all:conv1_1", sweep_probe_steps=20,
             analysis_layer="conv1_1", shift_units=2, shift_steps=10, budget_s=900.0)
 
 
@@ -172,8 +173,10 @@ def stage_precision(run: Run, deadline: float) -> dict:
     from jaxvis.optimize.parallel import unit_mesh
 
     a, model, mesh = run.args, run.model, unit_mesh()
-    rows, reference = [], None
-    for p in a.precisions:
+    rows, means = [], {}
+    # fastest first: if the budget runs out, it is float32 (the slowest) that is missing, not bf16
+    order = sorted(a.precisions, key=lambda p: ("bf16", "tf32", "float32").index(p))
+    for p in order:
         if time.perf_counter() > deadline:
             run.result["skipped"][f"precision {p}"] = "stage budget spent"
             continue
@@ -181,21 +184,22 @@ def stage_precision(run: Run, deadline: float) -> dict:
         chunk = auto_chunk(model, lp, mesh, a.units)
         row, out = _timed(model, lp, a.units, mesh, chunk, deadline)
         _rates(row, useful_flops(model.network, lp.diverse), _peak_gflops(run, p))
-        mean = out["activations"].mean(axis=1)  # [U] each unit's mean over its N images, in float32
+        means[p] = out["activations"].mean(axis=1)  # [U] each unit's mean over its N images, in float32
         row.update(precision=p, layer=a.layer, images=a.images, devices=mesh.size,
-                   mean_activation=float(mean.mean()))
-        if reference is None and p == "float32":
-            reference = mean
-        elif reference is not None:
-            rel = np.abs(mean - reference) / np.maximum(np.abs(reference), 1e-6)
-            row["vs_float32"] = {"median_rel_diff": float(np.median(rel)), "max_rel_diff": float(rel.max()),
-                                 "mean_activation_rel_diff": float(abs(mean.mean() - reference.mean())
-                                                                    / max(abs(reference.mean()), 1e-6))}
+                   mean_activation=float(means[p].mean()))
         rows.append(row)
         print(f"{a.layer} {p}: {a.units} units x {a.steps} steps, first call {row['first_call_s']:.1f} s, "
               f"{row['unit_steps_per_s']:.0f} unit-steps/s, {row['tflops']:.2f} TFLOP/s", flush=True)
         run.result["stages"]["precision"] = {"rows": rows}  # partial results survive a cut-off
         run.save()
+    reference = means.get("float32")
+    for row in rows:
+        if reference is not None and row["precision"] != "float32":
+            mean = means[row["precision"]]
+            rel = np.abs(mean - reference) / np.maximum(np.abs(reference), 1e-6)
+            row["vs_float32"] = {"median_rel_diff": float(np.median(rel)), "max_rel_diff": float(rel.max()),
+                                 "mean_activation_rel_diff": float(abs(mean.mean() - reference.mean())
+                                                                    / max(abs(reference.mean()), 1e-6))}
     return {"rows": rows}
 
 
@@ -261,7 +265,12 @@ def stage_chunks(run: Run, deadline: float) -> dict:
             rows.append({"chunk": chunk, "auto": chunk == auto,
                          "skipped": f"would not fit the stage budget (~{need:.0f} s needed)"})
             continue
-        row, _ = _timed(model, lp, chunk, mesh, chunk, deadline)
+        try:
+            row, _ = _timed(model, lp, chunk, mesh, chunk, deadline)
+        except Exception as err:  # e.g. out of device memory: that is this row's answer
+            rows.append({"chunk": chunk, "auto": chunk == auto, "error": f"{type(err).__name__}: {str(err)[:500]}"})
+            print(f"chunk {chunk}: {rows[-1]['error']}", flush=True)
+            continue
         rate, compile_s = row["unit_steps_per_s"], row.get("compile_s", row["first_call_s"])
         _rates(row, useful, _peak_gflops(run, precision))
         row.update(auto=chunk == auto, precision=precision, predicted_bytes=per_unit * chunk)
@@ -346,12 +355,18 @@ def stage_sweep(run: Run, deadline: float) -> dict:
         k = min(chunk, a.sweep_probe_units, info.channels)
         probe = dict(units=f"0-{k - 1}", steps=a.sweep_probe_steps, patience=10 ** 9, compile_cache=cache,
                      chunk=k, **settings)
-        t = time.perf_counter()
-        first = jaxvis.sweep(model, info.name, **probe)
-        first_s = time.perf_counter() - t
-        t = time.perf_counter()
-        jaxvis.sweep(model, info.name, **probe)
-        run_s = time.perf_counter() - t
+        try:
+            t = time.perf_counter()
+            first = jaxvis.sweep(model, info.name, **probe)
+            first_s = time.perf_counter() - t
+            t = time.perf_counter()
+            jaxvis.sweep(model, info.name, **probe)
+            run_s = time.perf_counter() - t
+        except Exception as err:  # e.g. out of device memory at the memory-sized chunk: say so, go on
+            rows.append({"layer": info.name, "chunk": chunk, "probe_units": k,
+                         "error": f"{type(err).__name__}: {str(err)[:500]}"})
+            print(f"sweep probe {info.name}: {rows[-1]['error']}", flush=True)
+            continue
         unit_steps = int(first[info.name]["steps"].sum() + first[info.name]["max_steps"].sum())
         calls = math.ceil(info.channels / k)  # chunks of k units (the last one padded, as the sweep does)
         rows.append({"layer": info.name, "channels": info.channels, "canvas": info.canvas, "chunk": chunk,
@@ -374,14 +389,15 @@ def stage_sweep(run: Run, deadline: float) -> dict:
         print(f"sweep {a.sweep_layers}, {units} units: extrapolated {out['extrapolated_s']:.0f} s", flush=True)
         left = deadline - time.perf_counter()
         if out["extrapolated_s"] < 0.8 * left:  # it fits: measure the real thing
+            # early stopping off as in the probes: the measurement of what was extrapolated
             t = time.perf_counter()
-            full = jaxvis.sweep(model, a.sweep_layers, units="all", steps=a.steps, compile_cache=cache,
-                                out=Path(run.tmp) / "sweep.h5", **settings)
+            full = jaxvis.sweep(model, a.sweep_layers, units="all", steps=a.steps, patience=10 ** 9,
+                                compile_cache=cache, out=Path(run.tmp) / "sweep.h5", **settings)
             out.update(mode="measured", measured_s=time.perf_counter() - t,
                        measured_unit_steps=int(sum(v["steps"].sum() + v["max_steps"].sum() for v in full.values())),
                        measured_units=int(sum(len(v["unit"]) for v in full.values())))
             print(f"sweep {a.sweep_layers} measured: {out['measured_s']:.1f} s for {out['measured_units']} units "
-                  "(early stopping on)", flush=True)
+                  "(early stopping off)", flush=True)
         else:
             out["not_measured"] = f"the extrapolation ({out['extrapolated_s']:.0f} s) exceeds 80% of the {left:.0f} s left"
     out["cache_entries"] = len(list(cache.iterdir())) if cache.is_dir() else 0
@@ -413,9 +429,11 @@ def stage_analysis(run: Run, deadline: float) -> dict:
 
     path = Path(run.tmp) / f"analysis_{a.analysis_layer}.h5"
     t = time.perf_counter()
-    # the sweep probes' settings, so a layer they probed reuses their compiled programs
+    # the sweep probes' settings and chunk, so a layer they probed reuses their compiled programs
+    probes = run.result["stages"].get("sweep", {}).get("probes", [])
+    chunk = next((r["probe_units"] for r in probes if r["layer"] == a.analysis_layer and "run_s" in r), None)
     jaxvis.sweep(model, a.analysis_layer, units=f"0-{a.shift_units - 1}", images=a.images,
-                 steps=a.sweep_probe_steps, patience=10 ** 9, precision=a.sweep_precision,
+                 steps=a.sweep_probe_steps, patience=10 ** 9, precision=a.sweep_precision, chunk=chunk,
                  segment=a.segment, out=path, compile_cache=Path(run.tmp) / "compilation-cache")
     sweep_s = time.perf_counter() - t
     options = dict(shift=True, shift_steps=a.shift_steps, log=lambda *args, **kw: None)
@@ -494,7 +512,8 @@ def report(result: dict) -> str:
         parts.append(f"chunks ({c['layer']}, {c['precision']}, {c['steps']} steps; auto = {c['auto_chunk']}, "
                      f"{c['unit_bytes'] / 2**20:.1f} MiB a unit predicted, device {_gib(c['device_memory_bytes'])}):")
         parts.append(markdown(["chunk", "auto", "unit-steps/s", "TFLOP/s", "first call (s)", "peak memory", "predicted"],
-                              [[r["chunk"], r["auto"], r.get("skipped") or _f(r.get("unit_steps_per_s"), "{:.0f}"),
+                              [[r["chunk"], r["auto"], r.get("skipped") or r.get("error")
+                                or _f(r.get("unit_steps_per_s"), "{:.0f}"),
                                 _f(r.get("tflops")), _f(r.get("first_call_s")), _gib(r.get("peak_memory_bytes")),
                                 _gib(r.get("predicted_bytes"))] for r in c["rows"]]))
     if s.get("tune", {}).get("rows"):
@@ -507,11 +526,12 @@ def report(result: dict) -> str:
                                "unit-steps/s", "whole layer (s, extrapolated)"],
                               [[r["layer"], r.get("channels"), f"{r.get('probe_units')} x {r.get('probe_steps')}",
                                 _f(r.get("first_call_s")), _f(r.get("run_s")), _f(r.get("unit_steps_per_s"), "{:.0f}"),
-                                r.get("skipped") or _f(r.get("extrapolated_s"), "{:.0f}")] for r in w["probes"]]))
+                                r.get("skipped") or r.get("error") or _f(r.get("extrapolated_s"), "{:.0f}")]
+                               for r in w["probes"]]))
         line = f"sweep {w['layers']} ({w['units']} units, {w['precision']}): "
         line += f"extrapolated {_f(w.get('extrapolated_s'), '{:.0f}')} s"
         if w.get("mode") == "measured":
-            line += f", measured {w['measured_s']:.1f} s (early stopping on)"
+            line += f", measured {w['measured_s']:.1f} s (early stopping off)"
         parts.append(line)
     if "analysis" in s:
         an = s["analysis"]
@@ -572,9 +592,12 @@ def parse(argv) -> argparse.Namespace:
             setattr(args, k, v)
     for name in ("precisions", "torch_precisions", "chunks", "tune", "stages"):
         setattr(args, name, [x.strip() for x in getattr(args, name).split(",") if x.strip()])
-    unknown = [s for s in args.stages if s not in STAGES]
-    if unknown:
-        p.error(f"unknown stage {unknown[0]!r}; valid: {', '.join(STAGES)}")
+    from jaxvis.optimize.config import PRECISIONS
+
+    for name, valid in (("stages", STAGES), ("precisions", PRECISIONS)):
+        unknown = [s for s in getattr(args, name) if s not in valid]
+        if unknown:
+            p.error(f"unknown {name[:-1]} {unknown[0]!r}; valid: {', '.join(valid)}")
     return args
 
 
