@@ -226,7 +226,8 @@ def cmd_analyze(args) -> None:
 
     photos = _photos(args.images)
     done = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
-                   shift_stride=args.shift_stride, photos=photos, top=args.top, seed=args.seed,
+                   shift_stride=args.shift_stride, shift_lr=args.shift_lr,
+                   shift_weight_min=args.shift_weight_min, photos=photos, top=args.top, seed=args.seed,
                    layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
                    progress=Progress())
     from jaxvis.analysis.summary import analysis_line
@@ -340,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
-    p.add_argument("--shift-steps", type=int, default=300, help="optimiser steps of the shift test")
+    p.add_argument("--shift-steps", type=int, default=700,
+                   help="most optimiser steps of the shift test (default 700, the paper's; early stopping as the sweep's)")
+    p.add_argument("--shift-lr", type=float, default=0.1, help="Adam learning rate of the shift test (default 0.1)")
+    p.add_argument("--shift-weight-min", type=float, default=0.0,
+                   help="share of the worst offset in the shift test's loss (default 0, the paper's code)")
     p.add_argument("--shift-stride", type=int, default=1, help="test every k-th offset (1: all)")
     p.add_argument("--learn-mask", action="store_true", help="learn the shift test's mask radius per unit")
     p.add_argument("--top", type=int, default=8, help="natural patches kept per unit")

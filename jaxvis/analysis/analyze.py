@@ -61,13 +61,16 @@ def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed:
 @dataclasses.dataclass(frozen=True)
 class ShiftSettings:
     """How the shift test runs (:mod:`jaxvis.analysis.shift`): offsets every ``stride``, the
-    optimiser (steps, learning rate, early stopping), ``learn_mask``, the keys' ``seed``."""
+    optimiser (steps, learning rate, early stopping), ``learn_mask``, the keys' ``seed``, and the
+    share ``weight_min`` of the worst offset in the loss. Defaults are the paper's code's: every
+    offset, Adam learning rate 0.1, at most 700 steps with the EMA early stopping, weight_min 0."""
 
     stride: int = 1
-    optimizer: Optimizer = Optimizer(steps=300, learning_rate=1.0)
+    optimizer: Optimizer = Optimizer(steps=700, learning_rate=0.1)
     learn_mask: bool = False
     seed: int = 0
     progress: Progress | None = dataclasses.field(default=None, compare=False)
+    weight_min: float = 0.0
 
 
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
@@ -93,7 +96,8 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
     layer, units = info.name, len(arrays["unit"])
     problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
                            model.convention.mean_rgb255, stride=settings.stride,
-                           optimizer=settings.optimizer, learn_mask=settings.learn_mask)
+                           weight_min=settings.weight_min, optimizer=settings.optimizer,
+                           learn_mask=settings.learn_mask)
     keys = jax.numpy.stack([unit_key(settings.seed, f"shift:{layer}", int(u), 1) for u in arrays["unit"]])
     # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
     chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
@@ -128,8 +132,9 @@ class Analysis:
     config: dict
 
 
-def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = 300,
-            shift_stride: int = 1, photos: list[Path] | None = None, top: int = 8, seed: int = 0,
+def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = 700,
+            shift_stride: int = 1, shift_lr: float = 0.1, shift_weight_min: float = 0.0,
+            photos: list[Path] | None = None, top: int = 8, seed: int = 0,
             layers: list[str] | None = None, learn_mask: bool = False, log=print,
             progress: bool | Progress = False) -> Analysis:
     """Analyse a finished sweep: metrics of every unit, added to the file in place (see the
@@ -144,8 +149,8 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
     model = model or model_for(config, path)
     photos = photos or default_photos()
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
-    settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=1.0), learn_mask,
-                             seed, bar) if shift else None
+    settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,
+                             seed, bar, shift_weight_min) if shift else None
     analysed = {}
     for layer, arrays in results.layers.items():
         meta = results.layer_meta[layer]
@@ -157,6 +162,7 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
                                         shift=settings, seed=seed, top=top)
         log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s")
     stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
+              "shift_lr": shift_lr, "shift_weight_min": shift_weight_min,
               "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos]}
     names = {name for values in analysed.values() for name in values}
     write_metrics(path, analysed, M.definitions(names), stored)
