@@ -109,7 +109,9 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     if (maxima is None) != (problem.objective.floor is None):
         raise JaxvisError("maxima are needed exactly when the objective has a floor "
                           f"(floor={problem.objective.floor}, maxima {'missing' if maxima is None else 'given'})")
-    maxima = np.ones(count, np.float32) if maxima is None else np.asarray(maxima, np.float32).reshape(count)
+    if maxima is not None and np.shape(maxima) != (count,):
+        raise JaxvisError(f"maxima must be [units] = [{count}], one per direction; got shape {np.shape(maxima)}")
+    maxima = np.ones(count, np.float32) if maxima is None else np.asarray(maxima, np.float32)
     graphdef, params, keys, directions, radius = place(network, keys, directions, radius, mesh)
     maxima = jax.device_put(parallel.pad_rows(maxima, len(directions)), parallel.unit_sharding(mesh))
     jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)

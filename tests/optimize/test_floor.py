@@ -180,5 +180,7 @@ def test_bad_floors_are_refused_in_one_line(vgg19):
     keys = jnp.stack([unit_key(0, "conv1_1", 0, 2)])
     with pytest.raises(JaxvisError, match="maxima are needed exactly when the objective has a floor"):
         optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
+    with pytest.raises(JaxvisError, match=r"maxima must be \[units\] = \[1\], one per direction; got shape \(2,\)"):
+        optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(2))
     with pytest.raises(JaxvisError, match="a single-image maximum needs images=1"):
         maximum(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
