@@ -13,7 +13,7 @@ from jaxvis.convert.sources import convert_file, convert_tensors, get_source
 from jaxvis.errors import ConversionError, UnknownNameError
 from jaxvis.models.registry import ModelConfig, build
 from jaxvis.models.vgg import BLOCKS, VGG, WIDTHS
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 
 def test_catalogue_matches_the_paper():
@@ -35,7 +35,8 @@ def test_receptive_field_is_what_the_network_sees(padding, layer):
     net = assign(net, {k: np.full(s, 0.01, np.float32) for k, s in param_paths(net).items()}, "ones")
     info = net.layer(layer)
     x = jnp.ones((1, info.canvas, info.canvas, 3))
-    grad = jax.grad(lambda x: net(x, upto=layer).pre[layer][0, info.centre, info.centre].sum())(x)
+    # jitted with the network as an argument: op by op, VGG's layers would compile ~800 small programs
+    grad = jax.jit(jax.grad(lambda x, n: n(x, upto=layer).pre[layer][0, info.centre, info.centre].sum()))(x, net)
     support = np.argwhere(np.abs(np.asarray(grad[0]).sum(-1)) > 0)
     lo, hi = support.min(0), support.max(0)
     assert (hi - lo + 1).tolist() == [info.rf, info.rf]
@@ -126,7 +127,7 @@ def test_parity_with_torch_valid_canvas():
     net = convert_tensors({k: v.numpy() for k, v in gatys_state(ref).items()}, get_source("gatys-vgg19"), "mem")
     info = net.layer("conv3_1")
     x = np.random.default_rng(1).normal(size=(3, info.canvas, info.canvas, 3)).astype(np.float32)
-    got = net(x, upto="conv3_1").pre["conv3_1"]
+    got = jax.jit(lambda n, x: n(x, upto="conv3_1").pre["conv3_1"])(net, x)
     assert got.shape == (3, 1, 1, 256)
     assert rel_err(got, torch_activations(ref, x, top=False, upto="conv3_1")["conv3_1"]) < 1e-5
 
@@ -161,7 +162,7 @@ def test_keras_layout(layout):
     net = convert_tensors(flat, source, "mem")
     net = nnx.merge(nnx.graphdef(build(source.model.with_options(padding="SAME"))), nnx.state(net))
     x = np.random.default_rng(3).normal(size=(1, 32, 32, 3)).astype(np.float32)
-    got = net(x).pre
+    got = jax.jit(lambda n, x: n(x).pre)(net, x)
     want = torch_activations(ref, x, top=False)
     assert max(rel_err(got[k], want[k]) for k in ("conv1_1", "conv3_4", "conv5_4")) < 1e-5
 
@@ -214,16 +215,16 @@ def test_readout_computes_one_direction_of_the_layer(layer):
     assert net.reads_out(layer) and not net.reads_out("pool1")
     c = info.centre
 
-    def full(x):
+    def full(x, net):
         return net(x, upto=layer).pre[layer][:, c, c, :] @ v
 
-    def read(x):
+    def read(x, net):
         return net.unit_response(x, layer, c, v)[0]
 
-    assert net(x, upto=layer, readout=v).pre[layer].shape[-1] == 1
-    assert rel_err(read(x), full(x)) < 1e-4  # float32 sums in another order
-    g_read = jax.grad(lambda x: jnp.sum(jnp.sin(read(x) / 100)))(x)
-    g_full = jax.grad(lambda x: jnp.sum(jnp.sin(full(x) / 100)))(x)
+    assert jax.eval_shape(lambda x: net(x, upto=layer, readout=v).pre[layer], x).shape[-1] == 1
+    assert rel_err(jax.jit(read)(x, net), jax.jit(full)(x, net)) < 1e-4  # float32 sums in another order
+    g_read = jax.jit(jax.grad(lambda x, n: jnp.sum(jnp.sin(read(x, n) / 100))))(x, net)
+    g_full = jax.jit(jax.grad(lambda x, n: jnp.sum(jnp.sin(full(x, n) / 100))))(x, net)
     assert rel_err(g_read, g_full) < 1e-4
     with pytest.raises(ValueError, match="cannot read out"):
         net(x, upto="pool1", readout=v[:64])
