@@ -76,7 +76,7 @@ PIXELS_PER_CALL = 1 << 19
 DEFINITIONS = {
     "grating_preferred_orientation": "direction of modulation of the preferred grating (radians, 0: vertical bars)",
     "grating_preferred_period": "period of the preferred grating (px)",
-    "grating_preferred_colour": "colour axis of the preferred grating (index into grating_colours)",
+    "grating_preferred_colour": "colour axis of the preferred grating (index into Battery.colours: luminance, red-green, blue-yellow)",
     "grating_orientation_selectivity": "1 - circular variance of the rectified orientation curve (Ringach et al. 2002)",
     "grating_orientation_index": "(pref - orth) / (pref + orth) of the rectified orientation curve",
     "grating_f1_f0": "F1/F0 of the rectified phase response at the preferred grating (Skottun et al. 1991: >1 simple, <1 complex)",
@@ -258,9 +258,9 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
     photographs) exactly as the sweep does. ``maximum`` ``[U]``: the units' single-image maxima,
     for ``grating_best_fraction``.
 
-    Returns the per-unit arrays of :data:`DEFINITIONS` (leading axis: units; curves ``[U, O]``,
-    ``[U, P]``, ``[U, F]``, ``[U, K]``; ``grating_responses`` ``[U, O, P, F, K]``) and the axes
-    ``grating_orientations``, ``grating_periods``, ``grating_phases``, ``grating_colours`` (names).
+    Returns the arrays of :data:`DEFINITIONS`, every one with the units as its leading axis (curves
+    ``[U, O]``, ``[U, P]``, ``[U, F]``, ``[U, K]``; ``grating_responses`` ``[U, O, P, F, K]``); their
+    axes are ``battery.axes(canvas)`` (orientations, periods, phases) and ``battery.colours``.
     """
     info = target(model, layer)
     basis = unit_directions(directions, info.channels)
@@ -283,8 +283,4 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
     out["grating_blank"] = acts[-1].astype(np.float32)
     if maximum is not None:
         out["grating_best_fraction"] = ratio(out["grating_best"], np.asarray(maximum, np.float32))
-    out.update(grating_orientations=axes["orientations"].astype(np.float32),
-               grating_periods=axes["periods"].astype(np.float32),
-               grating_phases=axes["phases"].astype(np.float32),
-               grating_colours=np.asarray(battery.colours))
     return out

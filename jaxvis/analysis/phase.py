@@ -36,8 +36,7 @@ from jaxvis.analysis.gratings import ratio, responses, target, unit_directions
 from jaxvis.errors import JaxvisError
 
 DEFINITIONS = {
-    "rotation_phases": "the rotation angles phi (radians)",
-    "rotation_curve": "the unit's response to its single-image maximum rotated in phase by each phi",
+    "rotation_curve": "the unit's response to its single-image maximum rotated in phase by each phi (phases(steps))",
     "rotation_min_max": "min / max over phi of the response to the phase-rotated maximum",
     "rotation_at_pi": "response at phi = pi / the maximum over phi (negative: reversed)",
     "rotation_orientation": "dominant orientation of the maximum's power spectrum (radians)",
@@ -104,7 +103,8 @@ def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: 
     """The rotation read-out for ``U`` units of ``layer``: ``images`` ``[U, H, W, 3]`` their
     single-image maxima in RGB grey levels (the sweep's ``max_image``), ``directions`` channel
     indices ``[U]`` or directions ``[U, C]``; ``steps`` (even, >= 4) angles. Forward passes only.
-    Returns the arrays of :data:`DEFINITIONS` (``rotation_curve`` ``[U, steps]``)."""
+    Returns the arrays of :data:`DEFINITIONS`, units first (``rotation_curve`` ``[U, steps]`` at
+    the angles :func:`phases` ``(steps)``)."""
     info = target(model, layer)
     basis = unit_directions(directions, info.channels)
     images = np.asarray(images, np.float32)
@@ -125,7 +125,7 @@ def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: 
     acts = responses(model, info, len(basis) * steps, rotated).reshape(len(basis), steps, -1)  # [U, F, C]
     curve = np.einsum("ufc,uc->uf", acts, basis)
     top = curve.max(1)
-    return {"rotation_phases": phis, "rotation_curve": curve.astype(np.float32),
+    return {"rotation_curve": curve.astype(np.float32),
             "rotation_min_max": ratio(curve.min(1), top),
             "rotation_at_pi": ratio(curve[:, steps // 2], top),
             "rotation_orientation": np.asarray(theta, np.float32)}

@@ -12,7 +12,7 @@ from flax import nnx
 import jaxvis
 from jaxvis.analysis import gratings as G
 from jaxvis.analysis.gratings import Battery, gratings, stimuli
-from jaxvis.analysis.phase import half_plane, phase_rotation, rotate
+from jaxvis.analysis.phase import half_plane, phase_rotation, phases, rotate
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
 from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
@@ -105,12 +105,12 @@ def test_gabor_simple_cells_are_simple_and_their_preferences_are_recovered(cells
     for i, (theta, period, colour) in enumerate(CELLS):
         assert np.isclose(g["grating_preferred_orientation"][i], theta, atol=1e-6)
         assert np.isclose(g["grating_preferred_period"][i], nearest_period(period))
-        assert g["grating_colours"][g["grating_preferred_colour"][i]] == colour
+        assert Battery().colours[g["grating_preferred_colour"][i]] == colour
     assert (g["grating_f1_f0"] > 1.4).all(), g["grating_f1_f0"]  # a half-wave rectified sinusoid: ~pi/2
     assert (g["grating_phase_min_max"] == 0).all()
     assert (g["grating_orientation_index"] > 0.99).all() and (g["grating_orientation_selectivity"] > 0.5).all()
     # a linear unit's phase response is exactly sinusoidal at the battery's fixed amplitude
-    f = g["grating_phases"]
+    f = Battery().axes(SIZE)["phases"]
     basis = np.stack([np.ones_like(f), np.cos(f), np.sin(f)], 1)
     for curve in g["grating_phase_curve"]:
         fit = basis @ np.linalg.lstsq(basis, curve, rcond=None)[0]
@@ -128,7 +128,7 @@ def test_energy_complex_cells_are_phase_invariant(cells):
     for i, (theta, period, colour) in enumerate(CELLS):
         assert np.isclose(g["grating_preferred_orientation"][i], theta, atol=1e-6)
         assert np.isclose(g["grating_preferred_period"][i], nearest_period(period))
-        assert g["grating_colours"][g["grating_preferred_colour"][i]] == colour
+        assert Battery().colours[g["grating_preferred_colour"][i]] == colour
     assert g["grating_orientation_curve"].shape == (2, 16) and g["grating_period_curve"].shape == (2, 12)
     assert g["grating_responses"].shape == (2, 16, 12, 8, 3)
 
@@ -221,7 +221,7 @@ def test_conv1_1_units_follow_c_plus_d_cos_phi(vgg19, weights_env):
     w = np.moveaxis(kernel, -1, 0)  # [64, 3, 3, 3]
     best = r * w / np.linalg.norm(w.reshape(64, -1), axis=1)[:, None, None, None]
     out = phase_rotation(vgg19, "conv1_1", best + np.asarray(vgg19.convention.mean_rgb255), np.arange(64))
-    curve, phi = out["rotation_curve"], out["rotation_phases"]
+    curve, phi = out["rotation_curve"], phases(12)
     maximum = r * np.linalg.norm(w.reshape(64, -1), axis=1) + bias
     np.testing.assert_allclose(curve[:, 0], maximum, rtol=1e-4, atol=1e-3)
     basis = np.stack([np.ones_like(phi), np.cos(phi)], 1)
