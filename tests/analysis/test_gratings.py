@@ -98,6 +98,12 @@ def test_nyquist_gratings_along_the_axes_are_not_preferred():
     assert out["grating_best"][0] == 6 and out["grating_preferred_colour"][0] == 1
     assert np.isclose(out["grating_preferred_orientation"][0], axes["orientations"][3])
     np.testing.assert_allclose(out["grating_f1_f0"], 1 / 5, rtol=1e-5)  # F1 = 1, F0 = 5
+    # a unit no grating drives above zero has no ratios (NaN), but still a best grating
+    silent = G.summarise(R - 20, axes, ripple <= G.MAX_RIPPLE)
+    for name in ("grating_f1_f0", "grating_phase_min_max", "grating_orientation_selectivity",
+                 "grating_orientation_index"):
+        assert np.isnan(silent[name]).all(), name
+    assert silent["grating_best"][0] == -14
 
 
 def test_gabor_simple_cells_are_simple_and_their_preferences_are_recovered(cells):
