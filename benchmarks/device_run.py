@@ -181,26 +181,45 @@ def stage_precision(run: Run, deadline: float) -> dict:
             run.result["skipped"][f"precision {p}"] = "stage budget spent"
             continue
         lp = layer_problem(model, a.layer, a.images, a.steps, precision=p, segment=a.segment)
-        chunk = auto_chunk(model, lp, mesh, a.units)
-        row, out = _timed(model, lp, a.units, mesh, chunk, deadline)
+        units = _units_that_fit(run, rows, p, a.units, mesh.size, deadline)
+        chunk = auto_chunk(model, lp, mesh, units)
+        row, out = _timed(model, lp, units, mesh, chunk, deadline)
+        if units < a.units:
+            row["fewer_units"] = f"{units} of {a.units} units: all of them would not fit the stage budget"
         _rates(row, useful_flops(model.network, lp.diverse), _peak_gflops(run, p))
         means[p] = out["activations"].mean(axis=1)  # [U] each unit's mean over its N images, in float32
         row.update(precision=p, layer=a.layer, images=a.images, devices=mesh.size,
                    mean_activation=float(means[p].mean()))
         rows.append(row)
-        print(f"{a.layer} {p}: {a.units} units x {a.steps} steps, first call {row['first_call_s']:.1f} s, "
+        print(f"{a.layer} {p}: {units} units x {a.steps} steps, first call {row['first_call_s']:.1f} s, "
               f"{row['unit_steps_per_s']:.0f} unit-steps/s, {row['tflops']:.2f} TFLOP/s", flush=True)
         run.result["stages"]["precision"] = {"rows": rows}  # partial results survive a cut-off
         run.save()
     reference = means.get("float32")
     for row in rows:
         if reference is not None and row["precision"] != "float32":
-            mean = means[row["precision"]]
-            rel = np.abs(mean - reference) / np.maximum(np.abs(reference), 1e-6)
-            row["vs_float32"] = {"median_rel_diff": float(np.median(rel)), "max_rel_diff": float(rel.max()),
-                                 "mean_activation_rel_diff": float(abs(mean.mean() - reference.mean())
-                                                                    / max(abs(reference.mean()), 1e-6))}
+            n = min(len(reference), len(means[row["precision"]]))  # the same units: their keys fix them
+            mean, ref = means[row["precision"]][:n], reference[:n]
+            rel = np.abs(mean - ref) / np.maximum(np.abs(ref), 1e-6)
+            row["vs_float32"] = {"units": n, "median_rel_diff": float(np.median(rel)), "max_rel_diff": float(rel.max()),
+                                 "mean_activation_rel_diff": float(abs(mean.mean() - ref.mean())
+                                                                    / max(abs(ref.mean()), 1e-6))}
     return {"rows": rows}
+
+
+def _units_that_fit(run: Run, rows: list[dict], precision: str, units: int, devices: int,
+                    deadline: float) -> int:
+    """``units``, or fewer (a multiple of ``devices``) where the last precision's rate, scaled by the
+    ratio of the matmul peaks, says that two calls of all of them would pass ``deadline`` (float32
+    at HIGHEST can be several times slower than bf16: it must not take the budget of the rest)."""
+    if not rows:
+        return units
+    last = rows[-1]
+    peak, peak_last = _peak_gflops(run, precision), _peak_gflops(run, last["precision"])
+    rate = last["unit_steps_per_s"] * (peak / peak_last if peak and peak_last else 1.0)
+    left = deadline - time.perf_counter() - last.get("compile_s", last["first_call_s"])
+    fit = int(left * rate / (2 * last["steps"]))  # units whose two calls fit what is left
+    return units if fit >= units else max(devices, fit // devices * devices)
 
 
 def stage_torch(run: Run, deadline: float) -> dict:
@@ -496,7 +515,7 @@ def report(result: dict) -> str:
             [[r["layer"], r["precision"], f"{r['units']} x {r['images']} x {r['steps']}", _f(r["first_call_s"]),
               _f(r.get("run_s")), _f(r["unit_steps_per_s"], "{:.0f}"), _f(r["tflops"]), _f(r["pct_peak"], "{:.1f}"),
               f"{r['vs_float32']['median_rel_diff']:.1e} / {r['vs_float32']['max_rel_diff']:.1e}"
-              if "vs_float32" in r else ""] for r in s["precision"]["rows"]]))
+              if "vs_float32" in r else r.get("fewer_units", "")] for r in s["precision"]["rows"]]))
     if s.get("torch", {}).get("rows"):
         t = s["torch"]
         parts.append(markdown(
