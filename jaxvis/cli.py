@@ -222,6 +222,7 @@ def cmd_render(args) -> None:
 
 def cmd_analyze(args) -> None:
     from jaxvis.analysis.analyze import analyze
+    from jaxvis.analysis.gratings import Battery
     from jaxvis.io.progress import Progress
 
     photos = _photos(args.images)
@@ -229,7 +230,7 @@ def cmd_analyze(args) -> None:
                    shift_stride=args.shift_stride, shift_lr=args.shift_lr,
                    shift_weight_min=args.shift_weight_min, photos=photos, top=args.top, seed=args.seed,
                    layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
-                   progress=Progress())
+                   progress=Progress(), battery=None if args.no_gratings else Battery())
     from jaxvis.analysis.summary import analysis_line
     for layer, m in done.metrics.items():
         print(analysis_line(layer, m))
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the worst offset in the shift test's loss (default 0, the paper's code)")
     p.add_argument("--shift-stride", type=int, default=1, help="test every k-th offset (1: all)")
     p.add_argument("--learn-mask", action="store_true", help="learn the shift test's mask radius per unit")
+    p.add_argument("--no-gratings", action="store_true",
+                   help="skip the grating battery and the phase rotation of each unit's maximum")
     p.add_argument("--top", type=int, default=8, help="natural patches kept per unit")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 
 from jaxvis.analysis import metrics as M
+from jaxvis.analysis.gratings import Battery, gratings
+from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.natural import calibrate, random_patches
 from jaxvis.analysis.shift import ShiftProblem, shift_test
 from jaxvis.config import SweepConfig
@@ -32,6 +34,7 @@ from jaxvis.optimize.keys import unit_key
 from jaxvis.weights import Model, default_photos, load
 
 SHIFT_IMAGES_PER_CALL = 4096
+ROTATION_STEPS = 12  # angles of the phase rotation (docs/invariance.md)
 
 
 def model_for(config: SweepConfig, path: Path | None = None) -> Model:
@@ -75,7 +78,8 @@ class ShiftSettings:
 
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
                   photos: list[Path], *, shift: ShiftSettings | None, seed: int,
-                  top: int) -> dict[str, np.ndarray]:
+                  top: int, battery: Battery | None = Battery(),
+                  rotation_steps: int = ROTATION_STEPS) -> dict[str, np.ndarray]:
     """Every metric of the table (:mod:`jaxvis.analysis.metrics`) for one layer's units: what the
     network measures here (natural references, calibration, the shift test) joins the sweep's
     arrays as inputs, and the table computes the rest."""
@@ -84,6 +88,10 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
     inputs = {**arrays, "mean_rgb": np.asarray(model.convention.mean_rgb255, np.float32)}
     inputs.update(_reference(model, info, meta, units, n, photos, seed))
     inputs.update(calibrate(model, info, directions, photos, top))
+    if battery is not None and info.kind != "global":  # gratings need a spatial canvas
+        inputs.update(gratings(model, layer, radius=meta["radius"], directions=directions,
+                               maximum=arrays["max_activation"], battery=battery))
+        inputs.update(phase_rotation(model, layer, arrays["max_image"], directions, steps=rotation_steps))
     if shift is not None:
         inputs.update(shift_metrics(model, info, arrays, directions, meta, shift))
     return M.evaluate(inputs)
@@ -136,9 +144,10 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
             shift_stride: int = 1, shift_lr: float = 0.1, shift_weight_min: float = 0.0,
             photos: list[Path] | None = None, top: int = 8, seed: int = 0,
             layers: list[str] | None = None, learn_mask: bool = False, log=print,
-            progress: bool | Progress = False) -> Analysis:
+            progress: bool | Progress = False, battery: Battery | None = Battery()) -> Analysis:
     """Analyse a finished sweep: metrics of every unit, added to the file in place (see the
-    module docstring) and exported as ``<file>.csv``; returns them."""
+    module docstring) and exported as ``<file>.csv``; returns them. ``battery=None`` skips the
+    grating battery and the phase rotation (forward passes only, seconds per layer)."""
     path = Path(path)
     results = read_results(path, layers=layers)  # checks the file first
     if not os.access(path, os.W_OK):
@@ -157,13 +166,17 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
         channels = model.network.layer(layer).channels
         directions = arrays["direction"] if "direction" in arrays else config.basis(channels)[arrays["unit"]]
         log(f"{layer}: {len(arrays['unit'])} units" + (" (with the shift test)" if shift else ""))
+        if battery is not None and model.network.layer(layer).kind == "global":
+            log(f"{layer}: after global pooling, no grating battery or phase rotation (no canvas)")
         t0 = time.perf_counter()
         analysed[layer] = analyze_layer(model, layer, arrays, meta, directions, photos,
-                                        shift=settings, seed=seed, top=top)
+                                        shift=settings, seed=seed, top=top, battery=battery)
         log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s")
     stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
               "shift_lr": shift_lr, "shift_weight_min": shift_weight_min,
-              "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos]}
+              "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos],
+              "gratings": None if battery is None else dataclasses.asdict(battery),
+              "rotation_steps": None if battery is None else ROTATION_STEPS}
     names = {name for values in analysed.values() for name in values}
     write_metrics(path, analysed, M.definitions(names), stored)
     return Analysis(analysed, export_csv(path, results.layers, analysed), stored)

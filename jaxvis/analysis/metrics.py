@@ -28,6 +28,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from jaxvis.analysis import gratings as _gratings
+from jaxvis.analysis import phase as _phase
 from jaxvis.errors import JaxvisError
 
 
@@ -226,3 +228,14 @@ register_metric("natural_top_patches", "the natural patches that drive the unit 
                 "levels)", ("natural_top_patches",), scalar=False)(_same)
 register_metric("natural_top_activations", "the unit's responses to those patches",
                 ("natural_top_activations",), scalar=False)(_same)
+
+
+# The grating battery and the phase rotation (jaxvis.analysis.gratings / .phase, docs/invariance.md)
+# measure with the network; their per-unit outputs are carried as they are. Axes (the grating
+# orientations, periods, phases, colours; the rotation angles) are the same for every unit of a
+# layer and follow from the battery and the canvas, so they are not per-unit metrics.
+_CURVES = ("grating_orientation_curve", "grating_period_curve", "grating_phase_curve",
+           "grating_colour_curve", "grating_responses", "rotation_curve")
+for _name, _definition in {**_gratings.DEFINITIONS, **_phase.DEFINITIONS}.items():
+    if _name != "rotation_phases":
+        register_metric(_name, _definition, (_name,), scalar=_name not in _CURVES)(_same)

@@ -185,6 +185,11 @@ def analysis_line(layer: str, values: dict) -> str:
     if shift is not None:
         text += (f", shift index > 0.9: {np.mean(np.asarray(shift) > 0.9):.0%} "
                  f"(median {_nanstat(np.nanmedian, shift):.2f})")
+    f1f0 = values.get("grating_f1_f0")
+    if f1f0 is not None:
+        text += (f", grating F1/F0 median {_nanstat(np.nanmedian, f1f0):.2f} "
+                 f"(< 1: {np.mean(np.asarray(f1f0) < 1):.0%}), phase-rotation min/max median "
+                 f"{_nanstat(np.nanmedian, values.get('rotation_min_max')):.2f}")
     return text
 
 

@@ -38,8 +38,19 @@ def test_analyze_from_the_command_line(swept, capsys):
     np.testing.assert_allclose(m["shift_index"], m["shift_responses"].mean(axis=(1, 2))
                                / r.layers["conv1_1"]["max_activation"], rtol=1e-5)
     assert (m["shift_steps"] <= 20).all() and (m["shift_steps"] >= 1).all()
+    # the grating battery and the phase rotation of each maximum, forward passes only
+    assert m["grating_responses"].shape == (4, 16, 12, 8, 3) and m["rotation_curve"].shape == (4, 12)
+    np.testing.assert_allclose(m["grating_best_fraction"], m["grating_best"] / r.layers["conv1_1"]["max_activation"],
+                               rtol=1e-5)
+    # conv1_1 is linear pre-ReLU: its response to its phase-rotated maximum is c + d cos(phi)
+    phi = np.arange(12) * 2 * np.pi / 12
+    design = np.stack([np.ones(12), np.cos(phi), np.sin(phi)], 1)
+    fit = design @ np.linalg.lstsq(design, m["rotation_curve"].T, rcond=None)[0]
+    assert np.abs(fit.T - m["rotation_curve"]).max() < 0.01 * np.abs(m["rotation_curve"]).max()
+    assert "grating F1/F0 median" in printed.out
     rows = list(csv.DictReader(open(swept.with_suffix(".csv"))))
     assert [int(row["unit"]) for row in rows] == [0, 1, 2, 3]
+    assert {"grating_f1_f0", "rotation_min_max", "shift_index"} <= set(rows[0])
     with h5py.File(swept, "r") as f:
         assert "definitions" in f["layers/conv1_1/metrics"].attrs
 
