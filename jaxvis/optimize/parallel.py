@@ -328,11 +328,14 @@ def barrier(name: str, timeout: float = BARRIER_S, *, client=None, processes: Pr
     try:
         client.key_value_set(f"{name}/{processes.index}", "1", allow_overwrite=True)
         while True:
+            # who ended first, who arrived last: a process sets its arrival before it can end, so
+            # one seen ending here and arriving in between is never taken for a dead one
+            ended = _ids(client.key_value_dir_get(EXITED), EXITED) \
+                | (everyone - set(client.get_live_nodes(sorted(everyone))))
             missing = everyone - _ids(client.key_value_dir_get(name), name)
             if not missing:
                 return
-            gone = (missing - set(client.get_live_nodes(sorted(everyone)))) \
-                | (missing & _ids(client.key_value_dir_get(EXITED), EXITED))
+            gone = missing & ended
             if gone:
                 which = ", ".join(map(str, sorted(gone)))
                 raise JaxvisError(f"process {which} of {processes.count} stopped before the end "
