@@ -12,6 +12,7 @@ import jaxvis
 from jaxvis.errors import JaxvisError, UnknownNameError
 from jaxvis.param.image import frequency_gain, whiten_gradient
 from jaxvis.sweep import sweep
+from tests.helpers import SETTINGS, assert_stops_mixed
 from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
 
 
@@ -84,17 +85,23 @@ def test_complex_cell_yields_phase_shifted_gratings():
     assert gaps.min() > 0.5, np.degrees(p)
 
 
-def test_unit_results_do_not_depend_on_the_chunk(vgg19, real_root, monkeypatch):
+def test_unit_results_do_not_depend_on_the_chunk(vgg19, reference_sweep, real_root, monkeypatch):
+    """A unit alone, in the reference's chunks of 2 and in one chunk of 12 (some units and maxima
+    stop early there and are frozen while the others go on) gives the same results."""
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
-    settings = dict(images=3, steps=40, segment=20)
-    alone = sweep(vgg19, "conv2_1", [5], chunk=1, **settings)["conv2_1"]
-    seven = sweep(vgg19, "conv2_1", range(7), chunk=7, **settings)["conv2_1"]
-    many = sweep(vgg19, "conv2_1", range(64), chunk=64, **settings)["conv2_1"]
-    for other in (seven, many):
-        i = list(other["unit"]).index(5)
-        np.testing.assert_allclose(other["images"][i], alone["images"][0], rtol=1e-3, atol=1e-2)
-        np.testing.assert_allclose(other["activations"][i], alone["activations"][0], rtol=1e-4)
-        np.testing.assert_allclose(other["max_image"][i], alone["max_image"][0], rtol=1e-3, atol=1e-2)
+    pairs = reference_sweep[1].layers["conv2_1"]  # units 0-5 in chunks of 2
+    alone = sweep(vgg19, "conv2_1", [5], chunk=1, **SETTINGS)["conv2_1"]
+    twelve = sweep(vgg19, "conv2_1", range(12), chunk=12, **SETTINGS)["conv2_1"]
+    assert_stops_mixed(twelve)
+    five = {k: v[5:6] for k, v in pairs.items()}
+    first_six = {k: v[:6] for k, v in twelve.items()}
+    for got, want in ((five, alone), (first_six, pairs)):
+        for key in ("images", "max_image"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-2, err_msg=key)
+        for key in ("activations", "max_activation"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
+        for key in ("unit", "steps", "stop_reason", "max_steps", "max_stop_reason"):
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def test_bad_input_is_refused_with_one_clear_error(vgg19, real_root, monkeypatch):
