@@ -14,6 +14,7 @@ from jaxvis.models.ops import PRECISIONS
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.maximum import RESTARTS
 
 # `jaxvis sweep`'s method options: one row per field of Objective / Optimizer that the command line
 # sets. Defaults come from the dataclasses, choices from the tables that define the names (so a
@@ -182,13 +183,15 @@ def cmd_sweep(args) -> None:
     bar = Progress()
     layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
                    seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
-                   processes=processes, compile_cache=not args.no_cache)
+                   processes=processes, compile_cache=not args.no_cache, floors=args.floor,
+                   restarts=args.restarts)
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
         return
     from jaxvis.analysis.summary import sweep_line
+    from jaxvis.sweep import parse_floors
     for name, r in layers.items():
-        print(sweep_line(name, r))
+        print(sweep_line(name, r, parse_floors(args.floor)))
     if any(r["units"] for r in bar.layers):
         print("this run (computed units only, resumed ones excluded):")
         print("\n".join(summary(bar.layers)))
@@ -307,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True, help="conv3_1, conv1_1,conv2_1, all or all:conv3_1")
     p.add_argument("--units", default="all", help="all, 0-15, 3,5,7 (default all)")
     _add_method_options(p)
+    p.add_argument("--floor", default="", metavar="ALPHAS",
+                   help="also, per unit, the most diverse N images that all keep ALPHA x the unit's "
+                        "maximum, for each ALPHA of e.g. 0.9 or 0.95,0.9,0.8 (docs/floor.md); no lambda")
+    p.add_argument("--restarts", type=int, default=RESTARTS,
+                   help=f"single-image runs per unit whose best is the maximum (default {RESTARTS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
     p.add_argument("--cpu-devices", type=int, metavar="N",

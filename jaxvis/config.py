@@ -103,6 +103,8 @@ class SweepConfig:
     optimizer: Optimizer = Optimizer()
     directions: tuple[tuple[float, ...], ...] | None = None
     seed: int = 0
+    floors: tuple[float, ...] = ()  # activation floors alpha of the floor sets, highest first
+    restarts: int = 1               # single-image runs per unit whose best is the maximum
     weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -121,7 +123,8 @@ class SweepConfig:
             "objective": dataclasses.asdict(self.objective),
             "optimizer": dataclasses.asdict(self.optimizer),
             "directions": None if self.directions is None else [list(d) for d in self.directions],
-            "seed": self.seed, "versions": dict(self.versions)}, "sweep config")
+            "seed": self.seed, "floors": list(self.floors), "restarts": self.restarts,
+            "versions": dict(self.versions)}, "sweep config")
 
     @classmethod
     def from_json(cls, d: Mapping) -> "SweepConfig":
@@ -141,7 +144,8 @@ class SweepConfig:
             objective=_dataclass_from(Objective, d.get("objective", {}), "sweep config objective"),
             optimizer=_dataclass_from(Optimizer, d.get("optimizer", {}), "sweep config optimizer"),
             directions=None if directions is None else tuple(tuple(float(x) for x in row) for row in directions),
-            seed=int(d.get("seed", 0)), weights_meta=dict(d.get("weights_meta") or {}),
+            seed=int(d.get("seed", 0)), floors=tuple(float(a) for a in d.get("floors", ())),
+            restarts=int(d.get("restarts", 1)), weights_meta=dict(d.get("weights_meta") or {}),
             versions=dict(d.get("versions") or {}))
 
     # -- comparisons
@@ -157,6 +161,17 @@ class SweepConfig:
         there = {k: v for k, v in canonical(dict(stored), "stored config").items() if k not in drop}
         now = {k: v for k, v in self.to_json().items() if k not in drop}
         return first_difference(there, now)
+
+    @staticmethod
+    def upgrade(stored: Mapping) -> dict:
+        """A stored config JSON in today's form: fields added since it was written take the
+        values that reproduce how it was made (``restarts`` 1, no floors, ``Objective.floor``
+        None), so older files resume and grow. Anything that is not a sweep config is returned
+        as it is (and then differs)."""
+        try:
+            return SweepConfig.from_json(stored).to_json()
+        except (JaxvisError, TypeError, ValueError):
+            return dict(stored)
 
     def with_selection(self, layers, units: Mapping[str, tuple[int, ...]]) -> "SweepConfig":
         return dataclasses.replace(self, layers=tuple(layers), units=dict(units))

@@ -43,7 +43,9 @@ from jaxvis.models.geometry import LayerInfo
 from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import unit_key
+from jaxvis.objectives.diversity import TERMS
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
+from jaxvis.optimize.maximum import RESTARTS, maximum, reference
 from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.step import Problem
 from jaxvis.param.budget import radius as budget_radius
@@ -91,7 +93,7 @@ def parse_units(spec: str | Iterable[int], channels: int, layer: str) -> list[in
 def feature_layer(model: Model, target: LayerInfo, objective: Objective) -> str | None:
     """The diversity feature space: the configured layer (must lie below the target), by default
     two catalogue entries below it (conv2_2 for conv3_1, as in the paper), or pixels (None)."""
-    if objective.diversity in ("none", "pixels"):
+    if TERMS[objective.diversity].space == "pixels":
         return None
     rows = [r.name for r in model.network.layers()]
     below = rows[: rows.index(target.name)]
@@ -115,17 +117,23 @@ class LayerPlan:
     diverse: Problem
     maximum: Problem
     directions: np.ndarray | None = None  # [units, C] unit vectors; None: unit u is channel u
+    floors: tuple[Problem, ...] = ()       # one activation-floor problem per alpha
+    restarts: int = RESTARTS               # of the single-image maximum
 
     def meta(self) -> dict:
         return {"units": self.units, "canvas": self.info.canvas, "rf": self.info.rf,
                 "jump": self.info.jump, "centre": self.info.centre, "channels": self.info.channels,
-                "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels"}
+                "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels",
+                "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts}
 
 
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
          photos: list[Path] | None = None, radius: float | None = None,
-         directions: np.ndarray | None = None) -> list[LayerPlan]:
+         directions: np.ndarray | None = None, floors: Sequence[float] = (),
+         restarts: int = RESTARTS) -> list[LayerPlan]:
     """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
+    ``floors``: activation floors alpha (each a diverse set of the same N and diversity term whose
+    images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md).
     ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean).
     ``directions`` ``[U, C]``: optimise directions in the (single) layer's channel space instead
     of channels; they are normalised to unit length and unit u is direction u."""
@@ -142,6 +150,9 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
             raise JaxvisError("a direction of length 0 cannot be optimised")
         directions = directions / norms
         units = range(len(directions))
+    if restarts < 1:
+        raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
+    floor_objectives = tuple(dataclasses.replace(objective, floor=float(a)) for a in parse_floors(floors))
     for info in infos:
         model.network.check(info.name)  # specs() against the real shapes, once (own networks)
         feature = feature_layer(model, info, objective)
@@ -150,39 +161,74 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         common = dict(target=info.name, centre=info.centre, canvas=info.canvas,
                       convention=model.convention, mean_rgb=mean)
         diverse = Problem(feature_layer=feature, objective=objective, optimizer=optimizer, **common)
-        single = dataclasses.replace(objective, images=1, diversity="none")
+        single = dataclasses.replace(objective, images=1, diversity="none", floor=None)
         maximum = Problem(feature_layer=None, objective=single, optimizer=optimizer, **common)
+        floor_problems = tuple(Problem(feature_layer=feature, objective=o, optimizer=optimizer, **common)
+                               for o in floor_objectives)
         count = info.channels if directions is None else len(directions)
-        plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions))
+        plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions,
+                               floor_problems, restarts))
     return plans
+
+
+def parse_floors(floors) -> tuple[float, ...]:
+    """``"0.95,0.9"``, a number or a sequence -> sorted distinct floors, highest first."""
+    if isinstance(floors, str):
+        try:
+            floors = [float(f) for f in floors.split(",") if f.strip()]
+        except ValueError:
+            raise JaxvisError(f"bad --floor {floors!r}: use fractions like 0.9 or 0.95,0.9,0.8") from None
+    elif isinstance(floors, (int, float)):
+        floors = [floors]
+    return tuple(sorted({float(f) for f in floors}, reverse=True))
 
 
 def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int,
               mesh: Mesh | None = None, bar: Progress | None = None) -> dict[str, np.ndarray]:
-    """Optimise ``units`` of one layer in one call per problem (padded to ``chunk``) on ``mesh``;
-    ``bar`` hears of the unit-steps after every segment."""
-    padded = list(units) + [units[-1]] * (chunk - len(units))  # same shapes: no recompilation
+    """Optimise ``units`` of one layer (padded to ``chunk``) on ``mesh``: the single-image maximum
+    (best of ``lp.restarts``), the diverse set, and a floor set per alpha; ``bar`` hears of the
+    unit-steps after every segment.
+
+    ``max_activation`` is the reference every fraction is relative to: the best restart, or a
+    diverse image's activation where one beats it (``max_raised``; its image is then
+    ``max_image``). The floor sets are relative to that reference."""
+    n = len(units)
+    padded = list(units) + [units[-1]] * (chunk - n)  # same shapes: no recompilation
     basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
     directions = basis[padded]
-    out = {"unit": np.asarray(units, np.int64), "direction": directions[: len(units)]}
-    for prefix, problem in (("", lp.diverse), ("max_", lp.maximum)):
-        keys = jax.numpy.stack([unit_key(seed, lp.info.name, u, problem.n) for u in padded])
+    name = lp.info.name
+
+    def keys(what: str, images: int):
+        return jax.numpy.stack([unit_key(seed, what, u, images) for u in padded])
+
+    def tick_for(rows: int):
         seen = [0]
 
-        def tick(steps, seen=seen):
-            total = int(steps[: len(units)].sum())
+        def tick(steps):
+            total = int(np.asarray(steps)[:rows].sum())
             if bar is not None:
                 bar.advance(0, total - seen[0])
             seen[0] = total
+        return tick
 
-        result = optimise(model.network, problem, keys, directions, lp.radius, mesh, on_segment=tick)
-        result = {k: v[: len(units)] for k, v in result.items()}
-        if prefix:
-            out.update(max_image=result["images"][:, 0], max_activation=result["activations"][:, 0],
-                       max_steps=result["steps"], max_stop_reason=result["stop_reason"])
-        else:
-            out.update(result)
-    return out
+    best = maximum(model.network, lp.maximum, keys(name, 1), directions, lp.radius, lp.restarts, mesh,
+                   on_segment=tick_for(n * lp.restarts))
+    diverse = optimise(model.network, lp.diverse, keys(name, lp.diverse.n), directions, lp.radius, mesh,
+                       on_segment=tick_for(n))
+    ref, raised = reference(best["activation"], diverse["activations"])
+    top = np.argmax(diverse["activations"], axis=1)
+    image = np.where(raised[:, None, None, None], diverse["images"][np.arange(chunk), top], best["image"])
+    out = {"unit": np.asarray(units, np.int64), "direction": directions, **diverse,
+           "max_image": image, "max_activation": ref.astype(np.float32), "max_raised": raised,
+           "max_steps": best["steps"], "max_stop_reason": best["stop_reason"],
+           "max_restart": best["restart"], "max_restart_activations": best["restart_activations"]}
+    sets = [optimise(model.network, problem, keys(f"floor{problem.objective.floor:g}:{name}", problem.n),
+                     directions, lp.radius, mesh, maxima=ref, on_segment=tick_for(n))
+            for problem in lp.floors]
+    for key in ("images", "activations", "pixel_distances", "feature_distances", "steps", "stop_reason"):
+        if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
+            out[f"floor_{key}"] = np.stack([s[key] for s in sets], axis=1)
+    return {k: v[:n] for k, v in out.items()}
 
 
 def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "conv3_1",
@@ -192,12 +238,16 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           photos: list[Path] | None = None, radius: float | None = None,
           directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
+          floors: Sequence[float] | str = (), restarts: int = RESTARTS,
           **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
 
     ``directions`` ``[U, C]`` optimises directions in channel space (one layer) instead of channels.
+    ``floors`` (e.g. ``(0.95, 0.9)``) adds per unit and alpha an activation-floor set (``floor_*``
+    keys, ``[U, alphas, ...]``, highest alpha first); ``restarts``: single-image runs per unit whose
+    best is the maximum (``jaxvis.optimize.maximum``).
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
     ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields, e.g.
@@ -225,7 +275,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
                           "the others' parts); remove the old results first or use another --out")
     weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
     model = load(model) if isinstance(model, str) else model
-    plans = plan(model, layers, units, objective, optimizer, photos, radius, directions)
+    plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts)
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     config = SweepConfig(
         weights=weights_name, model=model.meta.get("model"),
@@ -233,10 +283,11 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         layers=tuple(p.info.name for p in plans), units={p.info.name: tuple(p.units) for p in plans},
         objective=objective, optimizer=optimizer,
         directions=None if directions is None else tuple(map(tuple, plans[0].directions.tolist())),
-        seed=seed, versions={"jaxvis": version(), "jax": jax.__version__})
+        seed=seed, floors=parse_floors(floors), restarts=restarts,
+        versions={"jaxvis": version(), "jax": jax.__version__})
     writer = None
     if out is not None:
-        writer = ResultWriter(Path(out), config.to_json(), overwrite=overwrite)
+        writer = ResultWriter(Path(out), config.to_json(), overwrite=overwrite, upgrade=SweepConfig.upgrade)
         # up front, so a later `merge` of partial results knows every layer; by one process only
         # (its read-modify-write of layers.json is not safe against concurrent writers)
         if processes.index == 0:
@@ -251,7 +302,8 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
             todo = [u for u in mine if u not in done]
             size = chunk_size(chunk or units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0],
                                                        mesh.size), len(mine), mesh.size)
-            bar.start(lp.info.name, len(mine), len(mine) - len(todo), optimizer.steps * 2)
+            bar.start(lp.info.name, len(mine), len(mine) - len(todo),
+                      optimizer.steps * (1 + lp.restarts + len(lp.floors)))
             for start in range(0, len(todo), size):
                 part = run_units(model, lp, todo[start:start + size], seed, size, mesh, bar)
                 if writer:
@@ -316,7 +368,8 @@ def largest_first(model: Model, plans: list[LayerPlan]) -> list[LayerPlan]:
     cost = {}
     for lp in plans:  # FLOPs grow with the images: the N = 1 maximum costs 1/N of the diverse set
         per_image = useful_flops(model.network, lp.diverse) / lp.diverse.n
-        cost[lp.info.name] = len(lp.units) * per_image * (lp.diverse.n + lp.maximum.n)
+        images = lp.diverse.n * (1 + len(lp.floors)) + lp.maximum.n * lp.restarts
+        cost[lp.info.name] = len(lp.units) * per_image * images
     return sorted(plans, key=lambda lp: -cost[lp.info.name])
 
 

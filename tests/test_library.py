@@ -61,3 +61,44 @@ def test_a_finished_sweep_grows_without_recomputing(tmp_path, monkeypatch):
     assert stored.config["units"] == {"b": [0, 1], "a": [0, 1]}
     with pytest.raises(jaxvis.JaxvisError, match="different sweep"):
         jaxvis.sweep(net, "b", [0, 1], out=out, **{**settings, "steps": 16})
+
+
+def test_floor_sets_and_the_trusted_maximum(tmp_path):
+    """--floor through the sweep: per unit and alpha a set whose images keep alpha x the maximum
+    (the maximum the best of several restarts, raised to a diverse image where one beats it)."""
+    from tests.models.test_own_network import Tiny, model
+
+    net = model(Tiny())  # layer a is linear before its ReLU, like conv1_1: the floor is reachable
+    out = jaxvis.sweep(net, "a", "all", images=3, steps=300, radius=40.0, floors="0.8,0.95",
+                       restarts=3, out=tmp_path / "f.h5")["a"]
+    assert out["floor_images"].shape == (4, 2, 3, 3, 3, 3) and out["floor_activations"].shape == (4, 2, 3)
+    fractions = out["floor_activations"] / out["max_activation"][:, None, None]
+    assert (fractions >= np.array([0.95, 0.8])[None, :, None] - 0.005).all(), fractions
+    # a lower floor lets the images spread further
+    from jaxvis.analysis.metrics import evaluate
+    m = evaluate(out, names=["floor_pixel_min"])
+    assert (m["floor_pixel_min"][:, 1] > m["floor_pixel_min"][:, 0]).all()
+    # the maximum: the best restart, or the best diverse image where that is higher
+    restarts = out["max_restart_activations"]
+    assert restarts.shape == (4, 3)
+    expected = np.maximum(restarts.max(1), out["activations"].max(1))
+    np.testing.assert_allclose(out["max_activation"], expected, rtol=1e-6)
+    np.testing.assert_array_equal(out["max_raised"], out["activations"].max(1) > restarts.max(1))
+    stored = jaxvis.read_results(tmp_path / "f.h5")
+    assert stored.config["floors"] == [0.95, 0.8] and stored.config["restarts"] == 3
+    assert stored.layer_meta["a"]["floors"] == [0.95, 0.8]
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(floors="1.2"), "strictly between 0 and 1"),
+    (dict(floors="0.9", images=1, diversity="none"), "needs a diversity term and at least 2 images"),
+    (dict(floors="ninety"), "bad --floor"),
+    (dict(restarts=0), "--restarts must be at least 1"),
+])
+def test_bad_floors_are_refused_before_any_work(tmp_path, settings, message):
+    from tests.models.test_own_network import Tiny, model
+
+    with pytest.raises(jaxvis.JaxvisError, match=message):
+        jaxvis.sweep(model(Tiny()), "b", "all", steps=5, radius=40.0, out=tmp_path / "x.h5",
+                     **{"images": 2, **settings})
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.parts").exists()

@@ -230,6 +230,32 @@ register_metric("natural_top_activations", "the unit's responses to those patche
                 ("natural_top_activations",), scalar=False)(_same)
 
 
+# Activation-floor sets (docs/floor.md): one per floor alpha, on an axis after the units
+# (``floor_*`` ``[U, A, ...]``, highest alpha first, the alphas in the layer metadata ``floors``).
+def _floor_pairs(d, which: int):
+    d = np.asarray(d)
+    return pair_stats(d.reshape(-1, *d.shape[2:]))[which].reshape(d.shape[:2])
+
+
+register_metric("floor_fraction", "activation of each floor-set image / the unit's maximum "
+                "[units, floors, N]", ("floor_activations", "max_activation"), scalar=False)(
+    lambda a, peak: ratio(a, np.asarray(peak)[:, None, None]))
+register_metric("floor_fraction_min", "smallest activation fraction of each floor set [units, floors]",
+                ("floor_fraction",), scalar=False)(lambda f: np.min(f, axis=2))
+register_metric("floor_pixel_min", "min pairwise RMS pixel distance of each floor set (grey levels) "
+                "[units, floors]", ("floor_pixel_distances",), scalar=False)(lambda d: _floor_pairs(d, 0))
+register_metric("floor_pixel_mean", "mean pairwise RMS pixel distance of each floor set [units, floors]",
+                ("floor_pixel_distances",), scalar=False)(lambda d: _floor_pairs(d, 1))
+register_metric("floor_feature_min", "min pairwise RMS feature distance of each floor set [units, floors]",
+                ("floor_feature_distances",), scalar=False)(lambda d: _floor_pairs(d, 0))
+register_metric("floor_pixel_vs_natural", "floor_pixel_min / reference_pixel_min: how diverse the unit "
+                "lets N images be at the floor, against N natural patches of the same norm",
+                ("floor_pixel_min", "reference_pixel_min"), scalar=False)(
+    lambda d, natural: ratio(d, np.asarray(natural)[:, None]))
+register_metric("max_raised", "1 where a diverse image beat the single-image maximum (it is then the "
+                "reference)", ("max_raised",))(lambda r: np.asarray(r, np.float32))
+
+
 # The grating battery and the phase rotation (jaxvis.analysis.gratings / .phase, docs/invariance.md)
 # measure with the network; their per-unit outputs are carried as they are. Axes (the grating
 # orientations, periods, phases, colours; the rotation angles) are the same for every unit of a

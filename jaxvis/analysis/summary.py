@@ -165,15 +165,25 @@ def model_name(config: dict) -> str:
     return str(weights or model or "unknown model")
 
 
-def sweep_line(layer: str, arrays: dict) -> str:
+def sweep_line(layer: str, arrays: dict, floors=()) -> str:
     """One line about a swept layer (the CLI's): units, median activation fraction of all diverse
-    images, mean pairwise pixel distance."""
-    m = M.evaluate(arrays, names=["activation_fraction", "pixel_mean"])
+    images, mean pairwise pixel distance, and per activation floor (``floors``, the alphas in the
+    order of the ``floor_*`` arrays) the median min pixel distance and smallest fraction."""
+    m = M.evaluate(arrays, names=["activation_fraction", "pixel_mean", "floor_fraction_min",
+                                  "floor_pixel_min"])
     frac = m.get("activation_fraction")
     pixel = m.get("pixel_mean")
-    return (f"{layer}: {len(arrays['unit'])} units, median activation of the diverse images "
+    text = (f"{layer}: {len(arrays['unit'])} units, median activation of the diverse images "
             f"{_nanstat(np.nanmedian, frac):.2f} x the maximum, mean pairwise pixel distance "
             f"{_nanstat(np.nanmean, pixel):.1f}")
+    for i, alpha in enumerate(floors if "floor_pixel_min" in m else ()):
+        text += (f"; floor {alpha:g}: median min pixel distance "
+                 f"{_nanstat(np.nanmedian, m['floor_pixel_min'][:, i]):.1f}, smallest fraction "
+                 f"{_nanstat(np.nanmin, m['floor_fraction_min'][:, i]):.3f}")
+    raised = arrays.get("max_raised")
+    if raised is not None and np.any(raised):
+        text += f"; {int(np.sum(raised))} units' maximum raised to a diverse image's activation"
+    return text
 
 
 def analysis_line(layer: str, values: dict) -> str:

@@ -234,7 +234,8 @@ class ResultWriter:
     Construction checks, before anything is computed, that ``out`` can be written and that what
     is already there belongs to this sweep (same ``config``: resume; finished file with the same
     method: all done, or extend it). ``config`` is the sweep config JSON
-    (``SweepConfig.to_json()``); it is compared after a JSON round trip. After construction
+    (``SweepConfig.to_json()``); it is compared after a JSON round trip, stored configs first
+    brought to today's form by ``upgrade`` (``SweepConfig.upgrade``: fields added since). After construction
     ``self.config`` is the config the file will hold (for an extension: the old selection plus
     the new one) and ``self.extends`` says whether an older finished file is being grown.
 
@@ -243,7 +244,8 @@ class ResultWriter:
     and a later ``merge_parts`` assembles them), or pass all of it to ``finalize(layers)``.
     """
 
-    def __init__(self, out: Path, config: dict, *, overwrite: bool = False):
+    def __init__(self, out: Path, config: dict, *, overwrite: bool = False, upgrade=None):
+        self.upgrade = upgrade or (lambda stored: stored)  # stored config -> today's form
         self.out = Path(out)
         self.parts = parts_dir(self.out)
         self.config = canonical(config, "sweep config")
@@ -281,7 +283,8 @@ class ResultWriter:
         if overwrite:
             return [p for p in (self.out, self.parts) if p.exists()]
         if self.out.exists():
-            stored = stored_config(self.out, hint="; use --overwrite or another --out")
+            stored = canonical(self.upgrade(stored_config(self.out, hint="; use --overwrite or another --out")),
+                               "stored config")
             selections = all(isinstance(c.get(k), (list, dict)) for c in (stored, self.config) for k in SELECTION)
             difference = first_difference(*((_method(stored), _method(self.config)) if selections
                                             else (stored, self.config)))
@@ -301,7 +304,8 @@ class ResultWriter:
                                   "not one; use --overwrite or another --out")
             header = _parts_header(self.parts)
             if header is not None:
-                difference = first_difference(header["config"], self.config)
+                difference = first_difference(canonical(self.upgrade(header["config"]), "parts config"),
+                                              self.config)
                 if difference:
                     raise JaxvisError(f"{self.parts} holds results of a different sweep "
                                       f"({difference}); use --overwrite or another --out")

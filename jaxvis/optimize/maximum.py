@@ -36,10 +36,12 @@ def restart_keys(keys: jax.Array, restarts: int) -> jax.Array:
 
 
 def maximum(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
-            radius: float, restarts: int = RESTARTS, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+            radius: float, restarts: int = RESTARTS, mesh: Mesh | None = None,
+            on_segment=None) -> dict[str, np.ndarray]:
     """The best of ``restarts`` single-image runs per unit. ``problem`` has N = 1 and no diversity
     (the sweep's ``LayerPlan.maximum``); ``keys`` ``[U]`` (``unit_key(seed, layer, unit, 1)``),
-    ``directions`` ``[U, C]``.
+    ``directions`` ``[U, C]``; ``on_segment`` as :func:`~jaxvis.optimize.loop.optimise`'s (over
+    the ``U * K`` rows, unit-major).
 
     Returns, leading dimension U: ``image`` ``[U, H, W, 3]`` (RGB grey levels), ``activation``
     ``[U]`` (``a*``), ``steps`` and ``stop_reason`` of the winning run, ``restart`` (its index),
@@ -53,7 +55,7 @@ def maximum(network: Network, problem: Problem, keys: jax.Array, directions: np.
         raise JaxvisError(f"restarts must be at least 1, not {restarts}")
     count = len(directions)
     rows = np.repeat(np.asarray(directions, np.float32), restarts, axis=0)
-    out = optimise(network, problem, restart_keys(keys, restarts), rows, radius, mesh)
+    out = optimise(network, problem, restart_keys(keys, restarts), rows, radius, mesh, on_segment=on_segment)
     acts = out["activations"][:, 0].reshape(count, restarts)
     best = np.argmax(acts, axis=1)  # ties: the lowest restart, so K = 1 is the single run
     pick = np.arange(count) * restarts + best

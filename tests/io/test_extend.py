@@ -159,3 +159,21 @@ def test_metrics_are_added_in_place_and_a_failed_write_keeps_the_old_ones(tmp_pa
         assert set(f["layers/a"]) == {"unit", "activations", "images", "metrics"}
     with pytest.raises(JaxvisError, match="holds no layer 'zz'"):
         write_metrics(out, {"zz": {"score": np.ones(1)}}, {}, {})
+
+
+def test_a_file_from_before_new_fields_resumes_and_grows(tmp_path):
+    """Fields added to the config since a file was written (floors, restarts, Objective.floor)
+    take the values that reproduce how it was made, so the file still resumes and grows."""
+    out = tmp_path / "old.h5"
+    old = config({"a": [0, 1]}).to_json()
+    for key in ("floors", "restarts"):
+        del old[key]
+    del old["objective"]["floor"]
+    writer = ResultWriter(out, old)
+    writer.write_chunk("a", chunk("a", [0, 1]))
+    writer.finalize({"a": {"units": [0, 1], "canvas": 4}})
+    now = config({"a": [0, 1, 2]}).to_json()
+    with pytest.raises(JaxvisError, match="different sweep"):
+        ResultWriter(out, now)  # compared as stored
+    grown = ResultWriter(out, now, upgrade=SweepConfig.upgrade)
+    assert grown.extends and grown.done_units("a") == {0, 1}
