@@ -448,10 +448,12 @@ def stage_analysis(run: Run, deadline: float) -> dict:
 
     path = Path(run.tmp) / f"analysis_{a.analysis_layer}.h5"
     t = time.perf_counter()
-    # the sweep probes' settings and chunk, so a layer they probed reuses their compiled programs
+    # the sweep probes' settings and a whole probe chunk (a sweep's chunk is at most its units), so
+    # a layer they probed reuses their compiled programs
     probes = run.result["stages"].get("sweep", {}).get("probes", [])
     chunk = next((r["probe_units"] for r in probes if r["layer"] == a.analysis_layer and "run_s" in r), None)
-    jaxvis.sweep(model, a.analysis_layer, units=f"0-{a.shift_units - 1}", images=a.images,
+    units = max(a.shift_units, chunk or 0)
+    jaxvis.sweep(model, a.analysis_layer, units=f"0-{units - 1}", images=a.images,
                  steps=a.sweep_probe_steps, patience=10 ** 9, precision=a.sweep_precision, chunk=chunk,
                  segment=a.segment, out=path, compile_cache=Path(run.tmp) / "compilation-cache")
     sweep_s = time.perf_counter() - t
@@ -459,13 +461,13 @@ def stage_analysis(run: Run, deadline: float) -> dict:
     known = inspect.signature(analyze).parameters
     t = time.perf_counter()
     res = analyze(path, **{k: v for k, v in options.items() if k in known})
-    shift = {"units": a.shift_units, "steps": a.shift_steps, "sweep_s": sweep_s,
+    shift = {"units": units, "steps": a.shift_steps, "sweep_s": sweep_s,
              "analyze_s": time.perf_counter() - t}
     metrics = getattr(res, "metrics", None)
     if isinstance(metrics, dict) and "shift_index" in metrics.get(a.analysis_layer, {}):
         shift["median_shift_index"] = float(np.nanmedian(metrics[a.analysis_layer]["shift_index"]))
     out["shift"] = shift
-    print(f"analyze (shift test) of {a.shift_units} units of {a.analysis_layer}: {shift['analyze_s']:.1f} s",
+    print(f"analyze (shift test) of {units} units of {a.analysis_layer}: {shift['analyze_s']:.1f} s",
           flush=True)
     return out
 
