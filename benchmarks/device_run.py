@@ -76,6 +76,14 @@ TINY = dict(layer="conv1_1", units=4, steps=20, segment=10, matmul=256, matmul_r
             analysis_layer="conv1_1", shift_units=2, shift_steps=10, budget_s=900.0)
 
 
+def sweep_unit_steps(r: dict) -> int:
+    """Unit-steps a sweep's layer took: the diverse sets, every restart of the maximum (all run
+    the winner's steps with early stopping off, as here) and any floor sets."""
+    restarts = r["max_restart_activations"].shape[1] if "max_restart_activations" in r else 1
+    floors = int(r["floor_steps"].sum()) if "floor_steps" in r else 0
+    return int(r["steps"].sum() + restarts * r["max_steps"].sum()) + floors
+
+
 class Run:
     """The result being built, its deadline, and the files it is written to."""
 
@@ -386,7 +394,7 @@ def stage_sweep(run: Run, deadline: float) -> dict:
                          "error": f"{type(err).__name__}: {str(err)[:500]}"})
             print(f"sweep probe {info.name}: {rows[-1]['error']}", flush=True)
             continue
-        unit_steps = int(first[info.name]["steps"].sum() + first[info.name]["max_steps"].sum())
+        unit_steps = sweep_unit_steps(first[info.name])
         calls = math.ceil(info.channels / k)  # chunks of k units (the last one padded, as the sweep does)
         rows.append({"layer": info.name, "channels": info.channels, "canvas": info.canvas, "chunk": chunk,
                      "probe_units": k, "probe_steps": a.sweep_probe_steps, "first_call_s": first_s,
@@ -413,7 +421,7 @@ def stage_sweep(run: Run, deadline: float) -> dict:
             full = jaxvis.sweep(model, a.sweep_layers, units="all", steps=a.steps, patience=10 ** 9,
                                 compile_cache=cache, out=Path(run.tmp) / "sweep.h5", **settings)
             out.update(mode="measured", measured_s=time.perf_counter() - t,
-                       measured_unit_steps=int(sum(v["steps"].sum() + v["max_steps"].sum() for v in full.values())),
+                       measured_unit_steps=sum(sweep_unit_steps(v) for v in full.values()),
                        measured_units=int(sum(len(v["unit"]) for v in full.values())))
             print(f"sweep {a.sweep_layers} measured: {out['measured_s']:.1f} s for {out['measured_units']} units "
                   "(early stopping off)", flush=True)

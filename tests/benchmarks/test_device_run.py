@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from jaxvis.optimize.maximum import RESTARTS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,9 +50,10 @@ def test_device_run_tiny_end_to_end(vgg19, real_root, tmp_path):
     assert [p["layer"] for p in sweep["probes"]] == ["conv1_1"] and sweep["units"] == 64
     assert sweep["extrapolated_s"] > 0 and sweep["mode"] == "measured"
     assert sweep["measured_units"] == 64 and sweep["cache_entries"] > 0  # the compilation cache is on
-    assert sweep["measured_unit_steps"] == 64 * 20 * 2  # early stopping off: diverse set and maximum
+    # early stopping off: the diverse set and every restart of the maximum, all 20 steps
+    assert sweep["measured_unit_steps"] == 64 * 20 * (1 + RESTARTS)
     probe = sweep["probes"][0]  # one chunk of the sweep's own size
-    assert probe["probe_units"] == probe["chunk"] and probe["unit_steps"] == probe["chunk"] * 20 * 2
+    assert probe["probe_units"] == probe["chunk"] and probe["unit_steps"] == probe["chunk"] * 20 * (1 + RESTARTS)
 
     chunks = stages["chunks"]
     auto = chunks["auto_chunk"]  # a CPU's cache-sized chunk: 16 units a device
