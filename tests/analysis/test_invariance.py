@@ -60,24 +60,28 @@ def test_exact_metrics_of_synthetic_sets():
 
 
 @pytest.fixture(scope="module")
-def analysed(real_root, tmp_path_factory):
-    import os
-    os.environ["JAXVIS_WEIGHTS"] = str(real_root)
+def analysed(real_env, tmp_path_factory):
+    """conv1_1 swept and analysed: ``(file, csv, model, the sweep's arrays before the analysis)``."""
     out = tmp_path_factory.mktemp("an") / "conv1_1.h5"
-    vgg = jaxvis.load("vgg19", root=real_root)
+    vgg = jaxvis.load("vgg19", root=real_env)
     sweep(vgg, "conv1_1", "all", images=3, steps=400, out=out)
+    before = read_results(out).layers["conv1_1"]
     table = analyze(out, model=vgg, shift_steps=300, log=lambda *a: None).csv
-    return out, table, vgg
+    return out, table, vgg, before
 
 
 def test_analyze_real_conv1_1(analysed):
-    out, table, vgg = analysed
+    out, table, vgg, before = analysed
     r = read_results(out)
     m = r.metrics["conv1_1"]
     assert m["shift_index"].shape == (64,) and m["natural_top_patches"].shape == (64, 8, 3, 3, 3)
-    assert (m["participation_ratio"] >= 1 - 1e-4).all() and (m["participation_ratio"] <= 3 + 1e-4).all()
+    # participation ratio from the Gram matrix's traces, (tr G)^2 / tr(G^2), not its eigenvalues
+    x = (r.layers["conv1_1"]["images"] - np.asarray(vgg.convention.mean_rgb255)).reshape(64, 3, -1)
+    gram = np.einsum("uid,ujd->uij", x.astype(np.float64), x.astype(np.float64))
+    want = np.trace(gram, axis1=1, axis2=2) ** 2 / np.square(gram).sum((1, 2))
+    np.testing.assert_allclose(m["participation_ratio"], want, rtol=1e-4)
     # the best natural patch really gets the stored score
-    acts = vgg(m["natural_top_patches"][:, 0], upto="conv1_1").pre["conv1_1"][:, 0, 0]
+    acts = vgg.layer_output(m["natural_top_patches"][:, 0], "conv1_1")[:, 0, 0]
     np.testing.assert_allclose(np.diagonal(np.asarray(acts)), m["natural_top_activations"][:, 0], rtol=1e-4)
     assert (m["natural_top_activations"][:, 0] >= m["natural_p99"]).all()
     # linear units are not shift invariant like the complex cell (> 0.9), even though conv1_1's
@@ -85,7 +89,9 @@ def test_analyze_real_conv1_1(analysed):
     assert np.median(m["shift_index"]) < 0.85 and (m["shift_index"] > 0.9).mean() < 0.5
     rows = list(csv.DictReader(open(table)))
     assert len(rows) == 64 and {"shift_index", "participation_ratio", "max_over_p99"} <= set(rows[0])
-    assert r.layers["conv1_1"]["images"].shape == (64, 3, 3, 3, 3)  # the sweep itself is intact
+    assert r.layers["conv1_1"].keys() == before.keys()  # the sweep itself is intact, every array
+    for key, value in before.items():
+        np.testing.assert_array_equal(r.layers["conv1_1"][key], value, err_msg=key)
 
 
 def test_analyze_bad_input_leaves_the_file_alone(analysed, tmp_path, capsys):
