@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxvis.convert.sources import sha256
+from jaxvis.io.atomic import write_text
 from jaxvis.io.images import read_image, resize_shorter
 
 PATCHES = 2000
@@ -50,7 +51,5 @@ def radius(canvas: int, mean_rgb, photo_paths: list[Path], cache: Path | None) -
         table[key] = 0.5 * float(np.mean(patch_norms(photos, canvas, mean_rgb)))
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-            tmp.replace(cache)
+            write_text(cache, json.dumps(table, indent=1, sort_keys=True))
     return table[key]
