@@ -25,21 +25,51 @@ def rel_err(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
+# Layouts that batch units differently (chunks, devices, processes) round differently, and over
+# 200 steps the rounding moves the images apart a little: measured up to 1.6 grey levels per pixel
+# and 0.35 in a pair's conv1_2 distance (2 and 8 devices, two processes), 1.4e-3 in a restart's
+# activation, while the final activations agree to 1e-3.
+LAYOUT_TOLERANCE = {"images": dict(rtol=0, atol=4.0), "max_image": dict(rtol=0, atol=4.0),
+                    "pixel_distances": dict(rtol=0, atol=1.0), "feature_distances": dict(rtol=0, atol=1.0),
+                    "max_restart_activations": dict(rtol=5e-3, atol=1e-2)}
+FLOAT_TOLERANCE = dict(rtol=1e-3, atol=1e-2)
+
+
+# Early stopping is not layout-invariant to the step either: where a unit's EMA is on a plateau,
+# rounding decides whether a step counts as an improvement (measured: a maximum stopped at step
+# 198 on 2 devices and ran its 200 steps on 1; a unit stopped at 178 on 8 devices, at 191 on 1).
+# Steps agree to within twice the patience; the stop reason follows from the steps
+# (tests/test_sweep.py checks that) and is not compared here.
+STEP_SLACK = 2 * SETTINGS["patience"]
+
+
+def assert_same_units(a: dict, b: dict, keys=None):
+    """Two layouts' arrays of the same units: floats to LAYOUT_TOLERANCE, step counts to within
+    STEP_SLACK, other integers exactly."""
+    for key in sorted(keys or a.keys(), key=lambda k: a[k].dtype.kind == "f"):  # integers first
+        if key in ("stop_reason", "max_stop_reason"):
+            continue
+        if key in ("steps", "max_steps"):
+            assert np.abs(a[key].astype(int) - b[key].astype(int)).max() <= STEP_SLACK, (key, a[key], b[key])
+        elif a[key].dtype.kind != "f":
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            np.testing.assert_allclose(a[key], b[key], **LAYOUT_TOLERANCE.get(key, FLOAT_TOLERANCE), err_msg=key)
+
+
 def assert_same(a, b, exact: bool = True):
     """Two results files hold the same sweep: config, layer metadata and every array. ``exact``
-    False: floats to float tolerance (layouts that batch units differently may round
-    differently), integers (units, steps, stop reasons) still exactly."""
+    False: another layout of the same sweep (``assert_same_units``)."""
     assert a.config == b.config
     assert a.layer_meta == b.layer_meta
     assert a.layers.keys() == b.layers.keys()
     for layer, arrays in a.layers.items():
         assert arrays.keys() == b.layers[layer].keys()
+        if not exact:
+            assert_same_units(arrays, b.layers[layer])
+            continue
         for key, value in arrays.items():
-            other = b.layers[layer][key]
-            if exact or value.dtype.kind != "f":
-                np.testing.assert_array_equal(value, other, err_msg=f"{layer}/{key}")
-            else:
-                np.testing.assert_allclose(value, other, rtol=1e-3, atol=1e-2, err_msg=f"{layer}/{key}")
+            np.testing.assert_array_equal(value, b.layers[layer][key], err_msg=f"{layer}/{key}")
 
 
 def assert_stops_mixed(r: dict):
