@@ -22,7 +22,7 @@ def swept(tmp_path_factory, real_root, vgg19):
     out = tmp_path_factory.mktemp("cli") / "c11.h5"
     os.environ["JAXVIS_WEIGHTS"] = str(real_root)  # restored by weights_env in each test
     assert main(["sweep", "--weights", "vgg19", "--layer", "conv1_1", "--units", "0-3", "--images", "3",
-                 "--steps", "30", "--no-render", "--cpu-devices", "1", "--out", str(out)]) == 0
+                 "--steps", "30", "--restarts", "1", "--no-render", "--cpu-devices", "1", "--out", str(out)]) == 0
     return out
 
 

@@ -64,7 +64,7 @@ def analysed(real_env, tmp_path_factory):
     """conv1_1 swept and analysed: ``(file, csv, model, the sweep's arrays before the analysis)``."""
     out = tmp_path_factory.mktemp("an") / "conv1_1.h5"
     vgg = jaxvis.load("vgg19", root=real_env)
-    sweep(vgg, "conv1_1", "all", images=3, steps=400, out=out)
+    sweep(vgg, "conv1_1", "all", images=3, steps=400, out=out, restarts=1)
     before = read_results(out).layers["conv1_1"]
     table = analyze(out, model=vgg, shift_steps=300, log=lambda *a: None).csv
     return out, table, vgg, before
