@@ -49,8 +49,8 @@ def assert_same_units(a: dict, b: dict, keys=None):
     """Two layouts' arrays of the same units: floats to LAYOUT_TOLERANCE, step counts to within
     STEP_SLACK, other integers exactly."""
     for key in sorted(keys or a.keys(), key=lambda k: a[k].dtype.kind == "f"):  # integers first
-        if key in ("stop_reason", "max_stop_reason"):
-            continue
+        if key in ("stop_reason", "max_stop_reason", "max_restart", "max_raised"):
+            continue  # follow from steps / near-tie activations, which layouts move (see above)
         if key in ("steps", "max_steps"):
             assert np.abs(a[key].astype(int) - b[key].astype(int)).max() <= STEP_SLACK, (key, a[key], b[key])
         elif a[key].dtype.kind != "f":

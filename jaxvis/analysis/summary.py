@@ -165,9 +165,6 @@ def model_name(config: dict) -> str:
     return str(weights or model or "unknown model")
 
 
-RAISED_NOTABLE = 1e-3  # a diverse image above the best restart by more than this is worth a word
-
-
 def sweep_line(layer: str, arrays: dict, floors=()) -> str:
     """One line about a swept layer (the CLI's): units, median activation fraction of all diverse
     images, mean pairwise pixel distance, and per activation floor (``floors``, the alphas in the
@@ -184,12 +181,8 @@ def sweep_line(layer: str, arrays: dict, floors=()) -> str:
                  f"{_nanstat(np.nanmedian, m['floor_pixel_min'][:, i]):.1f}, smallest fraction "
                  f"{_nanstat(np.nanmin, m['floor_fraction_min'][:, i]):.3f}")
     raised = arrays.get("max_raised")
-    if raised is not None and "max_restart_activations" in arrays:
-        gain = arrays["max_activation"] / np.max(arrays["max_restart_activations"], axis=1) - 1
-        much = np.asarray(raised) & (gain > RAISED_NOTABLE)
-        if much.any():  # ties to float rounding are common (diverse images at the maximum)
-            text += (f"; {int(much.sum())} units' maximum raised by > {RAISED_NOTABLE:.1%} to a diverse "
-                     f"image's activation (most {np.max(gain):.1%})")
+    if raised is not None and np.any(raised):
+        text += f"; {int(np.sum(raised))} units' maximum raised to a diverse image's activation"
     return text
 
 

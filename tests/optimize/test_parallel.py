@@ -93,7 +93,8 @@ def main(out: str) -> None:
         saved.update({f"{n}/devices": n, f"{n}/padded": parallel.padded_count(5, mesh),
                       f"{n}/chunk": chunk_size(chunk or 1, 6, n)})
     size = chunk_size(1, 6, max(MESHES))
-    lp = plan(model, "conv2_1", UNITS, *_settings(None, None, dict(segment=20, **SETTINGS)))[0]
+    method = {k: v for k, v in SETTINGS.items() if k != "restarts"}  # a sweep setting, not the method's
+    lp = plan(model, "conv2_1", UNITS, *_settings(None, None, dict(segment=20, **method)))[0]
     keys = jax.numpy.stack([unit_key(0, "conv2_1", u, 3) for u in range(size)])
     graphdef, params, keys, directions, radius = loop.place(model.network, keys, np.eye(128)[:size],
                                                             lp.radius, mesh)
