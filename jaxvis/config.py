@@ -28,6 +28,12 @@ from jaxvis.optimize.config import Objective, Optimizer
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
 
 
+def method_of(config: Mapping) -> dict:
+    """A config JSON without its selection and software versions: what must match for a
+    finished file to be extended (a newer jaxvis of the same method may extend it)."""
+    return {k: v for k, v in config.items() if k not in (*SELECTION, "versions")}
+
+
 def plain(value):
     """numpy scalars and arrays as the Python values JSON knows (``json.dumps`` ``default``)."""
     if isinstance(value, (np.integer, np.floating, np.bool_)):
@@ -155,12 +161,8 @@ class SweepConfig:
         return first_difference(canonical(dict(stored), "stored config"), self.to_json())
 
     def method_difference(self, stored: Mapping) -> str | None:
-        """As :meth:`difference`, ignoring the selection (``layers``, ``units``) and the versions
-        of the software (a file may be extended by a newer jaxvis of the same method)."""
-        drop = (*SELECTION, "versions")
-        there = {k: v for k, v in canonical(dict(stored), "stored config").items() if k not in drop}
-        now = {k: v for k, v in self.to_json().items() if k not in drop}
-        return first_difference(there, now)
+        """As :meth:`difference`, ignoring the selection and the versions (:func:`method_of`)."""
+        return first_difference(method_of(canonical(dict(stored), "stored config")), method_of(self.to_json()))
 
     @staticmethod
     def upgrade(stored: Mapping) -> dict:
@@ -172,9 +174,6 @@ class SweepConfig:
             return SweepConfig.from_json(stored).to_json()
         except (JaxvisError, TypeError, ValueError):
             return dict(stored)
-
-    def with_selection(self, layers, units: Mapping[str, tuple[int, ...]]) -> "SweepConfig":
-        return dataclasses.replace(self, layers=tuple(layers), units=dict(units))
 
     @property
     def custom_model(self) -> bool:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvis.config import canonical, first_difference
+from jaxvis.config import SELECTION, canonical, first_difference, method_of as _method
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import write_text, write_with
 from jaxvis.io.resultfile import (FORMAT, FORMAT_VERSION, METRICS, FileRows, Results, assemble,
@@ -58,24 +58,13 @@ PARTS_FORMAT = "jaxvis.sweep.parts"
 CONFIG_JSON = "config.json"
 LAYERS_JSON = "layers.json"
 LAYER_KEY = "__layer__"  # the layer name stored inside every part file
-SELECTION = ("layers", "units")
 _DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floats: what HDF5 stores plainly
-
-
-def _json_attr(f, name: str, path: Path):
-    """Transitional alias for the report/compare modules, which are moving to ``json_attr``."""
-    return json_attr(f.attrs, name, path)
 
 
 def parts_dir(out: Path) -> Path:
     """The folder that holds ``out``'s parts while its sweep runs: ``<out>.parts``."""
     out = Path(out)
     return out.with_name(out.name + ".parts")
-
-
-def _method(config: dict) -> dict:
-    """A config without its selection and software versions: what must match to extend a file."""
-    return {k: v for k, v in config.items() if k not in (*SELECTION, "versions")}
 
 
 def _grown(stored: dict, now: dict) -> dict:
