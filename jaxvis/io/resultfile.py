@@ -29,6 +29,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError, UnknownNameError
 from jaxvis.io.atomic import write_with
 
@@ -56,8 +57,8 @@ class Results:
     metrics: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @property
-    def sweep_config(self):
-        from jaxvis.config import SweepConfig  # typed view; the file stores JSON
+    def sweep_config(self) -> SweepConfig:
+        """The typed view of ``config`` (the file stores JSON)."""
         return SweepConfig.from_json(self.config)
 
 
