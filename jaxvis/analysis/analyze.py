@@ -86,6 +86,8 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
     info = model.network.layer(layer)
     units, n = arrays["images"].shape[:2]
     inputs = {**arrays, "mean_rgb": np.asarray(model.convention.mean_rgb255, np.float32)}
+    if meta.get("floors"):  # the alphas of the floor_* arrays, for the read-out's diversity class
+        inputs["floors"] = np.asarray(meta["floors"], np.float64)
     inputs.update(_reference(model, info, meta, units, n, photos, seed))
     inputs.update(calibrate(model, info, directions, photos, top))
     if battery is not None and info.kind != "global":  # gratings need a spatial canvas

@@ -8,8 +8,10 @@ Inputs are a layer's arrays, leading axis units: the sweep's datasets (``activat
 measures with the network (``reference_pixel_distances``/``reference_feature_distances``
 ``[U, N, N]`` of N natural patches of the sweep's size and norm, ``natural_p99`` ``[U]``,
 ``natural_top_patches``, ``natural_top_activations``, ``shift_texture``, ``shift_responses``,
-``shift_sigma``, ``shift_steps``) and other metrics (registered before or after it). A metric may
-carry such an input as it is (``natural_p99``): the table then says what it is.
+``shift_sigma``, ``shift_steps``, the grating battery's and phase rotation's outputs), the layer's
+activation floors ``floors`` ``[A]`` (the order of the ``floor_*`` arrays) and other metrics
+(registered before or after it). A metric may carry such an input as it is (``natural_p99``): the
+table then says what it is.
 
 :func:`evaluate` computes every metric whose inputs are there; ``jaxvis analyze`` stores them,
 the report and ``jaxvis compare`` compute the cheap ones on the fly for a file not analysed yet
@@ -30,6 +32,7 @@ import numpy as np
 
 from jaxvis.analysis import gratings as _gratings
 from jaxvis.analysis import phase as _phase
+from jaxvis.analysis import readout as _readout
 from jaxvis.errors import JaxvisError
 
 
@@ -265,3 +268,18 @@ _CURVES = ("grating_orientation_curve", "grating_period_curve", "grating_phase_c
 for _name, _definition in {**_gratings.DEFINITIONS, **_phase.DEFINITIONS}.items():
     if _name != "rotation_phases":
         register_metric(_name, _definition, (_name,), scalar=_name not in _CURVES)(_same)
+
+
+# The read-out (jaxvis.analysis.readout, docs/invariance.md section 5): each unit's class per axis,
+# coded as the index into readout.AXES[axis] (NaN: its measures are missing). The report and
+# `jaxvis compare` recompute them from the stored measures, so they follow the current thresholds.
+register_metric("phase_class", "read-out phase class from the grating battery: "
+                + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["phase"])),
+                ("grating_f1_f0", "grating_best", "grating_blank", "max_activation"))(_readout.phase_class)
+register_metric("diversity_class", "read-out diversity class of each floor set [units, floors]: "
+                + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["diversity"])),
+                ("floor_pixel_vs_natural", "floor_fraction_min", "floors"), scalar=False)(
+    _readout.diversity_class)
+register_metric("shift_class", "read-out shift class: "
+                + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["shift"])),
+                ("shift_index",))(_readout.shift_class)

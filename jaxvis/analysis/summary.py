@@ -5,7 +5,9 @@ Metrics come from the ``metrics`` group ``jaxvis analyze`` adds. Those the sweep
 determines (:data:`SWEEP_INPUTS`: activation fractions, pairwise distances of the diverse set)
 are computed on the fly through the metrics table (:mod:`jaxvis.analysis.metrics`) where the
 group lacks them, so a freshly swept file is summarised too. Only these small datasets are read
-whole; images stay on disk.
+whole; images stay on disk. The read-out's classes and a layer's profile
+(:mod:`jaxvis.analysis.readout`) are computed here from the stored measures:
+:func:`layer_profiles` gives them for a whole file.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 
 from jaxvis.analysis import metrics as M
-from jaxvis.io.results import METRICS
+from jaxvis.analysis import readout as R
+from jaxvis.io.results import METRICS, json_attr, open_results, unknown_layer
 
 # sweep datasets read whole to compute metrics on the fly: per unit a few numbers, no images
 SWEEP_INPUTS = ("activations", "max_activation", "pixel_distances", "feature_distances")
@@ -66,9 +70,11 @@ def stored_scalars(group) -> dict[str, np.ndarray]:
 
 
 def layer_scalars(group) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """All scalar metrics of a layer group: ({name: [U] float64}, {name: "metrics" or "sweep"}),
-    in table order. Every ``[U]`` numeric dataset of the metrics group counts; the scalar metrics
-    the sweep determines fill in what the group lacks."""
+    """All scalar metrics of a layer group: ({name: [U] float64}, {name: "metrics", "sweep" or
+    "readout"}), in table order. Every ``[U]`` numeric dataset of the metrics group counts; the
+    scalar metrics the sweep determines fill in what the group lacks; the read-out's class columns
+    are always recomputed from the stored measures (so they follow the current thresholds), and
+    left out where no unit has a class."""
     scalars = stored_scalars(group)
     sources = {name: "metrics" for name in scalars}
     derived = M.evaluate(sweep_inputs(group), names=[n for n in M.scalar_names(M.REGISTRY)
@@ -76,8 +82,85 @@ def layer_scalars(group) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     for name, values in derived.items():
         scalars[name] = np.asarray(values, np.float64)
         sources[name] = "sweep"
+    values, floors = layer_values(group)
+    for axis, codes in R.classify(values, floors).items():
+        name = R.CLASS_METRICS[axis]
+        if name not in M.REGISTRY or not M.REGISTRY[name].scalar:
+            continue
+        scalars.pop(name, None)
+        sources.pop(name, None)
+        if np.isfinite(codes).any():
+            scalars[name], sources[name] = np.asarray(codes, np.float64), "readout"
     order = M.order(scalars)
     return {n: scalars[n] for n in order}, {n: sources[n] for n in order}
+
+
+def layer_floors(group) -> list[float]:
+    """The activation floors of a layer's ``floor_*`` arrays, in their order (layer metadata
+    ``floors``; empty where there are none or they are damaged)."""
+    floors = layer_meta(group).get("floors")
+    if not isinstance(floors, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                               for a in floors):
+        return []
+    return [float(a) for a in floors]
+
+
+def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
+    """What the read-out (:mod:`jaxvis.analysis.readout`) reads of a layer group, and its floors:
+    every stored ``[U]`` metric, ``max_activation``, and the ``[U, floors]`` metrics
+    ``floor_pixel_vs_natural`` (stored by the analysis) and ``floor_fraction_min`` (stored, else
+    computed from the sweep's ``floor_activations``). Malformed arrays are left out (their axis
+    then has no class)."""
+    values = dict(stored_scalars(group))
+    count = len(group["unit"]) if "unit" in group else None
+    inputs = sweep_inputs(group)
+    if "max_activation" in inputs:
+        values["max_activation"] = inputs["max_activation"]
+    floors = layer_floors(group)
+    shape = (count, len(floors))
+    metrics = group[METRICS] if METRICS in group else {}
+    for name in ("floor_pixel_vs_natural", "floor_fraction_min"):
+        item = metrics[name] if name in metrics else None
+        if item is not None and hasattr(item, "dtype") and item.dtype.kind in "fiu" and item.shape == shape:
+            values[name] = np.asarray(item[()], np.float64)
+    if floors and "floor_fraction_min" not in values and "floor_activations" in group \
+            and "max_activation" in values:
+        acts = group["floor_activations"]
+        if acts.ndim == 3 and acts.shape[:2] == shape and acts.dtype.kind in "fiu":
+            values["floor_fraction_min"] = np.asarray(M.evaluate(
+                {"floor_activations": np.asarray(acts[()], np.float64),
+                 "max_activation": values["max_activation"]},
+                names=["floor_fraction_min"])["floor_fraction_min"], np.float64)
+    return values, floors
+
+
+def layer_profile(name: str, group, *, alpha: float | None = R.PROFILE_ALPHA) -> R.Profile:
+    """The read-out profile (:class:`jaxvis.analysis.readout.Profile`) of one layer group."""
+    values, floors = layer_values(group)
+    if "unit" in group and not values:
+        values = {"unit": np.asarray(group["unit"][()])}  # nothing measured: every class unknown
+    rf = layer_meta(group).get("rf")
+    rf = int(rf) if isinstance(rf, (int, float)) and not isinstance(rf, bool) else None
+    return R.profile(values, floors, layer=name, rf=rf, alpha=alpha)
+
+
+def layer_profiles(results_path, layers=None, *, alpha: float | None = R.PROFILE_ALPHA) -> dict[str, R.Profile]:
+    """{layer: :class:`jaxvis.analysis.readout.Profile`} of a results file, in catalogue order
+    (``layers``: only these). Classes and medians come from the stored metrics of ``jaxvis
+    analyze`` (a layer not analysed has only unknown classes); ``alpha`` the floor whose sets the
+    diversity class and median describe (None where the layer has no set at it). Format them with
+    :func:`jaxvis.analysis.readout.format_profiles`."""
+    path = Path(results_path)
+    with open_results(path) as f:
+        config = json_attr(f.attrs, "config", path)
+        config = config if isinstance(config, dict) else {}
+        groups = f["layers"]
+        names = layer_order(groups, config, {n: layer_meta(g).get("rf") for n, g in groups.items()})
+        for name in layers or []:
+            if name not in groups:
+                raise unknown_layer(path, name, names)
+        chosen = list(dict.fromkeys(layers)) if layers else names
+        return {name: layer_profile(name, groups[name], alpha=alpha) for name in chosen}
 
 
 def activation_fractions(group) -> np.ndarray | None:
@@ -188,18 +271,25 @@ def sweep_line(layer: str, arrays: dict, floors=()) -> str:
 
 def analysis_line(layer: str, values: dict) -> str:
     """One line about an analysed layer (the CLI's): median activation fraction, participation
-    ratio and, with the shift test, the share of shift-invariant units (index > 0.9)."""
+    ratio and, where measured, the share of shift-invariant units and the grating read-out
+    (thresholds of :data:`jaxvis.analysis.readout.THRESHOLDS`)."""
     shift = values.get("shift_index")
     text = (f"{layer}: median activation fraction {_nanstat(np.nanmedian, values.get('fraction_median')):.2f}, "
             f"participation ratio {_nanstat(np.nanmedian, values.get('participation_ratio')):.2f}")
     if shift is not None:
-        text += (f", shift index > 0.9: {np.mean(np.asarray(shift) > 0.9):.0%} "
+        cut = R.threshold("shift_invariant")
+        text += (f", shift index > {cut:g}: {np.mean(np.asarray(shift) > cut):.0%} "
                  f"(median {_nanstat(np.nanmedian, shift):.2f})")
     f1f0 = values.get("grating_f1_f0")
     if f1f0 is not None:
+        cut = R.threshold("f1_f0")
         text += (f", grating F1/F0 median {_nanstat(np.nanmedian, f1f0):.2f} "
-                 f"(< 1: {np.mean(np.asarray(f1f0) < 1):.0%}), phase-rotation min/max median "
+                 f"(< {cut:g}: {np.mean(np.asarray(f1f0) < cut):.0%}), phase-rotation min/max median "
                  f"{_nanstat(np.nanmedian, values.get('rotation_min_max')):.2f}")
+    classes = values.get("phase_class")
+    if classes is not None:
+        shares = [f"{np.mean(np.asarray(classes) == k):.0%} {name}" for k, name in enumerate(R.AXES["phase"])]
+        text += f"; read-out: {', '.join(shares[::-1])}"
     return text
 
 

@@ -1,0 +1,327 @@
+"""The read-out: a small rule set that names each unit's invariance classes from its stored
+measures, and a layer's profile (fractions per class, medians of the measures).
+
+A unit carries one class on each of three independent **axes**, each from its own measures:
+
+- ``phase`` (the grating battery, :mod:`jaxvis.analysis.gratings`): ``grating-unresponsive`` where
+  the best grating lifts the unit by less than :data:`THRESHOLDS` ``grating_drive`` of its range
+  above its blank response; otherwise ``complex-like`` where ``grating_f1_f0 < f1_f0`` and
+  ``simple-like`` where it is not (Skottun et al. 1991);
+- ``diversity`` (an activation-floor set at ``alpha``, docs/floor.md): ``diverse`` where the set's
+  closest pair is at least ``diverse_vs_natural`` times as far apart as the closest pair of N
+  natural patches of the same size and norm (``floor_pixel_vs_natural``), ``tight`` where not; a
+  set that did not reach its floor (``floor_fraction_min < alpha - floor_slack``) has no class;
+- ``shift`` (the shift test): ``shift-invariant`` where ``shift_index > shift_invariant``,
+  ``shift-variant`` where not.
+
+Every threshold is a row of :data:`THRESHOLDS` (name, value, rule, source), and nothing else holds
+a number. A measure that is missing or not finite gives **no class** on its axis (code NaN,
+"unknown"), never a guessed one: a file analysed with ``--no-gratings`` has no phase class, a sweep
+without ``--floor`` no diversity class.
+
+Classes are coded as float32 arrays, the code the index into :data:`AXES` ``[axis]`` and NaN for
+unknown, so that they are metrics like any other (``phase_class``, ``shift_class`` ``[U]`` and
+``diversity_class`` ``[U, floors]`` in :mod:`jaxvis.analysis.metrics`). Everything here is pure
+numpy on arrays with the units on the leading axis; reading them from a results file is
+:func:`jaxvis.analysis.summary.layer_profiles`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from jaxvis.errors import JaxvisError
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    """One number of the rule set: what it decides (``rule``) and where it comes from."""
+
+    name: str
+    value: float
+    rule: str
+    source: str
+
+
+# The one table of the read-out's numbers (docs/invariance.md, section 5, shows it).
+THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
+    Threshold("grating_drive", 0.05,
+              "grating-unresponsive if (grating_best - b) / (max_activation - b) < value, "
+              "b = max(grating_blank, 0)",
+              "jaxvis convention (no literature value): the best grating must lift the unit by 5% of "
+              "its range above its blank response before its phase response means anything; far below "
+              "the measured medians of grating_best_fraction (VGG-19 conv2_1 0.35, conv3_1 0.17), so it "
+              "presupposes no near-maximal drive"),
+    Threshold("f1_f0", 1.0,
+              "complex-like if grating_f1_f0 < value, else simple-like",
+              "Skottun, De Valois, Grosof, Movshon, Albrecht & Bonds (1991), Vision Res. 31:1079"),
+    Threshold("diverse_vs_natural", 1.0,
+              "diverse at alpha if floor_pixel_vs_natural >= value, else tight",
+              "jaxvis convention: the closest pair of N images that all keep alpha x the maximum is at "
+              "least as far apart as the closest pair of N natural patches of the same size and norm"),
+    Threshold("floor_slack", 0.005,
+              "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
+              "issue 11: after convergence every fraction is >= alpha - 0.005 (the engine stops at "
+              "FLOOR_TOLERANCE = 0.002, docs/floor.md)"),
+    Threshold("shift_invariant", 0.9,
+              "shift-invariant if shift_index > value, else shift-variant",
+              "jaxvis convention, as in issue 11 and `jaxvis analyze`'s summary line: the texture keeps "
+              "90% of the single-image maximum on average over every shift"),
+)}
+
+# the classes of each axis; a class's code is its index (NaN: unknown)
+AXES: dict[str, tuple[str, ...]] = {
+    "phase": ("grating-unresponsive", "simple-like", "complex-like"),
+    "diversity": ("tight", "diverse"),
+    "shift": ("shift-variant", "shift-invariant"),
+}
+UNKNOWN = "unknown"
+# the metrics that hold the classes (jaxvis.analysis.metrics), per axis
+CLASS_METRICS = {"phase": "phase_class", "diversity": "diversity_class", "shift": "shift_class"}
+# inputs that are not per unit (the layer's floors, the model's mean colour)
+NOT_PER_UNIT = ("floors", "mean_rgb")
+# the floor whose set the profile reports (the issue's table: diversity at alpha = 0.9)
+PROFILE_ALPHA = 0.9
+# a layer's floors are matched to a requested alpha within this
+ALPHA_MATCH = 1e-6
+
+
+def threshold(name: str, overrides: Mapping[str, float] | None = None) -> float:
+    """The value of row ``name`` of :data:`THRESHOLDS`, or ``overrides[name]`` where given."""
+    if overrides and name in overrides:
+        return float(overrides[name])
+    if name not in THRESHOLDS:
+        raise JaxvisError(f"unknown threshold {name!r}; valid: {', '.join(THRESHOLDS)}")
+    return float(THRESHOLDS[name].value)
+
+
+def _check_overrides(overrides) -> None:
+    for name in overrides or {}:
+        if name not in THRESHOLDS:
+            raise JaxvisError(f"unknown threshold {name!r}; valid: {', '.join(THRESHOLDS)}")
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, np.float64)
+
+
+def phase_class(f1_f0, best, blank, maximum, *, overrides=None) -> np.ndarray:
+    """``[U]`` each -> ``[U]`` phase codes (:data:`AXES` ``phase``; NaN unknown).
+
+    ``f1_f0`` ``grating_f1_f0``, ``best`` ``grating_best``, ``blank`` ``grating_blank``,
+    ``maximum`` the single-image maximum. No class where any input is not finite (``f1_f0``
+    excepted for units the rule already calls unresponsive: it is NaN exactly when no grating
+    drives the unit above zero) or where the maximum is not above the baseline."""
+    _check_overrides(overrides)
+    f1_f0, best, blank, maximum = map(_f64, (f1_f0, best, blank, maximum))
+    base = np.maximum(blank, 0.0)
+    span = maximum - base
+    known = np.isfinite(best) & np.isfinite(blank) & np.isfinite(maximum) & (span > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drive = (best - base) / np.where(span > 0, span, 1.0)
+    out = np.full(best.shape, np.nan)
+    unresponsive = known & (drive < threshold("grating_drive", overrides))
+    driven = known & ~unresponsive & np.isfinite(f1_f0)
+    out[unresponsive] = AXES["phase"].index("grating-unresponsive")
+    complex_like = f1_f0 < threshold("f1_f0", overrides)
+    out[driven & complex_like] = AXES["phase"].index("complex-like")
+    out[driven & ~complex_like] = AXES["phase"].index("simple-like")
+    return out.astype(np.float32)
+
+
+def diversity_class(vs_natural, fraction_min, floors, *, overrides=None) -> np.ndarray:
+    """``floor_pixel_vs_natural`` and ``floor_fraction_min`` ``[U, A]``, the floors ``[A]`` (in
+    the order of the ``floor_*`` arrays) -> ``[U, A]`` diversity codes (NaN unknown: no ratio, or
+    the set stayed below its floor)."""
+    _check_overrides(overrides)
+    ratio, fraction = _f64(vs_natural), _f64(fraction_min)
+    floors = _f64(floors).reshape(-1)
+    if ratio.ndim != 2 or fraction.shape != ratio.shape or ratio.shape[1] != floors.size:
+        raise JaxvisError(f"floor_pixel_vs_natural and floor_fraction_min must be [units, floors="
+                          f"{floors.size}], not {list(ratio.shape)} and {list(fraction.shape)}")
+    reached = np.isfinite(fraction) & (fraction >= floors[None, :] - threshold("floor_slack", overrides))
+    known = reached & np.isfinite(ratio)
+    out = np.full(ratio.shape, np.nan)
+    diverse = ratio >= threshold("diverse_vs_natural", overrides)
+    out[known & diverse] = AXES["diversity"].index("diverse")
+    out[known & ~diverse] = AXES["diversity"].index("tight")
+    return out.astype(np.float32)
+
+
+def shift_class(shift_index, *, overrides=None) -> np.ndarray:
+    """``[U]`` shift index -> ``[U]`` shift codes (NaN unknown)."""
+    _check_overrides(overrides)
+    index = _f64(shift_index)
+    out = np.full(index.shape, np.nan)
+    ok = np.isfinite(index)
+    invariant = index > threshold("shift_invariant", overrides)
+    out[ok & invariant] = AXES["shift"].index("shift-invariant")
+    out[ok & ~invariant] = AXES["shift"].index("shift-variant")
+    return out.astype(np.float32)
+
+
+def labels(axis: str, codes) -> list[str]:
+    """Codes of ``axis`` -> class names (``unknown`` for NaN)."""
+    names = AXES[axis]
+    return [names[int(c)] if np.isfinite(c) else UNKNOWN for c in np.asarray(codes, np.float64).ravel()]
+
+
+def floor_index(floors: Sequence[float], alpha: float | None) -> int | None:
+    """Position of ``alpha`` among a layer's ``floors`` (None: not among them, or no alpha)."""
+    if alpha is None:
+        return None
+    for i, a in enumerate(floors):
+        if abs(float(a) - alpha) <= ALPHA_MATCH:
+            return i
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# per unit and per layer
+
+
+def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
+             alpha: float | None = PROFILE_ALPHA, overrides=None) -> dict[str, np.ndarray]:
+    """Every axis's codes ``[U]`` from whatever ``values`` holds (metric name -> array; the units'
+    count from any ``[U]`` array there): ``phase`` from ``grating_f1_f0``, ``grating_best``,
+    ``grating_blank`` and ``max_activation``; ``diversity`` at ``alpha`` (one of ``floors``) from
+    ``floor_pixel_vs_natural`` and ``floor_fraction_min`` ``[U, A]``; ``shift`` from
+    ``shift_index``. An axis whose measures are missing is all NaN."""
+    units = _count(values)
+    nan = np.full(units, np.nan, np.float32)
+    out = {axis: nan.copy() for axis in AXES}
+    if all(k in values for k in ("grating_f1_f0", "grating_best", "grating_blank", "max_activation")):
+        out["phase"] = phase_class(values["grating_f1_f0"], values["grating_best"],
+                                   values["grating_blank"], values["max_activation"],
+                                   overrides=overrides)
+    k = floor_index(floors, alpha)
+    if k is not None and "floor_pixel_vs_natural" in values and "floor_fraction_min" in values:
+        out["diversity"] = diversity_class(values["floor_pixel_vs_natural"],
+                                           values["floor_fraction_min"], floors,
+                                           overrides=overrides)[:, k]
+    if "shift_index" in values:
+        out["shift"] = shift_class(values["shift_index"], overrides=overrides)
+    return out
+
+
+def _count(values: Mapping[str, np.ndarray]) -> int:
+    counts = {np.shape(v)[0] for k, v in values.items() if np.ndim(v) >= 1 and k not in NOT_PER_UNIT}
+    if len(counts) != 1:
+        raise JaxvisError(f"the arrays of one layer must share their units (leading axis), not "
+                          f"{sorted(counts) or 'none'}")
+    return counts.pop()
+
+
+# the medians a profile reports: (field, metric, what it is)
+MEDIANS = (
+    ("f1_f0", "grating_f1_f0", "median F1/F0 of the grating phase response"),
+    ("grating_phase_min_max", "grating_phase_min_max", "median grating phase min/max"),
+    ("rotation_min_max", "rotation_min_max", "median min/max over the phase rotation of the own maximum"),
+    ("diversity", "floor_pixel_vs_natural", "median floor_pixel_vs_natural at alpha"),
+    ("shift_index", "shift_index", "median shift index"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A layer's read-out.
+
+    ``units``: how many; ``fractions[axis][class]``: share of all units in each class of each axis
+    (:data:`AXES`), ``unknown`` included, so each axis sums to 1; ``medians[field]``: the median over
+    units with a finite value of each measure of :data:`MEDIANS` (NaN: none), the ``diversity``
+    field at ``alpha`` (None: the layer has no floor set at the requested alpha); ``counts`` the
+    units with a finite value of each; ``rf`` the layer's receptive field (None if unknown)."""
+
+    layer: str
+    units: int
+    fractions: dict[str, dict[str, float]]
+    medians: dict[str, float]
+    counts: dict[str, int]
+    alpha: float | None = None
+    rf: int | None = None
+
+    def known(self, axis: str) -> bool:
+        """Whether any unit has a class on ``axis``."""
+        return self.fractions[axis][UNKNOWN] < 1.0
+
+
+def profile(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *, layer: str = "",
+            rf: int | None = None, alpha: float | None = PROFILE_ALPHA, overrides=None) -> Profile:
+    """A layer's :class:`Profile` from its per-unit measures (see :func:`classify`)."""
+    units = _count(values)
+    classes = classify(values, floors, alpha=alpha, overrides=overrides)
+    fractions = {}
+    for axis, names in AXES.items():
+        codes = classes[axis]
+        share = {name: float(np.mean(codes == k)) if units else math.nan for k, name in enumerate(names)}
+        share[UNKNOWN] = float(np.mean(~np.isfinite(codes))) if units else math.nan
+        fractions[axis] = share
+    k = floor_index(floors, alpha)
+    medians, counts = {}, {}
+    for field, metric, _ in MEDIANS:
+        v = values.get(metric)
+        if field == "diversity":  # the sets that reached their floor (a class), as classified
+            v = None if k is None or v is None or np.ndim(v) != 2 else \
+                np.where(np.isfinite(classes["diversity"]), np.asarray(v, np.float64)[:, k], np.nan)
+        v = np.asarray(v if v is not None else [], np.float64).ravel()
+        v = v[np.isfinite(v)]
+        medians[field] = float(np.median(v)) if v.size else math.nan
+        counts[field] = int(v.size)
+    return Profile(layer, units, fractions, medians, counts, alpha if k is not None else None, rf)
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+def _share(p: Profile, axis: str, name: str) -> str:
+    if not p.known(axis):
+        return "–"
+    return f"{100 * p.fractions[axis][name]:.0f}%"
+
+
+def _median(p: Profile, field: str) -> str:
+    v = p.medians[field]
+    return "–" if not math.isfinite(v) else f"{v:.2f}"
+
+
+def profile_columns(alpha: float | None = PROFILE_ALPHA) -> list[tuple[str, object]]:
+    """The columns of a profile table: (header, cell function of a :class:`Profile` -> text)."""
+    at = f"{alpha:g}" if alpha is not None else "alpha"
+    cols = [("units", lambda p: str(p.units))]
+    cols += [(name, lambda p, n=name: _share(p, "phase", n)) for name in AXES["phase"][::-1]]
+    cols += [(f"diverse at {at}", lambda p: _share(p, "diversity", "diverse")),
+             ("shift-invariant", lambda p: _share(p, "shift", "shift-invariant"))]
+    cols += [("median F1/F0", lambda p: _median(p, "f1_f0")),
+             ("median grating phase min/max", lambda p: _median(p, "grating_phase_min_max")),
+             ("median rotation min/max", lambda p: _median(p, "rotation_min_max")),
+             (f"median diversity at {at} / natural", lambda p: _median(p, "diversity")),
+             ("median shift index", lambda p: _median(p, "shift_index")),
+             ("unknown (phase/diversity/shift)",
+              lambda p: "/".join(str(round(p.fractions[a][UNKNOWN] * p.units)) for a in AXES))]
+    return cols
+
+
+def format_profiles(profiles, *, alpha: float | None = PROFILE_ALPHA) -> str:
+    """A markdown table of profiles, one row per layer: ``profiles`` a mapping {row label:
+    :class:`Profile`} (e.g. ``{"VGG-19 conv2_1": p}``) or a sequence of them (labelled by their
+    layer). Shares are of all units of the layer ("–": no unit has a class on that axis), medians
+    to 2 decimals ("–": no finite value); the last column counts the units without a class."""
+    rows = list(profiles.items()) if isinstance(profiles, Mapping) else [(p.layer, p) for p in profiles]
+    cols = profile_columns(alpha)
+    lines = ["| layer | " + " | ".join(h for h, _ in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for label, p in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(p) for _, cell in cols) + " |")
+    return "\n".join(lines)
+
+
+def format_thresholds() -> str:
+    """The :data:`THRESHOLDS` table in markdown (name, value, rule, source)."""
+    lines = ["| name | value | rule | source |", "|---|---|---|---|"]
+    lines += [f"| `{t.name}` | {t.value:g} | {t.rule} | {t.source} |" for t in THRESHOLDS.values()]
+    return "\n".join(lines)
