@@ -3,11 +3,15 @@ from here, never from each other."""
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
+import h5py
 import numpy as np
 
 from jaxvis.io.progress import Progress
+from jaxvis.io.results import ResultWriter
 
 # The reference sweep several files compare against (tests/conftest.py `reference_sweep`): six
 # conv2_1 units of real VGG-19, long enough and with a patience short enough that some units and
@@ -115,3 +119,108 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# a tiny generated results file (tests of the report, `jaxvis compare` and the read-out)
+
+U, N, H, K = 5, 3, 5, 4
+T = 2 * H - 1          # shift texture side
+S = H - 1              # shift offsets per axis
+FLOORS = [0.95, 0.9]   # the floors of the fake floor sets (layer metadata)
+# the fake grating read-out of the first layer: best grating / maximum, blank, F1/F0 -> phase
+# classes complex, simple, unresponsive (drive 0.01 < 0.05), complex, simple
+GRATING_DRIVE = [0.3, 0.2, 0.01, 0.4, 0.25]
+GRATING_BLANK = [-1.0, 0.0, -2.0, -1.0, -0.5]
+GRATING_F1_F0 = [0.3, 1.6, 0.5, 0.9, 1.2]
+# at alpha = 0.9: diverse, tight, below its floor (unknown), diverse, no ratio (unknown)
+FLOOR_FRACTION_MIN = [[0.95, 0.9], [0.951, 0.897], [0.95, 0.8], [0.96, 0.9], [0.95, 0.9]]
+FLOOR_VS_NATURAL = [[1.0, 1.5], [0.4, 0.5], [3.0, 2.0], [1.1, 1.2], [0.9, np.nan]]
+
+
+def sweep_chunk(units, seed: int, n: int = N) -> dict[str, np.ndarray]:
+    N = n  # noqa: N806 - the diverse images per unit, as everywhere in this file
+    rng = np.random.default_rng(seed)
+    count = len(units)
+    pixel = rng.uniform(1, 10, (count, N, N))
+    pixel = np.triu(pixel, 1) + np.triu(pixel, 1).transpose(0, 2, 1)
+    feature = pixel / 10 + rng.uniform(0, 0.1, (count, N, N))
+    feature = np.triu(feature, 1) + np.triu(feature, 1).transpose(0, 2, 1)
+    max_activation = rng.uniform(1, 20, count).astype(np.float32)
+    return {"unit": np.asarray(units, np.int64),
+            "images": rng.uniform(0, 255, (count, N, H, H, 3)).astype(np.float32),
+            "activations": (max_activation[:, None] * rng.uniform(0.5, 1.0, (count, N)))
+            .astype(np.float32),
+            "max_image": rng.uniform(0, 255, (count, H, H, 3)).astype(np.float32),
+            "max_activation": max_activation,
+            "pixel_distances": pixel.astype(np.float32),
+            "feature_distances": feature.astype(np.float32),
+            "steps": rng.integers(50, 1000, count).astype(np.int32),
+            "stop_reason": np.ones(count, np.int8)}
+
+
+def full_metrics(group, seed: int, *, partial: bool = False) -> dict[str, np.ndarray]:
+    """The documented metrics schema, random but shaped right; written into ``group/metrics``.
+
+    ``partial``: only some of them (no shift test, no natural patches), as an older analysis."""
+    rng = np.random.default_rng(seed)
+    acts, peak = group["activations"][()], group["max_activation"][()]
+    frac = acts / peak[:, None]
+    shift = rng.uniform(0, 1, U)
+    shift[0] = 0.95    # one shift-invariant unit
+    shift[1] = np.nan  # one unit without a shift test
+    metrics = {
+        "activation_fraction": frac, "fraction_min": frac.min(1),
+        "fraction_median": np.median(frac, 1),
+        "pixel_min": rng.uniform(1, 5, U), "pixel_mean": rng.uniform(5, 9, U),
+        "feature_min": rng.uniform(0.1, 0.5, U), "feature_mean": rng.uniform(0.5, 1, U),
+        "participation_ratio": rng.uniform(1, N, U),
+        "variance_map": rng.uniform(0, 5, (U, H, H)),
+    }
+    if not partial:
+        metrics.update({
+            "reference_pixel_min": rng.uniform(1, 5, U), "reference_pixel_mean": rng.uniform(5, 9, U),
+            "reference_feature_min": rng.uniform(0.1, 0.5, U),
+            "reference_feature_mean": rng.uniform(0.5, 1, U),
+            "shift_index": shift, "shift_texture": rng.uniform(0, 255, (U, T, T, 3)),
+            "shift_responses": rng.uniform(0, 10, (U, S, S)),
+            "natural_p99": rng.uniform(1, 5, U), "max_over_p99": rng.uniform(1, 4, U),
+            "diverse_over_p99": rng.uniform(1, 4, (U, N)),
+            "natural_top_patches": rng.uniform(0, 255, (U, K, H, H, 3)),
+            "natural_top_activations": np.sort(rng.uniform(1, 5, (U, K)))[:, ::-1],
+            "grating_best": np.asarray(GRATING_DRIVE) * peak, "grating_blank": GRATING_BLANK,
+            "grating_f1_f0": GRATING_F1_F0, "grating_phase_min_max": rng.uniform(0, 1, U),
+            "grating_best_fraction": GRATING_DRIVE,
+            "grating_orientation_curve": rng.uniform(-1, 5, (U, 16)),
+            "grating_period_curve": rng.uniform(-1, 5, (U, 12)),
+            "grating_phase_curve": rng.uniform(-1, 5, (U, 8)),
+            "rotation_min_max": rng.uniform(-0.5, 1, U), "rotation_at_pi": rng.uniform(-1, 1, U),
+            "floor_fraction_min": FLOOR_FRACTION_MIN, "floor_pixel_vs_natural": FLOOR_VS_NATURAL,
+        })
+    sub = group.create_group("metrics")
+    for name, value in metrics.items():
+        sub.create_dataset(name, data=np.asarray(value, np.float32))
+    sub.attrs["definitions"] = json.dumps({name: f"definition of {name}" for name in metrics})
+    sub.attrs["config"] = json.dumps({"fake": True, "gratings": None if partial else {
+        "orientations": 16, "periods": 12, "phases": 8, "colours": ["luminance", "red-green", "blue-yellow"]}})
+    return metrics
+
+
+def make_results(path: Path, layers: dict[str, int], *, metrics: str = "full",
+                 config: dict | None = None, seed: int = 0) -> Path:
+    """A finished results file with ``layers`` {name: rf} of U units each (units 0, 2, 4, ...);
+    ``metrics``: "full" (first layer full, the others partial), "none"."""
+    config = config or {"weights": "fake-weights", "model": {"name": "fakenet", "options": {}}}
+    writer = ResultWriter(path, config)
+    meta = {}
+    for k, (layer, rf) in enumerate(layers.items()):
+        units = list(range(0, 2 * U, 2))
+        writer.write_chunk(layer, sweep_chunk(units, seed=seed + k))
+        meta[layer] = {"units": units, "rf": rf, "canvas": H, "jump": 1, "radius": 100.0,
+                       "feature_layer": "below", "floors": FLOORS}
+    writer.finalize(meta)
+    if metrics != "none":
+        with h5py.File(path, "r+") as f:
+            for k, layer in enumerate(layers):
+                full_metrics(f["layers"][layer], seed=seed + 10 + k, partial=k > 0)
+    return path

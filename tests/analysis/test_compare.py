@@ -12,7 +12,7 @@ import pytest
 from jaxvis.analysis.compare import compare, format_table, pair_layers, write_html
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
-from tests.io.test_report import N, U, make_results
+from tests.helpers import N, U, make_results
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ parsing the HTML, and in real headless Chromium (sorting, links, images, no cons
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import shutil
@@ -21,89 +20,7 @@ from jaxvis.errors import JaxvisError
 from jaxvis.io.render import heat, png_tile
 from jaxvis.io.report import report
 from jaxvis.io.results import ResultWriter
-
-U, N, H, K = 5, 3, 5, 4
-T = 2 * H - 1          # shift texture side
-S = H - 1              # shift offsets per axis
-
-
-def sweep_chunk(units, seed: int, n: int = N) -> dict[str, np.ndarray]:
-    N = n  # noqa: N806 - the diverse images per unit, as everywhere in this file
-    rng = np.random.default_rng(seed)
-    count = len(units)
-    pixel = rng.uniform(1, 10, (count, N, N))
-    pixel = np.triu(pixel, 1) + np.triu(pixel, 1).transpose(0, 2, 1)
-    feature = pixel / 10 + rng.uniform(0, 0.1, (count, N, N))
-    feature = np.triu(feature, 1) + np.triu(feature, 1).transpose(0, 2, 1)
-    max_activation = rng.uniform(1, 20, count).astype(np.float32)
-    return {"unit": np.asarray(units, np.int64),
-            "images": rng.uniform(0, 255, (count, N, H, H, 3)).astype(np.float32),
-            "activations": (max_activation[:, None] * rng.uniform(0.5, 1.0, (count, N)))
-            .astype(np.float32),
-            "max_image": rng.uniform(0, 255, (count, H, H, 3)).astype(np.float32),
-            "max_activation": max_activation,
-            "pixel_distances": pixel.astype(np.float32),
-            "feature_distances": feature.astype(np.float32),
-            "steps": rng.integers(50, 1000, count).astype(np.int32),
-            "stop_reason": np.ones(count, np.int8)}
-
-
-def full_metrics(group, seed: int, *, partial: bool = False) -> dict[str, np.ndarray]:
-    """The documented metrics schema, random but shaped right; written into ``group/metrics``.
-
-    ``partial``: only some of them (no shift test, no natural patches), as an older analysis."""
-    rng = np.random.default_rng(seed)
-    acts, peak = group["activations"][()], group["max_activation"][()]
-    frac = acts / peak[:, None]
-    shift = rng.uniform(0, 1, U)
-    shift[1] = np.nan  # one unit without a shift test
-    metrics = {
-        "activation_fraction": frac, "fraction_min": frac.min(1),
-        "fraction_median": np.median(frac, 1),
-        "pixel_min": rng.uniform(1, 5, U), "pixel_mean": rng.uniform(5, 9, U),
-        "feature_min": rng.uniform(0.1, 0.5, U), "feature_mean": rng.uniform(0.5, 1, U),
-        "participation_ratio": rng.uniform(1, N, U),
-        "variance_map": rng.uniform(0, 5, (U, H, H)),
-    }
-    if not partial:
-        metrics.update({
-            "reference_pixel_min": rng.uniform(1, 5, U), "reference_pixel_mean": rng.uniform(5, 9, U),
-            "reference_feature_min": rng.uniform(0.1, 0.5, U),
-            "reference_feature_mean": rng.uniform(0.5, 1, U),
-            "shift_index": shift, "shift_texture": rng.uniform(0, 255, (U, T, T, 3)),
-            "shift_responses": rng.uniform(0, 10, (U, S, S)),
-            "natural_p99": rng.uniform(1, 5, U), "max_over_p99": rng.uniform(1, 4, U),
-            "diverse_over_p99": rng.uniform(1, 4, (U, N)),
-            "natural_top_patches": rng.uniform(0, 255, (U, K, H, H, 3)),
-            "natural_top_activations": np.sort(rng.uniform(1, 5, (U, K)))[:, ::-1],
-        })
-    sub = group.create_group("metrics")
-    for name, value in metrics.items():
-        sub.create_dataset(name, data=np.asarray(value, np.float32))
-    sub.attrs["definitions"] = json.dumps({name: f"definition of {name}" for name in metrics})
-    sub.attrs["config"] = json.dumps({"fake": True})
-    return metrics
-
-
-def make_results(path: Path, layers: dict[str, int], *, metrics: str = "full",
-                 config: dict | None = None, seed: int = 0) -> Path:
-    """A finished results file with ``layers`` {name: rf} of U units each (units 0, 2, 4, ...);
-    ``metrics``: "full" (first layer full, the others partial), "none"."""
-    config = config or {"weights": "fake-weights", "model": {"name": "fakenet", "options": {}}}
-    writer = ResultWriter(path, config)
-    meta = {}
-    for k, (layer, rf) in enumerate(layers.items()):
-        units = list(range(0, 2 * U, 2))
-        writer.write_chunk(layer, sweep_chunk(units, seed=seed + k))
-        meta[layer] = {"units": units, "rf": rf, "canvas": H, "jump": 1, "radius": 100.0,
-                       "feature_layer": "below"}
-    writer.finalize(meta)
-    if metrics != "none":
-        import h5py
-        with h5py.File(path, "r+") as f:
-            for k, layer in enumerate(layers):
-                full_metrics(f["layers"][layer], seed=seed + 10 + k, partial=k > 0)
-    return path
+from tests.helpers import H, K, N, U, make_results, sweep_chunk
 
 
 @pytest.fixture
