@@ -1,0 +1,213 @@
+"""The read-out (jaxvis.analysis.readout): toys with known classes (an energy complex cell, a
+Gabor + ReLU simple cell, a unit no grating drives), every threshold of the table moved to show it
+is the one used, missing measures giving no class, and the profiles of a results file."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxvis
+from jaxvis.analysis import metrics as M
+from jaxvis.analysis import readout as R
+from jaxvis.analysis.gratings import gratings
+from jaxvis.analysis.summary import layer_profiles, layer_scalars
+from jaxvis.errors import JaxvisError
+from jaxvis.models.geometry import LayerSpec, Op
+from tests.helpers import (FLOOR_FRACTION_MIN, FLOOR_VS_NATURAL, FLOORS, GRATING_F1_F0, U,
+                           make_results)
+from tests.optimize.complex_cell import SIZE, quadrature_pair
+
+RADIUS = 300.0
+BIAS = 0.8 * RADIUS  # above the best grating's drive of the Gabor (0.77 r), below its maximum (r)
+
+
+class Toys(jaxvis.Network):
+    """Three units on the 11 px canvas of the engine tests' complex cell, each with its maximum on
+    the sphere |x| = r known in closed form (the quadrature pair is orthonormal):
+
+    0. Gabor + ReLU (the even filter ``e``): a simple cell, maximum ``r``;
+    1. energy model ``(e.x)^2 + (o.x)^2``: a complex cell, maximum ``r^2``;
+    2. ``e.x - 0.8 r``: maximum ``0.2 r`` (at ``x = r e``), but no grating at the contrast budget
+       gets it above zero (the best reaches ``0.77 r``)."""
+
+    name = "toys"
+
+    def __init__(self):
+        self.filters = nnx.Param(jnp.asarray(quadrature_pair()))
+
+    def specs(self):
+        return (LayerSpec("units", 3, (Op(SIZE, 1, "VALID"),)),)
+
+    def forward(self, x, record):
+        s = jax.lax.conv_general_dilated(x, self.filters[...], (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         precision=jax.lax.Precision.HIGHEST)
+        even = s[..., :1]
+        record("units", jnp.concatenate([jax.nn.relu(even), jnp.sum(jnp.square(s), -1, keepdims=True),
+                                         even - BIAS], -1))
+
+
+MAXIMA = np.array([RADIUS, RADIUS ** 2, RADIUS - BIAS])
+
+
+@pytest.fixture(scope="module")
+def toy_gratings():
+    model = jaxvis.Model(Toys(), jaxvis.InputConvention(), {"name": "toys"})
+    return {**gratings(model, "units", radius=RADIUS, maximum=MAXIMA), "max_activation": MAXIMA}
+
+
+def test_toys_are_complex_simple_and_unresponsive(toy_gratings):
+    g = toy_gratings
+    assert g["grating_best"][2] < 0 < g["grating_best"][0]  # the premise of unit 2
+    codes = M.evaluate(g, names=["phase_class"])["phase_class"]  # through the metrics table
+    assert R.labels("phase", codes) == ["simple-like", "complex-like", "grating-unresponsive"]
+    np.testing.assert_array_equal(codes, R.classify(g)["phase"])
+    p = R.profile(g, layer="units")
+    assert p.units == 3 and p.fractions["phase"] == {"grating-unresponsive": 1 / 3, "simple-like": 1 / 3,
+                                                     "complex-like": 1 / 3, "unknown": 0.0}
+    assert p.fractions["shift"]["unknown"] == 1.0 and p.fractions["diversity"]["unknown"] == 1.0
+    # medians over the units with a value: unit 2 has no F1/F0 (no grating drives it above 0)
+    assert p.counts["f1_f0"] == 2
+    np.testing.assert_allclose(p.medians["f1_f0"], np.mean(g["grating_f1_f0"][:2]), rtol=1e-6)
+    assert np.isnan(p.medians["diversity"]) and p.alpha is None
+
+
+# Per threshold: measures that sit between the table's value and a moved one, the class with the
+# table's value and with the moved one. Each axis's measures, one unit.
+def _phase(f1_f0=0.8, drive=0.5):
+    return {"grating_f1_f0": [f1_f0], "grating_best": [drive * 10.0], "grating_blank": [-1.0],
+            "max_activation": [10.0]}
+
+
+def _diversity(ratio=1.2, fraction=0.9):
+    return {"floor_pixel_vs_natural": [[ratio]], "floor_fraction_min": [[fraction]]}
+
+
+MOVES = {  # threshold: (values, axis, class with the table, moved value, class then)
+    "grating_drive": (_phase(drive=0.04), "phase", "grating-unresponsive", 0.03, "complex-like"),
+    "f1_f0": (_phase(f1_f0=0.8), "phase", "complex-like", 0.7, "simple-like"),
+    "diverse_vs_natural": (_diversity(ratio=1.2), "diversity", "diverse", 1.3, "tight"),
+    "floor_slack": (_diversity(fraction=0.8951), "diversity", "diverse", 0.004, "unknown"),
+    "shift_invariant": ({"shift_index": [0.92]}, "shift", "shift-invariant", 0.95, "shift-variant"),
+}
+
+
+def test_every_threshold_of_the_table_has_a_move():
+    assert set(MOVES) == set(R.THRESHOLDS)
+    for t in R.THRESHOLDS.values():
+        assert t.rule and t.source and np.isfinite(t.value)
+
+
+@pytest.mark.parametrize("name", sorted(MOVES))
+def test_moving_a_threshold_changes_the_class(name, monkeypatch):
+    values, axis, before, moved, after = MOVES[name]
+    values = {k: np.asarray(v, np.float64) for k, v in values.items()}
+
+    def label():
+        return R.labels(axis, R.classify(values, [0.9])[axis])[0]
+
+    assert label() == before
+    monkeypatch.setitem(R.THRESHOLDS, name, dataclasses.replace(R.THRESHOLDS[name], value=moved))
+    assert label() == after  # the table's row is what the rule reads
+    monkeypatch.undo()
+    assert label() == before
+    assert R.labels(axis, R.classify(values, [0.9], overrides={name: moved})[axis])[0] == after
+
+
+def test_missing_measures_give_no_class():
+    nan = np.nan
+    # phase: no battery at all, a NaN in any input, a maximum not above the baseline
+    assert np.isnan(R.classify({"shift_index": np.array([0.5])})["phase"]).all()
+    for bad in ({"grating_best": [nan]}, {"grating_blank": [nan]}, {"max_activation": [nan]},
+                {"max_activation": [-1.0]}, {"grating_f1_f0": [nan]}):
+        values = {**_phase(), **bad}
+        assert R.labels("phase", R.classify(values)["phase"]) == ["unknown"], bad
+    # below the drive threshold F1/F0 is not needed (it is NaN when no grating drives the unit)
+    assert R.labels("phase", R.classify(_phase(f1_f0=nan, drive=-0.2))["phase"]) == ["grating-unresponsive"]
+    # diversity: no floor set at alpha, no floors recorded, no ratio (no analysis), a NaN fraction
+    values = {k: np.asarray(v) for k, v in _diversity().items()}
+    assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["diverse"]
+    for floors, alpha in (([0.8], R.PROFILE_ALPHA), ([], R.PROFILE_ALPHA), ([0.9], None)):
+        assert R.labels("diversity", R.classify(values, floors, alpha=alpha)["diversity"]) == ["unknown"]
+    assert np.isnan(R.classify({"floor_fraction_min": values["floor_fraction_min"]}, [0.9])["diversity"]).all()
+    assert R.labels("diversity", R.classify(_diversity(ratio=nan), [0.9])["diversity"]) == ["unknown"]
+    assert R.labels("diversity", R.classify(_diversity(fraction=nan), [0.9])["diversity"]) == ["unknown"]
+    assert R.labels("shift", R.classify({"shift_index": np.array([nan, 0.95])})["shift"]) == [
+        "unknown", "shift-invariant"]
+    with pytest.raises(JaxvisError, match=r"must be \[units, floors=2\], not \[1, 1\]"):
+        R.diversity_class([[1.0]], [[0.9]], [0.95, 0.9])
+    with pytest.raises(JaxvisError, match="unknown threshold 'f1f0'; valid: grating_drive, f1_f0"):
+        R.classify(_phase(), overrides={"f1f0": 1.0})
+    with pytest.raises(JaxvisError, match=r"must share their units \(leading axis\), not \[1, 2\]"):
+        R.classify({"shift_index": np.zeros(2), "grating_best": np.zeros(1)})
+
+
+def test_the_diversity_class_through_the_metrics_table():
+    """``jaxvis analyze`` passes the layer's floors; the [units, floors] class comes out."""
+    out = M.evaluate({"floor_pixel_vs_natural": np.asarray(FLOOR_VS_NATURAL),
+                      "floor_fraction_min": np.asarray(FLOOR_FRACTION_MIN),
+                      "floors": np.asarray(FLOORS)}, names=["diversity_class"])["diversity_class"]
+    assert out.shape == (U, 2)
+    assert R.labels("diversity", out[:, 1]) == ["diverse", "tight", "unknown", "diverse", "unknown"]
+    assert R.labels("diversity", out[:, 0]) == ["diverse", "tight", "diverse", "diverse", "tight"]
+
+
+def test_profiles_of_a_results_file(tmp_path):
+    path = make_results(tmp_path / "r.h5", {"conv1_1": 3, "conv2_1": 10})
+    profiles = layer_profiles(path)
+    assert list(profiles) == ["conv1_1", "conv2_1"]
+    p = profiles["conv1_1"]
+    assert (p.layer, p.units, p.rf, p.alpha) == ("conv1_1", U, 3, 0.9)
+    assert p.fractions["phase"] == {"grating-unresponsive": 0.2, "simple-like": 0.4, "complex-like": 0.4,
+                                    "unknown": 0.0}
+    assert p.fractions["diversity"] == {"tight": 0.2, "diverse": 0.4, "unknown": 0.4}
+    with h5py.File(path, "r") as f:
+        m = {k: v[()] for k, v in f["layers/conv1_1/metrics"].items()}
+    shift = m["shift_index"]
+    assert p.fractions["shift"]["unknown"] == 0.2  # unit 1 has no shift index
+    assert p.fractions["shift"]["shift-invariant"] == np.mean(shift > 0.9)
+    np.testing.assert_allclose(p.medians["f1_f0"], np.median(GRATING_F1_F0), rtol=1e-6)
+    for field, metric in (("grating_phase_min_max", "grating_phase_min_max"),
+                          ("rotation_min_max", "rotation_min_max"), ("shift_index", "shift_index")):
+        np.testing.assert_allclose(p.medians[field], np.nanmedian(m[metric]), rtol=1e-6)
+    # at 0.9, over the sets that reached their floor and have a ratio (units 0, 1, 3)
+    np.testing.assert_allclose(p.medians["diversity"], np.median([1.5, 0.5, 1.2]), rtol=1e-6)
+    assert p.counts["diversity"] == 3
+    at = layer_profiles(path, ["conv1_1"], alpha=0.95)["conv1_1"]
+    assert at.alpha == 0.95 and at.fractions["diversity"] == {"tight": 0.4, "diverse": 0.6, "unknown": 0.0}
+    none = layer_profiles(path, ["conv1_1"], alpha=0.8)["conv1_1"]
+    assert none.alpha is None and none.fractions["diversity"]["unknown"] == 1.0
+    # the second layer's analysis ran without gratings, shift test or natural references
+    q = profiles["conv2_1"]
+    assert all(q.fractions[axis]["unknown"] == 1.0 for axis in R.AXES)
+    assert np.isnan(q.medians["f1_f0"]) and q.units == U
+
+    table = R.format_profiles({"fake conv1_1": p, "fake conv2_1": q})
+    lines = table.splitlines()
+    assert lines[0].startswith("| layer | units | complex-like | simple-like | grating-unresponsive | "
+                               "diverse at 0.9 | shift-invariant | median F1/F0 |")
+    assert lines[2].startswith(f"| fake conv1_1 | {U} | 40% | 40% | 20% | 40% | ")
+    assert lines[2].endswith("| 0/2/1 |") and lines[2].count(f"| {np.median(GRATING_F1_F0):.2f} |") == 1
+    assert lines[3] == f"| fake conv2_1 | {U} | – | – | – | – | – | – | – | – | – | – | 5/5/5 |"
+    assert R.format_profiles([p]).splitlines()[2].startswith("| conv1_1 |")
+    with pytest.raises(JaxvisError, match="no layer 'conv9'"):
+        layer_profiles(path, ["conv9"])
+
+
+def test_class_columns_follow_the_current_table(tmp_path):
+    """A class stored by an earlier analysis is recomputed from the stored measures."""
+    path = make_results(tmp_path / "r.h5", {"conv1_1": 3})
+    with h5py.File(path, "r+") as f:
+        f["layers/conv1_1/metrics"].create_dataset("phase_class", data=np.zeros(U, np.float32))
+        scalars, sources = layer_scalars(f["layers/conv1_1"])
+    assert sources["phase_class"] == "readout" and sources["shift_class"] == "readout"
+    assert R.labels("phase", scalars["phase_class"]) == [
+        "complex-like", "simple-like", "grating-unresponsive", "complex-like", "simple-like"]
+    assert "diversity_class" not in scalars  # [units, floors]: not a column
