@@ -6,6 +6,9 @@ scalar penalty per image, averaged over the set; its weight is ``beta``.
 - ``tv``: total variation, mean absolute difference of neighbouring pixels (favours smooth images).
 - ``spectrum``: squared deviation of the image's log amplitude spectrum from a 1/f law fitted to
   the image's own power, i.e. it penalises unnatural spectral slopes, not contrast.
+- ``gmm``: a learned prior, the mean negative log-likelihood of the image's overlapping 6x6 colour
+  patches under a Gaussian mixture that jaxvis trains on CC0 photographs (EPLL;
+  :mod:`jaxvis.objectives.gmm`, trained and cached on first use or by ``jaxvis prior train``).
 
 :data:`PRIORS` is the single name -> prior table (objective validation, optimiser step, CLI
 choices). A new prior is one function ``[N, H, W, 3] -> scalar`` plus one :func:`register_prior`
@@ -21,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvis.errors import JaxvisError
-
+from jaxvis.objectives import gmm
 from jaxvis.param.image import frequency_gain
 
 
@@ -58,6 +61,8 @@ PRIORS: dict[str, Prior] = {
     "none": Prior(no_prior, "no prior"),
     "tv": Prior(total_variation, "total variation: mean |difference| of neighbouring pixels"),
     "spectrum": Prior(spectrum, "squared deviation of the log amplitude spectrum from a 1/f law"),
+    "gmm": Prior(gmm.penalty, "mean NLL (nats) of 6x6 colour patches under a Gaussian mixture trained "
+                              "on CC0 photographs (EPLL; jaxvis prior train)"),
 }
 
 
