@@ -249,6 +249,29 @@ class Profile:
         return self.fractions[axis][UNKNOWN] < 1.0
 
 
+def profile_measures(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
+                     alpha: float | None = PROFILE_ALPHA, overrides=None) -> dict[str, np.ndarray]:
+    """Each measure of :data:`MEDIANS` per unit, ``{field: [U] float64}`` (NaN where a unit has
+    none; a field whose metric is missing is left out). ``diversity`` is ``floor_pixel_vs_natural``
+    at ``alpha`` for the sets that have a diversity class (they reached their floor)."""
+    units = _count(values)
+    k = floor_index(floors, alpha)
+    out = {}
+    for field, metric, _ in MEDIANS:
+        v = values.get(metric)
+        if v is None:
+            continue
+        v = np.asarray(v, np.float64)
+        if field == "diversity":
+            if k is None or v.ndim != 2:
+                continue
+            known = np.isfinite(classify(values, floors, alpha=alpha, overrides=overrides)["diversity"])
+            v = np.where(known, v[:, k], np.nan)
+        if v.shape == (units,):
+            out[field] = v
+    return out
+
+
 def profile(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *, layer: str = "",
             rf: int | None = None, alpha: float | None = PROFILE_ALPHA, overrides=None) -> Profile:
     """A layer's :class:`Profile` from its per-unit measures (see :func:`classify`)."""
@@ -260,18 +283,15 @@ def profile(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *, l
         share = {name: float(np.mean(codes == k)) if units else math.nan for k, name in enumerate(names)}
         share[UNKNOWN] = float(np.mean(~np.isfinite(codes))) if units else math.nan
         fractions[axis] = share
-    k = floor_index(floors, alpha)
+    measures = profile_measures(values, floors, alpha=alpha, overrides=overrides)
     medians, counts = {}, {}
-    for field, metric, _ in MEDIANS:
-        v = values.get(metric)
-        if field == "diversity":  # the sets that reached their floor (a class), as classified
-            v = None if k is None or v is None or np.ndim(v) != 2 else \
-                np.where(np.isfinite(classes["diversity"]), np.asarray(v, np.float64)[:, k], np.nan)
-        v = np.asarray(v if v is not None else [], np.float64).ravel()
+    for field, _, _ in MEDIANS:
+        v = measures.get(field, np.zeros(0))
         v = v[np.isfinite(v)]
         medians[field] = float(np.median(v)) if v.size else math.nan
         counts[field] = int(v.size)
-    return Profile(layer, units, fractions, medians, counts, alpha if k is not None else None, rf)
+    return Profile(layer, units, fractions, medians, counts,
+                   alpha if floor_index(floors, alpha) is not None else None, rf)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,13 +44,16 @@ from urllib.parse import quote
 
 import numpy as np
 
-from jaxvis.analysis.summary import (activation_fractions, definitions, layer_meta, layer_order,
-                                     layer_scalars, model_name, quartiles)
+from jaxvis.analysis import readout as R
+from jaxvis.analysis.gratings import Battery
+from jaxvis.analysis.summary import (activation_fractions, analysis_config, definitions,
+                                     layer_meta, layer_order, layer_profile, layer_scalars,
+                                     layer_values, model_name, quartiles)
 from jaxvis.errors import JaxvisError
 from jaxvis.io.html import SORT_JS, esc, fmt, html_page, write_files
 from jaxvis.io.render import heat, png_tile, to_display
 from jaxvis.io.results import METRICS, file_stem, json_attr, open_results, unknown_layer
-from jaxvis.io.svg import BLUE, svg_histogram, svg_lines, svg_scatter
+from jaxvis.io.svg import BLUE, svg_curve, svg_histogram, svg_lines, svg_scatter
 
 NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
 THUMB = 40          # table thumbnails: about this many px (small canvases enlarged, big ones shrunk)
@@ -96,6 +99,98 @@ def _diversity(scalars: dict) -> tuple[np.ndarray | None, str]:
     return None, ""
 
 
+# the profile's histograms: (field of readout.MEDIANS, title, x label, threshold marking a class)
+PROFILE_PLOTS = (("f1_f0", "F1/F0 (gratings)", "F1/F0 of the phase response at the preferred grating",
+                  "f1_f0"),
+                 ("grating_phase_min_max", "grating phase min/max", "min / max over phase", None),
+                 ("rotation_min_max", "rotation min/max (own maximum)", "min / max over the phase rotation",
+                  None),
+                 ("diversity", "diversity at the floor", "floor_pixel_min / natural patches' (reference_pixel_min)",
+                  "diverse_vs_natural"),
+                 ("shift_index", "shift-invariance index", "mean response over shifts / maximum",
+                  "shift_invariant"))
+AXIS_SOURCES = {"phase": "grating battery", "diversity": "activation-floor set", "shift": "shift test"}
+
+
+def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: Path) -> list[str]:
+    """The layer's read-out (:mod:`jaxvis.analysis.readout`): classes per axis, medians,
+    distributions with the thresholds marked."""
+    at = f"alpha = {profile.alpha:g}" if profile.alpha is not None else f"alpha = {R.PROFILE_ALPHA:g}"
+    out = ['<section id="profile"><h2>Profile</h2>',
+           '<p class="note">The read-out: each unit\'s class on three axes, from its measures, with '
+           "the thresholds of <code>jaxvis.analysis.readout.THRESHOLDS</code> (docs/invariance.md); "
+           "a unit whose measures are missing has no class there (unknown).</p>",
+           '<table class="summary" id="profile-classes"><thead><tr><th class="l">axis</th>'
+           '<th class="l">from</th><th class="l">classes: share of the units (count)</th></tr></thead><tbody>']
+    for axis, names in R.AXES.items():
+        label = f"{axis} at {at}" if axis == "diversity" else axis
+        shares = profile.fractions[axis]
+        cells = " &middot; ".join(
+            f"<b>{fmt(100 * shares[n])}%</b> {esc(n)} ({round(shares[n] * profile.units)})"
+            for n in (*names[::-1], R.UNKNOWN) if n != R.UNKNOWN or shares[n] > 0)
+        out.append(f'<tr><td class="l">{esc(label)}</td><td class="l">{AXIS_SOURCES[axis]}</td>'
+                   f'<td class="l">{cells}</td></tr>')
+    out.append("</tbody></table>")
+    out.append('<table class="summary" id="profile-medians"><thead><tr><th class="l">measure</th>'
+               '<th>median</th><th>n</th></tr></thead><tbody>')
+    for field, _, what in R.MEDIANS:
+        what = what.replace("at alpha", f"at {at}")
+        out.append(f'<tr><td class="l">{esc(what)}</td><td>{fmt(profile.medians[field])}</td>'
+                   f"<td>{profile.counts[field]}</td></tr>")
+    out.append("</tbody></table>")
+    plots = []
+    for field, title, xlabel, cut in PROFILE_PLOTS:
+        v = measures.get(field)
+        if v is None or not np.isfinite(v).any():
+            continue
+        marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
+        plots.append(svg_histogram([("units", v, BLUE)], title if field != "diversity"
+                                   else f"{title} ({at})", xlabel, marks=marks, width=340, height=220))
+    if plots:
+        out.append('<div class="plots">' + "".join(plots) + "</div>")
+    if not any(profile.known(axis) for axis in R.AXES):
+        out.append('<p class="note">No unit has a class: the read-out needs the grating battery, the '
+                   "natural references of floor sets or the shift test"
+                   + (f" (<code>jaxvis analyze {esc(path.name)}</code>)" if not analysed else "")
+                   + ".</p>")
+    out.append("</section>")
+    return out
+
+
+def _tuning_axes(group, canvas) -> dict[str, np.ndarray]:
+    """The grating battery's axes for this layer (orientations and phases in degrees, periods in
+    px), from the analysis settings; empty where they are not recorded."""
+    settings = (analysis_config(group) or {}).get("gratings")
+    if not isinstance(settings, dict) or not isinstance(canvas, int):
+        return {}
+    try:
+        battery = Battery(**{**settings, "colours": tuple(settings.get("colours", ()))})
+    except (TypeError, JaxvisError):
+        return {}
+    axes = battery.axes(canvas)
+    return {"orientation": np.degrees(axes["orientations"]), "period": axes["periods"],
+            "phase": np.degrees(axes["phases"])}
+
+
+# the tuning curves of the unit details: (metric, axis of _tuning_axes, title, x label, log x)
+CURVES = (("grating_orientation_curve", "orientation", "orientation", "degrees", False),
+          ("grating_period_curve", "period", "period", "px", True),
+          ("grating_phase_curve", "phase", "phase", "degrees (preferred grating)", False))
+
+
+def _curves(tuning: dict, rows) -> list[str]:
+    """One unit's tuning curves as SVG (``rows``: its curve per :data:`CURVES` entry, or None)."""
+    out = []
+    for (metric, axis, title, xlabel, log_x), y in zip(CURVES, rows):
+        if y is None:
+            continue
+        x = tuning.get(axis)
+        if x is None or len(x) != len(y):
+            x, xlabel, log_x = np.arange(len(y)), "index", False
+        out.append(svg_curve(x, y, title, xlabel, log_x=log_x))
+    return out
+
+
 def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_dir: Path,
                  index_name: str):
     """The image files of a layer page as they are made, (path, bytes) per image, then the page
@@ -127,6 +222,13 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
     patches = optional("natural_top_patches", ())
     patch_acts = optional("natural_top_activations", ())
     over_p99 = optional("diverse_over_p99", (n_images,))
+    curves = [optional(metric, ()) for metric, *_ in CURVES]
+    curves = [d if d is not None and d.ndim == 2 else None for d in curves]
+    tuning = _tuning_axes(group, meta.get("canvas"))
+    values, floors = layer_values(group)
+    profile = layer_profile(layer, group)
+    classes = R.classify(values, floors)
+    class_columns = {name: axis for axis, name in R.CLASS_METRICS.items()}
 
     title = f"{layer}: diverse feature visualisations"
     out = [f'<p><a href="{esc(index_name)}">&larr; all layers</a></p>',
@@ -140,23 +242,23 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
                    f"<code>jaxvis analyze {esc(path.name)}</code> for the shift test, natural "
                    "references and more. Shown: what the sweep itself gives.</p>")
 
+    out += _profile_section(profile, R.profile_measures(values, floors), metrics is not None, path)
+
     # summary
     out.append("<h2>Summary</h2>")
     out.append('<table class="summary"><thead><tr><th class="l">metric</th><th>n</th>'
                '<th>q1</th><th>median</th><th>q3</th><th class="l">definition</th></tr></thead>'
                "<tbody>")
     for name, values in columns:
+        if name in class_columns:  # shares in the profile, not quartiles of codes
+            continue
         n, q1, med, q3 = quartiles(values)
         src = " (from the sweep)" if sources.get(name) == "sweep" else ""
         out.append(f'<tr><td class="l">{esc(name)}</td><td>{n}</td><td>{fmt(q1)}</td>'
                    f"<td>{fmt(med)}</td><td>{fmt(q3)}</td>"
                    f'<td class="l">{esc(described.get(name, ""))}{src}</td></tr>')
     out.append("</tbody></table>")
-    plots = []
-    shift = scalars.get("shift_index")
-    if shift is not None and np.isfinite(shift).any():
-        plots.append(svg_histogram([("units", shift, BLUE)], "shift-invariance index",
-                                   "mean response over shifts / maximum"))
+    plots = []  # the shift index's histogram is in the profile
     fraction = scalars.get("fraction_median")
     diversity, div_label = _diversity(scalars)
     if fraction is not None and diversity is not None:
@@ -187,6 +289,7 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
         maxima = np.asarray(group["max_image"][start:stop])
         extra = [_read_rows(d, start, stop) for d in (texture, responses, variance, patches,
                                                       patch_acts, over_p99)]
+        curve_rows = [_read_rows(d, start, stop) for d in curves]
         for k in range(stop - start):
             i = start + k
             u = int(units[i])
@@ -200,11 +303,19 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
                                    fmt(frac[j])) for j in range(n_images)) + "</td>"]
             for name, values in columns:
                 v = float(values[i])
-                cells.append(f'<td data-v="{v!r}">{fmt(v)}</td>' if math.isfinite(v)
+                text = R.labels(class_columns[name], [v])[0] if name in class_columns else fmt(v)
+                cells.append(f'<td data-v="{v!r}">{esc(text)}</td>' if math.isfinite(v)
                              else '<td data-v="NaN">–</td>')
             table.append(f'<tr id="row-{u}">{"".join(cells)}</tr>')
-            details.append(_detail(files, u, shown, max_activation[i], frac, columns, i,
-                                   *[None if e is None else e[k] for e in extra]))
+            readout = " &middot; ".join(
+                f"{esc(axis)}{' at ' + fmt(profile.alpha) if axis == 'diversity' and profile.alpha else ''}: "
+                f"<b>{esc(R.labels(axis, [codes[i]])[0])}</b>" for axis, codes in classes.items()
+            ) if any(profile.known(axis) for axis in R.AXES) else ""
+            tuning_plots = _curves(tuning, [None if c is None else c[k] for c in curve_rows])
+            details.append(_detail(files, u, shown, max_activation[i], frac,
+                                   [c for c in columns if c[0] not in class_columns], i,
+                                   *[None if e is None else e[k] for e in extra],
+                                   readout=readout, curves=tuning_plots))
         yield from files.take()  # this block's images go to disk before the next is read
     table.append("</tbody></table>")
     out += table
@@ -219,9 +330,10 @@ def _figure(img: str, caption: str) -> str:
 
 
 def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, responses,
-            variance, patches, patch_acts, over_p99) -> str:
+            variance, patches, patch_acts, over_p99, *, readout: str = "", curves=()) -> str:
     parts = [f'<section class="unit-detail" id="unit-{u}"><h3>unit {u} '
              f'<a href="#row-{u}" class="note">(back to the table)</a></h3>',
+             f'<p class="readout">read-out: {readout}</p>' if readout else "",
              '<p class="kv">' + " &middot; ".join(f"{esc(name)} {fmt(values[i])}"
                                                   for name, values in columns) + "</p>"]
     tiles = [_figure(files.img(shown[0], DETAIL, f"u{u}_max_detail.png", f"unit {u} maximum"),
@@ -232,7 +344,9 @@ def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, r
             caption += f"<br>{fmt(over_p99[j])} &times; p99"
         tiles.append(_figure(files.img(shown[j + 1], DETAIL, f"u{u}_{j}_detail.png",
                                        f"unit {u} diverse {j}"), caption))
-    parts.append('<div class="tiles">' + "".join(tiles) + "</div>")
+    # the tuning curves beside the images
+    parts.append('<div class="tiles">' + "".join(tiles) + "".join(
+        f'<div class="curve">{c}</div>' for c in curves) + "</div>")
     extra = []
     if texture is not None:
         extra.append(_figure(files.img(to_display(texture), DETAIL * 2, f"u{u}_texture.png",
@@ -275,10 +389,20 @@ def _index_page(path: Path, config: dict, rows: list[dict]) -> str:
              ("feature_min", "median feature_min"), ("pixel_min", "median pixel_min")]
     out = [f"<h1>jaxvis report: {esc(path.name)}</h1>",
            f'<p class="kv">{esc(model_name(config))} &middot; {len(rows)} layers (in '
-           "catalogue order)</p>",
-           '<table class="summary"><thead><tr><th class="l">layer</th><th>units</th><th>rf</th>'
-           "<th>canvas</th>" + "".join(f"<th>{esc(label)}</th>" for _, label in trend)
-           + '<th class="l">metrics</th></tr></thead><tbody>']
+           "catalogue order)</p>"]
+    columns = R.profile_columns(R.PROFILE_ALPHA)
+    out += ['<h2>Profile across layers</h2><p class="note">The read-out per layer (shares of all '
+            "units; &ndash;: no unit has a class on that axis), thresholds in "
+            "<code>jaxvis.analysis.readout.THRESHOLDS</code>.</p>",
+            '<table class="summary" id="profiles"><thead><tr><th class="l">layer</th>'
+            + "".join(f"<th>{esc(head)}</th>" for head, _ in columns) + "</tr></thead><tbody>"]
+    for row in rows:
+        out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
+                   + "".join(f"<td>{esc(cell(row['profile']))}</td>" for _, cell in columns) + "</tr>")
+    out += ["</tbody></table>", "<h2>Layers</h2>",
+            '<table class="summary"><thead><tr><th class="l">layer</th><th>units</th><th>rf</th>'
+            "<th>canvas</th>" + "".join(f"<th>{esc(label)}</th>" for _, label in trend)
+            + '<th class="l">metrics</th></tr></thead><tbody>']
     for row in rows:
         out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
                    f'<td>{row["units"]}</td><td>{esc(fmt(row["rf"]))}</td>'
@@ -349,7 +473,8 @@ def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
                 rows.append({"layer": name, "href": f"{file_stem(name)}.html",
                              "units": len(group["unit"]), "rf": meta.get("rf"),
                              "canvas": meta.get("canvas"), "analysed": METRICS in group,
-                             "medians": {k: quartiles(v)[2] for k, v in scalars.items()}})
+                             "medians": {k: quartiles(v)[2] for k, v in scalars.items()},
+                             "profile": layer_profile(name, group)})
             yield index, _index_page(results_path, config, rows)
 
         written = write_files(files())

@@ -63,15 +63,18 @@ class _Axes:
         return self.y0 - (v - lo) / (hi - lo) * (self.y0 - self.y1)
 
     def frame(self, title, xlabel, ylabel, xticks=True) -> list[str]:
+        """The box, ticks and labels; ``xticks``: True (nice ticks), False (none) or a list of
+        (position in data units, label)."""
         parts = [f'<rect x="{self.x0}" y="{self.y1}" width="{self.x1 - self.x0}" '
                  f'height="{self.y0 - self.y1}" fill="none" stroke="#444"/>']
-        if xticks:
-            for t in _nice_ticks(*self.xlim):
-                px = self.x(t)
-                parts.append(f'<line x1="{px:.1f}" y1="{self.y0}" x2="{px:.1f}" y2="{self.y0 + 4}" '
-                             'stroke="#444"/>'
-                             f'<text x="{px:.1f}" y="{self.y0 + 15}" text-anchor="middle">'
-                             f'{esc(fmt(t))}</text>')
+        if xticks is True:
+            xticks = [(t, fmt(t)) for t in _nice_ticks(*self.xlim)]
+        for t, text in xticks or ():
+            px = self.x(t)
+            parts.append(f'<line x1="{px:.1f}" y1="{self.y0}" x2="{px:.1f}" y2="{self.y0 + 4}" '
+                         'stroke="#444"/>'
+                         f'<text x="{px:.1f}" y="{self.y0 + 15}" text-anchor="middle">'
+                         f'{esc(text)}</text>')
         for t in _nice_ticks(*self.ylim):
             py = self.y(t)
             parts.append(f'<line x1="{self.x0 - 4}" y1="{py:.1f}" x2="{self.x0}" y2="{py:.1f}" '
@@ -94,11 +97,12 @@ def _svg(width, height, parts, label) -> str:
 
 
 def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int = 420,
-                  height: int = 260, share: bool = False) -> str:
+                  height: int = 260, share: bool = False, marks=()) -> str:
     """Histogram(s) over shared bins: ``series`` = [(label, values, colour), ...].
 
     ``share``: bar heights are the share of each series' units (for series of different sizes)
-    instead of counts.
+    instead of counts. ``marks``: [(value, label)] drawn as solid grey vertical lines (e.g. a
+    class threshold), the range widened to show them.
     Several series are drawn as outlined, semi-transparent bars over the same bins, each with its
     median as a dashed line; non-finite values are left out and counted in the legend.
     """
@@ -108,6 +112,8 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
         cleaned.append((label, v[np.isfinite(v)], int((~np.isfinite(v)).sum()), colour))
     every = np.concatenate([v for _, v, _, _ in cleaned]) if cleaned else np.zeros(0)
     lo, hi = _range(every)
+    if marks and every.size:
+        lo, hi = _range(np.concatenate([every, [float(m) for m, _ in marks]]))
     edges = np.linspace(lo, hi, bins + 1)
     counts = [np.histogram(v, edges)[0] for _, v, _, _ in cleaned]
     if share:
@@ -129,6 +135,13 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
             m = ax.x(float(np.median(v)))
             parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" '
                          f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.5"/>')
+    for value, label in marks if every.size else ():
+        m = ax.x(float(value))
+        parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" stroke="{GREY}" '
+                     f'stroke-width="1.5"><title>{esc(label)}</title></line>'
+                     + (f'<text x="{m - 3:.1f}" y="{ax.y1 + 11}" text-anchor="end" fill="{GREY}">'
+                        if m > (ax.x0 + ax.x1) / 2 else
+                        f'<text x="{m + 3:.1f}" y="{ax.y1 + 11}" fill="{GREY}">') + f"{esc(label)}</text>")
     for k, (label, v, bad, colour) in enumerate(cleaned):
         y = 30 + 13 * k
         note = f"{label}: n={v.size}" + (f", median {fmt(np.median(v))} (dashed)" if v.size
@@ -185,4 +198,32 @@ def svg_lines(names, series, title: str, ylabel: str, *, width: int = 420,
             y = ax.y1 + 12 + 13 * k
             parts.append(f'<rect x="{ax.x0 + 6}" y="{y - 8}" width="9" height="9" '
                          f'fill="{colour}"/><text x="{ax.x0 + 19}" y="{y}">{esc(label)}</text>')
+    return _svg(width, height, parts, title)
+
+
+def svg_curve(x, y, title: str, xlabel: str, *, log_x: bool = False, width: int = 210,
+              height: int = 150, colour: str = BLUE) -> str:
+    """One response curve ``y`` ``[P]`` over ``x`` ``[P]`` (e.g. a tuning curve) as a line (about
+    1 kB: a page shows three per unit), a grey line at 0 where 0 is in range; ``log_x``: x on a log
+    scale, ticked at its first, middle and last values. Non-finite points are not drawn."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if log_x else True)
+    px = np.log(np.where(ok, x, 1.0)) if log_x else x
+    ax = _Axes(width, height, _padded(px[ok], 0.03), _padded(y[ok], 0.08), left=46, right=8,
+               top=20, bottom=34)
+    ticks = True
+    if log_x and ok.any():
+        picks = sorted({int(i) for i in np.flatnonzero(ok)[[0, ok.sum() // 2, -1]]})
+        ticks = [(px[i], fmt(x[i])) for i in picks]
+    parts = ax.frame(title, xlabel, "", xticks=ticks)
+    lo, hi = ax.ylim
+    if lo < 0 < hi:
+        parts.append(f'<line x1="{ax.x0}" y1="{ax.y(0):.1f}" x2="{ax.x1}" y2="{ax.y(0):.1f}" '
+                     f'stroke="{GREY}" stroke-dasharray="2 2"/>')
+    points = [(ax.x(a), ax.y(b)) for a, b in zip(px[ok], y[ok])]
+    if len(points) > 1:
+        parts.append('<polyline points="' + " ".join(f"{a:.1f},{b:.1f}" for a, b in points)
+                     + f'" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+    elif points:
+        parts.append(f'<circle cx="{points[0][0]:.1f}" cy="{points[0][1]:.1f}" r="2" fill="{colour}"/>')
     return _svg(width, height, parts, title)

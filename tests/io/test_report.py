@@ -136,7 +136,29 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     for href in page.hrefs:
         if href.startswith("#"):
             assert href[1:] in page.ids, href  # every in-page link has its target
-    assert "shift-invariance index" in (out / "conv1_1.html").read_text()
+    text = (out / "conv1_1.html").read_text()
+    assert "shift-invariance index" in text
+    # the page leads with the read-out's profile (classes of the fake measures, tests/helpers.py)
+    assert text.index('<section id="profile">') < text.index("<h2>Summary</h2>") < text.index('id="units"')
+    profile = text.split('<section id="profile">', 1)[1].split("</section>", 1)[0]
+    for share in ("<b>40%</b> complex-like (2)", "<b>40%</b> simple-like (2)",
+                  "<b>20%</b> grating-unresponsive (1)", "<b>40%</b> diverse (2)", "<b>20%</b> tight (1)",
+                  "<b>40%</b> unknown (2)", "<b>20%</b> shift-invariant (1)"):
+        assert share in profile, share
+    assert profile.count("<svg") == 5  # F1/F0, grating and rotation min/max, diversity, shift index
+    assert "f1_f0 1" in profile and "diverse_vs_natural 1" in profile  # thresholds marked
+    # class columns show their names; sorting keeps the codes
+    classes = [r[column["phase_class"]] for r in page.rows]
+    assert classes == ["2.0", "1.0", "0.0", "2.0", "1.0"]
+    assert text.count("<td data-v=\"0.0\">grating-unresponsive</td>") == 1
+    # tuning curves (orientation, period, phase) beside the images of every unit
+    for u in (0, 2, 4, 6, 8):
+        detail = text.split(f'id="unit-{u}"', 1)[1].split("</section>", 1)[0]
+        assert detail.count('<div class="curve"><svg') == 3 and "read-out: phase: <b>" in detail
+    index_text = (out / "index.html").read_text()
+    table = index_text.split('id="profiles"', 1)[1].split("</table>", 1)[0]
+    assert "<td>40%</td><td>40%</td><td>20%</td><td>40%</td><td>20%</td><td>0.90</td>" in table
+    assert "<td>0/2/1</td>" in table and "<td>5/5/5</td>" in table  # the partial layer: no classes
 
     partial = parse(out / "layer1.0.html")  # a partial metrics group still renders
     assert len(partial.rows) == U and "shift_index" not in partial.heads
@@ -327,6 +349,16 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     out = tmp_path / "report"
     report(results, out)
     browser.get((out / "conv1_1.html").as_uri())
+    # the page opens with the profile: its first section, in view without scrolling
+    assert browser.execute_script("return document.querySelector('h2').textContent;") == "Profile"
+    assert browser.execute_script("return window.scrollY;") == 0
+    top, bottom = browser.execute_script(
+        "const r = document.getElementById('profile-classes').getBoundingClientRect();"
+        "return [r.top, r.bottom];")
+    assert 0 < top < bottom < browser.execute_script("return window.innerHeight;")
+    assert browser.execute_script(
+        "return document.getElementById('profile').compareDocumentPosition("
+        "document.getElementById('units')) & Node.DOCUMENT_POSITION_FOLLOWING;")
     rows = browser.find_elements(By.CSS_SELECTOR, "#units tbody tr")
     assert len(rows) == U
     _load_every_image(browser)
@@ -363,6 +395,8 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     height = browser.execute_script("return window.innerHeight;")
     assert 0 <= top < height  # scrolled into view
     assert len(target.find_elements(By.TAG_NAME, "img")) == 1 + N + 3 + K
+    curves = target.find_elements(By.CSS_SELECTOR, "div.curve svg")
+    assert len(curves) == 3 and all(c.is_displayed() and c.size["width"] > 100 for c in curves)
 
     browser.get((out / "index.html").as_uri())
     browser.find_element(By.LINK_TEXT, "layer1.0").click()
