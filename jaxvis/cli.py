@@ -124,6 +124,22 @@ def _photos(folder: str | None) -> list[Path]:
     return default_photos()
 
 
+def cmd_prior(args) -> None:
+    from jaxvis.objectives import gmm
+
+    if args.action == "train":
+        gmm.train(components=args.components, patch=args.patch, seed=args.seed, patches=args.patches,
+                  overwrite=args.overwrite, log=print)
+    else:  # show
+        folder = gmm.entry_folder()
+        _, meta = gmm.load(folder)
+        print(f"gmm prior in {folder}: K={meta['components']}, {meta['patch']}x{meta['patch']} colour "
+              f"patches, seed {meta['seed']}, {meta['patches']} training patches from "
+              f"{', '.join(meta['train_photos'])}; held-out ({', '.join(meta['held_out_photos'])}) "
+              f"log-likelihood {meta['held_out_log_likelihood']:.1f} nats/patch "
+              f"(one Gaussian: {meta['held_out_log_likelihood_one_gaussian']:.1f})")
+
+
 def cmd_normalize(args) -> None:
     from jaxvis.convert.normalize import normalize
     from jaxvis.convert.store import check_free
@@ -295,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="cache entry name (default: <source>-<sha256 prefix>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_convert)
+
+    from jaxvis.objectives import gmm
+
+    p = sub.add_parser("prior", help="train (or show) the learned gmm naturalness prior (--prior gmm)")
+    p.add_argument("action", choices=("train", "show"))
+    p.add_argument("--components", type=int, default=gmm.COMPONENTS,
+                   help=f"mixture components (default {gmm.COMPONENTS})")
+    p.add_argument("--patch", type=int, default=gmm.PATCH, help=f"patch side in pixels (default {gmm.PATCH})")
+    p.add_argument("--seed", type=int, default=gmm.SEED)
+    p.add_argument("--patches", type=int, default=gmm.PATCHES,
+                   help=f"training patches (default {gmm.PATCHES})")
+    p.add_argument("--overwrite", action="store_true", help="retrain over a cached prior")
+    p.set_defaults(func=cmd_prior)
 
     p = sub.add_parser("normalize", help="Gatys per-filter normalisation of a VGG on natural images")
     p.add_argument("--weights", default="vgg19")

@@ -44,6 +44,11 @@ ITERATIONS = 30           # EM iterations (at most; stops earlier once the gain 
 TOL = 0.02                # nats per patch
 TRAIN_PHOTOS = ("astronaut.png", "coffee.png", "rocket.jpg")
 HELD_OUT = ("chelsea.png",)
+# each photograph's licence as scikit-image 0.26.0 states it (skimage/data/_fetchers.py docstrings)
+LICENSES = {"astronaut.png": "public domain (NASA Great Images database)",
+            "coffee.png": "CC0 (photographer Rachel Michetti)",
+            "rocket.jpg": "public domain (SpaceX)",
+            "chelsea.png": "CC0 (photographer Stefan van der Walt)"}
 ENTRY = "gmm"             # <weights root>/priors/<ENTRY>
 PARAMS, META = "params.npz", "meta.json"
 
@@ -279,7 +284,7 @@ def _photos(names: tuple[str, ...], root: Path | None) -> tuple[list[np.ndarray]
         raise JaxvisError(f"the gmm prior's photographs {', '.join(missing)} are not among the "
                           f"bundled ones ({', '.join(sorted(paths))})")
     source = {n: {"sha256": sums[n], "package": f"{entry['package']}=={entry['version']}",
-                  "license": entry["license"]} for n in names}
+                  "license": LICENSES.get(n, entry["license"])} for n in names}
     return [read_image(paths[n]) for n in names], source
 
 
