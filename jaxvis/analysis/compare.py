@@ -1,11 +1,13 @@
-"""Side-by-side metric distributions of two results files, layers paired by receptive field.
+"""Side-by-side read-out profiles and metric distributions of two results files, layers paired by
+receptive field.
 
 ``jaxvis compare A.h5 B.h5 [--out DIR]``: two sweeps (two models, or one model normalised and
 not) rarely share layer names, so every layer of A is paired with the layer of B whose receptive
 field (layer metadata ``rf``) is closest (ties: the earlier layer of B in file order); both rfs
 are reported (layers in catalogue order: the sweep config's ``layers``, then rf). For every pair
-and every scalar metric (one value per unit) it prints the number of units with a finite value,
-the quartiles and the median for A and B, and writes ``<out>/compare.html`` (self-contained:
+it sets the two layers' read-out profiles side by side (:mod:`jaxvis.analysis.readout`: shares of
+each class, medians of the measures), and for every scalar metric (one value per unit) it prints
+the number of units with a finite value, the quartiles and the median for A and B, and writes ``<out>/compare.html`` (self-contained:
 paired SVG histograms over shared bins, no external assets).
 
 Metrics and their definitions come from the metrics table (:mod:`jaxvis.analysis.metrics`),
@@ -29,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxvis.analysis import readout as R
 from jaxvis.analysis.metrics import order
-from jaxvis.analysis.summary import (analysis_config, layer_meta, layer_order, layer_scalars,
-                                     model_name, quartiles)
+from jaxvis.analysis.summary import (analysis_config, layer_meta, layer_order, layer_profile,
+                                     layer_scalars, model_name, quartiles)
 from jaxvis.errors import JaxvisError
 from jaxvis.io.html import esc, fmt, html_page, write_files
 from jaxvis.io.results import METRICS, json_attr, open_results
@@ -54,6 +57,7 @@ class LayerStats:
     feature_space: str = "unknown"          # where feature_* distances are measured
     analysis: dict | None = None            # settings of the analysis that wrote its metrics
     radius: float | None = None             # the images' norm budget (grey levels)
+    profile: R.Profile | None = None        # the read-out (jaxvis.analysis.readout)
 
 
 @dataclass
@@ -74,8 +78,11 @@ class Comparison:
     differs: list[str] = field(default_factory=list)  # how the two sweeps were made differently
 
     def metrics(self, pair) -> list[str]:
+        """The pair's scalar metrics, without the read-out's class codes (the profiles give their
+        shares)."""
         la, lb = pair
-        return order(set(la.scalars) | (set(lb.scalars) if lb is not None else set()))
+        names = set(la.scalars) | (set(lb.scalars) if lb is not None else set())
+        return order(names - set(R.CLASS_METRICS.values()))
 
     def differences(self, pair) -> list[str]:
         """What makes the pair's numbers measure different things (see the module docstring)."""
@@ -141,7 +148,8 @@ def read_side(path: Path) -> Side:
                                           _feature_space(side.model, metas[name]),
                                           analysis_config(group),
                                           float(radius) if isinstance(radius, (int, float))
-                                          and not isinstance(radius, bool) else None))
+                                          and not isinstance(radius, bool) else None,
+                                          layer_profile(name, group)))
     if not side.layers:
         raise JaxvisError(f"{path} holds no layers")
     return side
@@ -192,12 +200,14 @@ def compare(a_path: Path, b_path: Path) -> Comparison:
 
 
 def format_table(comparison: Comparison) -> str:
-    """The text table: per layer pair a header line, its ``differs:`` lines, then per metric n,
-    q1, median, q3 of A and B."""
+    """The text table: per layer pair a header line, its ``differs:`` lines, the two profiles side
+    by side (:func:`jaxvis.analysis.readout.profile_columns`), then per metric n, q1, median, q3
+    of A and B."""
     c = comparison
     lines = [f"A: {c.a.path} ({c.a.model})", f"B: {c.b.path} ({c.b.model})"]
     lines += [f"differs: {d}" for d in c.differs]
     lines += [f"note: {n}" for n in c.notes]
+    columns = R.profile_columns(R.PROFILE_ALPHA)
     for la, lb in c.pairs:
         lines.append("")
         if lb is None:
@@ -206,6 +216,9 @@ def format_table(comparison: Comparison) -> str:
         lines.append(f"A {la.name} (rf {fmt(la.rf)}, {la.units} units)  <->  "
                      f"B {lb.name} (rf {fmt(lb.rf)}, {lb.units} units)")
         lines += [f"  differs: {d}" for d in c.differences((la, lb))]
+        lines.append(f"  {'profile (read-out)':<40}{'A':>10}{'B':>10}")
+        lines += [f"  {head:<40}{_cell(cell, la):>10}{_cell(cell, lb):>10}"
+                  for head, cell in columns[1:]]  # units: in the header line
         lines.append(f"  {'metric':<24}{'n A':>6}{'q1 A':>10}{'median A':>10}{'q3 A':>10}"
                      f"{'n B':>7}{'q1 B':>10}{'median B':>10}{'q3 B':>10}")
         for metric in c.metrics((la, lb)):
@@ -214,6 +227,33 @@ def format_table(comparison: Comparison) -> str:
             lines.append(f"  {metric:<24}{na:>6}{fmt(q1a):>10}{fmt(ma):>10}{fmt(q3a):>10}"
                          f"{nb:>7}{fmt(q1b):>10}{fmt(mb):>10}{fmt(q3b):>10}")
     return "\n".join(lines)
+
+
+def _cell(cell, layer: LayerStats) -> str:
+    return "–" if layer.profile is None else cell(layer.profile)
+
+
+def _profiles_html(c: Comparison) -> list[str]:
+    """The two networks' profiles side by side: per layer pair a row for A and one for B."""
+    columns = R.profile_columns(R.PROFILE_ALPHA)
+    out = ['<h2 id="profiles">Profiles, layers paired by receptive field</h2>',
+           '<p class="note">The read-out of each layer (shares of all units; &ndash;: no unit has a '
+           "class on that axis), thresholds in <code>jaxvis.analysis.readout.THRESHOLDS</code>.</p>",
+           '<table class="summary" id="profile-pairs"><thead><tr><th class="l">file</th>'
+           '<th class="l">layer</th><th>rf</th>'
+           + "".join(f"<th>{esc(head)}</th>" for head, _ in columns) + "</tr></thead><tbody>"]
+    for k, (la, lb) in enumerate(c.pairs):
+        for label, colour, layer in (("A", BLUE, la), ("B", ORANGE, lb)):
+            if layer is None:
+                continue
+            border = ' style="border-top:2px solid #888"' if label == "A" and k else ""
+            out.append(f'<tr{border}><td class="l"><span style="color:{colour}">&#9632;</span> '
+                       f'{label}</td><td class="l"><a href="#pair-{k}">{esc(layer.name)}</a></td>'
+                       f"<td>{fmt(layer.rf)}</td>"
+                       + "".join(f"<td>{esc(_cell(cell, layer))}</td>" for _, cell in columns)
+                       + "</tr>")
+    out.append("</tbody></table>")
+    return out
 
 
 def write_html(comparison: Comparison, out_dir: Path) -> Path:
@@ -234,6 +274,7 @@ def write_html(comparison: Comparison, out_dir: Path) -> Path:
                     f"<td>{fmt(la.rf)}</td><td class=\"l\">{esc(lb.name if lb else '–')}</td>"
                     f"<td>{fmt(lb.rf if lb else None)}</td></tr>")
     body.append("</tbody></table>")
+    body += _profiles_html(c)
     for k, (la, lb) in enumerate(c.pairs):
         if lb is None:
             continue

@@ -86,6 +86,36 @@ def test_table_holds_the_numpy_medians_and_quartiles(two, capsys):
     assert header in out and (a.parent / "cmp" / "compare.html").exists()
 
 
+def _profile_row(table: str, header: str, name: str) -> list[str]:
+    block = table.split(header, 1)[1].split("\n\n")[0]
+    line = next(line for line in block.splitlines() if line.startswith(f"  {name} "))
+    return line[42:].split()
+
+
+def test_profiles_side_by_side(two, tmp_path):
+    """The read-out profiles of paired layers, A beside B, in the table and on the page."""
+    a, b = two
+    with h5py.File(b, "r+") as f:  # every unit of B's stem that a grating drives is complex-like
+        f["layers/stem/metrics/grating_f1_f0"][...] = 0.5
+    c = compare(a, b)
+    table = format_table(c)
+    header = "A conv1_1 (rf 3, 5 units)  <->  B stem (rf 3, 5 units)"
+    assert _profile_row(table, header, "complex-like") == ["40%", "80%"]
+    assert _profile_row(table, header, "simple-like") == ["40%", "0%"]
+    assert _profile_row(table, header, "grating-unresponsive") == ["20%", "20%"]
+    assert _profile_row(table, header, "median F1/F0") == ["0.90", "0.50"]
+    assert _profile_row(table, header, "diverse at 0.9") == ["40%", "40%"]
+    # conv2_1 and blocks.1 have partial analyses: no class on any axis
+    header2 = "A conv2_1 (rf 10, 5 units)  <->  B blocks.1 (rf 11, 5 units)"
+    assert _profile_row(table, header2, "complex-like") == ["–", "–"]
+    assert _profile_row(table, header2, "unknown (phase/diversity/shift)") == ["5/5/5", "5/5/5"]
+    assert "phase_class" not in table and "shift_class" not in table  # codes are not distributions
+    page = write_html(c, tmp_path / "out").read_text()
+    profiles = page.split('id="profile-pairs"', 1)[1].split("</table>", 1)[0]
+    assert profiles.count("<tr") == 1 + 2 * len(c.pairs)  # the header, then A and B per pair
+    assert '<a href="#pair-0">stem</a></td><td>3</td><td>5</td><td>80%</td><td>0%</td><td>20%</td>' in profiles
+
+
 class _Html(HTMLParser):
     def __init__(self):
         super().__init__()
