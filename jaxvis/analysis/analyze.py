@@ -39,9 +39,12 @@ ROTATION_STEPS = 12  # angles of the phase rotation (docs/invariance.md)
 
 def model_for(config: SweepConfig, path: Path | None = None) -> Model:
     """The network a results file was swept on, rebuilt from its config."""
-    if config.custom_model:
-        raise JaxvisError(f"{path or 'this results file'} was swept on a custom network, which the file "
-                          "cannot rebuild; pass it: analyze(path, model=your_model)")
+    # a network the registry did not build has no model configuration (its weights name is the
+    # user's own label, which may even be that of a cached entry of another network)
+    if config.custom_model or config.model is None:
+        raise JaxvisError(f"{path or 'this results file'} was swept on a custom network "
+                          f"({config.weights or 'unnamed'}), which the file cannot rebuild; analyse it "
+                          "in Python with jaxvis.analyze(path, model=your_model)")
     return load(config.weights, **(config.model or {}).get("options", {}))
 
 

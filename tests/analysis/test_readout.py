@@ -211,3 +211,26 @@ def test_class_columns_follow_the_current_table(tmp_path):
     assert R.labels("phase", scalars["phase_class"]) == [
         "complex-like", "simple-like", "grating-unresponsive", "complex-like", "simple-like"]
     assert "diversity_class" not in scalars  # [units, floors]: not a column
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input on the analysis side (the grating battery on a layer after global pooling is refused
+# by jaxvis.analysis.gratings, tests/analysis/test_gratings.py)
+
+
+@pytest.mark.parametrize("weights", ["custom", "vgg19"])
+def test_a_file_swept_on_a_custom_network_is_refused_and_left_as_it_was(weights, tmp_path, capsys):
+    """A user's network has no model configuration in the file; its weights name is the user's
+    label and may even be a cached entry's (``vgg19``): the analysis refuses it in one line and
+    writes nothing, instead of loading another network."""
+    from jaxvis.cli import main
+
+    path = make_results(tmp_path / "mine.h5", {"conv1_1": 3}, metrics="none",
+                        config={"weights": weights, "model": None, "layers": ["conv1_1"],
+                                "units": {"conv1_1": list(range(0, 2 * U, 2))}})
+    before = path.read_bytes()
+    assert main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"was swept on a custom network ({weights})" in err
+    assert "jaxvis.analyze(path, model=your_model)" in err
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine.h5"]
