@@ -5,6 +5,7 @@ is the one used, missing measures giving no class, and the profiles of a results
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import h5py
 import jax
@@ -234,3 +235,8 @@ def test_a_file_swept_on_a_custom_network_is_refused_and_left_as_it_was(weights,
     assert err.count("\n") == 1 and f"was swept on a custom network ({weights})" in err
     assert "jaxvis.analyze(path, model=your_model)" in err
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine.h5"]
+
+
+def test_the_docs_show_the_thresholds_of_the_table():
+    text = (Path(__file__).parents[2] / "docs" / "invariance.md").read_text(encoding="utf-8")
+    assert R.format_thresholds() in text
