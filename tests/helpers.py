@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from jaxvis.analysis.readout import linear_bound
 from jaxvis.io.progress import Progress
 from jaxvis.io.results import ResultWriter
 
@@ -133,9 +134,12 @@ FLOORS = [0.95, 0.9]   # the floors of the fake floor sets (layer metadata)
 GRATING_DRIVE = [0.3, 0.2, 0.01, 0.4, 0.25]
 GRATING_BLANK = [-1.0, 0.0, -2.0, -1.0, -0.5]
 GRATING_F1_F0 = [0.3, 1.6, 0.5, 0.9, 1.2]
-# at alpha = 0.9: diverse, tight, below its floor (unknown), diverse, no ratio (unknown)
+# the floor sets' min pixel distance over the linear cap bound (readout.linear_bound), at 0.95 and
+# 0.9: at 0.9 diverse, tight, below its floor (unknown), diverse, no distance (unknown)
 FLOOR_FRACTION_MIN = [[0.95, 0.9], [0.951, 0.897], [0.95, 0.8], [0.96, 0.9], [0.95, 0.9]]
+FLOOR_VS_LINEAR = [[1.2, 1.5], [0.5, 0.9], [3.0, 2.0], [1.15, 1.2], [0.9, np.nan]]
 FLOOR_VS_NATURAL = [[1.0, 1.5], [0.4, 0.5], [3.0, 2.0], [1.1, 1.2], [0.9, np.nan]]
+RADIUS = 100.0         # the fake layers' contrast budget
 
 
 def sweep_chunk(units, seed: int, n: int = N) -> dict[str, np.ndarray]:
@@ -196,6 +200,7 @@ def full_metrics(group, seed: int, *, partial: bool = False) -> dict[str, np.nda
             "grating_phase_curve": rng.uniform(-1, 5, (U, 8)),
             "rotation_min_max": rng.uniform(-0.5, 1, U), "rotation_at_pi": rng.uniform(-1, 1, U),
             "floor_fraction_min": FLOOR_FRACTION_MIN, "floor_pixel_vs_natural": FLOOR_VS_NATURAL,
+            "floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * linear_bound(RADIUS, N, H * H * 3, FLOORS),
         })
     sub = group.create_group("metrics")
     for name, value in metrics.items():
@@ -215,8 +220,15 @@ def make_results(path: Path, layers: dict[str, int], *, metrics: str = "full",
     meta = {}
     for k, (layer, rf) in enumerate(layers.items()):
         units = list(range(0, 2 * U, 2))
-        writer.write_chunk(layer, sweep_chunk(units, seed=seed + k))
-        meta[layer] = {"units": units, "rf": rf, "canvas": H, "jump": 1, "radius": 100.0,
+        chunk = sweep_chunk(units, seed=seed + k)
+        rng = np.random.default_rng(seed + 20 + k)  # floor sets (their distances: random)
+        chunk.update({"floor_images": rng.uniform(0, 255, (U, len(FLOORS), N, H, H, 3)).astype(np.float32),
+                      "floor_activations": rng.uniform(0.9, 1, (U, len(FLOORS), N)).astype(np.float32)
+                      * chunk["max_activation"][:, None, None],
+                      "floor_pixel_distances": np.broadcast_to(chunk["pixel_distances"][:, None],
+                                                               (U, len(FLOORS), N, N)).copy()})
+        writer.write_chunk(layer, chunk)
+        meta[layer] = {"units": units, "rf": rf, "canvas": H, "jump": 1, "radius": RADIUS,
                        "feature_layer": "below", "floors": FLOORS}
     writer.finalize(meta)
     if metrics != "none":

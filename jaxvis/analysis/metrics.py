@@ -9,9 +9,10 @@ measures with the network (``reference_pixel_distances``/``reference_feature_dis
 ``[U, N, N]`` of N natural patches of the sweep's size and norm, ``natural_p99`` ``[U]``,
 ``natural_top_patches``, ``natural_top_activations``, ``shift_texture``, ``shift_responses``,
 ``shift_sigma``, ``shift_steps``, the grating battery's and phase rotation's outputs), the layer's
-activation floors ``floors`` ``[A]`` (the order of the ``floor_*`` arrays) and other metrics
-(registered before or after it). A metric may carry such an input as it is (``natural_p99``): the
-table then says what it is.
+activation floors ``floors`` ``[A]`` (the order of the ``floor_*`` arrays) with the linear cap
+bound of each, ``floor_linear_bound`` ``[A]`` (:func:`jaxvis.analysis.readout.linear_bound`), and
+other metrics (registered before or after it). A metric may carry such an input as it is
+(``natural_p99``): the table then says what it is.
 
 :func:`evaluate` computes every metric whose inputs are there; ``jaxvis analyze`` stores them,
 the report and ``jaxvis compare`` compute the cheap ones on the fly for a file not analysed yet
@@ -255,6 +256,10 @@ register_metric("floor_pixel_vs_natural", "floor_pixel_min / reference_pixel_min
                 "lets N images be at the floor, against N natural patches of the same norm",
                 ("floor_pixel_min", "reference_pixel_min"), scalar=False)(
     lambda d, natural: ratio(d, np.asarray(natural)[:, None]))
+register_metric("floor_pixel_vs_linear", "floor_pixel_min / floor_linear_bound: how much wider the floor set "
+                "is than any bias-free linear unit's can be (docs/floor.md) [units, floors]",
+                ("floor_pixel_min", "floor_linear_bound"), scalar=False)(
+    lambda d, bound: np.asarray(d, np.float64) / np.asarray(bound, np.float64)[None, :])
 register_metric("max_raised", "1 where a diverse image beat the single-image maximum (it is then the "
                 "reference)", ("max_raised",))(lambda r: np.asarray(r, np.float32))
 
@@ -278,7 +283,7 @@ register_metric("phase_class", "read-out phase class from the grating battery: "
                 ("grating_f1_f0", "grating_best", "grating_blank", "max_activation"))(_readout.phase_class)
 register_metric("diversity_class", "read-out diversity class of each floor set [units, floors]: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["diversity"])),
-                ("floor_pixel_vs_natural", "floor_fraction_min", "floors"), scalar=False)(
+                ("floor_pixel_vs_linear", "floor_fraction_min", "floors"), scalar=False)(
     _readout.diversity_class)
 register_metric("shift_class", "read-out shift class: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["shift"])),

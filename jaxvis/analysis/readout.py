@@ -8,9 +8,12 @@ A unit carries one class on each of three independent **axes**, each from its ow
   above its blank response; otherwise ``complex-like`` where ``grating_f1_f0 < f1_f0`` and
   ``simple-like`` where it is not (Skottun et al. 1991);
 - ``diversity`` (an activation-floor set at ``alpha``, docs/floor.md): ``diverse`` where the set's
-  closest pair is at least ``diverse_vs_natural`` times as far apart as the closest pair of N
-  natural patches of the same size and norm (``floor_pixel_vs_natural``), ``tight`` where not; a
-  set that did not reach its floor (``floor_fraction_min < alpha - floor_slack``) has no class;
+  closest pair is at least ``beyond_linear`` times as far apart as any linear unit's set can be
+  (``floor_pixel_vs_linear``, the analytic cap bound :func:`linear_bound`), ``tight`` where not; a
+  set that did not reach its floor (``floor_fraction_min < alpha - floor_slack``) has no class.
+  (Against natural patches, ``floor_pixel_vs_natural``, the profile reports a median: it says how
+  different the images are, not whether more than a linear unit allows: 3 x 3 natural patches are
+  so alike that VGG-19's linear conv1_1 units reach 3 times their distance.)
 - ``shift`` (the shift test): ``shift-invariant`` where ``shift_index > shift_invariant``,
   ``shift-variant`` where not.
 
@@ -59,10 +62,13 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     Threshold("f1_f0", 1.0,
               "complex-like if grating_f1_f0 < value, else simple-like",
               "Skottun, De Valois, Grosof, Movshon, Albrecht & Bonds (1991), Vision Res. 31:1079"),
-    Threshold("diverse_vs_natural", 1.0,
-              "diverse at alpha if floor_pixel_vs_natural >= value, else tight",
-              "jaxvis convention: the closest pair of N images that all keep alpha x the maximum is at "
-              "least as far apart as the closest pair of N natural patches of the same size and norm"),
+    Threshold("beyond_linear", 1.1,
+              "diverse at alpha if floor_pixel_vs_linear >= value, else tight",
+              "docs/floor.md: no linear unit without bias admits N images on the sphere, all at >= alpha "
+              "x its maximum, whose closest pair is farther apart than r sqrt(2N/(N-1)) sqrt(1-alpha^2) "
+              "(the floor_linear_bound, at alpha - floor_slack); the 10% margin covers biases (VGG-19 "
+              "conv1_1, linear: 0.977-0.985 of the bound at alpha = 0.9) and marks sets wider than any "
+              "linear unit's"),
     Threshold("floor_slack", 0.005,
               "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
               "issue 11: after convergence every fraction is >= alpha - 0.005 (the engine stops at "
@@ -133,20 +139,33 @@ def phase_class(f1_f0, best, blank, maximum, *, overrides=None) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def diversity_class(vs_natural, fraction_min, floors, *, overrides=None) -> np.ndarray:
-    """``floor_pixel_vs_natural`` and ``floor_fraction_min`` ``[U, A]``, the floors ``[A]`` (in
+def linear_bound(radius: float, images: int, dims: int, floors, *, overrides=None) -> np.ndarray:
+    """``[A]``: the largest min pairwise RMS pixel distance that N = ``images`` images on the
+    sphere of radius ``radius`` (grey levels, ``dims`` numbers each: H x W x 3) can have while
+    all keep ``alpha - floor_slack`` of a bias-free linear unit's maximum, per floor alpha
+    (docs/floor.md: ``r sqrt(2N/(N-1)) sqrt(1 - t^2) / sqrt(dims)``, ``t = alpha - slack``)."""
+    _check_overrides(overrides)
+    if not (radius > 0 and images >= 2 and dims >= 1):
+        raise JaxvisError(f"the linear bound needs radius > 0, N >= 2 images and dims >= 1, not "
+                          f"{radius}, {images}, {dims}")
+    t = np.clip(_f64(floors).reshape(-1) - threshold("floor_slack", overrides), 0.0, 1.0)
+    return radius * np.sqrt(2.0 * images / (images - 1)) * np.sqrt(1.0 - t ** 2) / np.sqrt(dims)
+
+
+def diversity_class(vs_linear, fraction_min, floors, *, overrides=None) -> np.ndarray:
+    """``floor_pixel_vs_linear`` and ``floor_fraction_min`` ``[U, A]``, the floors ``[A]`` (in
     the order of the ``floor_*`` arrays) -> ``[U, A]`` diversity codes (NaN unknown: no ratio, or
     the set stayed below its floor)."""
     _check_overrides(overrides)
-    ratio, fraction = _f64(vs_natural), _f64(fraction_min)
+    ratio, fraction = _f64(vs_linear), _f64(fraction_min)
     floors = _f64(floors).reshape(-1)
     if ratio.ndim != 2 or fraction.shape != ratio.shape or ratio.shape[1] != floors.size:
-        raise JaxvisError(f"floor_pixel_vs_natural and floor_fraction_min must be [units, floors="
+        raise JaxvisError(f"floor_pixel_vs_linear and floor_fraction_min must be [units, floors="
                           f"{floors.size}], not {list(ratio.shape)} and {list(fraction.shape)}")
     reached = np.isfinite(fraction) & (fraction >= floors[None, :] - threshold("floor_slack", overrides))
     known = reached & np.isfinite(ratio)
     out = np.full(ratio.shape, np.nan)
-    diverse = ratio >= threshold("diverse_vs_natural", overrides)
+    diverse = ratio >= threshold("beyond_linear", overrides)
     out[known & diverse] = AXES["diversity"].index("diverse")
     out[known & ~diverse] = AXES["diversity"].index("tight")
     return out.astype(np.float32)
@@ -189,7 +208,7 @@ def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
     """Every axis's codes ``[U]`` from whatever ``values`` holds (metric name -> array; the units'
     count from any ``[U]`` array there): ``phase`` from ``grating_f1_f0``, ``grating_best``,
     ``grating_blank`` and ``max_activation``; ``diversity`` at ``alpha`` (one of ``floors``) from
-    ``floor_pixel_vs_natural`` and ``floor_fraction_min`` ``[U, A]``; ``shift`` from
+    ``floor_pixel_vs_linear`` and ``floor_fraction_min`` ``[U, A]``; ``shift`` from
     ``shift_index``. An axis whose measures are missing is all NaN."""
     units = _count(values)
     nan = np.full(units, np.nan, np.float32)
@@ -199,8 +218,8 @@ def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
                                    values["grating_blank"], values["max_activation"],
                                    overrides=overrides)
     k = floor_index(floors, alpha)
-    if k is not None and "floor_pixel_vs_natural" in values and "floor_fraction_min" in values:
-        out["diversity"] = diversity_class(values["floor_pixel_vs_natural"],
+    if k is not None and "floor_pixel_vs_linear" in values and "floor_fraction_min" in values:
+        out["diversity"] = diversity_class(values["floor_pixel_vs_linear"],
                                            values["floor_fraction_min"], floors,
                                            overrides=overrides)[:, k]
     if "shift_index" in values:
@@ -222,6 +241,7 @@ MEDIANS = (
     ("grating_phase_min_max", "grating_phase_min_max", "median grating phase min/max"),
     ("rotation_min_max", "rotation_min_max", "median min/max over the phase rotation of the own maximum"),
     ("diversity", "floor_pixel_vs_natural", "median floor_pixel_vs_natural at alpha"),
+    ("diversity_vs_linear", "floor_pixel_vs_linear", "median floor_pixel_vs_linear at alpha"),
     ("shift_index", "shift_index", "median shift index"),
 )
 
@@ -253,7 +273,8 @@ def profile_measures(values: Mapping[str, np.ndarray], floors: Sequence[float] =
                      alpha: float | None = PROFILE_ALPHA, overrides=None) -> dict[str, np.ndarray]:
     """Each measure of :data:`MEDIANS` per unit, ``{field: [U] float64}`` (NaN where a unit has
     none; a field whose metric is missing is left out). ``diversity`` is ``floor_pixel_vs_natural``
-    at ``alpha`` for the sets that have a diversity class (they reached their floor)."""
+    at ``alpha`` (``diversity_vs_linear``: ``floor_pixel_vs_linear``) for the sets that reached
+    their floor (without the other ratio: the natural references are only in analysed files)."""
     units = _count(values)
     k = floor_index(floors, alpha)
     out = {}
@@ -262,11 +283,12 @@ def profile_measures(values: Mapping[str, np.ndarray], floors: Sequence[float] =
         if v is None:
             continue
         v = np.asarray(v, np.float64)
-        if field == "diversity":
-            if k is None or v.ndim != 2:
+        if field in ("diversity", "diversity_vs_linear"):
+            fraction = values.get("floor_fraction_min")
+            if k is None or v.ndim != 2 or fraction is None or np.shape(fraction) != v.shape:
                 continue
-            known = np.isfinite(classify(values, floors, alpha=alpha, overrides=overrides)["diversity"])
-            v = np.where(known, v[:, k], np.nan)
+            reached = np.asarray(fraction, np.float64)[:, k] >= floors[k] - threshold("floor_slack", overrides)
+            v = np.where(reached, v[:, k], np.nan)
         if v.shape == (units,):
             out[field] = v
     return out
@@ -320,6 +342,7 @@ def profile_columns(alpha: float | None = PROFILE_ALPHA) -> list[tuple[str, obje
              ("median grating phase min/max", lambda p: _median(p, "grating_phase_min_max")),
              ("median rotation min/max", lambda p: _median(p, "rotation_min_max")),
              (f"median diversity at {at} / natural", lambda p: _median(p, "diversity")),
+             (f"median diversity at {at} / linear", lambda p: _median(p, "diversity_vs_linear")),
              ("median shift index", lambda p: _median(p, "shift_index")),
              ("unknown (phase/diversity/shift)",
               lambda p: "/".join(str(round(p.fractions[a][UNKNOWN] * p.units)) for a in AXES))]

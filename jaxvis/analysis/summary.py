@@ -108,9 +108,10 @@ def layer_floors(group) -> list[float]:
 def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
     """What the read-out (:mod:`jaxvis.analysis.readout`) reads of a layer group, and its floors:
     every stored ``[U]`` metric, ``max_activation``, and the ``[U, floors]`` metrics
-    ``floor_pixel_vs_natural`` (stored by the analysis) and ``floor_fraction_min`` (stored, else
-    computed from the sweep's ``floor_activations``). Malformed arrays are left out (their axis
-    then has no class)."""
+    ``floor_pixel_vs_natural`` (stored by the analysis), ``floor_fraction_min`` and
+    ``floor_pixel_min`` (stored, else computed from the sweep's floor sets) and
+    ``floor_pixel_vs_linear`` (from ``floor_pixel_min``, the layer's radius and the sets' shape).
+    Malformed arrays are left out (their axis then has no class)."""
     values = dict(stored_scalars(group))
     count = len(group["unit"]) if "unit" in group else None
     inputs = sweep_inputs(group)
@@ -119,18 +120,26 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
     floors = layer_floors(group)
     shape = (count, len(floors))
     metrics = group[METRICS] if METRICS in group else {}
-    for name in ("floor_pixel_vs_natural", "floor_fraction_min"):
+    for name in ("floor_pixel_vs_natural", "floor_fraction_min", "floor_pixel_min"):
         item = metrics[name] if name in metrics else None
         if item is not None and hasattr(item, "dtype") and item.dtype.kind in "fiu" and item.shape == shape:
             values[name] = np.asarray(item[()], np.float64)
-    if floors and "floor_fraction_min" not in values and "floor_activations" in group \
-            and "max_activation" in values:
-        acts = group["floor_activations"]
-        if acts.ndim == 3 and acts.shape[:2] == shape and acts.dtype.kind in "fiu":
-            values["floor_fraction_min"] = np.asarray(M.evaluate(
-                {"floor_activations": np.asarray(acts[()], np.float64),
-                 "max_activation": values["max_activation"]},
-                names=["floor_fraction_min"])["floor_fraction_min"], np.float64)
+    sets = group["floor_images"].shape if floors and "floor_images" in group else None
+    sets = sets if sets is not None and len(sets) == 6 and sets[:2] == shape and sets[2] >= 2 else None
+    sweep = {}  # the floor sets' small datasets, for what the metrics group lacks
+    for name, tail in (("floor_activations", 1), ("floor_pixel_distances", 2)):
+        item = group[name] if sets is not None and name in group else None
+        if item is not None and item.dtype.kind in "fiu" and item.shape == (*shape, *[sets[2]] * tail):
+            sweep[name] = np.asarray(item[()], np.float64)
+    if "max_activation" in values:
+        sweep["max_activation"] = values["max_activation"]
+    derived = M.evaluate(sweep, names=[n for n in ("floor_fraction_min", "floor_pixel_min") if n not in values])
+    values.update({k: np.asarray(v, np.float64) for k, v in derived.items()})
+    radius = layer_meta(group).get("radius")
+    if sets is not None and "floor_pixel_min" in values and isinstance(radius, (int, float)) \
+            and not isinstance(radius, bool) and radius > 0:
+        bound = R.linear_bound(float(radius), sets[2], int(np.prod(sets[3:])), floors)
+        values["floor_pixel_vs_linear"] = values["floor_pixel_min"] / bound[None, :]
     return values, floors
 
 

@@ -105,8 +105,10 @@ PROFILE_PLOTS = (("f1_f0", "F1/F0 (gratings)", "F1/F0 of the phase response at t
                  ("grating_phase_min_max", "grating phase min/max", "min / max over phase", None),
                  ("rotation_min_max", "rotation min/max (own maximum)", "min / max over the phase rotation",
                   None),
-                 ("diversity", "diversity at the floor", "floor_pixel_min / natural patches' (reference_pixel_min)",
-                  "diverse_vs_natural"),
+                 ("diversity_vs_linear", "diversity at the floor vs linear",
+                  "floor_pixel_min / the linear cap bound", "beyond_linear"),
+                 ("diversity", "diversity at the floor vs natural",
+                  "floor_pixel_min / natural patches' (reference_pixel_min)", None),
                  ("shift_index", "shift-invariance index", "mean response over shifts / maximum",
                   "shift_invariant"))
 AXIS_SOURCES = {"phase": "grating battery", "diversity": "activation-floor set", "shift": "shift test"}
@@ -144,8 +146,8 @@ def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: P
         if v is None or not np.isfinite(v).any():
             continue
         marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
-        plots.append(svg_histogram([("units", v, BLUE)], title if field != "diversity"
-                                   else f"{title} ({at})", xlabel, marks=marks, width=340, height=220))
+        plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if field.startswith("diversity")
+                                   else title, xlabel, marks=marks, width=340, height=220))
     if plots:
         out.append('<div class="plots">' + "".join(plots) + "</div>")
     if not any(profile.known(axis) for axis in R.AXES):

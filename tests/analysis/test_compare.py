@@ -105,10 +105,10 @@ def test_profiles_side_by_side(two, tmp_path):
     assert _profile_row(table, header, "grating-unresponsive") == ["20%", "20%"]
     assert _profile_row(table, header, "median F1/F0") == ["0.90", "0.50"]
     assert _profile_row(table, header, "diverse at 0.9") == ["40%", "40%"]
-    # conv2_1 and blocks.1 have partial analyses: no class on any axis
+    # conv2_1 and blocks.1 have partial analyses: no phase or shift class (diversity: the sweep's)
     header2 = "A conv2_1 (rf 10, 5 units)  <->  B blocks.1 (rf 11, 5 units)"
     assert _profile_row(table, header2, "complex-like") == ["–", "–"]
-    assert _profile_row(table, header2, "unknown (phase/diversity/shift)") == ["5/5/5", "5/5/5"]
+    assert _profile_row(table, header2, "unknown (phase/diversity/shift)") == ["5/0/5", "5/0/5"]
     assert "phase_class" not in table and "shift_class" not in table  # codes are not distributions
     page = write_html(c, tmp_path / "out").read_text()
     profiles = page.split('id="profile-pairs"', 1)[1].split("</table>", 1)[0]

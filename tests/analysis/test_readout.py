@@ -21,8 +21,8 @@ from jaxvis.analysis.gratings import gratings
 from jaxvis.analysis.summary import layer_profiles, layer_scalars
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
-from tests.helpers import (FLOOR_FRACTION_MIN, FLOOR_VS_NATURAL, FLOORS, GRATING_F1_F0, U,
-                           make_results)
+from tests.helpers import (FLOOR_FRACTION_MIN, FLOOR_VS_LINEAR, FLOORS, GRATING_F1_F0, H, N, RADIUS as
+                           FAKE_RADIUS, U, make_results)
 from tests.optimize.complex_cell import SIZE, quadrature_pair
 
 RADIUS = 300.0
@@ -88,13 +88,13 @@ def _phase(f1_f0=0.8, drive=0.5):
 
 
 def _diversity(ratio=1.2, fraction=0.9):
-    return {"floor_pixel_vs_natural": [[ratio]], "floor_fraction_min": [[fraction]]}
+    return {"floor_pixel_vs_linear": [[ratio]], "floor_fraction_min": [[fraction]]}
 
 
 MOVES = {  # threshold: (values, axis, class with the table, moved value, class then)
     "grating_drive": (_phase(drive=0.04), "phase", "grating-unresponsive", 0.03, "complex-like"),
     "f1_f0": (_phase(f1_f0=0.8), "phase", "complex-like", 0.7, "simple-like"),
-    "diverse_vs_natural": (_diversity(ratio=1.2), "diversity", "diverse", 1.3, "tight"),
+    "beyond_linear": (_diversity(ratio=1.2), "diversity", "diverse", 1.3, "tight"),
     "floor_slack": (_diversity(fraction=0.8951), "diversity", "diverse", 0.004, "unknown"),
     "shift_invariant": ({"shift_index": [0.92]}, "shift", "shift-invariant", 0.95, "shift-variant"),
 }
@@ -150,14 +150,34 @@ def test_missing_measures_give_no_class():
         R.classify({"shift_index": np.zeros(2), "grating_best": np.zeros(1)})
 
 
+def test_the_linear_bound_is_the_cap_optimum_of_docs_floor():
+    """docs/floor.md: a bias-free linear unit's best N-point set at alpha has min pairwise RMS
+    distance r sqrt(2N/(N-1)) sqrt(1 - alpha^2) / sqrt(D): 7.62 for the simple cell (r = 300,
+    D = 363, N = 6, alpha = 0.95); the complex cell's circle (15.75) is 2.07 times that."""
+    exact = R.linear_bound(300.0, 6, 363, [0.95], overrides={"floor_slack": 0.0})
+    np.testing.assert_allclose(exact, [7.62], rtol=1e-3)
+    assert 15.75 / exact[0] > R.threshold("beyond_linear")  # the energy cell's set is diverse
+    # the read-out's bound is taken at alpha - floor_slack (fractions that far below count)
+    slack = R.linear_bound(300.0, 6, 363, [0.95, 0.9])
+    np.testing.assert_allclose(slack, 300 * np.sqrt(12 / 5) * np.sqrt(1 - np.array([0.945, 0.895]) ** 2)
+                               / np.sqrt(363), rtol=1e-12)
+    with pytest.raises(JaxvisError, match="needs radius > 0, N >= 2 images"):
+        R.linear_bound(300.0, 1, 363, [0.9])
+
+
 def test_the_diversity_class_through_the_metrics_table():
-    """``jaxvis analyze`` passes the layer's floors; the [units, floors] class comes out."""
-    out = M.evaluate({"floor_pixel_vs_natural": np.asarray(FLOOR_VS_NATURAL),
+    """``jaxvis analyze`` passes the layer's floors and their linear bound; the [units, floors]
+    class comes out."""
+    bound = R.linear_bound(FAKE_RADIUS, N, H * H * 3, FLOORS)
+    out = M.evaluate({"floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * bound,
                       "floor_fraction_min": np.asarray(FLOOR_FRACTION_MIN),
-                      "floors": np.asarray(FLOORS)}, names=["diversity_class"])["diversity_class"]
-    assert out.shape == (U, 2)
-    assert R.labels("diversity", out[:, 1]) == ["diverse", "tight", "unknown", "diverse", "unknown"]
-    assert R.labels("diversity", out[:, 0]) == ["diverse", "tight", "diverse", "diverse", "tight"]
+                      "floor_linear_bound": bound, "floors": np.asarray(FLOORS)},
+                     names=["floor_pixel_vs_linear", "diversity_class"])
+    np.testing.assert_allclose(out["floor_pixel_vs_linear"], FLOOR_VS_LINEAR, rtol=1e-6)
+    codes = out["diversity_class"]
+    assert codes.shape == (U, 2)
+    assert R.labels("diversity", codes[:, 1]) == ["diverse", "tight", "unknown", "diverse", "unknown"]
+    assert R.labels("diversity", codes[:, 0]) == ["diverse", "tight", "diverse", "diverse", "tight"]
 
 
 def test_profiles_of_a_results_file(tmp_path):
@@ -180,15 +200,25 @@ def test_profiles_of_a_results_file(tmp_path):
         np.testing.assert_allclose(p.medians[field], np.nanmedian(m[metric]), rtol=1e-6)
     # at 0.9, over the sets that reached their floor and have a ratio (units 0, 1, 3)
     np.testing.assert_allclose(p.medians["diversity"], np.median([1.5, 0.5, 1.2]), rtol=1e-6)
-    assert p.counts["diversity"] == 3
+    np.testing.assert_allclose(p.medians["diversity_vs_linear"], np.median([1.5, 0.9, 1.2]), rtol=1e-6)
+    assert p.counts["diversity"] == 3 and p.counts["diversity_vs_linear"] == 3
     at = layer_profiles(path, ["conv1_1"], alpha=0.95)["conv1_1"]
     assert at.alpha == 0.95 and at.fractions["diversity"] == {"tight": 0.4, "diverse": 0.6, "unknown": 0.0}
     none = layer_profiles(path, ["conv1_1"], alpha=0.8)["conv1_1"]
     assert none.alpha is None and none.fractions["diversity"]["unknown"] == 1.0
-    # the second layer's analysis ran without gratings, shift test or natural references
+    # the second layer's analysis ran without gratings, shift test or natural references: its
+    # diversity class comes from the sweep's floor sets alone (distances, fractions, the bound)
     q = profiles["conv2_1"]
-    assert all(q.fractions[axis]["unknown"] == 1.0 for axis in R.AXES)
-    assert np.isnan(q.medians["f1_f0"]) and q.units == U
+    assert q.fractions["phase"]["unknown"] == q.fractions["shift"]["unknown"] == 1.0
+    assert np.isnan(q.medians["f1_f0"]) and np.isnan(q.medians["diversity"]) and q.units == U
+    with h5py.File(path, "r") as f:
+        g = f["layers/conv2_1"]
+        i, j = np.triu_indices(N, 1)
+        pixel_min = g["floor_pixel_distances"][()][:, 1][:, i, j].min(1)
+        reached = (g["floor_activations"][()][:, 1].min(1) / g["max_activation"][()]) >= 0.9 - 0.005
+    ratio = pixel_min / R.linear_bound(FAKE_RADIUS, N, H * H * 3, [0.9])[0]
+    assert reached.all() and q.fractions["diversity"]["diverse"] == np.mean(ratio >= 1.1)
+    np.testing.assert_allclose(q.medians["diversity_vs_linear"], np.median(ratio), rtol=1e-6)
 
     table = R.format_profiles({"fake conv1_1": p, "fake conv2_1": q})
     lines = table.splitlines()
@@ -196,7 +226,9 @@ def test_profiles_of_a_results_file(tmp_path):
                                "diverse at 0.9 | shift-invariant | median F1/F0 |")
     assert lines[2].startswith(f"| fake conv1_1 | {U} | 40% | 40% | 20% | 40% | ")
     assert lines[2].endswith("| 0/2/1 |") and lines[2].count(f"| {np.median(GRATING_F1_F0):.2f} |") == 1
-    assert lines[3] == f"| fake conv2_1 | {U} | – | – | – | – | – | – | – | – | – | – | 5/5/5 |"
+    assert lines[3].startswith(f"| fake conv2_1 | {U} | – | – | – | "
+                               f"{100 * np.mean(ratio >= 1.1):.0f}% | – | – | – | – | – | "
+                               f"{np.median(ratio):.2f} | – | 5/0/5 |")
     assert R.format_profiles([p]).splitlines()[2].startswith("| conv1_1 |")
     with pytest.raises(JaxvisError, match="no layer 'conv9'"):
         layer_profiles(path, ["conv9"])

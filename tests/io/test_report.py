@@ -145,8 +145,8 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
                   "<b>20%</b> grating-unresponsive (1)", "<b>40%</b> diverse (2)", "<b>20%</b> tight (1)",
                   "<b>40%</b> unknown (2)", "<b>20%</b> shift-invariant (1)"):
         assert share in profile, share
-    assert profile.count("<svg") == 5  # F1/F0, grating and rotation min/max, diversity, shift index
-    assert "f1_f0 1" in profile and "diverse_vs_natural 1" in profile  # thresholds marked
+    assert profile.count("<svg") == 6  # F1/F0, grating and rotation min/max, 2 diversities, shift index
+    assert "f1_f0 1" in profile and "beyond_linear 1.1" in profile  # thresholds marked
     # class columns show their names; sorting keeps the codes
     classes = [r[column["phase_class"]] for r in page.rows]
     assert classes == ["2.0", "1.0", "0.0", "2.0", "1.0"]
@@ -158,7 +158,8 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     index_text = (out / "index.html").read_text()
     table = index_text.split('id="profiles"', 1)[1].split("</table>", 1)[0]
     assert "<td>40%</td><td>40%</td><td>20%</td><td>40%</td><td>20%</td><td>0.90</td>" in table
-    assert "<td>0/2/1</td>" in table and "<td>5/5/5</td>" in table  # the partial layer: no classes
+    # the partial layer: no phase or shift class; its floor sets alone give the diversity class
+    assert "<td>0/2/1</td>" in table and "<td>5/0/5</td>" in table
 
     partial = parse(out / "layer1.0.html")  # a partial metrics group still renders
     assert len(partial.rows) == U and "shift_index" not in partial.heads
