@@ -10,16 +10,25 @@ once and fetches images as they scroll into view); plots are inline SVG
 
 Per layer page:
 
+- first, the layer's read-out profile (:mod:`jaxvis.analysis.readout`): the share of units in each
+  class of each axis (phase, diversity at alpha = 0.9, shift), the medians of the measures and
+  their histograms (F1/F0, grating phase min/max, rotation min/max, diversity against the linear
+  bound and against natural patches, the shift-invariance index) with the thresholds marked;
 - a summary: the layer's metadata, a table of every scalar metric over units (median and
-  quartiles, with the metric's definition), a histogram of the shift-invariance index (when the
-  shift test ran), and a scatter of the median activation fraction against diversity
+  quartiles, with the metric's definition; the class columns are in the profile), and a scatter of
+  the median activation fraction against diversity
   (``feature_min`` relative to ``reference_feature_min``, else the pixel version, else the raw
   distance);
 - the unit table: one row per unit with its maximum and diverse images and one column per scalar
-  metric; clicking a header sorts the rows by it (again: the other direction; NaN always last);
-- per unit a detail section ``#unit-<n>``: maximum and diverse images with their activation
-  fractions, the shift texture and response map, the top natural patches and the variance map,
-  whichever of these the file holds.
+  metric (a class column shows the class's name); clicking a header sorts the rows by it (again:
+  the other direction; NaN always last);
+- per unit a detail section ``#unit-<n>``: its classes, maximum and diverse images with their
+  activation fractions and beside them its orientation, period and phase tuning curves (inline
+  SVG, the grating battery's axes from the analysis settings), the shift texture and response map,
+  the top natural patches and the variance map, whichever of these the file holds.
+
+The index page shows the profile across layers (one row per layer), then the layers' medians and
+trend plots.
 
 Metrics and their definitions come from the metrics table (:mod:`jaxvis.analysis.metrics`) and
 the ``metrics`` group that ``jaxvis analyze`` adds per layer; every one of them is optional. Those

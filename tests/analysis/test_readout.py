@@ -272,3 +272,12 @@ def test_a_file_swept_on_a_custom_network_is_refused_and_left_as_it_was(weights,
 def test_the_docs_show_the_thresholds_of_the_table():
     text = (Path(__file__).parents[2] / "docs" / "invariance.md").read_text(encoding="utf-8")
     assert R.format_thresholds() in text
+
+
+def test_the_cli_summary_line_names_the_read_out():
+    from jaxvis.analysis.summary import analysis_line
+
+    line = analysis_line("conv2_1", {"grating_f1_f0": np.array([0.5, 1.5, 2.0, np.nan]),
+                                     "phase_class": np.array([2.0, 1.0, 1.0, 0.0])})
+    assert line.endswith("grating F1/F0 median 1.50 (< 1: 25%), phase-rotation min/max median nan; "
+                         "read-out: 25% complex-like, 50% simple-like, 25% grating-unresponsive")
