@@ -71,7 +71,7 @@ def test_registered_names_are_valid_choices_and_unknown_names_fail_in_one_line(r
     assert str(e.value) == ("unknown diversity 'spred'; valid: none, pixels, features, gram, mean_spread")
     with pytest.raises(JaxvisError) as e:
         Objective(prior="gren")
-    assert str(e.value) == "unknown prior 'gren'; valid: none, tv, spectrum, green_energy"
+    assert str(e.value) == "unknown prior 'gren'; valid: none, tv, spectrum, gmm, green_energy"
     with pytest.raises(JaxvisError, match="'mean_spread' is already registered") as e:
         register_term("mean_spread", mean_spread, "again")
     with pytest.raises(JaxvisError, match="prior 'tv' is already registered"):
