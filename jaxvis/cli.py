@@ -15,9 +15,11 @@ from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.maximum import RESTARTS
+from jaxvis.param.image import PARAMS
+from jaxvis.param.transform import Transforms
 
-# `jaxvis sweep`'s method options: one row per field of Objective / Optimizer that the command line
-# sets. Defaults come from the dataclasses, choices from the tables that define the names (so a
+# `jaxvis sweep`'s method options: one row per field of Objective / Optimizer / the objective's
+# Transforms that the command line sets. Defaults come from the dataclasses, choices from the tables that define the names (so a
 # registered term or prior is a valid choice at once); only the flag and the help text live here.
 METHOD_OPTIONS = (
     (Objective, "images", "--images", "N diverse images per unit"),
@@ -27,6 +29,14 @@ METHOD_OPTIONS = (
     (Objective, "lam", "--lambda", "diversity weight lambda of the paper's objective"),
     (Objective, "prior", "--prior", "naturalness prior (jaxvis.objectives.naturalness.PRIORS)"),
     (Objective, "beta", "--beta", "prior weight"),
+    (Objective, "param", "--param", "image parameterisation: pixel (the paper's, whitened gradient), or "
+                                    "decorrelated colour in a Fourier basis: fourier (today's gradient "
+                                    "geometry), lucid (1/f amplitude); all on the same contrast sphere"),
+    (Transforms, "jitter", "--jitter", "random shift of every image at every step, up to this many pixels"),
+    (Transforms, "scales", "--scales", "random scale of every image at every step, one of these factors, "
+                                       "e.g. 1,0.95,1.05"),
+    (Transforms, "rotate", "--rotate", "random rotation of every image at every step, up to this many degrees"),
+    (Transforms, "pad", "--pad", "pixels the image is mirrored beyond its border for the transforms"),
     (Optimizer, "steps", "--steps", "most optimiser steps per unit"),
     (Optimizer, "learning_rate", "--lr", "Adam learning rate"),
     (Optimizer, "patience", "--patience", "a unit stops once the EMA of its loss has not improved for "
@@ -35,25 +45,40 @@ METHOD_OPTIONS = (
      "precision of the convolutions while optimising (tf32/bf16 use tensor cores on GPUs and are "
      "emulated on CPU; results are measured in float32)"),
 )
-CHOICES = {"diversity": lambda: tuple(TERMS), "prior": lambda: tuple(PRIORS), "precision": lambda: PRECISIONS}
+CHOICES = {"diversity": lambda: tuple(TERMS), "prior": lambda: tuple(PRIORS), "precision": lambda: PRECISIONS,
+           "param": lambda: PARAMS}
 
 
 def _add_method_options(p: argparse.ArgumentParser) -> None:
     for cls, name, flag, text in METHOD_OPTIONS:
         field = next(f for f in dataclasses.fields(cls) if f.name == name)
-        kind = str if field.default is None else type(field.default)
+        listed = isinstance(field.default, tuple)  # read as "a,b,c" by _method
+        kind = str if field.default is None or listed else type(field.default)
         choices = CHOICES[name]() if name in CHOICES else None
-        shown = "" if field.default is None else f" (default {field.default})"
+        default = ",".join(f"{v:g}" for v in field.default) if listed else field.default
+        shown = "" if field.default is None else f" (default {default})"
         p.add_argument(flag, dest=name, type=kind, default=field.default, choices=choices,
                        metavar=None if choices else flag.lstrip("-").replace("-", "_").upper(),
                        help=text + shown)
 
 
+def _floats(text, flag: str) -> tuple[float, ...]:
+    """``"1,0.95,1.05"`` -> ``(1.0, 0.95, 1.05)`` (a tuple default passes through)."""
+    if isinstance(text, tuple):
+        return text
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise JaxvisError(f"bad {flag} {text!r}: use numbers separated by commas, e.g. 1,0.95,1.05") from None
+
+
 def _method(args) -> tuple[Objective, Optimizer]:
-    """The Objective and Optimizer the method options describe."""
-    values = {cls: {name: getattr(args, name) for c, name, *_ in METHOD_OPTIONS if c is cls}
-              for cls in (Objective, Optimizer)}
-    return Objective(**values[Objective]), Optimizer(**values[Optimizer])
+    """The Objective (with its Transforms) and Optimizer the method options describe."""
+    values = {cls: {name: _floats(getattr(args, name), flag) if isinstance(
+                        next(f for f in dataclasses.fields(cls) if f.name == name).default, tuple)
+                    else getattr(args, name) for c, name, flag, _ in METHOD_OPTIONS if c is cls}
+              for cls in (Objective, Optimizer, Transforms)}
+    return Objective(**values[Objective], transforms=Transforms(**values[Transforms])), Optimizer(**values[Optimizer])
 
 
 def _model_options(args) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError
 from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.param.transform import Transforms
 
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
 
@@ -90,6 +91,14 @@ def _dataclass_from(cls, values: Mapping, what: str):
     return cls(**values)
 
 
+def _objective(values: Mapping) -> Objective:
+    """The stored objective; its ``transforms`` (a JSON object or null) read as :class:`Transforms`."""
+    values = dict(_require_mapping(values, "sweep config objective"))
+    if values.get("transforms") is not None:
+        values["transforms"] = _dataclass_from(Transforms, values["transforms"], "sweep config objective transforms")
+    return _dataclass_from(Objective, values, "sweep config objective")
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """How a sweep was made; see the module docstring.
@@ -147,7 +156,7 @@ class SweepConfig:
         return cls(
             weights=str(d["weights"]), model=d.get("model"), layers=tuple(d["layers"]),
             units={k: tuple(int(u) for u in v) for k, v in _require_mapping(d["units"], "units").items()},
-            objective=_dataclass_from(Objective, d.get("objective", {}), "sweep config objective"),
+            objective=_objective(d.get("objective", {})),
             optimizer=_dataclass_from(Optimizer, d.get("optimizer", {}), "sweep config optimizer"),
             directions=None if directions is None else tuple(tuple(float(x) for x in row) for row in directions),
             seed=int(d.get("seed", 0)), floors=tuple(float(a) for a in d.get("floors", ())),
@@ -168,7 +177,8 @@ class SweepConfig:
     def upgrade(stored: Mapping) -> dict:
         """A stored config JSON in today's form: fields added since it was written take the
         values that reproduce how it was made (``restarts`` 1, no floors, ``Objective.floor``
-        None), so older files resume and grow. Anything that is not a sweep config is returned
+        None, ``Objective.param`` pixel, ``Objective.transforms`` None), so older files resume
+        and grow. Anything that is not a sweep config is returned
         as it is (and then differs)."""
         try:
             return SweepConfig.from_json(stored).to_json()

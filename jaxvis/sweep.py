@@ -48,7 +48,9 @@ from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, u
 from jaxvis.optimize.maximum import RESTARTS, maximum, reference
 from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.step import Problem
+from jaxvis.param.budget import colour_basis
 from jaxvis.param.budget import radius as budget_radius
+from jaxvis.param.transform import Transforms
 from jaxvis.weights import Model, default_photos, load, version, weights_root
 
 DEFAULT_WEIGHTS = "vgg19-normalized"
@@ -121,10 +123,11 @@ class LayerPlan:
     restarts: int = RESTARTS               # of the single-image maximum
 
     def meta(self) -> dict:
+        colour = {} if self.diverse.colour is None else {"colour_basis": [list(r) for r in self.diverse.colour]}
         return {"units": self.units, "canvas": self.info.canvas, "rf": self.info.rf,
                 "jump": self.info.jump, "centre": self.info.centre, "channels": self.info.channels,
                 "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels",
-                "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts}
+                "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts, **colour}
 
 
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
@@ -153,13 +156,15 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
     if restarts < 1:
         raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
     floor_objectives = tuple(dataclasses.replace(objective, floor=float(a)) for a in parse_floors(floors))
+    colour = None if objective.param == "pixel" else colour_basis(photos or default_photos(),
+                                                                  weights_root() / "colour.json")
     for info in infos:
         model.network.check(info.name)  # specs() against the real shapes, once (own networks)
         feature = feature_layer(model, info, objective)
         r = radius or budget_radius(info.canvas, mean, photos or default_photos(),
                                     weights_root() / "budgets.json")
         common = dict(target=info.name, centre=info.centre, canvas=info.canvas,
-                      convention=model.convention, mean_rgb=mean)
+                      convention=model.convention, mean_rgb=mean, colour=colour)
         diverse = Problem(feature_layer=feature, objective=objective, optimizer=optimizer, **common)
         single = dataclasses.replace(objective, images=1, diversity="none", floor=None)
         maximum = Problem(feature_layer=None, objective=single, optimizer=optimizer, **common)
@@ -397,13 +402,20 @@ def _raise_failed(futures) -> None:
 
 
 def _settings(objective, optimizer, settings) -> tuple[Objective, Optimizer]:
+    """Objective and Optimizer with the shortcuts ``settings`` applied (fields of either, or of
+    the objective's :class:`Transforms`, e.g. ``jitter=2``)."""
     objective, optimizer = objective or Objective(), optimizer or Optimizer()
     fields_o = {f.name for f in dataclasses.fields(Objective)}
     fields_p = {f.name for f in dataclasses.fields(Optimizer)}
-    unknown = set(settings) - fields_o - fields_p
+    fields_t = {f.name for f in dataclasses.fields(Transforms)}
+    unknown = set(settings) - fields_o - fields_p - fields_t
     if unknown:
         raise JaxvisError(f"unknown sweep setting(s) {', '.join(sorted(unknown))}; "
-                          f"valid: {', '.join(sorted(fields_o | fields_p))}")
+                          f"valid: {', '.join(sorted(fields_o | fields_p | fields_t))}")
+    moves = {k: v for k, v in settings.items() if k in fields_t}
+    if moves:
+        settings = {**settings, "transforms": dataclasses.replace(
+            settings.get("transforms", objective.transforms) or Transforms(), **moves)}
     objective = dataclasses.replace(objective, **{k: v for k, v in settings.items() if k in fields_o})
     optimizer = dataclasses.replace(optimizer, **{k: v for k, v in settings.items() if k in fields_p})
     return objective, optimizer

@@ -8,6 +8,8 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models.ops import PRECISIONS  # of the convolutions
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS as PRIOR_TABLE
+from jaxvis.param.image import PARAMS
+from jaxvis.param.transform import Transforms
 
 
 def __getattr__(name: str):
@@ -35,6 +37,12 @@ class Objective:
 
     ``feature_layer=None`` picks the layer two catalogue entries below the target (conv2_2 for
     conv3_1, as in the paper), or pixels where there is none.
+
+    ``param``: the image parameterisation (:data:`jaxvis.param.image.PARAMS`; ``pixel``, the
+    paper's, or decorrelated colour in a Fourier basis, ``fourier`` / ``lucid``), always on the
+    same contrast sphere. ``transforms``: random jitter, scale and rotation of every image at
+    every step before the network sees it (:class:`jaxvis.param.transform.Transforms`); None
+    (the default, the paper's method) or transforms that move nothing: none.
     """
 
     images: int = 6
@@ -44,8 +52,16 @@ class Objective:
     prior: str = "none"
     beta: float = 0.0
     floor: float | None = None
+    param: str = "pixel"
+    transforms: Transforms | None = None
 
     def __post_init__(self):
+        if self.transforms is not None and not isinstance(self.transforms, Transforms):
+            raise JaxvisError(f"transforms must be a Transforms or None, not {type(self.transforms).__name__}")
+        if self.transforms is not None and self.transforms.still:
+            object.__setattr__(self, "transforms", None)  # one compiled program for "no transforms"
+        if self.param not in PARAMS:
+            raise JaxvisError(f"unknown param {self.param!r}; valid: {', '.join(PARAMS)}")
         if self.diversity not in TERMS:
             raise JaxvisError(f"unknown diversity {self.diversity!r}; valid: {', '.join(TERMS)}")
         if self.prior not in PRIOR_TABLE:

@@ -44,8 +44,10 @@ from jaxvis.objectives import diversity as div
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.keys import image_uniforms, transform_key
+from jaxvis.param.image import final_images
 from jaxvis.param.image import images as to_images
-from jaxvis.param.image import on_sphere
+from jaxvis.param.transform import transform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +62,15 @@ class Problem:
     optimizer: Optimizer
     convention: InputConvention
     mean_rgb: tuple[float, float, float]  # natural mean colour the images deviate from
+    colour: tuple[tuple[float, ...], ...] | None = None  # [3, 3] colour basis C (param fourier/lucid)
 
     @property
     def n(self) -> int:
         return self.objective.images
+
+    def images(self, z: jax.Array, radius: jax.Array) -> jax.Array:
+        """``z`` ``[N, H, W, 3]`` -> the images on the sphere (deviation from the mean colour)."""
+        return to_images(z, radius, self.objective.param, self.colour)
 
 
 class UnitState(NamedTuple):
@@ -75,6 +82,7 @@ class UnitState(NamedTuple):
     done: jax.Array       # bool: stopped (converged); frozen from then on
     steps: jax.Array      # optimiser steps taken
     multipliers: jax.Array  # [N] the floor constraints' Lagrange multipliers (0 without a floor)
+    transforms: jax.Array | None = None  # [2] uint32 the unit's transform stream (None: no transforms)
 
 
 # floor objective: the augmented Lagrangian's penalty weight, and the multipliers' step per
@@ -126,10 +134,15 @@ def floor_penalty(c: jax.Array, multipliers: jax.Array, rho: float = FLOOR_RHO) 
     return jnp.sum(jnp.square(jnp.maximum(0.0, multipliers - rho * c)) - jnp.square(multipliers)) / (2 * rho)
 
 
-def _loss(z, net, problem, direction, radius, maximum, multipliers):
-    """(loss, the unit's activations ``[N]``)."""
-    x = to_images(z, radius)
-    activation, feats = _response(net, problem, x, direction)
+def _loss(z, net, problem, direction, radius, maximum, multipliers, draws=None):
+    """(loss, the unit's activations ``[N]``). ``draws`` ``[N, 4]``: the images' transform numbers
+    of this step; the network then sees the transformed images (features too), while pixel
+    diversity and the prior measure the images themselves."""
+    x = problem.images(z, radius)
+    seen = x if draws is None else transform(draws, x, problem.objective.transforms)
+    activation, feats = _response(net, problem, seen, direction)
+    if problem.feature_layer is None:
+        feats = x
     o = problem.objective
     loss = o.beta * PRIORS[o.prior].penalty(x)
     if o.floor is None:
@@ -146,7 +159,8 @@ def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, 
             maximum: jax.Array | None = None, multipliers: jax.Array | None = None):
     """The objective of :class:`Objective` for one unit's ``z`` ``[N, H, W, 3]``; computes only
     what the loss needs (the reported measurements are :func:`terms`). ``maximum`` (scalar ``a*``)
-    and ``multipliers`` ``[N]`` enter only a floor objective."""
+    and ``multipliers`` ``[N]`` enter only a floor objective. No transforms: the loss of the images
+    as they are."""
     if multipliers is None:
         multipliers = jnp.zeros((problem.n,), jnp.float32)
     if maximum is None:
@@ -155,10 +169,13 @@ def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, 
 
 
 def init(key: jax.Array, problem: Problem) -> UnitState:
+    """The start of a unit: ``z ~ N(0, 1)`` from its key (pixels or coefficients, as ``param``
+    says), and with transforms the key stream they draw from."""
     z = jax.random.normal(key, (problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
     inf = jnp.array(jnp.inf, jnp.float32)
+    stream = None if problem.objective.transforms is None else transform_key(key)
     return UnitState(z, optimizer(problem).init(z), inf, inf, jnp.array(0, jnp.int32),
-                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((problem.n,), jnp.float32))
+                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((problem.n,), jnp.float32), stream)
 
 
 def early_stop(loss, ema, best, since, decay: float, patience: int):
@@ -180,8 +197,9 @@ def step(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
     """One Adam step for one unit, unless it has stopped (then everything stays as it is).
     ``maximum``: the unit's single-image maximum ``a*`` (needed by a floor objective only)."""
     maximum = jnp.ones((), jnp.float32) if maximum is None else maximum
+    draws = None if state.transforms is None else image_uniforms(state.transforms, state.steps, problem.n)
     (loss, activation), grad = jax.value_and_grad(_loss, has_aux=True)(
-        state.z, net, problem, direction, radius, maximum, state.multipliers)
+        state.z, net, problem, direction, radius, maximum, state.multipliers, draws)
     updates, opt = optimizer(problem).update(grad, state.opt, state.z)
     z = optax.apply_updates(state.z, updates)
     ema, best, since, done = early_stop(loss, state.ema, state.best, state.since, problem.optimizer.ema,
@@ -191,14 +209,14 @@ def step(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
         c = floor_constraints(activation, maximum, problem.objective.floor)
         multipliers = jnp.maximum(0.0, multipliers - FLOOR_DUAL_STEP * c)
         done = done & jnp.all(c >= -FLOOR_TOLERANCE)
-    new = UnitState(z, opt, ema, best, since, done, state.steps + 1, multipliers)
+    new = UnitState(z, opt, ema, best, since, done, state.steps + 1, multipliers, state.transforms)
     return freeze(state.done | (state.steps >= problem.optimizer.steps), state, new)
 
 
 def evaluate(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
              radius: jax.Array, maximum: jax.Array | None = None) -> dict:
-    """Final images (RGB grey levels) and their measurements for one unit."""
-    x = on_sphere(state.z, radius)
+    """Final images (RGB grey levels) and their measurements for one unit, untransformed."""
+    x = final_images(state.z, radius, problem.objective.param, problem.colour)
     t = terms(net, problem, x, direction)
     t.pop("prior")
     return {**t, "images": x + jnp.asarray(problem.mean_rgb, x.dtype),

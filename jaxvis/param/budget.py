@@ -6,6 +6,11 @@ Patches are drawn at random positions (fixed seed) from the photographs, each ph
 shorter side is at least twice the canvas. Results are cached in ``<weights root>/budgets.json``
 keyed by canvas, mean colour and the photos' checksums, so every (model, layer) with the same
 canvas and convention shares one figure, and it is computed once.
+
+The colour basis of the Fourier parameterisations (:func:`colour_basis`) comes from the same
+photographs: the 3x3 covariance of all their RGB pixels, its symmetric square root, normalised so
+that grey changes keep their size; cached beside the budgets in ``colour.json`` with its
+provenance (the photos' names and checksums, the pixel count, the covariance).
 """
 
 from __future__ import annotations
@@ -53,3 +58,37 @@ def radius(canvas: int, mean_rgb, photo_paths: list[Path], cache: Path | None) -
             cache.parent.mkdir(parents=True, exist_ok=True)
             write_text(cache, json.dumps(table, indent=1, sort_keys=True))
     return table[key]
+
+
+def colour_statistics(photos: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """(``[3, 3]`` covariance of every RGB pixel of ``photos`` about their mean, pixel count)."""
+    pixels = np.concatenate([np.asarray(p, np.float64).reshape(-1, 3) for p in photos])
+    return np.cov(pixels, rowvar=False), len(pixels)
+
+
+def sqrt_basis(covariance: np.ndarray) -> np.ndarray:
+    """``C = Sigma^(1/2) / sqrt(1^T Sigma 1 / 3)``: the symmetric square root of the colour
+    covariance (``C C^T`` is ``Sigma`` up to scale), scaled so that ``1^T C C^T 1 / 3 = 1``: a grey
+    gradient is as large in image space as under the pixel parameterisation."""
+    values, vectors = np.linalg.eigh(covariance)
+    root = vectors @ np.diag(np.sqrt(np.maximum(values, 0))) @ vectors.T
+    grey = np.ones(3)
+    return root / np.sqrt(grey @ covariance @ grey / 3)
+
+
+def colour_basis(photo_paths: list[Path], cache: Path | None) -> tuple[tuple[float, ...], ...]:
+    """The colour basis ``C`` ``[3, 3]`` (:func:`sqrt_basis`) of the photographs, cached in the
+    JSON file ``cache`` under their checksums, with its provenance."""
+    paths = sorted(photo_paths)
+    key = "photos=" + ",".join(sha256(p)[:12] for p in paths)
+    table = json.loads(cache.read_text()) if cache and cache.is_file() else {}
+    if key not in table:
+        covariance, count = colour_statistics([read_image(p) for p in paths])
+        table[key] = {"basis": sqrt_basis(covariance).tolist(), "covariance": covariance.tolist(),
+                      "pixels": count, "photos": {p.name: sha256(p) for p in paths},
+                      "definition": "C = Sigma^(1/2) / sqrt(1' Sigma 1 / 3), Sigma the RGB covariance "
+                                    "(0..255) of every pixel of the photos; docs/method.md section 10"}
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_text(cache, json.dumps(table, indent=1, sort_keys=True))
+    return tuple(tuple(float(v) for v in row) for row in table[key]["basis"])
