@@ -17,8 +17,8 @@ A unit carries one class on each of three independent **axes**, each from its ow
 - ``shift`` (the shift test): ``shift-invariant`` where ``shift_index > shift_invariant``,
   ``shift-variant`` where not.
 
-Every threshold is a row of :data:`THRESHOLDS` (name, value, rule, source), and nothing else holds
-a number. A measure that is missing or not finite gives **no class** on its axis (code NaN,
+Every threshold is a row of :data:`THRESHOLDS` (name, value, rule, source); no rule holds a
+number of its own. A measure that is missing or not finite gives **no class** on its axis (code NaN,
 "unknown"), never a guessed one: a file analysed with ``--no-gratings`` has no phase class, a sweep
 without ``--floor`` no diversity class.
 
@@ -253,8 +253,9 @@ class Profile:
     ``units``: how many; ``fractions[axis][class]``: share of all units in each class of each axis
     (:data:`AXES`), ``unknown`` included, so each axis sums to 1; ``medians[field]``: the median over
     units with a finite value of each measure of :data:`MEDIANS` (NaN: none), the ``diversity``
-    field at ``alpha`` (None: the layer has no floor set at the requested alpha); ``counts`` the
-    units with a finite value of each; ``rf`` the layer's receptive field (None if unknown)."""
+    and ``diversity_vs_linear`` fields over the floor sets at ``alpha`` that reached their floor
+    (``alpha`` None: the layer has no floor set at the requested alpha); ``counts`` the units with
+    a finite value of each; ``rf`` the layer's receptive field (None if unknown)."""
 
     layer: str
     units: int
