@@ -101,7 +101,8 @@ def compute(args) -> dict:
 def table(args, timings: dict) -> dict:
     """The per-layer profiles of the read-out beside the stage times: ``invariance.json`` / ``.md``."""
     from benchmarks.machine import machine_info
-    from jaxvis.analysis.readout import format_profiles, layer_profiles
+    from jaxvis.analysis.readout import format_profiles
+    from jaxvis.analysis.summary import layer_profiles  # reads the file; readout is the pure rules
 
     rows = []
     for weights, layers in PLAN:
