@@ -64,6 +64,10 @@ class Problem:
     mean_rgb: tuple[float, float, float]  # natural mean colour the images deviate from
     colour: tuple[tuple[float, ...], ...] | None = None  # [3, 3] colour basis C (param fourier/lucid)
 
+    def __post_init__(self):
+        if self.colour is not None:  # any [3, 3] array-like: kept as tuples (the Problem is a jit key)
+            object.__setattr__(self, "colour", tuple(tuple(float(v) for v in row) for row in self.colour))
+
     @property
     def n(self) -> int:
         return self.objective.images

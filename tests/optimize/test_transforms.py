@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-import jaxvis
 from jaxvis.cli import _method, build_parser, main
 from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError
@@ -20,7 +18,7 @@ from jaxvis.optimize.loop import optimise
 from jaxvis.optimize.parallel import unit_mesh
 from jaxvis.optimize.step import Problem
 from jaxvis.param.transform import Transforms, draw, resample
-from tests.recipes.tiny_net import TinyNet
+from tests.optimize.complex_cell import model as complex_cell
 
 
 resample = jax.jit(resample, static_argnames="pad")
@@ -59,7 +57,7 @@ def test_resample_is_linear_and_its_gradient_is_the_adjoint():
 
 
 def test_draws_cover_their_ranges_and_depend_on_unit_step_and_image_only():
-    stream = transform_key(unit_key(0, "conv2", 3, 6))
+    stream = transform_key(unit_key(0, "energy", 3, 6))
     steps = jax.jit(jax.vmap(image_uniforms, in_axes=(None, 0, None)), static_argnums=2)
     u = np.asarray(steps(stream, jnp.arange(4000), 6))  # [steps, N, 4]
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.005
@@ -68,7 +66,7 @@ def test_draws_cover_their_ranges_and_depend_on_unit_step_and_image_only():
     # image i's numbers are the same whatever N is, and differ between images, steps and units
     np.testing.assert_array_equal(image_uniforms(stream, jnp.int32(5), 2), u[5, :2])
     assert len(np.unique(u[:, :, 0])) > 0.99 * u[:, :, 0].size
-    other = transform_key(unit_key(0, "conv2", 4, 6))
+    other = transform_key(unit_key(0, "energy", 4, 6))
     assert not np.array_equal(image_uniforms(other, jnp.int32(0), 6), u[0])
     t = Transforms(jitter=2, scales=(1.0, 0.9, 1.1), rotate=5.0)
     shifts, scales, angles = jax.vmap(lambda r: draw(r, t))(jnp.asarray(u.reshape(-1, 4)))
@@ -77,41 +75,40 @@ def test_draws_cover_their_ranges_and_depend_on_unit_step_and_image_only():
     assert -np.radians(5) <= float(angles.min()) < -np.radians(4.9) and np.radians(4.9) < float(angles.max())
 
 
-def _tiny():
-    return jaxvis.Model(TinyNet(rngs=nnx.Rngs(0)), jaxvis.InputConvention(), {"name": "tiny"})
-
-
 def _problem(model, objective, steps=20):
-    info = model.network.layer("conv2")
-    return Problem(target="conv2", centre=info.centre, canvas=info.canvas, feature_layer=None,
+    info = model.network.layer("energy")
+    return Problem(target="energy", centre=info.centre, canvas=info.canvas, feature_layer=None,
                    objective=objective, optimizer=Optimizer(steps=steps, segment=10),
                    convention=model.convention, mean_rgb=model.convention.mean_rgb255)
 
 
 def _run(model, problem, units):
-    keys = jnp.stack([unit_key(0, "conv2", u, problem.n) for u in units])
-    return optimise(model.network, problem, keys, np.eye(4, dtype=np.float32)[list(units)], 40.0,
+    """Units of the model complex cell (one channel: the units differ by their keys, their starts)."""
+    keys = jnp.stack([unit_key(0, "energy", u, problem.n) for u in units])
+    return optimise(model.network, problem, keys, np.ones((len(units), 1), np.float32), 100.0,
                     mesh=unit_mesh(jax.devices()[:1]))
 
 
 def test_results_do_not_depend_on_the_chunk_or_the_place_in_it():
-    """Units alone (chunks of 1) and three to a chunk, in two orders: the same images."""
-    model = _tiny()
+    """Units alone (chunks of 1) and three to a chunk, in two orders: the same images, to float
+    rounding of the batch shapes (measured 4e-5 grey levels here; tests/helpers.py allows 4 for
+    200 steps of VGG-19)."""
+    model = complex_cell()
     problem = _problem(model, Objective(images=3, diversity="pixels", transforms=Transforms(
         jitter=1, scales=(1.0, 0.9, 1.1), rotate=10.0, pad=1)))
     alone = {u: _run(model, problem, [u]) for u in (0, 2)}
     together = _run(model, problem, [0, 1, 2])
     turned = _run(model, problem, [2, 0, 1])
-    for key in ("images", "activations"):
+    for key, tolerance in (("images", dict(rtol=0, atol=1e-3)), ("activations", dict(rtol=1e-5))):
         for u in (0, 2):
-            np.testing.assert_allclose(together[key][u], alone[u][key][0], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(turned[key][[1, 2, 0]], together[key], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(together[key][u], alone[u][key][0], **tolerance)
+        np.testing.assert_allclose(turned[key][[1, 2, 0]], together[key], **tolerance)
     # the transforms took effect: the same starts without them end elsewhere
     assert np.abs(_plain(model)["images"] - together["images"]).max() > 1.0
 
 
 def _plain(model):
-    """The paper's method on the tiny net: three units, N = 3, 20 steps."""
+    """The paper's method on the complex cell: three units, N = 3, 20 steps."""
     return _run(model, _problem(model, Objective(images=3, diversity="pixels")), [0, 1, 2])
 
 
@@ -120,12 +117,12 @@ def test_the_papers_method_is_untouched_when_transforms_are_off():
     values it gave before transforms existed (stored from that code, this machine's jax)."""
     assert Objective(transforms=Transforms(pad=0, scales=(1.0, 1.0))) == Objective()
     assert Objective().transforms is None
-    out = _plain(_tiny())
-    np.testing.assert_allclose(out["activations"], [[21.371734619, 21.464212418, 21.242900848],
-                                                    [21.62594223, 20.962585449, 21.453258514],
-                                                    [33.926784515, 32.245697021, 30.685943604]], rtol=1e-6)
-    np.testing.assert_allclose(out["images"].sum(axis=(1, 2, 3, 4)), [61.980037039, 55.30783978, 7.855999209],
-                               rtol=1e-5)
+    out = _plain(complex_cell())
+    np.testing.assert_allclose(out["activations"], [[9915.599609375, 9881.2001953125, 9892.70703125],
+                                                    [9897.994140625, 9921.3310546875, 9914.1376953125],
+                                                    [9903.177734375, 9913.2255859375, 9903.73828125]], rtol=1e-6)
+    np.testing.assert_allclose(out["images"].sum(axis=(1, 2, 3, 4)), [-7.4305567527, -5.1133428575, 16.0472543167],
+                               rtol=0, atol=1e-3)
 
 
 def test_transforms_in_the_config_and_on_the_command_line():
