@@ -48,8 +48,9 @@ class Transforms:
         if not self.scales or any(not (0 < s <= 10) or not math.isfinite(s) for s in self.scales):
             raise JaxvisError(f"--scales must be one or more factors in (0, 10], e.g. 1,0.95,1.05; "
                               f"not {','.join(map(str, self.scales)) or 'none'}")
-        if not 0 <= self.rotate <= 180:
-            raise JaxvisError(f"--rotate must be a largest angle in degrees between 0 and 180, not {self.rotate}")
+        if not isinstance(self.rotate, (int, float)) or not 0 <= self.rotate <= 180:
+            raise JaxvisError(f"--rotate must be a largest angle in degrees between 0 and 180, not {self.rotate!r}")
+        object.__setattr__(self, "rotate", float(self.rotate))  # 5 and 5.0: one config, one program
         if self.pad and self.still:
             raise JaxvisError(f"--pad {self.pad} needs --jitter, --scales or --rotate: it mirrors the "
                               "image into what they move into the canvas")
