@@ -255,8 +255,9 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     best is the maximum (``jaxvis.optimize.maximum``).
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
-    ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields, e.g.
-    ``images=6, diversity="pixels", lam=0.01, steps=1000, learning_rate=1.0``.
+    ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields and those of the
+    objective's :class:`~jaxvis.param.transform.Transforms`, e.g. ``images=6, diversity="pixels",
+    lam=0.01, steps=1000, learning_rate=1.0, param="fourier", jitter=2, rotate=5.0``.
 
     ``mesh``: the devices each chunk is spread over (default all of this process's devices);
     ``chunk`` is rounded up to a multiple of their count. ``processes``: this process's place in

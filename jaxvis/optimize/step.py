@@ -5,6 +5,13 @@ loop vmaps it over units once. A *unit* is a direction ``v`` ``[C]`` in the targ
 space at the centre position; a channel is the one-hot direction, so every channel of a layer
 shares one compiled program (``v`` is traced).
 
+The images come from ``z`` through the parameterisation ``Objective.param`` (pixels with the
+whitened gradient, or decorrelated-colour Fourier coefficients; :mod:`jaxvis.param.image`), always
+on the contrast sphere. With ``Objective.transforms`` the network sees each image under its own
+random jitter, scale and rotation, drawn per step from the unit's transform stream
+(:mod:`jaxvis.param.transform`, :func:`jaxvis.optimize.keys.image_uniforms`); without (the
+default) the step is the paper's, unchanged.
+
 The diversity term and the prior are looked up by name in their tables
 (:data:`jaxvis.objectives.diversity.TERMS`, :data:`jaxvis.objectives.naturalness.PRIORS`) when
 the program is traced; nothing here matches names.
