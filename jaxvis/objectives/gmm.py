@@ -201,9 +201,14 @@ def patch_nll(x: jax.Array, mixture: Mixture, stride: int = 1) -> jax.Array:
     (grey levels; any constant colour offset is irrelevant, the DC is removed)."""
     inv, const = mixture.whitening()
     y = patch_coefficients(x, mixture.patch, stride)                            # [N, h, w, d]
-    z = jnp.einsum("nhwd,ked->nhwke", y, jnp.asarray(inv, x.dtype),
-                   precision=jax.lax.Precision.HIGHEST)                         # [N, h, w, K, d]
-    joint = jnp.asarray(const, x.dtype) - 0.5 * jnp.sum(jnp.square(z), -1)      # [N, h, w, K]
+
+    @jax.checkpoint  # the backward pass keeps y and q, never the K whitened copies of y
+    def quadratic(a):                                                           # [d, d] -> [N, h, w]
+        z = jnp.einsum("nhwd,ed->nhwe", y, a, precision=jax.lax.Precision.HIGHEST)
+        return jnp.sum(jnp.square(z), -1)
+
+    q = jax.lax.map(quadratic, jnp.asarray(inv, x.dtype))                       # [K, N, h, w]
+    joint = jnp.asarray(const, x.dtype) - 0.5 * jnp.moveaxis(q, 0, -1)          # [N, h, w, K]
     return -jax.nn.logsumexp(joint, axis=-1)
 
 
