@@ -37,9 +37,15 @@ STOP_MAX_STEPS, STOP_CONVERGED = 0, 1
 ROWS, SHARED = P(parallel.UNITS), P()  # per-unit arrays split over devices; weights on all
 
 
-@functools.partial(jax.jit, static_argnames=("problem", "mesh"))
 def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
-    init = jax.vmap(lambda k: one.init(k, problem))
+    """The units' start states: one compiled program per :class:`~jaxvis.optimize.step.Start`
+    (shape and settings), not per problem."""
+    return _start(keys, start=one.Start.of(problem), mesh=mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("start", "mesh"))
+def _start(keys, *, start: one.Start, mesh: Mesh) -> UnitState:
+    init = jax.vmap(lambda k: one.start(k, start))
     return parallel.per_device(init, mesh, (ROWS,), ROWS)(keys)
 
 

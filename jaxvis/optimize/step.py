@@ -106,8 +106,28 @@ FLOOR_DUAL_STEP = 1.0
 FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor when a unit stops
 
 
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
 def optimizer(problem: Problem) -> optax.GradientTransformation:
-    return optax.adam(problem.optimizer.learning_rate)
+    return adam(problem.optimizer.learning_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """All a unit's start depends on, so every problem of the same shape (a layer's diverse set
+    and its floor sets; with or without transforms) shares one compiled init."""
+
+    images: int
+    canvas: int
+    transforms: bool
+    learning_rate: float
+
+    @classmethod
+    def of(cls, problem: Problem) -> "Start":
+        return cls(problem.n, problem.canvas, problem.objective.transforms is not None,
+                   problem.optimizer.learning_rate)
 
 
 def network_input(problem, x: jax.Array) -> jax.Array:
@@ -182,11 +202,16 @@ def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, 
 def init(key: jax.Array, problem: Problem) -> UnitState:
     """The start of a unit: ``z ~ N(0, 1)`` from its key (pixels or coefficients, as ``param``
     says), and with transforms the key stream they draw from."""
-    z = jax.random.normal(key, (problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
+    return start(key, Start.of(problem))
+
+
+def start(key: jax.Array, s: Start) -> UnitState:
+    """:func:`init` from what it depends on (:class:`Start`)."""
+    z = jax.random.normal(key, (s.images, s.canvas, s.canvas, 3), jnp.float32)
     inf = jnp.array(jnp.inf, jnp.float32)
-    stream = None if problem.objective.transforms is None else transform_key(key)
-    return UnitState(z, optimizer(problem).init(z), inf, inf, jnp.array(0, jnp.int32),
-                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((problem.n,), jnp.float32), stream)
+    stream = transform_key(key) if s.transforms else None
+    return UnitState(z, adam(s.learning_rate).init(z), inf, inf, jnp.array(0, jnp.int32),
+                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32), stream)
 
 
 def early_stop(loss, ema, best, since, decay: float, patience: int):
