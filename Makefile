@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
+# test processes: compilation, most of the suite's time, is single-threaded, so two processes keep
+# a 2-core CI machine busy; each test file runs whole in one process (its module fixtures once)
+TEST_WORKERS ?= 2
 
 .PHONY: demo early-layers test clean browser-deps
 
@@ -56,7 +59,7 @@ browser-deps:
 
 # pytest exits 5 when it collects no tests: that is not a failure of the suite.
 test: $(VENV)/.test browser-deps
-	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

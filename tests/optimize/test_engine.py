@@ -120,7 +120,7 @@ def test_bad_input_is_refused_with_one_clear_error(vgg19, real_root, monkeypatch
 
 def test_directions_in_channel_space(vgg19, real_root, monkeypatch):
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
-    settings = dict(images=2, steps=30, diversity="pixels")
+    settings = dict(images=2, steps=30, diversity="pixels", restarts=1)  # one maximum program to compile
     channel = sweep(vgg19, "conv2_1", [3], **settings)["conv2_1"]
     onehot = np.zeros((2, 128), np.float32)
     onehot[0, 3], onehot[1, [3, 9]] = 2.0, 1.0  # any length: directions are normalised
