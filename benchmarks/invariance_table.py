@@ -10,7 +10,7 @@ battery, phase rotation, shift test) and reads the per-layer profile of the read
 ``benchmarks/results/invariance``):
 
 - ``<weights>_<layer>.h5`` (+ ``.csv``): the results files (rerunning resumes: a finished stage is
-  not recomputed, and its first measured time is kept in ``timings.json``);
+  not recomputed, and its first measured time is kept in ``timings-<weights>.json``);
 - ``invariance.json`` and ``invariance.md``: the table, the machine and the settings.
 
     python -m benchmarks.invariance_table                     # 32 units a layer: ~1-2 h on 2 CPU cores
@@ -64,12 +64,13 @@ def compute(args) -> dict:
     from jaxvis.analysis.gratings import gratings
     from jaxvis.io.results import read_results
 
-    timings_path = args.out / "timings.json"
-    timings = _load_timings(timings_path)
+    timings = {}
     only = {s for s in args.only.split(",") if s}
     for weights, layers in PLAN:
         if only and weights not in only:
             continue
+        timings_path = args.out / f"timings-{weights}.json"  # one per network: networks can run at once
+        timings.update(_load_timings(timings_path))
         model = jaxvis.load(weights)
         for layer in layers:
             key, path = f"{weights}/{layer}", args.out / f"{weights}_{layer}.h5"
@@ -80,7 +81,7 @@ def compute(args) -> dict:
                 t = time.perf_counter()
                 jaxvis.sweep(model, layer, units, out=path, floors=(ALPHA,), steps=args.steps, progress=True)
                 entry.update(sweep_s=time.perf_counter() - t, units=units, steps=args.steps)
-                _save_timings(timings_path, timings)
+                _save_timings(timings_path, {k: v for k, v in timings.items() if k.startswith(f"{weights}/")})
             if "analyze_s" not in entry:
                 t = time.perf_counter()
                 jaxvis.analyze(path, model=model, shift_steps=args.shift_steps,
@@ -94,7 +95,7 @@ def compute(args) -> dict:
                 gratings(model, layer, radius=meta["radius"], directions=directions,
                          maximum=arrays["max_activation"])
                 entry["gratings_s"] = time.perf_counter() - t
-                _save_timings(timings_path, timings)
+                _save_timings(timings_path, {k: v for k, v in timings.items() if k.startswith(f"{weights}/")})
     return timings
 
 
@@ -140,7 +141,9 @@ def _plain(profile):
 def main(argv=None):
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    timings = _load_timings(args.out / "timings.json") if args.table_only else compute(args)
+    if not args.table_only:
+        compute(args)
+    timings = {k: v for path in sorted(args.out.glob("timings-*.json")) for k, v in _load_timings(path).items()}
     return table(args, timings)
 
 
