@@ -29,6 +29,7 @@ from jaxvis.models import ops
 from jaxvis.models.base import Network
 from jaxvis.optimize import parallel
 from jaxvis.optimize import step as one
+from jaxvis.optimize.keys import transform_key
 from jaxvis.optimize.step import Problem, UnitState
 
 STOP_MAX_STEPS, STOP_CONVERGED = 0, 1
@@ -38,9 +39,18 @@ ROWS, SHARED = P(parallel.UNITS), P()  # per-unit arrays split over devices; wei
 
 
 def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
-    """The units' start states: one compiled program per :class:`~jaxvis.optimize.step.Start`
-    (shape and settings), not per problem."""
-    return _start(keys, start=one.Start.of(problem), mesh=mesh)
+    """The units' start states (:func:`jaxvis.optimize.step.init`): one compiled program per
+    :class:`~jaxvis.optimize.step.Start` (shape and settings), not per problem, and the
+    transform streams apart."""
+    states = _start(keys, start=one.Start.of(problem), mesh=mesh)
+    if problem.objective.transforms is None:
+        return states
+    return states._replace(transforms=_streams(keys, mesh=mesh))
+
+
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _streams(keys, *, mesh: Mesh):
+    return parallel.per_device(jax.vmap(transform_key), mesh, (ROWS,), ROWS)(keys)
 
 
 @functools.partial(jax.jit, static_argnames=("start", "mesh"))

@@ -116,18 +116,17 @@ def optimizer(problem: Problem) -> optax.GradientTransformation:
 
 @dataclasses.dataclass(frozen=True)
 class Start:
-    """All a unit's start depends on, so every problem of the same shape (a layer's diverse set
-    and its floor sets; with or without transforms) shares one compiled init."""
+    """All a unit's start depends on but its transform stream, so every problem of the same shape
+    (a layer's diverse set and its floor sets, with or without transforms) shares one compiled
+    init (threefry's normal draw costs seconds of XLA:CPU compilation)."""
 
     images: int
     canvas: int
-    transforms: bool
     learning_rate: float
 
     @classmethod
     def of(cls, problem: Problem) -> "Start":
-        return cls(problem.n, problem.canvas, problem.objective.transforms is not None,
-                   problem.optimizer.learning_rate)
+        return cls(problem.n, problem.canvas, problem.optimizer.learning_rate)
 
 
 def network_input(problem, x: jax.Array) -> jax.Array:
@@ -202,16 +201,16 @@ def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, 
 def init(key: jax.Array, problem: Problem) -> UnitState:
     """The start of a unit: ``z ~ N(0, 1)`` from its key (pixels or coefficients, as ``param``
     says), and with transforms the key stream they draw from."""
-    return start(key, Start.of(problem))
+    state = start(key, Start.of(problem))
+    return state if problem.objective.transforms is None else state._replace(transforms=transform_key(key))
 
 
 def start(key: jax.Array, s: Start) -> UnitState:
-    """:func:`init` from what it depends on (:class:`Start`)."""
+    """:func:`init` without the transform stream, from what it depends on (:class:`Start`)."""
     z = jax.random.normal(key, (s.images, s.canvas, s.canvas, 3), jnp.float32)
     inf = jnp.array(jnp.inf, jnp.float32)
-    stream = transform_key(key) if s.transforms else None
     return UnitState(z, adam(s.learning_rate).init(z), inf, inf, jnp.array(0, jnp.int32),
-                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32), stream)
+                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32))
 
 
 def early_stop(loss, ema, best, since, decay: float, patience: int):

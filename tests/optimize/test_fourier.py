@@ -120,10 +120,12 @@ def test_a_fourier_run_stays_on_the_contrast_sphere():
                    mesh=unit_mesh(jax.devices()[:1]))
     norms = np.linalg.norm((out["images"] - mean).reshape(2, 2, -1), axis=-1)
     np.testing.assert_allclose(norms, 40.0, rtol=1e-5)
-    for u in range(2):  # the start: N(0, 1) coefficients from the unit's key, through the basis
-        start = final_images(jax.random.normal(keys[u], (2, info.canvas, info.canvas, 3)), 40.0, "fourier", COLOUR)
-        before = np.asarray(model(np.asarray(start) + mean, upto="energy").pre["energy"])[:, 0, 0, 0]
-        assert (out["activations"][u] > 2 * before).all(), (out["activations"][u], before)
+    # random coefficients through the same basis, on the same sphere, drive it far less
+    rng = np.random.default_rng(0)
+    random = final_images(rng.normal(size=(8, info.canvas, info.canvas, 3)).astype(np.float32), 40.0,
+                          "fourier", COLOUR)
+    chance = np.asarray(model(np.asarray(random) + mean, upto="energy").pre["energy"])[:, 0, 0, 0]
+    assert out["activations"].min() > 2 * chance.max(), (out["activations"], chance)
 
 
 def test_param_in_the_config_and_on_the_command_line():
