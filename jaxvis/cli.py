@@ -13,6 +13,7 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models.ops import PRECISIONS
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS
+from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.maximum import RESTARTS
 from jaxvis.param.image import PARAMS
@@ -32,6 +33,12 @@ METHOD_OPTIONS = (
     (Objective, "param", "--param", "image parameterisation: pixel (the paper's, whitened gradient), or "
                                     "decorrelated colour in a Fourier basis: fourier (today's gradient "
                                     "geometry), lucid (1/f amplitude); all on the same contrast sphere"),
+    (Objective, "response", "--response", "what the unit's activation is: centre (the paper's: the direction at "
+                                          "the centre of the layer's output), channel (its spatial mean over the "
+                                          "whole output, for a --canvas larger than the receptive field), or one "
+                                          "registered with jaxvis.objectives.response.register_response"),
+    (Objective, "canvas", "--canvas", "image size in pixels (default: the layer's canvas, its receptive field "
+                                      "centred); the contrast budget is that of this canvas"),
     (Transforms, "jitter", "--jitter", "random shift of every image at every step, up to this many pixels"),
     (Transforms, "scales", "--scales", "random scale of every image at every step, one of these factors, "
                                        "e.g. 1,0.95,1.05"),
@@ -46,14 +53,15 @@ METHOD_OPTIONS = (
      "emulated on CPU; results are measured in float32)"),
 )
 CHOICES = {"diversity": lambda: tuple(TERMS), "prior": lambda: tuple(PRIORS), "precision": lambda: PRECISIONS,
-           "param": lambda: PARAMS}
+           "param": lambda: PARAMS, "response": lambda: tuple(RESPONSES)}
+TYPES = {"canvas": int}  # fields whose default None says nothing of their type
 
 
 def _add_method_options(p: argparse.ArgumentParser) -> None:
     for cls, name, flag, text in METHOD_OPTIONS:
         field = next(f for f in dataclasses.fields(cls) if f.name == name)
         listed = isinstance(field.default, tuple)  # read as "a,b,c" by _method
-        kind = str if field.default is None or listed else type(field.default)
+        kind = TYPES.get(name) or (str if field.default is None or listed else type(field.default))
         choices = CHOICES[name]() if name in CHOICES else None
         default = ",".join(f"{v:g}" for v in field.default) if listed else field.default
         shown = "" if field.default is None else f" (default {default})"

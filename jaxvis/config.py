@@ -177,7 +177,8 @@ class SweepConfig:
     def upgrade(stored: Mapping) -> dict:
         """A stored config JSON in today's form: fields added since it was written take the
         values that reproduce how it was made (``restarts`` 1, no floors, ``Objective.floor``
-        None, ``Objective.param`` pixel, ``Objective.transforms`` None), so older files resume
+        None, ``Objective.param`` pixel, ``Objective.transforms`` None, ``Objective.response``
+        centre, ``Objective.canvas`` None), so older files resume
         and grow. Anything that is not a sweep config is returned
         as it is (and then differs)."""
         try:

@@ -39,11 +39,12 @@ from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError
 from jaxvis.io.progress import Progress
 from jaxvis.io.results import ResultWriter, read_rows
-from jaxvis.models.geometry import LayerInfo
+from jaxvis.models.geometry import LayerInfo, at_canvas
 from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import unit_key
 from jaxvis.objectives.diversity import TERMS
+from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.maximum import RESTARTS, maximum, reference
 from jaxvis.optimize.parallel import Processes
@@ -160,6 +161,7 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
                                                                   weights_root() / "colour.json")
     for info in infos:
         model.network.check(info.name)  # specs() against the real shapes, once (own networks)
+        info = on_canvas(model, info, objective)
         feature = feature_layer(model, info, objective)
         r = radius or budget_radius(info.canvas, mean, photos or default_photos(),
                                     weights_root() / "budgets.json")
@@ -174,6 +176,26 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions,
                                floor_problems, restarts))
     return plans
+
+
+def on_canvas(model: Model, info: LayerInfo, objective: Objective) -> LayerInfo:
+    """The layer's row as the objective sees it: on ``Objective.canvas`` (at least the layer's own
+    canvas) with the output size there; for a centre response that canvas must centre a unit."""
+    size = objective.canvas
+    if size is None or size == info.canvas:
+        return info
+    if size < info.canvas:
+        raise JaxvisError(f"--canvas {size} is smaller than {info.name}'s canvas {info.canvas} (its receptive "
+                          f"field, centred); use {info.canvas} or more")
+    specs = model.network.specs()
+    out, centred = at_canvas(specs, info.name, size)
+    if RESPONSES[objective.response].centre and not centred:
+        near = [c for c in range(max(info.canvas, size - 2 * info.jump), size + 2 * info.jump + 1)
+                if at_canvas(specs, info.name, c)[1]]
+        raise JaxvisError(f"no unit of {info.name} is centred on a {size} px canvas, which response "
+                          f"{objective.response!r} needs; centred canvases near it: {', '.join(map(str, near))} "
+                          "(or --response channel)")
+    return dataclasses.replace(info, canvas=size, out=out)
 
 
 def parse_floors(floors) -> tuple[float, ...]:

@@ -30,6 +30,7 @@ from jaxvis.io.atomic import check_writable, write_with
 from jaxvis.io.progress import Progress
 from jaxvis.io.results import read_results, write_metrics
 from jaxvis.objectives.diversity import pairwise_rms
+from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer
 from jaxvis.optimize.keys import unit_key
 from jaxvis.weights import Model, default_photos, load
@@ -139,6 +140,16 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
     return out
 
 
+def _check_centre(config: SweepConfig, model: Model, layer: str, canvas: int, path: Path) -> None:
+    """The metrics measure the unit at the centre of the layer's own canvas; refuse other units."""
+    own = model.network.layer(layer).canvas
+    response = config.objective.response
+    if not RESPONSES[response].centre or canvas != own:
+        raise JaxvisError(f"{path.name} was swept with response {response!r} on a {canvas} px canvas; analysis "
+                          f"measures the centre unit on {layer}'s own {own} px canvas only (render or report "
+                          "the file instead)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """What :func:`analyze` computed: ``metrics[layer][name]`` (arrays over the layer's units, as
@@ -163,8 +174,10 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
         raise JaxvisError(f"cannot add metrics to {path}: the file is not writable (copy it somewhere "
                           "writable, or fix its permissions)")
     check_writable(path.parent, f"the metrics table {path.with_suffix('.csv').name}")
-    config = results.sweep_config
+    config = results.sweep_config  # refuses a response that is not registered, naming it
     model = model or model_for(config, path)
+    for layer in results.layers:
+        _check_centre(config, model, layer, results.layer_meta[layer]["canvas"], path)
     photos = photos or default_photos()
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,

@@ -125,3 +125,22 @@ def catalogue(specs: Sequence[LayerSpec]) -> tuple[LayerInfo, ...]:
         canvas, out = canvas_for(ops)
         rows.append(LayerInfo(spec.name, spec.kind, spec.channels, rf, jump, canvas, out))
     return tuple(rows)
+
+
+def at_canvas(specs: Sequence[LayerSpec], name: str, canvas: int) -> tuple[int, bool]:
+    """(output size per side of layer ``name`` on a ``canvas``-pixel input, whether the centre
+    output unit's receptive field is centred on it and lies wholly inside it). After a global
+    pool: (1, True) on any canvas."""
+    ops: list[Op] = []
+    for spec in specs:
+        if spec.kind == "global":
+            return 1, True
+        ops.extend(spec.ops)
+        if spec.name == name:
+            break
+    out, start, rf, jump = trace(ops, canvas)
+    if out < 1:
+        return 0, False
+    centre = start + (out // 2) * jump
+    inside = centre - (rf - 1) / 2 >= 0 and centre + (rf - 1) / 2 <= canvas - 1
+    return out, out % 2 == 1 and math.isclose(centre, (canvas - 1) / 2) and inside

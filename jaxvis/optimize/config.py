@@ -8,6 +8,7 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models.ops import PRECISIONS  # of the convolutions
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS as PRIOR_TABLE
+from jaxvis.objectives.response import RESPONSES, unknown_response
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
 
@@ -19,6 +20,8 @@ def __getattr__(name: str):
         return tuple(TERMS)
     if name == "PRIORS":
         return tuple(PRIOR_TABLE)
+    if name == "RESPONSE_NAMES":
+        return tuple(RESPONSES)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -43,6 +46,13 @@ class Objective:
     same contrast sphere. ``transforms``: random jitter, scale and rotation of every image at
     every step before the network sees it (:class:`jaxvis.param.transform.Transforms`); None
     (the default, the paper's method) or transforms that move nothing: none.
+
+    ``response``: what the unit's activation ``a(x)`` is, by name
+    (:data:`jaxvis.objectives.response.RESPONSES`): ``centre`` (the paper's: the direction at the
+    centre of the layer's output), ``channel`` (its spatial mean over the whole output) or one
+    registered with ``register_response``. ``canvas``: the image size in pixels; None (default)
+    the layer's catalogue canvas (its receptive field, centred); larger canvases suit ``channel``.
+    The contrast budget ``r`` is that of the canvas used.
     """
 
     images: int = 6
@@ -54,8 +64,16 @@ class Objective:
     floor: float | None = None
     param: str = "pixel"
     transforms: Transforms | None = None
+    response: str = "centre"
+    canvas: int | None = None
 
     def __post_init__(self):
+        if self.response not in RESPONSES:
+            raise unknown_response(self.response)
+        if self.canvas is not None and (isinstance(self.canvas, bool) or not isinstance(self.canvas, int)
+                                        or self.canvas < 1):
+            raise JaxvisError(f"--canvas must be a positive number of pixels (or unset: the layer's own), "
+                              f"not {self.canvas!r}")
         if self.transforms is not None and not isinstance(self.transforms, Transforms):
             raise JaxvisError(f"transforms must be a Transforms or None, not {type(self.transforms).__name__}")
         if self.transforms is not None and self.transforms.still:

@@ -12,9 +12,10 @@ random jitter, scale and rotation, drawn per step from the unit's transform stre
 (:mod:`jaxvis.param.transform`, :func:`jaxvis.optimize.keys.image_uniforms`); without (the
 default) the step is the paper's, unchanged.
 
-The diversity term and the prior are looked up by name in their tables
-(:data:`jaxvis.objectives.diversity.TERMS`, :data:`jaxvis.objectives.naturalness.PRIORS`) when
-the program is traced; nothing here matches names.
+The unit's response, the diversity term and the prior are looked up by name in their tables
+(:data:`jaxvis.objectives.response.RESPONSES`, :data:`jaxvis.objectives.diversity.TERMS`,
+:data:`jaxvis.objectives.naturalness.PRIORS`) when the program is traced; nothing here matches
+names. ``Problem.canvas`` is the canvas the images have (the layer's, or ``Objective.canvas``).
 
 **Activation floors** (``Objective.floor = alpha``): maximise the diversity ``D`` of the N images
 subject to ``c_i = (a(x_i) - alpha a*) / |a*| >= 0`` for every image, ``a*`` the unit's
@@ -45,11 +46,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxvis.errors import JaxvisError
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
 from jaxvis.objectives import diversity as div
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS
+from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import image_uniforms, transform_key
 from jaxvis.param.image import final_images
@@ -141,9 +144,18 @@ def forward(net: Network, problem: Problem, x: jax.Array):
 
 
 def _response(net: Network, problem: Problem, x: jax.Array, direction: jax.Array):
-    """(the unit's activation ``[N]``, the diversity feature maps ``[N, ...]``) of images ``x``."""
-    activation, acts = net.unit_response(network_input(problem, x), problem.target, problem.centre,
-                                         direction)
+    """(the unit's activation ``[N]``, the diversity feature maps ``[N, ...]``) of images ``x``:
+    the objective's response (:data:`jaxvis.objectives.response.RESPONSES`) of the target layer."""
+    response = RESPONSES[problem.objective.response]
+    if response.centre:  # the paper's unit, through the network's centre-unit path
+        activation, acts = net.unit_response(network_input(problem, x), problem.target, problem.centre,
+                                             direction)
+    else:
+        acts = net(network_input(problem, x), upto=problem.target)
+        activation = response.value(acts.pre[problem.target], direction)
+        if activation.shape != (x.shape[0],):
+            raise JaxvisError(f"response {problem.objective.response!r} returned shape {activation.shape} for "
+                              f"{x.shape[0]} images; value(pre [N, h, w, C], direction [C]) must return [N]")
     return activation, x if problem.feature_layer is None else acts.post[problem.feature_layer]
 
 
