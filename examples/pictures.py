@@ -28,6 +28,8 @@ SETTINGS = {  # file name: (what differs, the sweep's settings)
     "gmm": ("the learned gmm patch prior, beta 2", {"prior": "gmm", "beta": 2.0}),
     "channel": ("channel objective: the spatial mean of the channel on a 81 px canvas",
                 {"response": "channel", "canvas": 81}),
+    "channel_fourier_transforms": ("the channel objective with fourier and the transforms (lucid's usual setting)",
+                                   {"response": "channel", "canvas": 81, "param": "fourier", "transforms": MOVES}),
 }
 
 
