@@ -140,10 +140,10 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
     return out
 
 
-def _check_centre(config: SweepConfig, model: Model, layer: str, canvas: int, path: Path) -> None:
+def _check_centre(config: SweepConfig, model: Model, layer: str, path: Path) -> None:
     """The metrics measure the unit at the centre of the layer's own canvas; refuse other units."""
     own = model.network.layer(layer).canvas
-    response = config.objective.response
+    response, canvas = config.objective.response, config.objective.canvas or own
     if not RESPONSES[response].centre or canvas != own:
         raise JaxvisError(f"{path.name} was swept with response {response!r} on a {canvas} px canvas; analysis "
                           f"measures the centre unit on {layer}'s own {own} px canvas only (render or report "
@@ -177,7 +177,7 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
     config = results.sweep_config  # refuses a response that is not registered, naming it
     model = model or model_for(config, path)
     for layer in results.layers:
-        _check_centre(config, model, layer, results.layer_meta[layer]["canvas"], path)
+        _check_centre(config, model, layer, path)
     photos = photos or default_photos()
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,
