@@ -122,7 +122,7 @@ def table(args, timings: dict) -> dict:
     result = {"benchmark": "invariance_table", "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": machine_info(), "alpha": ALPHA, "args": {k: str(v) for k, v in vars(args).items()},
               "rows": [{**r, "profile": _plain(r["profile"])} for r in rows]}
-    times = markdown(["network", "layer", "units", "sweep (s)", "analyze (s)", "of which the shift test",
+    times = markdown(["network", "layer", "units", "sweep (s)", "analyze (s)", "shift test",
                       "grating battery alone (s)"],
                      [[r["weights"], r["layer"], r.get("units", ""), _s(r.get("sweep_s")), _s(r.get("analyze_s")),
                        "yes" if r.get("shift_test", True) else "not run", _s(r.get("gratings_s"))] for r in rows])
