@@ -35,10 +35,10 @@ class TwoLayers(jaxvis.Network):
     name = "two-layers"
 
     def __init__(self, seed: int = 0):
-        k1, k2 = jax.random.split(jax.random.key(seed))
-        self.k1 = nnx.Param(jax.random.normal(k1, (5, 5, 3, 8)) / np.sqrt(75))
+        rng = np.random.default_rng(seed)  # numpy: an eager jax.random draw would compile threefry (seconds)
+        self.k1 = nnx.Param(jnp.asarray(rng.normal(size=(5, 5, 3, 8)) / np.sqrt(75), jnp.float32))
         self.b1 = nnx.Param(jnp.zeros(8))
-        self.k2 = nnx.Param(jax.random.normal(k2, (3, 3, 8, 4)) / np.sqrt(72))
+        self.k2 = nnx.Param(jnp.asarray(rng.normal(size=(3, 3, 8, 4)) / np.sqrt(72), jnp.float32))
         self.b2 = nnx.Param(jnp.zeros(4))
 
     def specs(self):
@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--out", default="out/examples/own_network")
-    p.add_argument("--tiny", action="store_true", help="20 steps")
+    p.add_argument("--tiny", action="store_true", help="20 steps, 1 image (a smoke run)")
     args = p.parse_args(argv)
     jaxvis.cpu_devices()  # one jax device per core, before anything touches jax
     steps = 20 if args.tiny else args.steps
@@ -76,6 +76,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(images=4, diversity="pixels", lam=0.05, steps=steps, restarts=1, radius=300.0)
+    if args.tiny:  # one image, no diversity: the set is the maximum's own problem, one compilation
+        settings.update(images=1, diversity="none")
     centre = jaxvis.sweep(model, "conv2", "all", **settings)["conv2"]
     jaxvis.save_images(centre["images"], out / "conv2_centre.png")
     if "soft_peak" not in RESPONSES:  # names are for good: register once per process

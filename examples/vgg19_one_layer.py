@@ -20,6 +20,7 @@ import numpy as np
 import jaxvis
 from jaxvis.analysis.summary import analysis_line, sweep_line
 from jaxvis.io.report import report
+from jaxvis.weights import default_photos
 
 
 def main(argv=None) -> dict:
@@ -28,7 +29,7 @@ def main(argv=None) -> dict:
     p.add_argument("--layer", default="conv2_1")
     p.add_argument("--units", default="0-15")
     p.add_argument("--out", default="out/examples/vgg19_one_layer")
-    p.add_argument("--tiny", action="store_true", help="2 units, 3 images, 20 steps, no shift test")
+    p.add_argument("--tiny", action="store_true", help="2 units, 3 images, 20 steps; no shift test or gratings, one photo")
     args = p.parse_args(argv)
     jaxvis.cpu_devices()  # one jax device per core, before anything touches jax
     units, settings = args.units, {}  # the defaults are the paper's: N 6, lambda 0.01, 1000 steps
@@ -46,7 +47,10 @@ def main(argv=None) -> dict:
     jaxvis.save_images(r["images"], out / f"{args.layer}.png")  # one contrast mapping per row
 
     # 2. the analysis: invariance metrics into the same file, and a CSV
-    done = jaxvis.analyze(path, shift=not args.tiny, log=lambda line: None)
+    # a smoke run skips the shift test, the grating battery and the phase rotation, and takes its
+    # natural references from one photo
+    tiny = dict(shift=False, battery=None, photos=default_photos()[:1]) if args.tiny else {}
+    done = jaxvis.analyze(path, log=lambda line: None, **tiny)
     print(analysis_line(args.layer, done.metrics[args.layer]))
 
     # 3. the report: a static HTML page per layer
