@@ -27,6 +27,7 @@ from jaxvis.models.base import Activations, Network
 from jaxvis.models.convention import InputConvention
 from jaxvis.models.geometry import LayerInfo, LayerSpec, Op
 from jaxvis.models.registry import MODEL_NAMES, ModelConfig, build, register_model
+from jaxvis.objectives.response import register_response
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.parallel import cpu_devices
 from jaxvis.sweep import sweep
@@ -34,5 +35,6 @@ from jaxvis.weights import Model, convert, fetch, load
 
 __all__ = ["Activations", "InputConvention", "JaxvisError", "LayerInfo", "LayerSpec", "MODEL_NAMES",
            "Model", "ModelConfig", "Network", "Objective", "Op", "Optimizer", "SweepConfig", "analyze",
-           "build", "convert", "cpu_devices", "fetch", "load", "read_results", "register_model", "render",
+           "build", "convert", "cpu_devices", "fetch", "load", "read_results", "register_model",
+           "register_response", "render",
            "save_images", "sweep", "to_display"]
