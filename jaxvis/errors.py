@@ -24,6 +24,16 @@ class UnknownNameError(JaxvisError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def check_new_name(kind: str, name: str, table, must: str) -> None:
+    """The two checks of every ``register_*`` call: ``name`` is an identifier (``must`` says what
+    that means here, e.g. "a Python identifier (e.g. 'smooth')") and not taken in ``table``
+    (names key compiled programs and results files, so a name always means one function)."""
+    if not name.isidentifier():
+        raise JaxvisError(f"{kind} name {name!r} must be {must}")
+    if name in table:
+        raise JaxvisError(f"{kind} {name!r} is already registered; choose another name")
+
+
 def unknown(kind: str, name: str, valid) -> UnknownNameError:
     """``UnknownNameError`` for ``name`` that lists the valid choices of ``kind``."""
     valid = list(valid)

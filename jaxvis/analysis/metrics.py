@@ -34,7 +34,7 @@ import numpy as np
 from jaxvis.analysis import gratings as _gratings
 from jaxvis.analysis import phase as _phase
 from jaxvis.analysis import readout as _readout
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import check_new_name
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,7 @@ REGISTRY: dict[str, Metric] = {}
 
 def register_metric(name: str, definition: str, inputs: tuple[str, ...], *, scalar: bool = True):
     """Decorator: add ``function`` to the table as metric ``name`` (see :class:`Metric`)."""
-    if not name.isidentifier():
-        raise JaxvisError(f"metric name {name!r} must be an identifier (it becomes a dataset and "
-                          "a CSV column)")
-    if name in REGISTRY:
-        raise JaxvisError(f"metric {name!r} is already registered; choose another name")
+    check_new_name("metric", name, REGISTRY, "an identifier (it becomes a dataset and a CSV column)")
 
     def add(function):
         REGISTRY[name] = Metric(name, definition, function, tuple(inputs), scalar)

@@ -20,7 +20,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import JaxvisError, check_new_name
 
 # sqrt has an infinite derivative at 0; identical images would otherwise produce NaN gradients
 _EPS = 1e-12
@@ -151,10 +151,7 @@ def register_term(name: str, value: Callable[[jax.Array], jax.Array], definition
                   space: str = "features", smooth_log: Callable[[jax.Array], jax.Array] | None = None) -> Term:
     """Add a diversity term to :data:`TERMS` under ``name`` (new names only: a compiled program
     is keyed by the name, so a name must always mean the same function)."""
-    if not name.isidentifier():
-        raise JaxvisError(f"diversity term name {name!r} must be a Python identifier (e.g. 'cosine')")
-    if name in TERMS:
-        raise JaxvisError(f"diversity term {name!r} is already registered; choose another name")
+    check_new_name("diversity term", name, TERMS, "a Python identifier (e.g. 'cosine')")
     if space not in SPACES:
         raise JaxvisError(f"diversity term space must be one of {', '.join(SPACES)}, not {space!r}")
     TERMS[name] = Term(value, definition, space, smooth_log)

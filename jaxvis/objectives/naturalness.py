@@ -23,7 +23,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import check_new_name
 from jaxvis.objectives import gmm
 from jaxvis.param.image import frequency_gain
 
@@ -69,9 +69,6 @@ PRIORS: dict[str, Prior] = {
 def register_prior(name: str, penalty: Callable[[jax.Array], jax.Array], definition: str) -> Prior:
     """Add a prior to :data:`PRIORS` under ``name`` (new names only: a compiled program is keyed
     by the name, so a name must always mean the same function)."""
-    if not name.isidentifier():
-        raise JaxvisError(f"prior name {name!r} must be a Python identifier (e.g. 'smooth')")
-    if name in PRIORS:
-        raise JaxvisError(f"prior {name!r} is already registered; choose another name")
+    check_new_name("prior", name, PRIORS, "a Python identifier (e.g. 'smooth')")
     PRIORS[name] = Prior(penalty, definition)
     return PRIORS[name]

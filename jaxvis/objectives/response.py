@@ -27,7 +27,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import JaxvisError, check_new_name
 
 
 def centre_response(pre: jax.Array, direction: jax.Array) -> jax.Array:
@@ -63,10 +63,7 @@ def register_response(name: str, value: Callable[[jax.Array, jax.Array], jax.Arr
                       definition: str) -> Response:
     """Add a response to :data:`RESPONSES` under ``name`` (new names only: compiled programs and
     results files are keyed by the name, so a name must always mean the same function)."""
-    if not name.isidentifier():
-        raise JaxvisError(f"response name {name!r} must be a Python identifier (e.g. 'top_left')")
-    if name in RESPONSES:
-        raise JaxvisError(f"response {name!r} is already registered; choose another name")
+    check_new_name("response", name, RESPONSES, "a Python identifier (e.g. 'top_left')")
     RESPONSES[name] = Response(value, definition)
     return RESPONSES[name]
 
