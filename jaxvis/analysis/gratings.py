@@ -32,15 +32,22 @@ Gratings longer than the canvas keep their moderate ripple (a crest or an edge i
 what a large grating does to a receptive field, as in physiology. The measures are ratios of the unit's own responses, so none presupposes that a
 grating drives the unit anywhere near its optimised maximum:
 
-- ``grating_f1_f0``: the modulation ratio of the rectified phase response ``rho = max(R, 0)`` at
-  the preferred grating, ``F1 / F0`` with ``F0`` the mean of ``rho`` over phase and ``F1`` the
-  amplitude of its first harmonic. Skottun, De Valois, Grosof, Movshon, Albrecht & Bonds (1991),
-  Vision Res. 31:1079: > 1 simple, < 1 complex. A half-wave rectified sinusoid gives pi/2; an
-  energy model (sum of squared quadrature filters) has no first harmonic at all.
-- ``grating_phase_min_max``: ``min rho / max rho`` over phase at the preferred grating (1: phase
-  invariant).
-- ``grating_orientation_selectivity``: ``1 - circular variance`` of the rectified orientation curve
-  (peak over phase at the preferred period and colour), ``|sum rho(t) e^{2it}| / sum rho(t)``
+- ``grating_f1_f0``: the modulation ratio of the phase response at the preferred grating,
+  rectified above the unit's baseline: ``rho = max(R - b, 0)`` with ``b = max(blank, 0)`` the
+  rectified response to the mean colour alone (the unit's "spontaneous" output), ``F1 / F0`` with
+  ``F0`` the mean of ``rho`` over phase and ``F1`` the amplitude of its first harmonic. Skottun,
+  De Valois, Grosof, Movshon, Albrecht & Bonds (1991), Vision Res. 31:1079: > 1 simple, < 1
+  complex; as there, ``F0`` is the response *above the spontaneous rate*. A half-wave rectified
+  sinusoid gives pi/2; an energy model (sum of squared quadrature filters) has no first harmonic
+  at all. The baseline matters: a linear unit with a positive bias ``B`` larger than its grating
+  drive ``d`` never rectifies, so ``max(R, 0) = B + d cos(phase)`` would give ``d / B < 1`` and
+  call it complex; above the baseline it is the half-wave rectified ``d cos(phase)`` again (the
+  EfficientNet-Lite0 stem has such units). Units whose blank response is negative (below a
+  ReLU's threshold) have ``b = 0``: their output is ``max(R, 0)`` as before.
+- ``grating_phase_min_max``: ``min rho / max rho`` over phase at the preferred grating, the same
+  ``rho`` (1: phase invariant; 0: some phase brings the unit down to its baseline or below).
+- ``grating_orientation_selectivity``: ``1 - circular variance`` of the orientation curve (peak over
+  phase at the preferred period and colour) above the same baseline, ``|sum rho(t) e^{2it}| / sum rho(t)``
   (Ringach, Shapley & Hawken 2002, J. Neurosci. 22:5639): 0 untuned, 1 a single orientation.
 - ``grating_orientation_index``: ``(pref - orth) / (pref + orth)`` on the same curve, orth the
   orientation 90 degrees from the preferred one.
@@ -48,7 +55,7 @@ grating drives the unit anywhere near its optimised maximum:
   the unit's single-image maximum (passed in): how much of the unit a grating explains.
 - ``grating_blank``: the response to the mean colour alone (zero contrast), the unit's baseline.
 
-Ratios whose denominator is not positive (a unit no grating drives above zero) are NaN.
+Ratios whose denominator is not positive (a unit no grating drives above its baseline) are NaN.
 """
 
 from __future__ import annotations
@@ -77,10 +84,10 @@ DEFINITIONS = {
     "grating_preferred_orientation": "direction of modulation of the preferred grating (radians, 0: vertical bars)",
     "grating_preferred_period": "period of the preferred grating (px)",
     "grating_preferred_colour": "colour axis of the preferred grating (index into Battery.colours: luminance, red-green, blue-yellow)",
-    "grating_orientation_selectivity": "1 - circular variance of the rectified orientation curve (Ringach et al. 2002)",
-    "grating_orientation_index": "(pref - orth) / (pref + orth) of the rectified orientation curve",
-    "grating_f1_f0": "F1/F0 of the rectified phase response at the preferred grating (Skottun et al. 1991: >1 simple, <1 complex)",
-    "grating_phase_min_max": "min / max over phase of the rectified response at the preferred grating",
+    "grating_orientation_selectivity": "1 - circular variance of the orientation curve above the baseline, max(curve - max(blank, 0), 0) (Ringach et al. 2002)",
+    "grating_orientation_index": "(pref - orth) / (pref + orth) of the orientation curve above the baseline",
+    "grating_f1_f0": "F1/F0 of the phase response above the baseline, max(R - max(blank, 0), 0), at the preferred grating (Skottun et al. 1991: >1 simple, <1 complex)",
+    "grating_phase_min_max": "min / max over phase of the response above the baseline, max(R - max(blank, 0), 0), at the preferred grating",
     "grating_best": "the preferred grating's response (pre-activation, peak over phase)",
     "grating_best_fraction": "grating_best / the unit's single-image maximum",
     "grating_blank": "response to the mean colour alone (zero contrast)",
@@ -208,17 +215,27 @@ def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan).astype(np.float32)
 
 
-def f1_f0(curve: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """``[..., F]`` responses at equally spaced ``phases`` -> F1/F0 of their rectified values."""
-    rho = np.maximum(curve, 0)
+def above_baseline(curve: np.ndarray, blank) -> np.ndarray:
+    """``[..., F]`` responses, ``blank`` ``[...]`` -> ``rho = max(curve - max(blank, 0), 0)``: the
+    rectified response above the unit's rectified baseline (module docstring)."""
+    base = np.maximum(np.asarray(blank, np.float64), 0.0)[..., None]
+    return np.maximum(np.asarray(curve, np.float64) - base, 0.0)
+
+
+def f1_f0(curve: np.ndarray, phases: np.ndarray, blank=0.0) -> np.ndarray:
+    """``[..., F]`` responses at equally spaced ``phases`` (``blank`` ``[...]`` the responses to
+    the mean colour) -> F1/F0 of the response above the baseline, :func:`above_baseline`."""
+    rho = above_baseline(curve, np.broadcast_to(blank, np.shape(curve)[:-1]))
     f0 = rho.mean(-1)
     f1 = np.abs((rho * np.exp(-1j * phases)).sum(-1)) * 2 / len(phases)
     return ratio(f1, f0)
 
 
-def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray) -> dict[str, np.ndarray]:
+def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray,
+              blank=None) -> dict[str, np.ndarray]:
     """``[U, O, P, F, K]`` responses -> the per-unit measures and tuning curves (module docstring);
-    the preferred grating is one of the ``candidate`` ``[O, P]`` (orientation, period) pairs."""
+    the preferred grating is one of the ``candidate`` ``[O, P]`` (orientation, period) pairs;
+    ``blank`` ``[U]`` the responses to the mean colour alone (None: 0), the phase measures' baseline."""
     U, O, P, F, K = R.shape
     peak = R.max(axis=3)  # [U, O, P, K]
     eligible = np.where(candidate[None, :, :, None], peak, -np.inf)
@@ -226,17 +243,18 @@ def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray)
     u = np.arange(U)
     orientation = peak[u, :, p, k]  # [U, O]
     phase = R[u, o, p, :, k]        # [U, F]
-    rho_t = np.maximum(orientation, 0)
+    blank = np.zeros(U) if blank is None else np.asarray(blank, np.float64).reshape(U)
+    rho_t = above_baseline(orientation, blank)
     theta = axes["orientations"]
     pref, orth = rho_t[u, o], rho_t[u, (o + O // 2) % O]
-    rho_f = np.maximum(phase, 0)
+    rho_f = above_baseline(phase, blank)
     return {
         "grating_preferred_orientation": theta[o].astype(np.float32),
         "grating_preferred_period": axes["periods"][p].astype(np.float32),
         "grating_preferred_colour": k.astype(np.int32),
         "grating_orientation_selectivity": ratio(np.abs((rho_t * np.exp(2j * theta)).sum(1)), rho_t.sum(1)),
         "grating_orientation_index": ratio(pref - orth, pref + orth),
-        "grating_f1_f0": f1_f0(phase, axes["phases"]),
+        "grating_f1_f0": f1_f0(phase, axes["phases"], blank),
         "grating_phase_min_max": ratio(rho_f.min(1), rho_f.max(1)),
         "grating_best": peak[u, o, p, k].astype(np.float32),
         "grating_orientation_curve": orientation.astype(np.float32),
@@ -279,7 +297,7 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
                      lambda index: grating_images(info.canvas, battery, radius, index) + mean) @ basis.T
     R = np.moveaxis(acts[:-1], -1, 0).reshape(len(basis), *shape)
     axes = battery.axes(info.canvas)
-    out = summarise(R, axes, phase_ripple(info.canvas, battery) <= MAX_RIPPLE)
+    out = summarise(R, axes, phase_ripple(info.canvas, battery) <= MAX_RIPPLE, acts[-1])
     out["grating_blank"] = acts[-1].astype(np.float32)
     if maximum is not None:
         out["grating_best_fraction"] = ratio(out["grating_best"], np.asarray(maximum, np.float32))

@@ -19,9 +19,11 @@ contrast of every oriented component. A grating ``cos(k . p + f)`` with ``k . n 
   maximum (the rotated part of its drive reverses at ``phi = pi``); a complex unit's stays near
   its maximum.
 
-Measures per unit (pre-activations, so a reversal shows as a negative value):
-``rotation_min_max`` = min / max of the response over ``phi``; ``rotation_at_pi`` = the response at
-``phi = pi`` / that maximum (NaN where the maximum is not positive).
+Measures per unit, on the pre-activation above the unit's baseline ``R(phi) - b``, ``b = max(blank,
+0)`` the rectified response to the mean colour alone (as the grating battery's phase measures,
+:mod:`jaxvis.analysis.gratings`; a positive bias would otherwise lift every ratio towards 1), so a
+reversal shows as a negative value: ``rotation_min_max`` = min / max of ``R - b`` over ``phi``;
+``rotation_at_pi`` = ``R(pi) - b`` / that maximum (NaN where the maximum is not positive).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from jaxvis.errors import JaxvisError
 
 DEFINITIONS = {
     "rotation_curve": "the unit's response to its single-image maximum rotated in phase by each phi (phases(steps))",
-    "rotation_min_max": "min / max over phi of the response to the phase-rotated maximum",
-    "rotation_at_pi": "response at phi = pi / the maximum over phi (negative: reversed)",
+    "rotation_min_max": "min / max over phi of the response to the phase-rotated maximum above the baseline max(blank, 0)",
+    "rotation_at_pi": "response above the baseline at phi = pi / its maximum over phi (negative: reversed)",
     "rotation_orientation": "dominant orientation of the maximum's power spectrum (radians)",
 }
 
@@ -118,14 +120,18 @@ def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: 
     x = jnp.asarray(images - mean)
     theta = _orientations(x)
 
-    def rotated(index):  # image u * steps + f: unit u's maximum turned by phis[f]
-        u, f = np.divmod(index, steps)
-        return np.asarray(_rotate_many(x[u], jnp.asarray(phis[f]), theta[u])) + mean
+    count = len(basis) * steps
 
-    acts = responses(model, info, len(basis) * steps, rotated).reshape(len(basis), steps, -1)  # [U, F, C]
-    curve = np.einsum("ufc,uc->uf", acts, basis)
-    top = curve.max(1)
+    def rotated(index):  # image u * steps + f: unit u's maximum turned by phis[f]; then the blank
+        u, f = np.divmod(np.minimum(index, count - 1), steps)
+        turned = np.asarray(_rotate_many(x[u], jnp.asarray(phis[f]), theta[u]))
+        return np.where((index < count)[:, None, None, None], turned, 0.0) + mean
+
+    acts = responses(model, info, count + 1, rotated)
+    curve = np.einsum("ufc,uc->uf", acts[:-1].reshape(len(basis), steps, -1), basis)  # [U, F]
+    above = curve - np.maximum(acts[-1] @ basis.T, 0.0)[:, None]
+    top = above.max(1)
     return {"rotation_curve": curve.astype(np.float32),
-            "rotation_min_max": ratio(curve.min(1), top),
-            "rotation_at_pi": ratio(curve[:, steps // 2], top),
+            "rotation_min_max": ratio(above.min(1), top),
+            "rotation_at_pi": ratio(above[:, steps // 2], top),
             "rotation_orientation": np.asarray(theta, np.float32)}

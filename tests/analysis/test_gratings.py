@@ -13,6 +13,7 @@ import jaxvis
 from jaxvis.analysis import gratings as G
 from jaxvis.analysis.gratings import Battery, gratings, stimuli
 from jaxvis.analysis.phase import half_plane, phase_rotation, phases, rotate
+from jaxvis.analysis.readout import labels, phase_class
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
 from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
@@ -34,10 +35,15 @@ def gabor(theta: float, period: float, phase: float, colour: str) -> np.ndarray:
     return g / np.linalg.norm(g)
 
 
+# a positive bias larger than any grating's drive of a unit-norm Gabor filter (at most RADIUS)
+BIAS = 1000.0
+
+
 class Cells(jaxvis.Network):
     """``simple``: 4 linear Gabor units (pre-ReLU; even and odd of each pair in ``CELLS``);
-    ``energy``: the 2 energy-model complex cells (sum of squares of each pair); ``pooled``: a
-    global average (a layer after global pooling)."""
+    ``energy``: the 2 energy-model complex cells (sum of squares of each pair); ``biased``: the 6
+    of them plus :data:`BIAS` (a positive baseline, never rectified); ``pooled``: a global average
+    (a layer after global pooling)."""
 
     name = "cells"
 
@@ -47,7 +53,7 @@ class Cells(jaxvis.Network):
 
     def specs(self):
         return (LayerSpec("simple", 4, (Op(SIZE, 1, "VALID"),)), LayerSpec("energy", 2, (), "block"),
-                LayerSpec("pooled", 2, (), "global"))
+                LayerSpec("biased", 6, (), "block"), LayerSpec("pooled", 2, (), "global"))
 
     def forward(self, x, record):
         s = jax.lax.conv_general_dilated(x, self.filters[...], (1, 1), "VALID",
@@ -55,6 +61,7 @@ class Cells(jaxvis.Network):
                                          precision=jax.lax.Precision.HIGHEST)
         record("simple", s, jax.nn.relu(s))
         e = record("energy", s[..., 0::2] ** 2 + s[..., 1::2] ** 2)
+        record("biased", jnp.concatenate([s, e], axis=-1) + BIAS)
         record("pooled", e.mean(axis=(1, 2), keepdims=True))
 
 
@@ -139,6 +146,28 @@ def test_energy_complex_cells_are_phase_invariant(cells):
     assert g["grating_responses"].shape == (2, 16, 12, 8, 3)
 
 
+def test_phase_measures_are_taken_above_a_positive_baseline(cells):
+    """A linear unit whose positive bias exceeds its grating drive never rectifies: rectified at
+    zero its phase response B + d cos(phase) would have F1/F0 = d / B < 1 (complex). Above the
+    baseline (the blank response) it is the simple cell again, and the biased energy cell the
+    complex one: every phase measure equals the unbiased unit's."""
+    biased = gratings(cells, "biased", radius=RADIUS, directions=[0, 2, 4, 5])
+    plain = {**gratings(cells, "simple", radius=RADIUS, directions=[0, 2]),
+             "energy": gratings(cells, "energy", radius=RADIUS)}
+    np.testing.assert_allclose(biased["grating_blank"], BIAS)
+    assert (biased["grating_phase_curve"][:2] > 0).all()  # never rectified at zero
+    assert (np.maximum(biased["grating_phase_curve"][:2], 0).min(1) / biased["grating_best"][:2] > 0.5).all()
+    for name in ("grating_f1_f0", "grating_phase_min_max", "grating_orientation_selectivity",
+                 "grating_orientation_index"):
+        np.testing.assert_allclose(biased[name][:2], plain[name], rtol=1e-3, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(biased[name][2:], plain["energy"][name], rtol=1e-3, atol=1e-4, err_msg=name)
+    assert (biased["grating_f1_f0"][:2] > 1.4).all() and (biased["grating_f1_f0"][2:] < 0.1).all()
+    # the read-out names them as it names the unbiased cells (a linear unit's maximum: r ||w|| + B)
+    maximum = np.array([RADIUS + BIAS] * 2 + list(biased["grating_best"][2:] * 1.5))
+    codes = phase_class(biased["grating_f1_f0"], biased["grating_best"], biased["grating_blank"], maximum)
+    assert labels("phase", codes) == ["simple-like"] * 2 + ["complex-like"] * 2
+
+
 def test_chunked_forward_equals_one_call(cells, monkeypatch):
     best = np.stack([RADIUS * gabor(t, p, 0.0, c) for t, p, c in CELLS])
     whole = gratings(cells, "energy", radius=RADIUS)
@@ -154,7 +183,7 @@ def test_chunked_forward_equals_one_call(cells, monkeypatch):
 
 
 def test_bad_battery_input_is_refused_with_one_clear_line(cells):
-    with pytest.raises(JaxvisError, match="'pooled' of cells comes after global pooling.*: simple, energy$"):
+    with pytest.raises(JaxvisError, match="'pooled' of cells comes after global pooling.*: simple, energy, biased$"):
         gratings(cells, "pooled", radius=RADIUS)
     with pytest.raises(JaxvisError, match="orientations must be an even number >= 4"):
         Battery(orientations=5)
@@ -213,6 +242,11 @@ def test_rotation_keeps_a_complex_cell_at_its_maximum_and_reverses_a_linear_one(
     linear = phase_rotation(cells, "simple", even, [0, 2])
     np.testing.assert_allclose(linear["rotation_curve"][:, 0], RADIUS, rtol=1e-4)
     assert (linear["rotation_at_pi"] < -0.95).all(), linear["rotation_at_pi"]
+    # with a positive bias the curve is lifted by it, the measures (above the baseline) are not
+    biased = phase_rotation(cells, "biased", even, [0, 2])
+    np.testing.assert_allclose(biased["rotation_curve"], linear["rotation_curve"] + BIAS, rtol=1e-5)
+    for name in ("rotation_min_max", "rotation_at_pi"):
+        np.testing.assert_allclose(biased[name], linear[name], rtol=1e-3, atol=1e-3, err_msg=name)
 
 
 def test_conv1_1_units_follow_c_plus_d_cos_phi(vgg19, weights_env):
