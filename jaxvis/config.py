@@ -22,8 +22,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import JaxvisError, unknown
 from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.step import FLOOR_STARTS
 from jaxvis.param.transform import Transforms
 
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
@@ -120,6 +121,8 @@ class SweepConfig:
     seed: int = 0
     floors: tuple[float, ...] = ()  # activation floors alpha of the floor sets, highest first
     restarts: int = 1               # single-image runs per unit whose best is the maximum
+    floor_start: str | None = "maximum"  # where the floor sets' images start (FLOOR_STARTS); None
+                                        # without floors; older floored files: random
     weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -127,6 +130,10 @@ class SweepConfig:
         missing = [name for name in self.layers if name not in self.units]
         if missing:
             raise JaxvisError(f"sweep config selects no units for layer(s) {', '.join(missing)}")
+        if not self.floors:  # the start of sets that do not exist is no part of the method
+            object.__setattr__(self, "floor_start", None)
+        elif self.floor_start not in FLOOR_STARTS:
+            raise unknown("floor start", self.floor_start, FLOOR_STARTS)
 
     # -- JSON
 
@@ -139,7 +146,7 @@ class SweepConfig:
             "optimizer": dataclasses.asdict(self.optimizer),
             "directions": None if self.directions is None else [list(d) for d in self.directions],
             "seed": self.seed, "floors": list(self.floors), "restarts": self.restarts,
-            "versions": dict(self.versions)}, "sweep config")
+            "floor_start": self.floor_start, "versions": dict(self.versions)}, "sweep config")
 
     @classmethod
     def from_json(cls, d: Mapping) -> "SweepConfig":
@@ -160,7 +167,8 @@ class SweepConfig:
             optimizer=_dataclass_from(Optimizer, d.get("optimizer", {}), "sweep config optimizer"),
             directions=None if directions is None else tuple(tuple(float(x) for x in row) for row in directions),
             seed=int(d.get("seed", 0)), floors=tuple(float(a) for a in d.get("floors", ())),
-            restarts=int(d.get("restarts", 1)), weights_meta=dict(d.get("weights_meta") or {}),
+            restarts=int(d.get("restarts", 1)), floor_start=d.get("floor_start", "random"),
+            weights_meta=dict(d.get("weights_meta") or {}),
             versions=dict(d.get("versions") or {}))
 
     # -- comparisons
@@ -176,8 +184,8 @@ class SweepConfig:
     @staticmethod
     def upgrade(stored: Mapping) -> dict:
         """A stored config JSON in today's form: fields added since it was written take the
-        values that reproduce how it was made (``restarts`` 1, no floors, ``Objective.floor``
-        None, ``Objective.param`` pixel, ``Objective.transforms`` None, ``Objective.response``
+        values that reproduce how it was made (``restarts`` 1, no floors, ``floor_start``
+        random where there are floors, ``Objective.floor`` None, ``Objective.param`` pixel, ``Objective.transforms`` None, ``Objective.response``
         centre, ``Objective.canvas`` None), so older files resume
         and grow. Anything that is not a sweep config is returned
         as it is (and then differs)."""

@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxvis.config import SweepConfig
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import JaxvisError, unknown
 from jaxvis.io.progress import Progress
 from jaxvis.io.results import ResultWriter, read_rows
 from jaxvis.models.geometry import LayerInfo, at_canvas
@@ -48,7 +48,7 @@ from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.maximum import RESTARTS, maximum, reference
 from jaxvis.optimize.parallel import Processes
-from jaxvis.optimize.step import Problem
+from jaxvis.optimize.step import FLOOR_STARTS, Problem
 from jaxvis.param.budget import colour_basis
 from jaxvis.param.budget import radius as budget_radius
 from jaxvis.param.transform import Transforms
@@ -122,22 +122,25 @@ class LayerPlan:
     directions: np.ndarray | None = None  # [units, C] unit vectors; None: unit u is channel u
     floors: tuple[Problem, ...] = ()       # one activation-floor problem per alpha
     restarts: int = RESTARTS               # of the single-image maximum
+    floor_start: str = "maximum"           # where the floor sets' images start (FLOOR_STARTS)
 
     def meta(self) -> dict:
         colour = {} if self.diverse.colour is None else {"colour_basis": [list(r) for r in self.diverse.colour]}
         return {"units": self.units, "canvas": self.info.canvas, "rf": self.info.rf,
                 "jump": self.info.jump, "centre": self.info.centre, "channels": self.info.channels,
                 "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels",
-                "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts, **colour}
+                "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts,
+                "floor_start": self.floor_start, **colour}
 
 
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
          photos: list[Path] | None = None, radius: float | None = None,
          directions: np.ndarray | None = None, floors: Sequence[float] = (),
-         restarts: int = RESTARTS) -> list[LayerPlan]:
+         restarts: int = RESTARTS, floor_start: str = "maximum") -> list[LayerPlan]:
     """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
     ``floors``: activation floors alpha (each a diverse set of the same N and diversity term whose
-    images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md).
+    images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md), whose
+    images start next to the unit's best known image (``floor_start="maximum"``) or at random.
     ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean).
     ``directions`` ``[U, C]``: optimise directions in the (single) layer's channel space instead
     of channels; they are normalised to unit length and unit u is direction u."""
@@ -156,6 +159,8 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         units = range(len(directions))
     if restarts < 1:
         raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
+    if floor_start not in FLOOR_STARTS:
+        raise unknown("floor start", floor_start, FLOOR_STARTS)
     floor_objectives = tuple(dataclasses.replace(objective, floor=float(a)) for a in parse_floors(floors))
     colour = None if objective.param == "pixel" else colour_basis(photos or default_photos(),
                                                                   weights_root() / "colour.json")
@@ -174,7 +179,7 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
                                for o in floor_objectives)
         count = info.channels if directions is None else len(directions)
         plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions,
-                               floor_problems, restarts))
+                               floor_problems, restarts, floor_start))
     return plans
 
 
@@ -218,7 +223,8 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
 
     ``max_activation`` is the reference every fraction is relative to: the best restart, or a
     diverse image's activation where one beats it (``max_raised``; its image is then
-    ``max_image``). The floor sets are relative to that reference."""
+    ``max_image``). The floor sets are relative to that reference, and with ``lp.floor_start``
+    ``maximum`` their images start next to its image."""
     n = len(units)
     padded = list(units) + [units[-1]] * (chunk - n)  # same shapes: no recompilation
     basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
@@ -249,8 +255,9 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
            "max_image": image, "max_activation": ref.astype(np.float32), "max_raised": raised,
            "max_steps": best["steps"], "max_stop_reason": best["stop_reason"],
            "max_restart": best["restart"], "max_restart_activations": best["restart_activations"]}
+    starts = None if lp.floor_start == "random" else image - np.asarray(lp.diverse.mean_rgb, np.float32)
     sets = [optimise(model.network, problem, keys(f"floor{problem.objective.floor:g}:{name}", problem.n),
-                     directions, lp.radius, mesh, maxima=ref, on_segment=tick_for(n))
+                     directions, lp.radius, mesh, maxima=ref, on_segment=tick_for(n), starts=starts)
             for problem in lp.floors]
     for key in ("images", "activations", "pixel_distances", "feature_distances", "steps", "stop_reason"):
         if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
@@ -266,7 +273,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
           floors: Sequence[float] | str = (), restarts: int = RESTARTS,
-          **settings) -> dict[str, dict[str, np.ndarray]]:
+          floor_start: str = "maximum", **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
@@ -274,7 +281,9 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     ``directions`` ``[U, C]`` optimises directions in channel space (one layer) instead of channels.
     ``floors`` (e.g. ``(0.95, 0.9)``) adds per unit and alpha an activation-floor set (``floor_*``
     keys, ``[U, alphas, ...]``, highest alpha first); ``restarts``: single-image runs per unit whose
-    best is the maximum (``jaxvis.optimize.maximum``).
+    best is the maximum (``jaxvis.optimize.maximum``); ``floor_start``: where the floor sets'
+    images start, ``maximum`` (next to the unit's best known image, the default) or ``random``
+    (:data:`jaxvis.optimize.step.FLOOR_STARTS`, docs/floor.md).
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
     ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields and those of the
@@ -303,7 +312,8 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
                           "the others' parts); remove the old results first or use another --out")
     weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
     model = load(model) if isinstance(model, str) else model
-    plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts)
+    plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts,
+                 floor_start)
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     config = SweepConfig(
         weights=weights_name, model=model.meta.get("model"),
@@ -311,7 +321,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         layers=tuple(p.info.name for p in plans), units={p.info.name: tuple(p.units) for p in plans},
         objective=objective, optimizer=optimizer,
         directions=None if directions is None else tuple(map(tuple, plans[0].directions.tolist())),
-        seed=seed, floors=parse_floors(floors), restarts=restarts,
+        seed=seed, floors=parse_floors(floors), restarts=restarts, floor_start=floor_start,
         versions={"jaxvis": version(), "jax": jax.__version__})
     writer = None
     if out is not None:

@@ -48,6 +48,14 @@ def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
     return states._replace(transforms=_streams(keys, mesh=mesh))
 
 
+@functools.partial(jax.jit, static_argnames=("param", "mesh"), donate_argnames=("z",))
+def _near(z, starts, colour, *, param: str, mesh: Mesh):
+    def near(z, starts, colour):  # one device, its own units
+        return jax.vmap(lambda z, x: one.start_near(z, x, param, colour))(z, starts)
+
+    return parallel.per_device(near, mesh, (ROWS, ROWS, SHARED), ROWS)(z, starts, colour)
+
+
 @functools.partial(jax.jit, static_argnames=("mesh",))
 def _streams(keys, *, mesh: Mesh):
     return parallel.per_device(jax.vmap(transform_key), mesh, (ROWS,), ROWS)(keys)
@@ -102,7 +110,7 @@ def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: flo
 
 def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
              radius: float, mesh: Mesh | None = None, maxima: np.ndarray | None = None,
-             on_segment=None) -> dict[str, np.ndarray]:
+             on_segment=None, starts: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Optimise ``U`` units at once. ``keys`` ``[U]``, ``directions`` ``[U, C]``.
 
     ``on_segment(steps)``, if given, is called after every segment with the ``[U]`` optimiser steps
@@ -110,6 +118,10 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
 
     ``maxima`` ``[U]``: the units' single-image maxima ``a*``, required by (and only used by) a
     floor objective (``Objective.floor``; :func:`jaxvis.optimize.maximum.maximum` computes them).
+
+    ``starts`` ``[U, H, W, 3]``: images (deviations from the mean colour, e.g. the units' maxima)
+    that each unit's N images start next to (:func:`jaxvis.optimize.step.start_near`; the sweep's
+    floor sets, ``floor_start="maximum"``); None: the random start ``z ~ N(0, 1)``.
 
     ``mesh``: the devices to spread the units over (``parallel.unit_mesh``; default all of this
     process's devices). ``U`` need not be a multiple of the device count (padded here), but the
@@ -132,6 +144,15 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     maxima = jax.device_put(parallel.pad_rows(maxima, len(directions)), parallel.unit_sharding(mesh))
     jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)
     states = _init(keys, problem=problem, mesh=mesh)
+    if starts is not None:
+        starts = np.asarray(starts, np.float32)
+        if starts.shape != (count, problem.canvas, problem.canvas, 3):
+            raise JaxvisError(f"starts must be [units, canvas, canvas, 3] = [{count}, {problem.canvas}, "
+                              f"{problem.canvas}, 3], one image per direction; got shape {starts.shape}")
+        starts = jax.device_put(parallel.pad_rows(starts, len(directions)), parallel.unit_sharding(mesh))
+        colour = jax.device_put(np.eye(3, dtype=np.float32) if problem.colour is None
+                                else np.asarray(problem.colour, np.float32), parallel.replicated(mesh))
+        states = states._replace(z=_near(states.z, starts, colour, param=problem.objective.param, mesh=mesh))
     segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
     curve = np.full((len(directions), segments), np.nan, np.float32)
     stopped = np.zeros(len(directions), bool)

@@ -33,8 +33,10 @@ the units' and feature spaces' scales: both terms are dimensionless, so one ``rh
 (:data:`FLOOR_RHO`) and one ``eta`` (:data:`FLOOR_DUAL_STEP`) serve every unit. At a fixed point
 the multipliers are the KKT multipliers: ``c_i = 0`` for every image whose floor binds, ``c_i > 0``
 with ``mu_i = 0`` for the others. A unit may stop early only once every image is within
-:data:`FLOOR_TOLERANCE` of its floor (besides the usual EMA rule on this loss). Derivation of the
-analytic optimum it is tested against: ``docs/floor.md``.
+:data:`FLOOR_TOLERANCE` of its floor (besides the usual EMA rule on this loss). The multipliers
+only push an image up its own basin, so the sweep starts floor sets next to the unit's maximum
+(:func:`start_near`, :data:`FLOOR_STARTS`). Derivation of the analytic optimum it is tested
+against, and the measurements behind the start: ``docs/floor.md``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import image_uniforms, transform_key
-from jaxvis.param.image import final_images
+from jaxvis.param.image import coefficients, final_images
 from jaxvis.param.image import images as to_images
 from jaxvis.param.transform import transform
 
@@ -107,6 +109,19 @@ class UnitState(NamedTuple):
 FLOOR_RHO = 10.0
 FLOOR_DUAL_STEP = 1.0
 FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor when a unit stops
+# Where a floor set's images start (``sweep(floor_start=...)``, docs/floor.md "Where the images
+# start"): ``maximum`` (the default) near the unit's best known image, each image its own
+# random draw mixed in; ``random`` from the random draw alone, as the diverse set. Above ReLUs a
+# random start often lands in a basin whose local maximum lies below the floor, where no multiplier
+# can lift it: EfficientNet-Lite0 blocks.1, 16 units, alpha 0.9, 1000 steps: 4/16 sets reached
+# their floor from random starts (min fraction 0.63), 16/16 from the maximum, with wider sets
+# (median closest pair 33.9 against 32.4 grey levels) in a median 203 steps instead of 1000.
+FLOOR_STARTS = ("maximum", "random")
+# the random draw's share in a start near an image: z_i = sqrt(1 - m^2) z* + m eps_i (z*: the
+# image's coefficients scaled to the norm of a N(0, 1) draw), so each start image keeps a cosine
+# of about sqrt(1 - m^2) = 0.95 with the maximum. Same measurement: m = 0.3 reached 16/16 in 203
+# steps, 0.6 16/16 in 844, 0.9 15/16.
+FLOOR_START_MIX = 0.3
 
 
 def adam(learning_rate: float) -> optax.GradientTransformation:
@@ -223,6 +238,19 @@ def start(key: jax.Array, s: Start) -> UnitState:
     inf = jnp.array(jnp.inf, jnp.float32)
     return UnitState(z, adam(s.learning_rate).init(z), inf, inf, jnp.array(0, jnp.int32),
                      jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32))
+
+
+def start_near(z: jax.Array, image: jax.Array, param: str = "pixel", colour=None,
+               mix: float = FLOOR_START_MIX) -> jax.Array:
+    """One unit's random start ``z`` ``[N, H, W, 3]`` moved next to ``image`` ``[H, W, 3]`` (a
+    deviation from the mean colour, e.g. the unit's maximum): ``sqrt(1 - mix^2) z* + mix z`` with
+    ``z*`` the image's coefficients (:func:`jaxvis.param.image.coefficients`) scaled to the
+    expected norm of a ``N(0, 1)`` draw, so Adam's steps have the scale they have from a random
+    start. ``mix = 1`` is the random start itself."""
+    target = coefficients(image.astype(z.dtype), param, colour)
+    norm = jnp.sqrt(jnp.sum(jnp.square(target)))
+    target = target * jnp.sqrt(jnp.float32(target.size)) / jnp.maximum(norm, 1e-12)
+    return jnp.sqrt(1.0 - mix ** 2) * target[None] + mix * z
 
 
 def early_stop(loss, ema, best, since, decay: float, patience: int):

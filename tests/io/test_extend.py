@@ -177,3 +177,26 @@ def test_a_file_from_before_new_fields_resumes_and_grows(tmp_path):
         ResultWriter(out, now)  # compared as stored
     grown = ResultWriter(out, now, upgrade=SweepConfig.upgrade)
     assert grown.extends and grown.done_units("a") == {0, 1}
+
+
+def test_floor_start_is_part_of_the_method_only_where_there_are_floors(tmp_path):
+    """Files from before ``floor_start`` started their floor sets at random: a floored one grows
+    only with ``floor_start="random"`` (the default start would change its sets); without floors
+    the start is no part of the method (None), so such a file grows under any default."""
+    assert config({"a": [0]}).floor_start is None
+    assert config({"a": [0]}, floor_start="random").to_json()["floor_start"] is None
+    with pytest.raises(JaxvisError, match="unknown floor start 'best'; valid: maximum, random"):
+        config({"a": [0]}, floors=(0.9,), floor_start="best")
+    for floors, start, grows in (((), "maximum", True), ((0.9,), "maximum", False), ((0.9,), "random", True)):
+        out = tmp_path / f"old{len(floors)}{start}.h5"
+        old = config({"a": [0, 1]}, floors=floors).to_json()
+        del old["floor_start"]
+        writer = ResultWriter(out, old)
+        writer.write_chunk("a", chunk("a", [0, 1]))
+        writer.finalize({"a": {"units": [0, 1], "canvas": 4}})
+        now = config({"a": [0, 1, 2]}, floors=floors, floor_start=start).to_json()
+        if grows:
+            assert ResultWriter(out, now, upgrade=SweepConfig.upgrade).done_units("a") == {0, 1}
+        else:
+            with pytest.raises(JaxvisError, match="floor_start: 'random' there, 'maximum' now"):
+                ResultWriter(out, now, upgrade=SweepConfig.upgrade)

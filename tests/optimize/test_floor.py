@@ -71,16 +71,20 @@ def analytic_min_distance(w, b, r, n: int, alpha: float):
     return d, binds, a_star
 
 
-@pytest.mark.parametrize("n", [2, 6, 12])
-def test_conv1_1_floor_sets_reach_the_analytic_optimum(vgg19, conv1_1, n):
+@pytest.mark.parametrize("n,start", [(2, "maximum"), (6, "maximum"), (12, "maximum"), (6, "random")])
+def test_conv1_1_floor_sets_reach_the_analytic_optimum(vgg19, conv1_1, n, start):
     """All 64 units in one call: the min pairwise pixel distance within 2% of the closed form
-    (N points as a regular simplex on the rim of the cap a >= alpha a*), every image at its floor."""
+    (N points as a regular simplex on the rim of the cap a >= alpha a*), every image at its floor;
+    from starts next to the analytic maximum ``r w / |w|`` (the sweep's ``floor_start``) and from
+    random ones (on a linear unit the cap is one basin: both reach the optimum)."""
     w, b, r = conv1_1
     want, binds, a_star = analytic_min_distance(w, b, r, n, ALPHA)
     assert binds.sum() == 64  # at alpha = 0.9 the floor binds for every conv1_1 unit (docs/floor.md)
     p = problem(vgg19, "conv1_1", Objective(images=n, diversity="pixels", floor=ALPHA), steps=400, segment=100)
     keys = jnp.stack([unit_key(0, "conv1_1", u, n) for u in range(64)])
-    out = optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32), r, maxima=a_star)
+    best = (r * w / np.linalg.norm(w, axis=1, keepdims=True)).reshape(64, 3, 3, 3)
+    out = optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32), r, maxima=a_star,
+                   starts=best if start == "maximum" else None)
     got = min_pair(out["pixel_distances"])
     ratio = got / want
     fractions = out["activations"] / a_star[:, None]
@@ -125,7 +129,7 @@ def test_complex_cell_floor_set_spans_the_phases_and_a_simple_cells_stays_tight(
         floor = problem(model, layer, Objective(images=n, diversity="pixels", floor=alpha), steps=500,
                         segment=100)
         out = optimise(model.network, floor, jnp.stack([unit_key(0, layer, 0, n)]), np.eye(1, dtype=np.float32),
-                       r, maxima=best["activation"])
+                       r, maxima=best["activation"], starts=best["image"] - np.float32(floor.mean_rgb))
         assert (out["activations"][0] / best["activation"][0]).min() >= alpha - 0.005, out["steps"]
         sets[name] = (min_pair(out["pixel_distances"])[0], best["activation"][0])
     # the maxima are the analytic ones: r^2 for the energy model, r |filter| = r for the Gabor
@@ -135,6 +139,59 @@ def test_complex_cell_floor_set_spans_the_phases_and_a_simple_cells_stays_tight(
     assert abs(sets["simple"][0] / cap - 1) < 0.02, (sets["simple"][0], cap)
     # more than twice as tight: the bound is 2 sin(pi/6) / (sqrt(12/5) sqrt(1 - 0.95^2)) = 2.07
     assert sets["simple"][0] < sets["complex"][0] / 2, (sets["simple"][0], sets["complex"][0])
+
+
+class TwoBasins(jaxvis.Network):
+    """``a(x) = max(g1.x, 0.6 g2.x)`` for the orthonormal Gabor pair (g1, g2): on the sphere
+    ``|x| = r`` its maximum is ``r`` at ``x = r g1``, and a second basin peaks at ``0.6 r`` at
+    ``r g2``, below a floor of 0.9. A random start puts each image in either basin with
+    probability 1/2 (the boundary ``g1.x = 0.6 g2.x`` is a plane through the origin)."""
+
+    name = "two-basins"
+
+    def __init__(self):
+        self.filters = nnx.Param(jnp.asarray(quadrature_pair()))
+
+    def specs(self):
+        return (LayerSpec("two", 1, (Op(SIZE, 1, "VALID"),)),)
+
+    def forward(self, x, record):
+        s = jax.lax.conv_general_dilated(x, self.filters[...], (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        record("two", jnp.maximum(s[..., :1], 0.6 * s[..., 1:]))
+
+
+def test_floor_sets_start_next_to_the_maximum_so_a_lower_basin_cannot_trap_them():
+    """alpha = 0.9 on :class:`TwoBasins`: from random starts some images end in the 0.6 r basin,
+    where no multiplier can lift them to the floor; started next to the maximum (the sweep's
+    default ``floor_start``), every image keeps its floor and the set reaches the analytic optimum
+    of the cap around g1 (docs/floor.md: sqrt(2N/(N-1)) sqrt(1 - alpha^2) r / sqrt(D))."""
+    r, n, alpha = 300.0, 6, ALPHA
+    model = jaxvis.Model(TwoBasins(), jaxvis.InputConvention(), {"name": "two-basins"})
+    p = problem(model, "two", Objective(images=n, diversity="pixels", floor=alpha), steps=600, segment=100)
+    best = r * quadrature_pair()[None, ..., 0]  # [1, 11, 11, 3]: the maximum's deviation, a* = r
+    keys = jnp.stack([unit_key(0, "two", 0, n)])
+    got = {start: optimise(model.network, p, keys, np.eye(1, dtype=np.float32), r, maxima=np.array([r]),
+                           starts=None if start == "random" else best)
+           for start in ("random", "maximum")}
+    fractions = {k: v["activations"][0] / r for k, v in got.items()}
+    assert fractions["random"].min() < 0.7, fractions["random"]  # trapped at (at most) 0.6 r
+    assert fractions["maximum"].min() >= alpha - 0.005, fractions["maximum"]
+    cap = np.sqrt(2 * n / (n - 1)) * np.sqrt(1 - alpha ** 2) * r / np.sqrt(SIZE * SIZE * 3)
+    d = min_pair(got["maximum"]["pixel_distances"])[0]
+    assert abs(d / cap - 1) < 0.02, (d, cap)
+
+
+def test_starts_of_the_wrong_shape_and_unknown_floor_starts_are_refused_in_one_line(vgg19):
+    p = problem(vgg19, "conv1_1", Objective(images=2, diversity="pixels", floor=0.9), steps=1)
+    keys = jnp.stack([unit_key(0, "conv1_1", 0, 2)])
+    with pytest.raises(JaxvisError, match=r"starts must be \[units, canvas, canvas, 3\] = \[1, 3, 3, 3\], "
+                                          r"one image per direction; got shape \(1, 4, 4, 3\)"):
+        optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(1),
+                 starts=np.zeros((1, 4, 4, 3)))
+    with pytest.raises(JaxvisError, match="unknown floor start 'best'") as e:
+        jaxvis.sweep(vgg19, "conv1_1", "0", floors=(0.9,), floor_start="best", steps=1)
+    assert "\n" not in str(e.value) and "maximum" in str(e.value)
 
 
 def test_maximum_is_the_best_restart_and_restart_0_is_the_single_run(vgg19):
