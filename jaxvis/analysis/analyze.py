@@ -21,7 +21,7 @@ import numpy as np
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
-from jaxvis.analysis.readout import linear_bound
+from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, random_patches
 from jaxvis.analysis.shift import ShiftProblem, shift_test
 from jaxvis.config import SweepConfig
@@ -91,11 +91,6 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
     info = model.network.layer(layer)
     units, n = arrays["images"].shape[:2]
     inputs = {**arrays, "mean_rgb": np.asarray(model.convention.mean_rgb255, np.float32)}
-    if meta.get("floors") and "floor_images" in arrays:  # the read-out's diversity class
-        inputs["floors"] = np.asarray(meta["floors"], np.float64)
-        shape = arrays["floor_images"].shape  # [U, A, N, H, W, 3]
-        inputs["floor_linear_bound"] = linear_bound(meta["radius"], shape[2], int(np.prod(shape[3:])),
-                                                    inputs["floors"])
     inputs.update(_reference(model, info, meta, units, n, photos, seed))
     inputs.update(calibrate(model, info, directions, photos, top))
     if battery is not None and info.kind != "global":  # gratings need a spatial canvas
@@ -104,6 +99,10 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
         inputs.update(phase_rotation(model, layer, arrays["max_image"], directions, steps=rotation_steps))
     if shift is not None:
         inputs.update(shift_metrics(model, info, arrays, directions, meta, shift))
+    if meta.get("floors") and "floor_images" in arrays:  # the read-out's diversity class
+        inputs["floors"] = np.asarray(meta["floors"], np.float64)
+        inputs["floor_linear_bound"] = floor_bound(meta["radius"], arrays["floor_images"].shape, inputs["floors"],
+                                                   arrays["max_activation"], inputs.get("grating_blank"))
     return M.evaluate(inputs)
 
 

@@ -10,7 +10,7 @@ measures with the network (``reference_pixel_distances``/``reference_feature_dis
 ``natural_top_patches``, ``natural_top_activations``, ``shift_texture``, ``shift_responses``,
 ``shift_sigma``, ``shift_steps``, the grating battery's and phase rotation's outputs), the layer's
 activation floors ``floors`` ``[A]`` (the order of the ``floor_*`` arrays) with the linear cap
-bound of each, ``floor_linear_bound`` ``[A]`` (:func:`jaxvis.analysis.readout.linear_bound`), and
+bound of each unit and floor, ``floor_linear_bound`` ``[U, A]`` (:func:`jaxvis.analysis.readout.linear_bound`), and
 other metrics (registered before or after it). A metric may carry such an input as it is
 (``natural_p99``): the table then says what it is.
 
@@ -253,9 +253,9 @@ register_metric("floor_pixel_vs_natural", "floor_pixel_min / reference_pixel_min
                 ("floor_pixel_min", "reference_pixel_min"), scalar=False)(
     lambda d, natural: ratio(d, np.asarray(natural)[:, None]))
 register_metric("floor_pixel_vs_linear", "floor_pixel_min / floor_linear_bound: how much wider the floor set "
-                "is than any bias-free linear unit's can be (docs/floor.md) [units, floors]",
-                ("floor_pixel_min", "floor_linear_bound"), scalar=False)(
-    lambda d, bound: np.asarray(d, np.float64) / np.asarray(bound, np.float64)[None, :])
+                "is than the set of an affine unit with the same maximum and baseline can be (docs/floor.md) "
+                "[units, floors]", ("floor_pixel_min", "floor_linear_bound"), scalar=False)(
+    lambda d, bound: np.asarray(d, np.float64) / np.asarray(bound, np.float64))
 register_metric("max_raised", "1 where a diverse image beat the single-image maximum (it is then the "
                 "reference)", ("max_raised",))(lambda r: np.asarray(r, np.float32))
 

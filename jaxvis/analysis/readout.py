@@ -8,8 +8,9 @@ A unit carries one class on each of three independent **axes**, each from its ow
   above its blank response; otherwise ``complex-like`` where ``grating_f1_f0 < f1_f0`` and
   ``simple-like`` where it is not (Skottun et al. 1991);
 - ``diversity`` (an activation-floor set at ``alpha``, docs/floor.md): ``diverse`` where the set's
-  closest pair is at least ``beyond_linear`` times as far apart as any linear unit's set can be
-  (``floor_pixel_vs_linear``, the analytic cap bound :func:`linear_bound`), ``tight`` where not; a
+  closest pair is at least ``beyond_linear`` times as far apart as the set of an affine unit with
+  the same maximum and baseline can be (``floor_pixel_vs_linear``, the analytic cap bound
+  :func:`linear_bound`), ``tight`` where not; a
   set that did not reach its floor (``floor_fraction_min < alpha - floor_slack``) has no class.
   (Against natural patches, ``floor_pixel_vs_natural``, the profile reports a median: it says how
   different the images are, not whether more than a linear unit allows: 3 x 3 natural patches are
@@ -64,11 +65,12 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "Skottun, De Valois, Grosof, Movshon, Albrecht & Bonds (1991), Vision Res. 31:1079"),
     Threshold("beyond_linear", 1.1,
               "diverse at alpha if floor_pixel_vs_linear >= value, else tight",
-              "docs/floor.md: no linear unit without bias admits N images on the sphere, all at >= alpha "
-              "x its maximum, whose closest pair is farther apart than r sqrt(2N/(N-1)) sqrt(1-alpha^2) "
-              "(the floor_linear_bound, at alpha - floor_slack); the 10% margin covers biases (VGG-19 "
-              "conv1_1, linear: 0.977-0.985 of the bound at alpha = 0.9) and marks sets wider than any "
-              "linear unit's"),
+              "docs/floor.md: no affine unit w.x + b with the unit's maximum a* and baseline b "
+              "(grating_blank) admits N images on the sphere, all at >= alpha a*, whose closest pair is "
+              "farther apart than r sqrt(2N/(N-1)) sqrt(1-t^2) / sqrt(D), t = (alpha a* - b) / (a* - b) "
+              "(the floor_linear_bound, at alpha - floor_slack); linear units measured at 0.977-0.984 "
+              "of it (VGG-19 conv1_1, EfficientNet-Lite0 stem, alpha = 0.9); the 10% margin marks sets "
+              "clearly wider than an affine unit's"),
     Threshold("floor_slack", 0.005,
               "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
               "issue 11: after convergence every fraction is >= alpha - 0.005 (the engine stops at "
@@ -139,17 +141,45 @@ def phase_class(f1_f0, best, blank, maximum, *, overrides=None) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def linear_bound(radius: float, images: int, dims: int, floors, *, overrides=None) -> np.ndarray:
-    """``[A]``: the largest min pairwise RMS pixel distance that N = ``images`` images on the
-    sphere of radius ``radius`` (grey levels, ``dims`` numbers each: H x W x 3) can have while
-    all keep ``alpha - floor_slack`` of a bias-free linear unit's maximum, per floor alpha
-    (docs/floor.md: ``r sqrt(2N/(N-1)) sqrt(1 - t^2) / sqrt(dims)``, ``t = alpha - slack``)."""
+def linear_bound(radius: float, images: int, dims: int, floors, maximum=None, baseline=None, *,
+                 overrides=None) -> np.ndarray:
+    """``[U, A]``: per unit and floor alpha, the largest min pairwise RMS pixel distance that N =
+    ``images`` images on the sphere of radius ``radius`` (grey levels, ``dims`` numbers each:
+    H x W x 3) can have while all keep ``alpha - floor_slack`` of the maximum of an **affine unit
+    with the same maximum and baseline**: ``a(x) = w.x + b`` with ``a* = maximum`` ``[U]`` and
+    ``b = baseline`` ``[U]`` (its response to the mean colour, ``grating_blank``). docs/floor.md:
+    ``r sqrt(2N/(N-1)) sqrt(1 - t^2) / sqrt(dims)`` with the cap's cosine
+    ``t = (alpha' a* - b) / (a* - b)``, clipped to [0, 1]; NaN where ``a* <= b`` (no floor above
+    the baseline) or ``a* <= 0`` (``alpha a* >= a*``: no floor below the maximum). Without ``maximum`` and ``baseline`` (both or neither) the unit is bias-free,
+    ``t = alpha'``, and ``U`` is 1."""
     _check_overrides(overrides)
     if not (radius > 0 and images >= 2 and dims >= 1):
         raise JaxvisError(f"the linear bound needs radius > 0, N >= 2 images and dims >= 1, not "
                           f"{radius}, {images}, {dims}")
-    t = np.clip(_f64(floors).reshape(-1) - threshold("floor_slack", overrides), 0.0, 1.0)
+    if (maximum is None) != (baseline is None):
+        raise JaxvisError("the linear bound needs both the maxima and the baselines [units], or neither")
+    alpha = _f64(floors).reshape(1, -1) - threshold("floor_slack", overrides)
+    if maximum is None:
+        t = alpha
+    else:
+        a_star, b = _f64(maximum).reshape(-1, 1), _f64(baseline).reshape(-1, 1)
+        if a_star.shape != b.shape:
+            raise JaxvisError(f"the linear bound needs one maximum and one baseline per unit, not "
+                              f"{a_star.size} and {b.size}")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.where((a_star > b) & (a_star > 0), (alpha * a_star - b) / (a_star - b), np.nan)
+    t = np.where(np.isnan(t), np.nan, np.clip(t, 0.0, 1.0))
     return radius * np.sqrt(2.0 * images / (images - 1)) * np.sqrt(1.0 - t ** 2) / np.sqrt(dims)
+
+
+def floor_bound(radius: float, floor_images_shape, floors, maximum=None, blank=None) -> np.ndarray:
+    """:func:`linear_bound` ``[U, A]`` of a layer's floor sets (``floor_images`` of shape
+    ``[U, A, N, H, W, 3]``): the affine unit with each unit's ``maximum`` and baseline ``blank``
+    (``grating_blank``) where both are known, else the bias-free one."""
+    n, dims = floor_images_shape[2], int(np.prod(floor_images_shape[3:]))
+    if maximum is None or blank is None:
+        return linear_bound(radius, n, dims, floors)
+    return linear_bound(radius, n, dims, floors, maximum, blank)
 
 
 def diversity_class(vs_linear, fraction_min, floors, *, overrides=None) -> np.ndarray:

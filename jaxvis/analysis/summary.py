@@ -138,8 +138,8 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
     radius = layer_meta(group).get("radius")
     if sets is not None and "floor_pixel_min" in values and isinstance(radius, (int, float)) \
             and not isinstance(radius, bool) and radius > 0:
-        bound = R.linear_bound(float(radius), sets[2], int(np.prod(sets[3:])), floors)
-        values["floor_pixel_vs_linear"] = values["floor_pixel_min"] / bound[None, :]
+        bound = R.floor_bound(float(radius), sets, floors, values.get("max_activation"), values.get("grating_blank"))
+        values["floor_pixel_vs_linear"] = values["floor_pixel_min"] / bound
     return values, floors
 
 

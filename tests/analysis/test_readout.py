@@ -42,7 +42,9 @@ class Toys(jaxvis.Network):
     2. ``e.x - 0.8 r``: maximum ``0.2 r`` (at ``x = r e``), but no grating at the contrast budget
        gets it above zero (the best reaches ``0.77 r``);
     3. ``e.x``, linear (unit 0 before its ReLU, whose zero gradient would strand a floor set's
-       images): maximum ``r``."""
+       images): maximum ``r``;
+    4. ``e.x + 0.8 r``, affine with a positive baseline ``0.8 r`` (its response to the mean
+       colour): maximum ``1.8 r``."""
 
     name = "toys"
 
@@ -50,7 +52,7 @@ class Toys(jaxvis.Network):
         self.filters = nnx.Param(jnp.asarray(quadrature_pair()))
 
     def specs(self):
-        return (LayerSpec("units", 4, (Op(SIZE, 1, "VALID"),)),)
+        return (LayerSpec("units", 5, (Op(SIZE, 1, "VALID"),)),)
 
     def forward(self, x, record):
         s = jax.lax.conv_general_dilated(x, self.filters[...], (1, 1), "VALID",
@@ -58,10 +60,11 @@ class Toys(jaxvis.Network):
                                          precision=jax.lax.Precision.HIGHEST)
         even = s[..., :1]
         record("units", jnp.concatenate([jax.nn.relu(even), jnp.sum(jnp.square(s), -1, keepdims=True),
-                                         even - BIAS, even], -1))
+                                         even - BIAS, even, even + BIAS], -1))
 
 
-MAXIMA = np.array([RADIUS, RADIUS ** 2, RADIUS - BIAS, RADIUS])
+MAXIMA = np.array([RADIUS, RADIUS ** 2, RADIUS - BIAS, RADIUS, RADIUS + BIAS])
+BLANKS = np.array([0.0, 0.0, -BIAS, 0.0, BIAS])  # the responses to the mean colour
 
 
 @pytest.fixture(scope="module")
@@ -87,26 +90,34 @@ def test_toys_are_complex_simple_and_unresponsive(toy_gratings):
     assert np.isnan(p.medians["diversity"]) and p.alpha is None
 
 
-def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_the_linear_one():
+def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_the_affine_ones():
     """alpha = 0.9, N = 6, optimised from the units' analytic maxima: the energy cell's set spans
-    its circle of maxima, wider than any linear unit's can be (diverse); the linear Gabor's stays
-    on its cap, below the bound (tight). Measured: 1.64 and 0.977 of the bound, every fraction
-    >= 0.8999."""
+    its circle of maxima, wider than an affine unit's can be (diverse); the linear Gabor's and the
+    positively biased one's stay on their caps, at the bound of an affine unit with their maximum
+    and baseline (tight). Against the bias-free bound the biased unit's cap, ``t = (0.9 * 1.8 r -
+    0.8 r) / r = 0.82`` instead of 0.9, would read 1.3 times wider: "diverse", wrongly."""
     model = jaxvis.Model(Toys(), jaxvis.InputConvention(), {"name": "toys"})
     info = model.network.layer("units")
-    n, alpha, units = 6, 0.9, [1, 3]
+    n, alpha, units = 6, 0.9, [1, 3, 4]
     problem = Problem(target="units", centre=info.centre, canvas=info.canvas, feature_layer=None,
                       objective=Objective(images=n, diversity="pixels", floor=alpha),
                       optimizer=Optimizer(steps=300, segment=100), convention=model.convention,
                       mean_rgb=model.convention.mean_rgb255)
+    best = RADIUS * np.repeat(quadrature_pair()[None, ..., 0], 3, axis=0)  # r e: a maximum of each unit
     out = optimise(model.network, problem, jnp.stack([unit_key(0, "units", u, n) for u in units]),
-                   np.eye(4, dtype=np.float32)[units], RADIUS, maxima=MAXIMA[units].astype(np.float32))
-    values = M.evaluate({"floor_activations": out["activations"][:, None],
-                         "floor_pixel_distances": out["pixel_distances"][:, None],
-                         "max_activation": MAXIMA[units], "floors": np.array([alpha]),
-                         "floor_linear_bound": R.linear_bound(RADIUS, n, SIZE * SIZE * 3, [alpha])})
-    assert R.labels("diversity", values["diversity_class"][:, 0]) == ["diverse", "tight"], (
+                   np.eye(5, dtype=np.float32)[units], RADIUS, maxima=MAXIMA[units].astype(np.float32), starts=best)
+    floor_sets = {"floor_activations": out["activations"][:, None],
+                  "floor_pixel_distances": out["pixel_distances"][:, None],
+                  "max_activation": MAXIMA[units], "floors": np.array([alpha])}
+    shape = (len(units), 1, n, SIZE, SIZE, 3)
+    values = M.evaluate({**floor_sets, "floor_linear_bound": R.floor_bound(RADIUS, shape, [alpha], MAXIMA[units],
+                                                                           BLANKS[units])})
+    assert R.labels("diversity", values["diversity_class"][:, 0]) == ["diverse", "tight", "tight"], (
         values["floor_fraction_min"], values["floor_pixel_vs_linear"])
+    assert (values["floor_fraction_min"] >= alpha - 0.005).all()
+    np.testing.assert_allclose(values["floor_pixel_vs_linear"][1:, 0], 1.0, atol=0.03)  # at the cap's optimum
+    bias_free = M.evaluate({**floor_sets, "floor_linear_bound": R.floor_bound(RADIUS, shape, [alpha])})
+    assert R.labels("diversity", bias_free["diversity_class"][:, 0]) == ["diverse", "tight", "diverse"]
 
 
 # Per threshold: measures that sit between the table's value and a moved one, the class with the
@@ -184,14 +195,28 @@ def test_the_linear_bound_is_the_cap_optimum_of_docs_floor():
     distance r sqrt(2N/(N-1)) sqrt(1 - alpha^2) / sqrt(D): 7.62 for the simple cell (r = 300,
     D = 363, N = 6, alpha = 0.95); the complex cell's circle (15.75) is 2.07 times that."""
     exact = R.linear_bound(300.0, 6, 363, [0.95], overrides={"floor_slack": 0.0})
-    np.testing.assert_allclose(exact, [7.62], rtol=1e-3)
-    assert 15.75 / exact[0] > R.threshold("beyond_linear")  # the energy cell's set is diverse
+    np.testing.assert_allclose(exact, [[7.62]], rtol=1e-3)  # [units = 1, floors]
+    assert 15.75 / exact[0, 0] > R.threshold("beyond_linear")  # the energy cell's set is diverse
     # the read-out's bound is taken at alpha - floor_slack (fractions that far below count)
     slack = R.linear_bound(300.0, 6, 363, [0.95, 0.9])
-    np.testing.assert_allclose(slack, 300 * np.sqrt(12 / 5) * np.sqrt(1 - np.array([0.945, 0.895]) ** 2)
-                               / np.sqrt(363), rtol=1e-12)
+    np.testing.assert_allclose(slack, [300 * np.sqrt(12 / 5) * np.sqrt(1 - np.array([0.945, 0.895]) ** 2)
+                                       / np.sqrt(363)], rtol=1e-12)
     with pytest.raises(JaxvisError, match="needs radius > 0, N >= 2 images"):
         R.linear_bound(300.0, 1, 363, [0.9])
+    # an affine unit a = w.x + b: the cap's cosine t = (alpha' a* - b) / (a* - b), per unit; b = 0
+    # is the bias-free bound, a* <= b has no floor above the baseline (NaN), t < 0 clips to 0
+    affine = R.linear_bound(300.0, 6, 363, [0.95, 0.9], maximum=[300.0, 540.0, 5.0, 10.0, -1.0],
+                            baseline=[0.0, 240.0, 5.0, 9.8, -5.0])
+    assert affine.shape == (5, 2) and np.isnan(affine[4]).all()  # a* <= 0: no floor below a*
+    np.testing.assert_allclose(affine[0], slack[0], rtol=1e-12)
+    t = (np.array([0.945, 0.895]) * 540 - 240) / 300
+    np.testing.assert_allclose(affine[1], 300 * np.sqrt(12 / 5) * np.sqrt(1 - t ** 2) / np.sqrt(363), rtol=1e-12)
+    assert np.isnan(affine[2]).all()
+    np.testing.assert_allclose(affine[3], 300 * np.sqrt(12 / 5) / np.sqrt(363), rtol=1e-12)  # t < 0: 0
+    with pytest.raises(JaxvisError, match="both the maxima and the baselines"):
+        R.linear_bound(300.0, 6, 363, [0.9], maximum=[1.0])
+    with pytest.raises(JaxvisError, match="one maximum and one baseline per unit, not 2 and 1"):
+        R.linear_bound(300.0, 6, 363, [0.9], maximum=[1.0, 2.0], baseline=[0.0])
 
 
 def test_the_diversity_class_through_the_metrics_table():
@@ -245,7 +270,7 @@ def test_profiles_of_a_results_file(tmp_path):
         i, j = np.triu_indices(N, 1)
         pixel_min = g["floor_pixel_distances"][()][:, 1][:, i, j].min(1)
         reached = (g["floor_activations"][()][:, 1].min(1) / g["max_activation"][()]) >= 0.9 - 0.005
-    ratio = pixel_min / R.linear_bound(FAKE_RADIUS, N, H * H * 3, [0.9])[0]
+    ratio = pixel_min / R.linear_bound(FAKE_RADIUS, N, H * H * 3, [0.9])[0, 0]  # no blank: bias-free
     assert reached.all() and q.fractions["diversity"]["diverse"] == np.mean(ratio >= 1.1)
     np.testing.assert_allclose(q.medians["diversity_vs_linear"], np.median(ratio), rtol=1e-6)
 
