@@ -184,11 +184,11 @@ class SweepConfig:
     @staticmethod
     def upgrade(stored: Mapping) -> dict:
         """A stored config JSON in today's form: fields added since it was written take the
-        values that reproduce how it was made (``restarts`` 1, no floors, ``floor_start``
-        random where there are floors, ``Objective.floor`` None, ``Objective.param`` pixel, ``Objective.transforms`` None, ``Objective.response``
-        centre, ``Objective.canvas`` None), so older files resume
-        and grow. Anything that is not a sweep config is returned
-        as it is (and then differs)."""
+        values that reproduce how it was made (``restarts`` 1, no floors, ``floor_start`` random
+        where there are floors, ``Objective.floor`` None, ``Objective.param`` pixel,
+        ``Objective.transforms`` None, ``Objective.response`` centre, ``Objective.canvas`` None),
+        so older files resume and grow. Anything that is not a sweep config is returned as it is
+        (and then differs)."""
         try:
             return SweepConfig.from_json(stored).to_json()
         except (JaxvisError, TypeError, ValueError):

@@ -130,7 +130,7 @@ class LayerPlan:
                 "jump": self.info.jump, "centre": self.info.centre, "channels": self.info.channels,
                 "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels",
                 "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts,
-                "floor_start": self.floor_start, **colour}
+                "floor_start": self.floor_start if self.floors else None, **colour}
 
 
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,

@@ -150,8 +150,9 @@ def linear_bound(radius: float, images: int, dims: int, floors, maximum=None, ba
     ``b = baseline`` ``[U]`` (its response to the mean colour, ``grating_blank``). docs/floor.md:
     ``r sqrt(2N/(N-1)) sqrt(1 - t^2) / sqrt(dims)`` with the cap's cosine
     ``t = (alpha' a* - b) / (a* - b)``, clipped to [0, 1]; NaN where ``a* <= b`` (no floor above
-    the baseline) or ``a* <= 0`` (``alpha a* >= a*``: no floor below the maximum). Without ``maximum`` and ``baseline`` (both or neither) the unit is bias-free,
-    ``t = alpha'``, and ``U`` is 1."""
+    the baseline) or ``a* <= 0`` (``alpha a* >= a*``: no floor below the maximum). Without
+    ``maximum`` and ``baseline`` (both or neither) the unit is bias-free, ``t = alpha'``, and ``U``
+    is 1."""
     _check_overrides(overrides)
     if not (radius > 0 and images >= 2 and dims >= 1):
         raise JaxvisError(f"the linear bound needs radius > 0, N >= 2 images and dims >= 1, not "
