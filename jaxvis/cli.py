@@ -16,7 +16,7 @@ from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.maximum import RESTARTS
-from jaxvis.optimize.step import FLOOR_STARTS
+from jaxvis.optimize.step import FLOOR_START, FLOOR_STARTS
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
 
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "maximum, for each ALPHA of e.g. 0.9 or 0.95,0.9,0.8 (docs/floor.md); no lambda")
     p.add_argument("--restarts", type=int, default=RESTARTS,
                    help=f"single-image runs per unit whose best is the maximum (default {RESTARTS})")
-    p.add_argument("--floor-start", choices=FLOOR_STARTS, default=FLOOR_STARTS[0],
+    p.add_argument("--floor-start", choices=FLOOR_STARTS, default=FLOOR_START,
                    help="where each floor set's images start: next to the unit's best known image "
                         "(maximum, the default) or at random, as the diverse set (docs/floor.md)")
     p.add_argument("--seed", type=int, default=0)

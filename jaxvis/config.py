@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown
 from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.step import FLOOR_STARTS
+from jaxvis.optimize.step import FLOOR_START, FLOOR_STARTS
 from jaxvis.param.transform import Transforms
 
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
@@ -121,7 +121,7 @@ class SweepConfig:
     seed: int = 0
     floors: tuple[float, ...] = ()  # activation floors alpha of the floor sets, highest first
     restarts: int = 1               # single-image runs per unit whose best is the maximum
-    floor_start: str | None = "maximum"  # where the floor sets' images start (FLOOR_STARTS); None
+    floor_start: str | None = FLOOR_START  # where the floor sets' images start (FLOOR_STARTS); None
                                         # without floors; older floored files: random
     weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)

@@ -48,7 +48,7 @@ from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.maximum import RESTARTS, maximum, reference
 from jaxvis.optimize.parallel import Processes
-from jaxvis.optimize.step import FLOOR_STARTS, Problem
+from jaxvis.optimize.step import FLOOR_START, FLOOR_STARTS, Problem
 from jaxvis.param.budget import colour_basis
 from jaxvis.param.budget import radius as budget_radius
 from jaxvis.param.transform import Transforms
@@ -122,7 +122,7 @@ class LayerPlan:
     directions: np.ndarray | None = None  # [units, C] unit vectors; None: unit u is channel u
     floors: tuple[Problem, ...] = ()       # one activation-floor problem per alpha
     restarts: int = RESTARTS               # of the single-image maximum
-    floor_start: str = "maximum"           # where the floor sets' images start (FLOOR_STARTS)
+    floor_start: str = FLOOR_START         # where the floor sets' images start (FLOOR_STARTS)
 
     def meta(self) -> dict:
         colour = {} if self.diverse.colour is None else {"colour_basis": [list(r) for r in self.diverse.colour]}
@@ -136,7 +136,7 @@ class LayerPlan:
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
          photos: list[Path] | None = None, radius: float | None = None,
          directions: np.ndarray | None = None, floors: Sequence[float] = (),
-         restarts: int = RESTARTS, floor_start: str = "maximum") -> list[LayerPlan]:
+         restarts: int = RESTARTS, floor_start: str = FLOOR_START) -> list[LayerPlan]:
     """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
     ``floors``: activation floors alpha (each a diverse set of the same N and diversity term whose
     images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md), whose
@@ -273,7 +273,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
           floors: Sequence[float] | str = (), restarts: int = RESTARTS,
-          floor_start: str = "maximum", **settings) -> dict[str, dict[str, np.ndarray]]:
+          floor_start: str = FLOOR_START, **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).

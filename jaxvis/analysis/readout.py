@@ -169,7 +169,7 @@ def linear_bound(radius: float, images: int, dims: int, floors, maximum=None, ba
                               f"{a_star.size} and {b.size}")
         with np.errstate(invalid="ignore", divide="ignore"):
             t = np.where((a_star > b) & (a_star > 0), (alpha * a_star - b) / (a_star - b), np.nan)
-    t = np.where(np.isnan(t), np.nan, np.clip(t, 0.0, 1.0))
+    t = np.clip(t, 0.0, 1.0)  # NaN stays NaN
     return radius * np.sqrt(2.0 * images / (images - 1)) * np.sqrt(1.0 - t ** 2) / np.sqrt(dims)
 
 

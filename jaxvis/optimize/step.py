@@ -117,6 +117,7 @@ FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor w
 # their floor from random starts (min fraction 0.63), 16/16 from the maximum, with wider sets
 # (median closest pair 33.9 against 32.4 grey levels) in a median 203 steps instead of 1000.
 FLOOR_STARTS = ("maximum", "random")
+FLOOR_START = FLOOR_STARTS[0]  # the default
 # the random draw's share in a start near an image: z_i = sqrt(1 - m^2) z* + m eps_i (z*: the
 # image's coefficients scaled to the norm of a N(0, 1) draw), so each start image keeps a cosine
 # of about sqrt(1 - m^2) = 0.95 with the maximum. Same measurement: m = 0.3 reached 16/16 in 203
