@@ -234,7 +234,7 @@ def cmd_sweep(args) -> None:
     layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
                    seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
                    processes=processes, compile_cache=not args.no_cache, floors=args.floor,
-                   restarts=args.restarts, floor_start=args.floor_start)
+                   restarts=args.restarts, floor_starts=args.floor_starts)
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
         return
@@ -378,9 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "maximum, for each ALPHA of e.g. 0.9 or 0.95,0.9,0.8 (docs/floor.md); no lambda")
     p.add_argument("--restarts", type=int, default=RESTARTS,
                    help=f"single-image runs per unit whose best is the maximum (default {RESTARTS})")
-    p.add_argument("--floor-start", choices=FLOOR_STARTS, default=FLOOR_START,
-                   help="where each floor set's images start: next to the unit's best known image "
-                        "(maximum, the default) or at random, as the diverse set (docs/floor.md)")
+    p.add_argument("--floor-starts", "--floor-start", default=",".join(FLOOR_START), metavar="STARTS",
+                   help="starts each floor set is run from, the widest set that keeps its floor kept: "
+                        f"one or more of {', '.join(FLOOR_STARTS)} (default {','.join(FLOOR_START)}; "
+                        "docs/floor.md); where the starts agree the optimum was found")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
     p.add_argument("--cpu-devices", type=int, metavar="N",

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown
 from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.step import FLOOR_START, FLOOR_STARTS
+from jaxvis.optimize.step import FLOOR_METHOD, FLOOR_START, FLOOR_STARTS
 from jaxvis.param.transform import Transforms
 
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
@@ -121,8 +121,9 @@ class SweepConfig:
     seed: int = 0
     floors: tuple[float, ...] = ()  # activation floors alpha of the floor sets, highest first
     restarts: int = 1               # single-image runs per unit whose best is the maximum
-    floor_start: str | None = FLOOR_START  # where the floor sets' images start (FLOOR_STARTS); None
-                                        # without floors; older floored files: random
+    floor_starts: tuple[str, ...] | None = FLOOR_START  # each floor set's starts (FLOOR_STARTS), widest
+                                                       # kept; None without floors
+    floor_method: int | None = FLOOR_METHOD  # the floor optimiser's version; None without floors
     weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -130,10 +131,14 @@ class SweepConfig:
         missing = [name for name in self.layers if name not in self.units]
         if missing:
             raise JaxvisError(f"sweep config selects no units for layer(s) {', '.join(missing)}")
-        if not self.floors:  # the start of sets that do not exist is no part of the method
-            object.__setattr__(self, "floor_start", None)
-        elif self.floor_start not in FLOOR_STARTS:
-            raise unknown("floor start", self.floor_start, FLOOR_STARTS)
+        if not self.floors:  # how sets that do not exist are made is no part of the method
+            object.__setattr__(self, "floor_starts", None)
+            object.__setattr__(self, "floor_method", None)
+            return
+        object.__setattr__(self, "floor_starts", tuple(self.floor_starts or ()))
+        bad = [s for s in self.floor_starts if s not in FLOOR_STARTS]
+        if bad or not self.floor_starts:
+            raise unknown("floor start", bad[0] if bad else "", FLOOR_STARTS)
 
     # -- JSON
 
@@ -146,7 +151,8 @@ class SweepConfig:
             "optimizer": dataclasses.asdict(self.optimizer),
             "directions": None if self.directions is None else [list(d) for d in self.directions],
             "seed": self.seed, "floors": list(self.floors), "restarts": self.restarts,
-            "floor_start": self.floor_start, "versions": dict(self.versions)}, "sweep config")
+            "floor_starts": None if self.floor_starts is None else list(self.floor_starts),
+            "floor_method": self.floor_method, "versions": dict(self.versions)}, "sweep config")
 
     @classmethod
     def from_json(cls, d: Mapping) -> "SweepConfig":
@@ -167,7 +173,7 @@ class SweepConfig:
             optimizer=_dataclass_from(Optimizer, d.get("optimizer", {}), "sweep config optimizer"),
             directions=None if directions is None else tuple(tuple(float(x) for x in row) for row in directions),
             seed=int(d.get("seed", 0)), floors=tuple(float(a) for a in d.get("floors", ())),
-            restarts=int(d.get("restarts", 1)), floor_start=d.get("floor_start", "random"),
+            restarts=int(d.get("restarts", 1)), **_floor_method(d),
             weights_meta=dict(d.get("weights_meta") or {}),
             versions=dict(d.get("versions") or {}))
 
@@ -184,8 +190,8 @@ class SweepConfig:
     @staticmethod
     def upgrade(stored: Mapping) -> dict:
         """A stored config JSON in today's form: fields added since it was written take the
-        values that reproduce how it was made (``restarts`` 1, no floors, ``floor_start`` random
-        where there are floors, ``Objective.floor`` None, ``Objective.param`` pixel,
+        values that reproduce how it was made (``restarts`` 1, no floors, floor sets from one start,
+        random or as ``floor_start`` says, made by floor method 1, ``Objective.floor`` None, ``Objective.param`` pixel,
         ``Objective.transforms`` None, ``Objective.response`` centre, ``Objective.canvas`` None),
         so older files resume and grow. Anything that is not a sweep config is returned as it is
         (and then differs)."""
@@ -204,6 +210,16 @@ class SweepConfig:
         if self.directions is None:
             return np.eye(channels, dtype=np.float32)
         return np.asarray(self.directions, np.float32)
+
+
+def _floor_method(d: Mapping) -> dict:
+    """``floor_starts`` and ``floor_method`` of a stored config: files from before several starts
+    name one ``floor_start`` (none: random) and were made by floor method 1 (no annealing, the
+    last iterate kept), which this jaxvis reads but no longer runs."""
+    if "floor_starts" in d:
+        starts = d["floor_starts"]
+        return {"floor_starts": None if starts is None else tuple(starts), "floor_method": d.get("floor_method")}
+    return {"floor_starts": (d.get("floor_start") or "random",), "floor_method": 1}
 
 
 def _require_mapping(value, what: str) -> Mapping:

@@ -46,11 +46,12 @@ from jaxvis.optimize.keys import unit_key
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
-from jaxvis.optimize.maximum import RESTARTS, maximum, reference
+from jaxvis.optimize.maximum import RESTARTS, TIE, maximum, reference, restart_keys
 from jaxvis.optimize.parallel import Processes
-from jaxvis.optimize.step import FLOOR_START, FLOOR_STARTS, Problem
+from jaxvis.optimize.step import FLOOR_START, FLOOR_START_MIX, FLOOR_STARTS, Problem
 from jaxvis.param.budget import colour_basis
 from jaxvis.param.budget import radius as budget_radius
+from jaxvis.param.phase import phase_circle
 from jaxvis.param.transform import Transforms
 from jaxvis.weights import Model, default_photos, load, version, weights_root
 
@@ -122,7 +123,7 @@ class LayerPlan:
     directions: np.ndarray | None = None  # [units, C] unit vectors; None: unit u is channel u
     floors: tuple[Problem, ...] = ()       # one activation-floor problem per alpha
     restarts: int = RESTARTS               # of the single-image maximum
-    floor_start: str = FLOOR_START         # where the floor sets' images start (FLOOR_STARTS)
+    floor_starts: tuple[str, ...] = FLOOR_START  # each floor set's starts (FLOOR_STARTS), widest kept
 
     def meta(self) -> dict:
         colour = {} if self.diverse.colour is None else {"colour_basis": [list(r) for r in self.diverse.colour]}
@@ -130,17 +131,18 @@ class LayerPlan:
                 "jump": self.info.jump, "centre": self.info.centre, "channels": self.info.channels,
                 "radius": self.radius, "feature_layer": self.diverse.feature_layer or "pixels",
                 "floors": [p.objective.floor for p in self.floors], "restarts": self.restarts,
-                "floor_start": self.floor_start if self.floors else None, **colour}
+                "floor_starts": list(self.floor_starts) if self.floors else None, **colour}
 
 
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
          photos: list[Path] | None = None, radius: float | None = None,
          directions: np.ndarray | None = None, floors: Sequence[float] = (),
-         restarts: int = RESTARTS, floor_start: str = FLOOR_START) -> list[LayerPlan]:
+         restarts: int = RESTARTS, floor_starts: str | Sequence[str] = FLOOR_START) -> list[LayerPlan]:
     """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
     ``floors``: activation floors alpha (each a diverse set of the same N and diversity term whose
-    images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md), whose
-    images start next to the unit's best known image (``floor_start="maximum"``) or at random.
+    images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md), each
+    run from every start of ``floor_starts`` (:data:`~jaxvis.optimize.step.FLOOR_STARTS`), the
+    widest feasible set kept.
     ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean).
     ``directions`` ``[U, C]``: optimise directions in the (single) layer's channel space instead
     of channels; they are normalised to unit length and unit u is direction u."""
@@ -159,8 +161,7 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         units = range(len(directions))
     if restarts < 1:
         raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
-    if floor_start not in FLOOR_STARTS:
-        raise unknown("floor start", floor_start, FLOOR_STARTS)
+    floor_starts = parse_floor_starts(floor_starts)
     floor_objectives = tuple(dataclasses.replace(objective, floor=float(a)) for a in parse_floors(floors))
     colour = None if objective.param == "pixel" else colour_basis(photos or default_photos(),
                                                                   weights_root() / "colour.json")
@@ -179,7 +180,7 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
                                for o in floor_objectives)
         count = info.channels if directions is None else len(directions)
         plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions,
-                               floor_problems, restarts, floor_start))
+                               floor_problems, restarts, floor_starts))
     return plans
 
 
@@ -215,6 +216,19 @@ def parse_floors(floors) -> tuple[float, ...]:
     return tuple(sorted({float(f) for f in floors}, reverse=True))
 
 
+def parse_floor_starts(starts) -> tuple[str, ...]:
+    """``"maximum,phase"`` or a sequence of names of :data:`FLOOR_STARTS` -> distinct names in the
+    order given."""
+    names = [s.strip() for s in starts.split(",")] if isinstance(starts, str) else list(starts)
+    names = list(dict.fromkeys(n for n in names if n))
+    if not names:
+        raise JaxvisError(f"--floor-starts needs at least one of {', '.join(FLOOR_STARTS)}")
+    for name in names:
+        if name not in FLOOR_STARTS:
+            raise unknown("floor start", name, FLOOR_STARTS)
+    return tuple(names)
+
+
 def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chunk: int,
               mesh: Mesh | None = None, bar: Progress | None = None) -> dict[str, np.ndarray]:
     """Optimise ``units`` of one layer (padded to ``chunk``) on ``mesh``: the single-image maximum
@@ -223,8 +237,9 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
 
     ``max_activation`` is the reference every fraction is relative to: the best restart, or a
     diverse image's activation where one beats it (``max_raised``; its image is then
-    ``max_image``). The floor sets are relative to that reference, and with ``lp.floor_start``
-    ``maximum`` their images start next to its image."""
+    ``max_image``). The floor sets are relative to that reference, and run from every start of
+    ``lp.floor_starts`` (next to that image, on its phase circle, the lambda set, at random): the
+    widest feasible set is kept, and every start's result as its certificate (:func:`floor_set`)."""
     n = len(units)
     padded = list(units) + [units[-1]] * (chunk - n)  # same shapes: no recompilation
     basis = np.eye(lp.info.channels, dtype=np.float32) if lp.directions is None else lp.directions
@@ -255,14 +270,67 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
            "max_image": image, "max_activation": ref.astype(np.float32), "max_raised": raised,
            "max_steps": best["steps"], "max_stop_reason": best["stop_reason"],
            "max_restart": best["restart"], "max_restart_activations": best["restart_activations"]}
-    starts = None if lp.floor_start == "random" else image - np.asarray(lp.diverse.mean_rgb, np.float32)
-    sets = [optimise(model.network, problem, keys(f"floor{problem.objective.floor:g}:{name}", problem.n),
-                     directions, lp.radius, mesh, maxima=ref, on_segment=tick_for(n), starts=starts)
-            for problem in lp.floors]
-    for key in ("images", "activations", "pixel_distances", "feature_distances", "steps", "stop_reason"):
-        if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
-            out[f"floor_{key}"] = np.stack([s[key] for s in sets], axis=1)
+    mean = np.asarray(lp.diverse.mean_rgb, np.float32)
+    starts, mixes = floor_start_images(lp.floor_starts, image - mean, diverse["images"] - mean)
+    k = len(lp.floor_starts)
+    rows = dict(directions=np.repeat(directions, k, axis=0), maxima=np.repeat(ref, k), starts=starts, mixes=mixes)
+    sets = []
+    for problem in lp.floors:  # K starts per unit, run as K calls of a chunk's rows (the chunk's memory)
+        rows["keys"] = restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k)
+        parts = [optimise(model.network, problem, rows["keys"][lo:lo + chunk], rows["directions"][lo:lo + chunk],
+                          lp.radius, mesh, maxima=rows["maxima"][lo:lo + chunk],
+                          on_segment=tick_for(min(chunk, max(0, n * k - lo))), starts=rows["starts"][lo:lo + chunk],
+                          mixes=rows["mixes"][lo:lo + chunk])
+                 for lo in range(0, chunk * k, chunk)]
+        sets.append(floor_set({key: np.concatenate([p[key] for p in parts]) for key in parts[0]}, k, ref))
+    if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
+        out.update({f"floor_{key}": np.stack([s[key] for s in sets], axis=1) for key in sets[0]})
     return {k: v[:n] for k, v in out.items()}
+
+
+def floor_start_images(names: Sequence[str], best: np.ndarray, diverse: np.ndarray):
+    """(``[U * K, N, H, W, 3]`` start images, ``[U * K]`` random shares), unit-major (row
+    ``u * K + k`` is start ``names[k]`` of unit ``u``), from the units' best images ``best``
+    ``[U, H, W, 3]`` and lambda sets ``diverse`` ``[U, N, H, W, 3]`` (deviations from the mean colour);
+    see :data:`jaxvis.optimize.step.FLOOR_STARTS`."""
+    n = diverse.shape[1]
+    images = {"maximum": lambda: np.repeat(best[:, None], n, axis=1),
+              "phase": lambda: np.asarray(phase_circle(best, n)),
+              "diverse": lambda: diverse,
+              "random": lambda: np.zeros_like(diverse)}
+    starts = np.stack([images[name]() for name in names], axis=1)
+    mixes = np.array([1.0 if name == "random" else FLOOR_START_MIX for name in names], np.float32)
+    return starts.reshape(-1, *diverse.shape[1:]), np.tile(mixes, len(best))
+
+
+def floor_set(rows: dict[str, np.ndarray], k: int, maxima: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``[U * K]`` unit-major rows of one floor's K starts -> per unit the widest feasible set
+    (``images``, ``activations``, distances, ``steps``, ``stop_reason``, ``feasible``,
+    ``diversity``) and the certificate: ``start`` (which start won), ``start_diversity``,
+    ``start_pixel_min``, ``start_feasible``, ``start_steps`` ``[U, K]``. Ranking: feasible sets
+    first, by the diversity term's exact value; sets that never kept their floor by their smallest
+    activation fraction. Near-ties (:data:`~jaxvis.optimize.maximum.TIE`) keep the earlier start,
+    so the winner does not depend on rounding."""
+    count = len(rows["feasible"]) // k
+    per = {key: v.reshape(count, k, *v.shape[1:]) for key, v in rows.items()}
+    i, j = np.triu_indices(rows["pixel_distances"].shape[-1], 1)
+    pixel_min = per["pixel_distances"][..., i, j].min(-1)
+    feasible = per["feasible"].astype(bool)
+    fraction = per["activations"].min(-1) / np.maximum(np.abs(maxima), 1e-12)[:, None]
+    score = np.where(feasible, per["diversity"], fraction)
+    best = np.zeros(count, np.int64)
+    units = np.arange(count)
+    for s in range(1, k):
+        ahead = feasible[:, s] & ~feasible[units, best]
+        level = feasible[:, s] == feasible[units, best]
+        beats = score[:, s] - score[units, best] > TIE * np.abs(score[units, best])
+        best = np.where(ahead | (level & beats), s, best)
+    out = {key: per[key][units, best] for key in ("images", "activations", "pixel_distances",
+                                                    "feature_distances", "steps", "stop_reason", "diversity")}
+    out["feasible"] = feasible[units, best]
+    return {**out, "start": best.astype(np.int8), "start_diversity": per["diversity"].astype(np.float32),
+            "start_pixel_min": pixel_min.astype(np.float32), "start_feasible": feasible,
+            "start_steps": per["steps"].astype(np.int32)}
 
 
 def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "conv3_1",
@@ -273,7 +341,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
           floors: Sequence[float] | str = (), restarts: int = RESTARTS,
-          floor_start: str = FLOOR_START, **settings) -> dict[str, dict[str, np.ndarray]]:
+          floor_starts: str | Sequence[str] = FLOOR_START, **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
@@ -281,9 +349,10 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     ``directions`` ``[U, C]`` optimises directions in channel space (one layer) instead of channels.
     ``floors`` (e.g. ``(0.95, 0.9)``) adds per unit and alpha an activation-floor set (``floor_*``
     keys, ``[U, alphas, ...]``, highest alpha first); ``restarts``: single-image runs per unit whose
-    best is the maximum (``jaxvis.optimize.maximum``); ``floor_start``: where the floor sets'
-    images start, ``maximum`` (next to the unit's best known image, the default) or ``random``
-    (:data:`jaxvis.optimize.step.FLOOR_STARTS`, docs/floor.md).
+    best is the maximum (``jaxvis.optimize.maximum``); ``floor_starts``: the starts each floor set
+    is run from, the widest feasible kept (:data:`jaxvis.optimize.step.FLOOR_STARTS`; default
+    maximum, phase and diverse; docs/floor.md). Each start's result is kept as a certificate
+    (``floor_start_diversity`` etc.): where the starts agree, the optimum was found.
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
     ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields and those of the
@@ -313,7 +382,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
     model = load(model) if isinstance(model, str) else model
     plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts,
-                 floor_start)
+                 floor_starts)
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     config = SweepConfig(
         weights=weights_name, model=model.meta.get("model"),
@@ -321,7 +390,8 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         layers=tuple(p.info.name for p in plans), units={p.info.name: tuple(p.units) for p in plans},
         objective=objective, optimizer=optimizer,
         directions=None if directions is None else tuple(map(tuple, plans[0].directions.tolist())),
-        seed=seed, floors=parse_floors(floors), restarts=restarts, floor_start=floor_start,
+        seed=seed, floors=parse_floors(floors), restarts=restarts,
+        floor_starts=plans[0].floor_starts,
         versions={"jaxvis": version(), "jax": jax.__version__})
     writer = None
     if out is not None:
@@ -341,7 +411,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
             size = chunk_size(chunk or units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0],
                                                        mesh.size), len(mine), mesh.size)
             bar.start(lp.info.name, len(mine), len(mine) - len(todo),
-                      optimizer.steps * (1 + lp.restarts + len(lp.floors)))
+                      optimizer.steps * (1 + lp.restarts + len(lp.floors) * len(lp.floor_starts)))
             for start in range(0, len(todo), size):
                 part = run_units(model, lp, todo[start:start + size], seed, size, mesh, bar)
                 if writer:
@@ -406,7 +476,7 @@ def largest_first(model: Model, plans: list[LayerPlan]) -> list[LayerPlan]:
     cost = {}
     for lp in plans:  # FLOPs grow with the images: the N = 1 maximum costs 1/N of the diverse set
         per_image = useful_flops(model.network, lp.diverse) / lp.diverse.n
-        images = lp.diverse.n * (1 + len(lp.floors)) + lp.maximum.n * lp.restarts
+        images = lp.diverse.n * (1 + len(lp.floors) * len(lp.floor_starts)) + lp.maximum.n * lp.restarts
         cost[lp.info.name] = len(lp.units) * per_image * images
     return sorted(plans, key=lambda lp: -cost[lp.info.name])
 

@@ -256,6 +256,14 @@ register_metric("floor_pixel_vs_linear", "floor_pixel_min / floor_linear_bound: 
                 "is than the set of an affine unit with the same maximum and baseline can be (docs/floor.md) "
                 "[units, floors]", ("floor_pixel_min", "floor_linear_bound"), scalar=False)(
     lambda d, bound: np.asarray(d, np.float64) / np.asarray(bound, np.float64))
+register_metric("floor_agreement", "the runner-up start's diversity / the best start's, among the floor "
+                "set's starts that kept their floor (1: independent starts reached the same optimum; NaN: "
+                "fewer than two did) [units, floors]", ("floor_start_diversity", "floor_start_feasible"),
+                scalar=False)(_readout.agreement)
+register_metric("floor_phase_spread", "the arc (degrees) the floor set's images cover in the plane of the "
+                "unit's best image and its 90-degree phase rotation: 360 minus the largest gap between "
+                "their phase angles there (N images on the circle: up to 360 (N-1)/N) [units, floors]",
+                ("max_image", "floor_images", "mean_rgb"), scalar=False)(_phase.phase_spread)
 register_metric("max_raised", "1 where a diverse image beat the single-image maximum (it is then the "
                 "reference)", ("max_raised",))(lambda r: np.asarray(r, np.float32))
 
@@ -279,7 +287,7 @@ register_metric("phase_class", "read-out phase class from the grating battery: "
                 ("grating_f1_f0", "grating_best", "grating_blank", "max_activation"))(_readout.phase_class)
 register_metric("diversity_class", "read-out diversity class of each floor set [units, floors]: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["diversity"])),
-                ("floor_pixel_vs_linear", "floor_fraction_min", "floors"), scalar=False)(
+                ("floor_pixel_vs_linear", "floor_fraction_min", "floors", "floor_agreement"), scalar=False)(
     _readout.diversity_class)
 register_metric("shift_class", "read-out shift class: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["shift"])),

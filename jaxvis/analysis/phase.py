@@ -1,19 +1,8 @@
 """Phase rotation of a unit's own best image: the phase question asked with its preferred stimulus.
 
-For an image ``x`` (deviation from the mean colour, ``[H, W, 3]``) and an angle ``phi``, every
-Fourier component is turned by ``phi``: the components on the positive side of the image's
-dominant orientation ``n`` are multiplied by ``e^{i phi}``, their conjugates (the negative side) by
-``e^{-i phi}``. This is ``Re(e^{i phi} x_a)`` for the analytic signal ``x_a`` of ``x`` along ``n``
-(a 2-D Hilbert transform), except that no component is lost: a component on the line
-perpendicular to ``n`` is assigned by the sign along the perpendicular direction instead of being
-halved. Only the self-conjugate components (the mean colour and, for even sizes, the Nyquist
-corners) cannot turn and stay as they are. So the rotated image is real, has exactly the power
-spectrum of ``x`` and hence its norm (the unit's contrast budget), and ``phi = pi`` reverses the
-contrast of every oriented component. A grating ``cos(k . p + f)`` with ``k . n > 0`` becomes
-``cos(k . p + f + phi)``.
+The rotation itself (:func:`jaxvis.param.phase.rotate`) turns every oriented Fourier component of
+the image by ``phi`` about its dominant orientation, keeping its power spectrum and norm.
 
-- ``n``: the principal orientation of the power spectrum, ``theta = arg(sum_k P(k) e^{2i a(k)}) / 2``
-  with ``a(k)`` the direction of frequency ``k`` and ``P`` the power summed over colour.
 - Read-out: the unit's pre-activation over ``phi`` (``steps`` equally spaced angles of
   ``[0, 2 pi)``, ``pi`` among them). A linear unit's response is ``c + d cos(phi)`` when ``x`` is its
   maximum (the rotated part of its drive reverses at ``phi = pi``); a complex unit's stays near
@@ -28,14 +17,13 @@ reversal shows as a negative value: ``rotation_min_max`` = min / max of ``R - b`
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.analysis.gratings import ratio, responses, target, unit_directions
 from jaxvis.errors import JaxvisError
+from jaxvis.param.phase import dominant_orientation, rotate
 
 DEFINITIONS = {
     "rotation_curve": "the unit's response to its single-image maximum rotated in phase by each phi (phases(steps))",
@@ -43,53 +31,6 @@ DEFINITIONS = {
     "rotation_at_pi": "response above the baseline at phi = pi / its maximum over phi (negative: reversed)",
     "rotation_orientation": "dominant orientation of the maximum's power spectrum (radians)",
 }
-
-
-def _signed(n: int) -> np.ndarray:
-    """FFT frequencies of an ``n``-point axis as signed integers (Nyquist as +n/2)."""
-    k = np.arange(n)
-    return np.where(k <= n // 2, k, k - n).astype(np.float32)
-
-
-def _antisymmetric(n: int) -> np.ndarray:
-    """Signed frequencies with the Nyquist one (its own negative, of undefined sign) as 0: the
-    entry for ``-k`` (mod ``n``) is exactly minus the entry for ``k``."""
-    f = _signed(n)
-    return np.where(2 * np.arange(n) == n, 0, f).astype(np.float32)
-
-
-@jax.jit
-def dominant_orientation(x: jax.Array) -> jax.Array:
-    """``[H, W, C]`` -> the principal orientation of its power spectrum, radians in ``[0, pi)``
-    (the direction of modulation, ``x`` = columns, ``y`` = rows)."""
-    h, w = x.shape[0], x.shape[1]
-    power = jnp.sum(jnp.abs(jnp.fft.fft2(x, axes=(0, 1))) ** 2, axis=-1).at[0, 0].set(0.0)
-    fy, fx = _signed(h)[:, None], _signed(w)[None, :]
-    doubled = jnp.sum(power * jnp.exp(2j * jnp.arctan2(fy, fx)))
-    return jnp.mod(jnp.angle(doubled) / 2, jnp.pi)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def half_plane(h: int, w: int, theta: jax.Array) -> jax.Array:
-    """``[h, w]`` side of every FFT component about orientation ``theta``: +1, -1, or 0 for the
-    self-conjugate ones. Exactly antisymmetric, ``s(-k) = -s(k)``, so the rotation keeps images
-    real: the side is the sign of ``g . n`` with ``g`` the frequency whose Nyquist coordinates (their
-    own negatives) count as 0, so ``g(-k) = -g(k)`` exactly and the sign flips exactly (a difference
-    ``d(k) - d(-k)`` would not: XLA may round the two terms differently inside one fusion)."""
-    gy, gx = jnp.asarray(_antisymmetric(h))[:, None], jnp.asarray(_antisymmetric(w))[None, :]
-    along = gx * jnp.cos(theta) + gy * jnp.sin(theta)
-    across = gy * jnp.cos(theta) - gx * jnp.sin(theta)
-    return jnp.where(along != 0, jnp.sign(along), jnp.sign(across))
-
-
-@jax.jit
-def rotate(x: jax.Array, phi: jax.Array, theta: jax.Array | None = None) -> jax.Array:
-    """``[H, W, C]`` image turned in phase by ``phi`` about ``theta`` (default its dominant
-    orientation); same power spectrum, same norm."""
-    theta = dominant_orientation(x) if theta is None else theta
-    s = half_plane(x.shape[0], x.shape[1], theta)[:, :, None]
-    spectrum = jnp.fft.fft2(x, axes=(0, 1)) * jnp.exp(1j * phi * s)
-    return jnp.real(jnp.fft.ifft2(spectrum, axes=(0, 1))).astype(x.dtype)
 
 
 _orientations = jax.jit(jax.vmap(dominant_orientation))
@@ -135,3 +76,30 @@ def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: 
             "rotation_min_max": ratio(above.min(1), top),
             "rotation_at_pi": ratio(above[:, steps // 2], top),
             "rotation_orientation": np.asarray(theta, np.float32)}
+
+
+def phase_spread(best, sets, mean_rgb) -> np.ndarray:
+    """How far a set of images spreads in phase around the unit's best image: ``best`` ``[U, H, W,
+    3]`` and ``sets`` ``[U, A, N, H, W, 3]`` in RGB grey levels (``max_image``, ``floor_images``),
+    ``mean_rgb`` the mean colour they deviate from -> ``[U, A]`` degrees.
+
+    Each image's phase angle is ``atan2(x . e2, x . e1)`` with ``e1`` the best image's deviation
+    and ``e2`` its rotation by 90 degrees (:func:`jaxvis.param.phase.rotate`, orthogonalised to
+    ``e1``), both of unit length; the spread is 360 minus the largest gap between the sorted
+    angles. A simple (linear) unit's set stays around angle 0; an energy-model complex cell's set
+    covers the circle (N equally spaced phases: ``360 (N - 1) / N``)."""
+    mean = np.asarray(mean_rgb, np.float32)
+    x = np.asarray(best, np.float32) - mean
+    sets = np.asarray(sets, np.float32) - mean
+    quarter = np.asarray(_rotate_many(jnp.asarray(x), jnp.full(len(x), np.pi / 2, jnp.float32),
+                                      _orientations(jnp.asarray(x))))
+    u, a = sets.shape[:2]
+    e1 = x.reshape(u, -1).astype(np.float64)
+    e1 /= np.maximum(np.linalg.norm(e1, axis=1, keepdims=True), 1e-12)
+    e2 = quarter.reshape(u, -1).astype(np.float64)
+    e2 -= np.sum(e2 * e1, axis=1, keepdims=True) * e1
+    e2 /= np.maximum(np.linalg.norm(e2, axis=1, keepdims=True), 1e-12)
+    flat = sets.reshape(u, a, sets.shape[2], -1).astype(np.float64)
+    angles = np.sort(np.arctan2(np.einsum("uand,ud->uan", flat, e2), np.einsum("uand,ud->uan", flat, e1)), -1)
+    gaps = np.diff(np.concatenate([angles, angles[..., :1] + 2 * np.pi], -1), axis=-1)
+    return (360.0 - np.degrees(gaps.max(-1))).astype(np.float32)

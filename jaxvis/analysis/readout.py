@@ -10,8 +10,11 @@ A unit carries one class on each of three independent **axes**, each from its ow
 - ``diversity`` (an activation-floor set at ``alpha``, docs/floor.md): ``diverse`` where the set's
   closest pair is at least ``beyond_linear`` times as far apart as the set of an affine unit with
   the same maximum and baseline can be (``floor_pixel_vs_linear``, the analytic cap bound
-  :func:`linear_bound`), ``tight`` where not; a
-  set that did not reach its floor (``floor_fraction_min < alpha - floor_slack``) has no class.
+  :func:`linear_bound`), ``tight`` where not, but either only where the set is **settled**: its
+  independent starts reached the same optimum (``floor_agreement``, the runner-up start's
+  diversity over the best's, at least ``floor_agreement``), else ``unsettled``; a set that did not
+  reach its floor (``floor_fraction_min < alpha - floor_slack``) has no class, nor a set without
+  the starts' certificate (files made before it).
   (Against natural patches, ``floor_pixel_vs_natural``, the profile reports a median: it says how
   different the images are, not whether more than a linear unit allows: 3 x 3 natural patches are
   so alike that VGG-19's linear conv1_1 units reach 3 times their distance.)
@@ -75,6 +78,10 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
               "issue 11: after convergence every fraction is >= alpha - 0.005 (the engine stops at "
               "FLOOR_TOLERANCE = 0.002, docs/floor.md)"),
+    Threshold("floor_agreement", 0.95,
+              "a floor set is tight or diverse only if floor_agreement >= value, else unsettled",
+              "docs/floor.md: an optimiser is trusted where independent starts reach the same optimum; "
+              "5% is the spread allowed between the best and the runner-up start's diversity"),
     Threshold("shift_invariant", 0.9,
               "shift-invariant if shift_index > value, else shift-variant",
               "jaxvis convention, as in issue 11 and `jaxvis analyze`'s summary line: the texture keeps "
@@ -84,7 +91,7 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
 # the classes of each axis; a class's code is its index (NaN: unknown)
 AXES: dict[str, tuple[str, ...]] = {
     "phase": ("grating-unresponsive", "simple-like", "complex-like"),
-    "diversity": ("tight", "diverse"),
+    "diversity": ("tight", "diverse", "unsettled"),
     "shift": ("shift-variant", "shift-invariant"),
 }
 UNKNOWN = "unknown"
@@ -183,22 +190,38 @@ def floor_bound(radius: float, floor_images_shape, floors, maximum=None, blank=N
     return linear_bound(radius, n, dims, floors, maximum, blank)
 
 
-def diversity_class(vs_linear, fraction_min, floors, *, overrides=None) -> np.ndarray:
-    """``floor_pixel_vs_linear`` and ``floor_fraction_min`` ``[U, A]``, the floors ``[A]`` (in
-    the order of the ``floor_*`` arrays) -> ``[U, A]`` diversity codes (NaN unknown: no ratio, or
-    the set stayed below its floor)."""
+def agreement(start_diversity, start_feasible) -> np.ndarray:
+    """``[U, A, K]`` each start's diversity and whether it kept its floor (``floor_start_*``) ->
+    ``[U, A]`` the runner-up feasible start's diversity / the best's (1: two starts reached the same
+    set width; NaN: fewer than two starts kept their floor)."""
+    values = np.where(np.asarray(start_feasible, bool), _f64(start_diversity), np.nan)
+    ranked = -np.sort(-np.where(np.isnan(values), -np.inf, values), axis=-1)  # best first
+    if ranked.shape[-1] < 2:
+        return np.full(ranked.shape[:-1], np.nan)
+    best, second = ranked[..., 0], ranked[..., 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(second) & (best > 0), second / np.where(best > 0, best, 1.0), np.nan)
+
+
+def diversity_class(vs_linear, fraction_min, floors, agreed, *, overrides=None) -> np.ndarray:
+    """``floor_pixel_vs_linear``, ``floor_fraction_min`` and ``floor_agreement`` ``[U, A]``, the
+    floors ``[A]`` (in the order of the ``floor_*`` arrays) -> ``[U, A]`` diversity codes (NaN
+    unknown: no ratio, or the set stayed below its floor; unsettled: its starts disagree)."""
     _check_overrides(overrides)
-    ratio, fraction = _f64(vs_linear), _f64(fraction_min)
+    ratio, fraction, agreed = _f64(vs_linear), _f64(fraction_min), _f64(agreed)
     floors = _f64(floors).reshape(-1)
-    if ratio.ndim != 2 or fraction.shape != ratio.shape or ratio.shape[1] != floors.size:
-        raise JaxvisError(f"floor_pixel_vs_linear and floor_fraction_min must be [units, floors="
-                          f"{floors.size}], not {list(ratio.shape)} and {list(fraction.shape)}")
+    if ratio.ndim != 2 or fraction.shape != ratio.shape or agreed.shape != ratio.shape or ratio.shape[1] != floors.size:
+        raise JaxvisError(f"floor_pixel_vs_linear, floor_fraction_min and floor_agreement must be [units, "
+                          f"floors={floors.size}], not {list(ratio.shape)}, {list(fraction.shape)} and "
+                          f"{list(agreed.shape)}")
     reached = np.isfinite(fraction) & (fraction >= floors[None, :] - threshold("floor_slack", overrides))
     known = reached & np.isfinite(ratio)
+    settled = np.nan_to_num(agreed, nan=0.0) >= threshold("floor_agreement", overrides)
     out = np.full(ratio.shape, np.nan)
     diverse = ratio >= threshold("beyond_linear", overrides)
-    out[known & diverse] = AXES["diversity"].index("diverse")
-    out[known & ~diverse] = AXES["diversity"].index("tight")
+    out[known & settled & diverse] = AXES["diversity"].index("diverse")
+    out[known & settled & ~diverse] = AXES["diversity"].index("tight")
+    out[known & ~settled] = AXES["diversity"].index("unsettled")
     return out.astype(np.float32)
 
 

@@ -82,19 +82,17 @@ def gram_similarity(features: jax.Array) -> jax.Array:
     return g @ g.T
 
 
-SOFT_MIN_SHARPNESS = 20.0
-
-
-def soft_log_min_pair_rms(features: jax.Array, sharpness: float = SOFT_MIN_SHARPNESS) -> jax.Array:
+def soft_log_min_pair_rms(features: jax.Array, sharpness: jax.Array | float) -> jax.Array:
     """``[N, ...]`` -> ``-(1/k) log sum_{i<j} exp(-k log d_ij)``, a smooth lower bound of
-    ``log min_{i<j} d_ij`` (at most ``log(N(N-1)/2) / k`` below it).
+    ``log min_{i<j} d_ij`` (at most ``log(N(N-1)/2) / k`` below it), ``k`` the sharpness.
 
     What a floor objective maximises for the distance terms: the exact minimum moves one pair per
     step, and Adam then chatters between pairs (conv1_1, N = 6, alpha = 0.9: 95% of the analytic
-    optimum after 600 steps, against 99.99% with this). Its maximiser is the max-min set whenever
-    that set's pairs are all equally far apart (the simplex on the cap's rim, docs/floor.md) and
-    tends to it as ``k`` grows otherwise; with ``k = 20`` a pair 10% farther than the closest has
-    ~15% of its weight. The value reported is always the exact minimum.
+    optimum after 600 steps, against 99.99% with this). Small ``k`` weighs all pairs nearly alike
+    (a set spreads as a whole); the floor objective anneals ``k`` upwards
+    (:class:`jaxvis.optimize.step.FloorSchedule`), and as ``k`` grows the maximiser tends to the
+    max-min set (it is that set for every ``k`` when all its pairs are equally far apart, as the
+    simplex on the cap's rim of docs/floor.md). The value reported is always the exact minimum.
     """
     d = pairwise_rms(features)
     log_d = jnp.where(pair_mask(features.shape[0]), jnp.log(d + _EPS), jnp.inf)
@@ -121,19 +119,20 @@ class Term:
     objective adds ``-lam * value``). ``definition``: one line for docs and ``--help``.
     ``space``: ``"pixels"`` always measures the images themselves; ``"features"`` measures a lower
     layer's post-ReLU maps (``Objective.feature_layer``; pixels where the target has no layer
-    below it). ``smooth_log``: what a floor objective maximises (:mod:`jaxvis.optimize.step`): a
-    smooth stand-in for ``log value`` with the same maximiser; ``None``: ``log value`` itself
-    (fine for a term that is already smooth).
+    below it). ``smooth_log(features, sharpness)``: what a floor objective maximises
+    (:mod:`jaxvis.optimize.step`): a smooth stand-in for ``log value`` whose maximiser tends to
+    ``value``'s as the annealed ``sharpness`` grows; ``None``: ``log value`` itself (fine for a term
+    that is already smooth; the sharpness is then ignored).
     """
 
     value: Callable[[jax.Array], jax.Array]
     definition: str
     space: str = "features"
-    smooth_log: Callable[[jax.Array], jax.Array] | None = None
+    smooth_log: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
-    def log_value(self, features: jax.Array) -> jax.Array:
+    def log_value(self, features: jax.Array, sharpness: jax.Array | float) -> jax.Array:
         if self.smooth_log is not None:
-            return self.smooth_log(features)
+            return self.smooth_log(features, sharpness)
         return jnp.log(self.value(features) + _EPS)
 
 
@@ -148,7 +147,8 @@ TERMS: dict[str, Term] = {
 
 
 def register_term(name: str, value: Callable[[jax.Array], jax.Array], definition: str,
-                  space: str = "features", smooth_log: Callable[[jax.Array], jax.Array] | None = None) -> Term:
+                  space: str = "features",
+                  smooth_log: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> Term:
     """Add a diversity term to :data:`TERMS` under ``name`` (new names only: a compiled program
     is keyed by the name, so a name must always mean the same function)."""
     check_new_name("diversity term", name, TERMS, "a Python identifier (e.g. 'cosine')")

@@ -49,11 +49,11 @@ def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
 
 
 @functools.partial(jax.jit, static_argnames=("param", "mesh"), donate_argnames=("z",))
-def _near(z, starts, colour, *, param: str, mesh: Mesh):
-    def near(z, starts, colour):  # one device, its own units
-        return jax.vmap(lambda z, x: one.start_near(z, x, param, colour))(z, starts)
+def _near(z, starts, mixes, colour, *, param: str, mesh: Mesh):
+    def near(z, starts, mixes, colour):  # one device, its own units
+        return jax.vmap(lambda z, x, m: one.start_near(z, x, param, colour, m))(z, starts, mixes)
 
-    return parallel.per_device(near, mesh, (ROWS, ROWS, SHARED), ROWS)(z, starts, colour)
+    return parallel.per_device(near, mesh, (ROWS, ROWS, ROWS, SHARED), ROWS)(z, starts, mixes, colour)
 
 
 @functools.partial(jax.jit, static_argnames=("mesh",))
@@ -110,7 +110,8 @@ def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: flo
 
 def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
              radius: float, mesh: Mesh | None = None, maxima: np.ndarray | None = None,
-             on_segment=None, starts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             on_segment=None, starts: np.ndarray | None = None,
+             mixes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Optimise ``U`` units at once. ``keys`` ``[U]``, ``directions`` ``[U, C]``.
 
     ``on_segment(steps)``, if given, is called after every segment with the ``[U]`` optimiser steps
@@ -119,9 +120,11 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     ``maxima`` ``[U]``: the units' single-image maxima ``a*``, required by (and only used by) a
     floor objective (``Objective.floor``; :func:`jaxvis.optimize.maximum.maximum` computes them).
 
-    ``starts`` ``[U, H, W, 3]``: images (deviations from the mean colour, e.g. the units' maxima)
-    that each unit's N images start next to (:func:`jaxvis.optimize.step.start_near`; the sweep's
-    floor sets, ``floor_start="maximum"``); None: the random start ``z ~ N(0, 1)``.
+    ``starts`` ``[U, H, W, 3]`` (one image per unit, e.g. its maximum) or ``[U, N, H, W, 3]`` (one
+    per image): deviations from the mean colour that each unit's images start next to
+    (:func:`jaxvis.optimize.step.start_near`, with the random draw's share ``mixes`` ``[U]``,
+    default :data:`~jaxvis.optimize.step.FLOOR_START_MIX`; a mix of 1 is the random start); None:
+    the random start ``z ~ N(0, 1)``.
 
     ``mesh``: the devices to spread the units over (``parallel.unit_mesh``; default all of this
     process's devices). ``U`` need not be a multiple of the device count (padded here), but the
@@ -130,7 +133,8 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     Returns numpy arrays with leading dimension U: ``images`` ``[U, N, H, W, 3]`` (RGB grey levels),
     ``activations`` ``[U, N]``, ``pixel_distances``/``feature_distances`` ``[U, N, N]``, ``loss``,
     ``loss_curve`` ``[U, segments]`` (EMA of the loss after each segment, NaN once stopped),
-    ``steps``, ``stop_reason`` (0 max steps, 1 converged).
+    ``steps``, ``stop_reason`` (0 max steps, 1 converged); with a floor ``feasible`` ``[U]`` (the
+    images are the widest set at which every image kept its floor; False: none did, the last).
     """
     mesh = parallel.unit_mesh() if mesh is None else mesh
     count = len(directions)
@@ -145,14 +149,7 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)
     states = _init(keys, problem=problem, mesh=mesh)
     if starts is not None:
-        starts = np.asarray(starts, np.float32)
-        if starts.shape != (count, problem.canvas, problem.canvas, 3):
-            raise JaxvisError(f"starts must be [units, canvas, canvas, 3] = [{count}, {problem.canvas}, "
-                              f"{problem.canvas}, 3], one image per direction; got shape {starts.shape}")
-        starts = jax.device_put(parallel.pad_rows(starts, len(directions)), parallel.unit_sharding(mesh))
-        colour = jax.device_put(np.eye(3, dtype=np.float32) if problem.colour is None
-                                else np.asarray(problem.colour, np.float32), parallel.replicated(mesh))
-        states = states._replace(z=_near(states.z, starts, colour, param=problem.objective.param, mesh=mesh))
+        states = states._replace(z=_started(states.z, starts, mixes, problem, count, mesh))
     segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
     curve = np.full((len(directions), segments), np.nan, np.float32)
     stopped = np.zeros(len(directions), bool)
@@ -172,6 +169,25 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     out["steps"] = np.asarray(states.steps, np.int32)
     out["stop_reason"] = np.where(np.asarray(states.done), STOP_CONVERGED, STOP_MAX_STEPS).astype(np.int8)
     return {k: v[:count] for k, v in out.items()}  # padding rows dropped
+
+
+def _started(z, starts, mixes, problem: Problem, count: int, mesh: Mesh):
+    """The units' start ``z`` moved next to ``starts`` (see :func:`optimise`), shapes checked."""
+    starts = np.asarray(starts, np.float32)
+    image = (problem.canvas, problem.canvas, 3)
+    if starts.shape not in ((count, *image), (count, problem.n, *image)):
+        raise JaxvisError(f"starts must be [units, canvas, canvas, 3] = [{count}, {', '.join(map(str, image))}] "
+                          f"(one image per direction) or [units, images, canvas, canvas, 3] = [{count}, "
+                          f"{problem.n}, {', '.join(map(str, image))}]; got shape {starts.shape}")
+    mixes = np.full(count, one.FLOOR_START_MIX, np.float32) if mixes is None else np.asarray(mixes, np.float32)
+    if mixes.shape != (count,) or not np.all((mixes >= 0) & (mixes <= 1)):
+        raise JaxvisError(f"mixes must be [units] = [{count}] shares in [0, 1]; got {mixes!r}")
+    rows, size = parallel.unit_sharding(mesh), len(z)
+    starts = jax.device_put(parallel.pad_rows(starts, size), rows)
+    mixes = jax.device_put(parallel.pad_rows(mixes, size), rows)
+    colour = jax.device_put(np.eye(3, dtype=np.float32) if problem.colour is None
+                            else np.asarray(problem.colour, np.float32), parallel.replicated(mesh))
+    return _near(z, starts, mixes, colour, param=problem.objective.param, mesh=mesh)
 
 
 def useful_flops(network: Network, problem: Problem) -> float:

@@ -24,19 +24,25 @@ augmented Lagrangian (Powell-Hestenes-Rockafellar) with one multiplier ``mu_i >=
 updated after every optimiser step (a primal-dual method: the inner problem is never solved
 exactly, Adam's iterate and the multipliers converge together):
 
-    loss = -log D + sum_i psi(c_i, mu_i) + beta * prior,
-    psi(c, mu) = (max(0, mu - rho c)^2 - mu^2) / (2 rho),       mu_i <- max(0, mu_i - eta c_i).
+    loss = -L_k(D) + sum_i psi(c_i - m, mu_i; rho) + beta * prior,
+    psi(c, mu; rho) = (max(0, mu - rho c)^2 - mu^2) / (2 rho),       mu_i <- max(0, mu_i - eta (c_i - m)).
 
-``log D`` is the term's ``log_value`` (for the min-distance terms a soft minimum over pairs,
-:func:`jaxvis.objectives.diversity.soft_log_min_pair_rms`). The log makes the objective free of
-the units' and feature spaces' scales: both terms are dimensionless, so one ``rho``
-(:data:`FLOOR_RHO`) and one ``eta`` (:data:`FLOOR_DUAL_STEP`) serve every unit. At a fixed point
-the multipliers are the KKT multipliers: ``c_i = 0`` for every image whose floor binds, ``c_i > 0``
-with ``mu_i = 0`` for the others. A unit may stop early only once every image is within
-:data:`FLOOR_TOLERANCE` of its floor (besides the usual EMA rule on this loss). The multipliers
-only push an image up its own basin, so the sweep starts floor sets next to the unit's maximum
-(:func:`start_near`, :data:`FLOOR_STARTS`). Derivation of the analytic optimum it is tested
-against, and the measurements behind the start: ``docs/floor.md``.
+``L_k`` is the term's smooth ``log D`` (for the min-distance terms a soft minimum over pairs of
+sharpness ``k``, :func:`jaxvis.objectives.diversity.soft_log_min_pair_rms`), dimensionless like the
+constraints, so one schedule serves every unit. **The schedule** (:class:`FloorSchedule`): over the
+first :data:`FLOOR_ANNEAL_SHARE` of the steps the sharpness ``k`` grows geometrically from a soft
+mean of all pairs to nearly the hard minimum, and the penalty ``rho`` stiffens with it: early on
+every pair pushes apart (the hard minimum would move one pair at a time and leave the set next to
+its start), at the end the set is the max-min set. The iterate aims at the floor plus a margin
+``m`` (:data:`FLOOR_MARGIN`) so that it can sit on the feasible side.
+
+**What is kept**: the widest *feasible* iterate seen (every image at or above its floor, the term's
+exact value), not the last one; a unit has converged only once the annealing is over and the kept
+set has not widened by more than :data:`FLOOR_PROGRESS` (relative) for ``patience`` steps, so a set
+still widening is never "converged". A unit that never was feasible runs to ``steps`` and its last
+iterate is returned (its fractions say so). The multipliers only push an image up its own basin,
+so the sweep runs every floor set from several starts and keeps the widest
+(:data:`FLOOR_STARTS`, :func:`start_near`). Derivations and measurements: ``docs/floor.md``.
 """
 
 from __future__ import annotations
@@ -98,30 +104,39 @@ class UnitState(NamedTuple):
     done: jax.Array       # bool: stopped (converged); frozen from then on
     steps: jax.Array      # optimiser steps taken
     multipliers: jax.Array  # [N] the floor constraints' Lagrange multipliers (0 without a floor)
+    kept: jax.Array       # [N, H, W, 3] floor: the widest feasible iterate so far (else unused)
+    kept_value: jax.Array  # its diversity (the term's exact value); -inf: none feasible yet
+    mark: jax.Array       # floor: the kept value when it last widened by more than FLOOR_PROGRESS
     transforms: jax.Array | None = None  # [2] uint32 the unit's transform stream (None: no transforms)
 
 
-# floor objective: the augmented Lagrangian's penalty weight, and the multipliers' step per
-# optimiser step. A step as large as rho (the textbook update after each solved inner problem)
-# winds the multipliers up while the random start is far below the floor, and they then pin every
-# image at the maximum for hundreds of steps; 1 lets Adam's iterate track the multipliers (conv1_1
-# of VGG-19, N = 6, alpha = 0.9: within 0.1% of the analytic optimum after 240 steps).
-FLOOR_RHO = 10.0
+# floor objective: the augmented Lagrangian's penalty weight rho and the soft minimum's sharpness k,
+# each annealed geometrically from its first value to its second over the first
+# FLOOR_ANNEAL_SHARE of Optimizer.steps (then held); the multipliers' step per optimiser step.
+# k = 5 weighs all 15 pairs of N = 6 alike (a pair 10% farther than the closest keeps 62% of its
+# weight), k = 100 is within log(15)/100 = 2.7% of the hard minimum. A multiplier step as large as
+# rho winds the multipliers up while the start is below the floor; 1 lets Adam's iterate track them.
+FLOOR_METHOD = 2  # the floor optimiser's version, in every floored results file's config
+FLOOR_RHO = (10.0, 100.0)
+FLOOR_SHARPNESS = (5.0, 100.0)
+FLOOR_ANNEAL_SHARE = 0.4
 FLOOR_DUAL_STEP = 1.0
-FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor when a unit stops
-# Where a floor set's images start (``sweep(floor_start=...)``, docs/floor.md "Where the images
-# start"): ``maximum`` (the default) near the unit's best known image, each image its own
-# random draw mixed in; ``random`` from the random draw alone, as the diverse set. Above ReLUs a
-# random start often lands in a basin whose local maximum lies below the floor, where no multiplier
-# can lift it: EfficientNet-Lite0 blocks.1, 16 units, alpha 0.9, 1000 steps: 4/16 sets reached
-# their floor from random starts (min fraction 0.63), 16/16 from the maximum, with wider sets
-# (median closest pair 33.9 against 32.4 grey levels) in a median 203 steps instead of 1000.
-FLOOR_STARTS = ("maximum", "random")
-FLOOR_START = FLOOR_STARTS[0]  # the default
+FLOOR_MARGIN = 0.001    # the iterate aims at alpha + this (fractions of a*), so it can be feasible
+FLOOR_PROGRESS = 1e-3   # relative widening of the kept set that resets the patience count
+FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor in the read-out
+# Where a floor set's images start (``sweep(floor_starts=...)``, docs/floor.md "Where the images
+# start"); the sweep runs one set per start, all in one batched call, and keeps the widest feasible:
+# ``maximum``: every image next to the unit's best known image (its own random draw mixed in);
+# ``phase``: image i next to that image turned in phase by 2 pi i / N about its dominant orientation
+#   (:func:`jaxvis.param.phase.rotate`): a phase-invariant unit's widest sets lie on that circle;
+# ``diverse``: image i next to image i of the paper's lambda set;
+# ``random``: the random draw alone. Above ReLUs a random start often lands in a basin whose local
+#   maximum lies below the floor, where no multiplier can lift it (docs/floor.md).
+FLOOR_STARTS = ("maximum", "phase", "diverse", "random")
+FLOOR_START = ("maximum", "phase", "diverse")  # the default: three independent starts
 # the random draw's share in a start near an image: z_i = sqrt(1 - m^2) z* + m eps_i (z*: the
 # image's coefficients scaled to the norm of a N(0, 1) draw), so each start image keeps a cosine
-# of about sqrt(1 - m^2) = 0.95 with the maximum. Same measurement: m = 0.3 reached 16/16 in 203
-# steps, 0.6 16/16 in 844, 0.9 15/16.
+# of about sqrt(1 - m^2) = 0.95 with it (docs/floor.md); 1 is the random start itself.
 FLOOR_START_MIX = 0.3
 
 
@@ -187,30 +202,56 @@ def floor_constraints(activation: jax.Array, maximum: jax.Array, floor: float) -
     return (activation - floor * maximum) / jnp.maximum(jnp.abs(maximum), 1e-12)
 
 
-def floor_penalty(c: jax.Array, multipliers: jax.Array, rho: float = FLOOR_RHO) -> jax.Array:
+def floor_penalty(c: jax.Array, multipliers: jax.Array, rho: jax.Array | float = FLOOR_RHO[0]) -> jax.Array:
     """The augmented-Lagrangian term ``sum_i psi(c_i, mu_i)`` for constraints ``c >= 0``."""
     return jnp.sum(jnp.square(jnp.maximum(0.0, multipliers - rho * c)) - jnp.square(multipliers)) / (2 * rho)
 
 
-def _loss(z, net, problem, direction, radius, maximum, multipliers, draws=None):
-    """(loss, the unit's activations ``[N]``). ``draws`` ``[N, 4]``: the images' transform numbers
-    of this step; the network then sees the transformed images (features too), while pixel
-    diversity and the prior measure the images themselves."""
+class FloorSchedule(NamedTuple):
+    """A floor objective's annealed settings at one step: penalty ``rho``, soft-min ``sharpness``,
+    and whether the annealing is over (a unit may stop only then)."""
+
+    rho: jax.Array
+    sharpness: jax.Array
+    annealed: jax.Array
+
+    @classmethod
+    def at(cls, steps: jax.Array, total: int) -> "FloorSchedule":
+        """The schedule after ``steps`` of a run of at most ``total`` steps: both settings move
+        geometrically from the first value of :data:`FLOOR_RHO` / :data:`FLOOR_SHARPNESS` to the
+        second over ``FLOOR_ANNEAL_SHARE * total`` steps."""
+        length = max(1.0, FLOOR_ANNEAL_SHARE * total)
+        t = jnp.minimum(steps.astype(jnp.float32) / length, 1.0)
+
+        def geometric(pair):
+            return pair[0] * (pair[1] / pair[0]) ** t
+
+        return cls(geometric(FLOOR_RHO), geometric(FLOOR_SHARPNESS), steps >= length)
+
+
+def _loss(z, net, problem, direction, radius, maximum, multipliers, schedule=None, draws=None):
+    """(loss, (the unit's activations ``[N]``, the diversity term's exact value)). ``schedule``: a
+    floor objective's :class:`FloorSchedule` (default: its end). ``draws`` ``[N, 4]``: the images'
+    transform numbers of this step; the network then sees the transformed images (features too),
+    while pixel diversity and the prior measure the images themselves."""
     x = problem.images(z, radius)
     seen = x if draws is None else transform(draws, x, problem.objective.transforms)
     activation, feats = _response(net, problem, seen, direction)
     if problem.feature_layer is None:
         feats = x
     o = problem.objective
+    term = TERMS[o.diversity]
     loss = o.beta * PRIORS[o.prior].penalty(x)
+    value = term.value(feats) if problem.n > 1 else jnp.zeros((), jnp.float32)
     if o.floor is None:
         loss = loss - jnp.mean(activation)
         if problem.n > 1:
-            loss = loss - o.lam * TERMS[o.diversity].value(feats)
+            loss = loss - o.lam * value
     else:
-        c = floor_constraints(activation, maximum, o.floor)
-        loss = loss - TERMS[o.diversity].log_value(feats) + floor_penalty(c, multipliers)
-    return loss, activation
+        schedule = schedule or FloorSchedule.at(jnp.array(problem.optimizer.steps), problem.optimizer.steps)
+        c = floor_constraints(activation, maximum, o.floor) - FLOOR_MARGIN
+        loss = loss - term.log_value(feats, schedule.sharpness) + floor_penalty(c, multipliers, schedule.rho)
+    return loss, (activation, jax.lax.stop_gradient(value))
 
 
 def loss_fn(z: jax.Array, net: Network, problem: Problem, direction: jax.Array, radius: jax.Array,
@@ -238,20 +279,26 @@ def start(key: jax.Array, s: Start) -> UnitState:
     z = jax.random.normal(key, (s.images, s.canvas, s.canvas, 3), jnp.float32)
     inf = jnp.array(jnp.inf, jnp.float32)
     return UnitState(z, adam(s.learning_rate).init(z), inf, inf, jnp.array(0, jnp.int32),
-                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32))
+                     jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32),
+                     z, -inf, -inf)
 
 
-def start_near(z: jax.Array, image: jax.Array, param: str = "pixel", colour=None,
-               mix: float = FLOOR_START_MIX) -> jax.Array:
-    """One unit's random start ``z`` ``[N, H, W, 3]`` moved next to ``image`` ``[H, W, 3]`` (a
-    deviation from the mean colour, e.g. the unit's maximum): ``sqrt(1 - mix^2) z* + mix z`` with
-    ``z*`` the image's coefficients (:func:`jaxvis.param.image.coefficients`) scaled to the
-    expected norm of a ``N(0, 1)`` draw, so Adam's steps have the scale they have from a random
-    start. ``mix = 1`` is the random start itself."""
-    target = coefficients(image.astype(z.dtype), param, colour)
-    norm = jnp.sqrt(jnp.sum(jnp.square(target)))
-    target = target * jnp.sqrt(jnp.float32(target.size)) / jnp.maximum(norm, 1e-12)
-    return jnp.sqrt(1.0 - mix ** 2) * target[None] + mix * z
+def start_near(z: jax.Array, images: jax.Array, param: str = "pixel", colour=None,
+               mix: jax.Array | float = FLOOR_START_MIX) -> jax.Array:
+    """One unit's random start ``z`` ``[N, H, W, 3]`` moved next to ``images`` (deviations from
+    the mean colour): ``[H, W, 3]`` one image for all N (e.g. the unit's maximum) or ``[N, H, W, 3]``
+    one per image. Image i becomes ``sqrt(1 - mix^2) z*_i + mix z_i`` with ``z*_i`` its target's
+    coefficients (:func:`jaxvis.param.image.coefficients`) scaled to the expected norm of a
+    ``N(0, 1)`` draw, so Adam's steps have the scale they have from a random start. ``mix = 1`` is
+    the random start itself (whatever the images)."""
+    images = jnp.broadcast_to(images.astype(z.dtype), z.shape)
+
+    def scaled(image):
+        target = coefficients(image, param, colour)
+        norm = jnp.sqrt(jnp.sum(jnp.square(target)))
+        return target * jnp.sqrt(jnp.float32(target.size)) / jnp.maximum(norm, 1e-12)
+
+    return jnp.sqrt(1.0 - jnp.square(mix)) * jax.vmap(scaled)(images) + mix * z
 
 
 def early_stop(loss, ema, best, since, decay: float, patience: int):
@@ -274,26 +321,53 @@ def step(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
     ``maximum``: the unit's single-image maximum ``a*`` (needed by a floor objective only)."""
     maximum = jnp.ones((), jnp.float32) if maximum is None else maximum
     draws = None if state.transforms is None else image_uniforms(state.transforms, state.steps, problem.n)
-    (loss, activation), grad = jax.value_and_grad(_loss, has_aux=True)(
-        state.z, net, problem, direction, radius, maximum, state.multipliers, draws)
+    floor = problem.objective.floor
+    schedule = None if floor is None else FloorSchedule.at(state.steps, problem.optimizer.steps)
+    (loss, (activation, value)), grad = jax.value_and_grad(_loss, has_aux=True)(
+        state.z, net, problem, direction, radius, maximum, state.multipliers, schedule, draws)
     updates, opt = optimizer(problem).update(grad, state.opt, state.z)
     z = optax.apply_updates(state.z, updates)
     ema, best, since, done = early_stop(loss, state.ema, state.best, state.since, problem.optimizer.ema,
                                         problem.optimizer.patience)
-    multipliers = state.multipliers
-    if problem.objective.floor is not None:
-        c = floor_constraints(activation, maximum, problem.objective.floor)
-        multipliers = jnp.maximum(0.0, multipliers - FLOOR_DUAL_STEP * c)
-        done = done & jnp.all(c >= -FLOOR_TOLERANCE)
-    new = UnitState(z, opt, ema, best, since, done, state.steps + 1, multipliers, state.transforms)
+    new = UnitState(z, opt, ema, best, since, done, state.steps + 1, state.multipliers, state.kept,
+                    state.kept_value, state.mark, state.transforms)
+    if floor is not None:
+        new = _floor_update(new, state, activation, value, maximum, floor, schedule, problem.optimizer.patience)
     return freeze(state.done | (state.steps >= problem.optimizer.steps), state, new)
+
+
+def _floor_update(new: UnitState, old: UnitState, activation, value, maximum, floor: float,
+                  schedule: FloorSchedule, patience: int) -> UnitState:
+    """A floor objective's bookkeeping after one step: the multipliers' dual step; ``old.z`` (whose
+    ``activation`` and exact diversity ``value`` this step measured) kept if every image kept its
+    floor and it is wider than the kept set; the patience count on the kept set's widening; done
+    once annealed, feasible and not widening for more than ``patience`` steps."""
+    c = floor_constraints(activation, maximum, floor)
+    multipliers = jnp.maximum(0.0, old.multipliers - FLOOR_DUAL_STEP * (c - FLOOR_MARGIN))
+    wider = jnp.all(c >= 0) & (value > old.kept_value)
+    kept = jnp.where(wider, old.z, old.kept)
+    kept_value = jnp.where(wider, value, old.kept_value)
+    widened = kept_value > jnp.where(jnp.isfinite(old.mark), old.mark * (1 + FLOOR_PROGRESS), -jnp.inf)
+    mark = jnp.where(widened, kept_value, old.mark)
+    since = jnp.where(widened | ~schedule.annealed, 0, old.since + 1)
+    done = schedule.annealed & jnp.isfinite(kept_value) & (since > patience)
+    return new._replace(multipliers=multipliers, kept=kept, kept_value=kept_value, mark=mark, since=since,
+                        done=done)
 
 
 def evaluate(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
              radius: jax.Array, maximum: jax.Array | None = None) -> dict:
-    """Final images (RGB grey levels) and their measurements for one unit, untransformed."""
-    x = final_images(state.z, radius, problem.objective.param, problem.colour)
+    """Final images (RGB grey levels) and their measurements for one unit, untransformed: a floor
+    objective's widest feasible iterate (``feasible`` True), or its last one if none was."""
+    z, out = state.z, {}
+    maximum = jnp.ones((), jnp.float32) if maximum is None else maximum
+    if problem.objective.floor is not None:
+        out["feasible"] = jnp.isfinite(state.kept_value)
+        z = jnp.where(out["feasible"], state.kept, state.z)
+    loss, (_, value) = _loss(z, net, problem, direction, radius, maximum, state.multipliers)
+    if problem.objective.floor is not None:
+        out["diversity"] = value
+    x = final_images(z, radius, problem.objective.param, problem.colour)
     t = terms(net, problem, x, direction)
     t.pop("prior")
-    return {**t, "images": x + jnp.asarray(problem.mean_rgb, x.dtype),
-            "loss": loss_fn(state.z, net, problem, direction, radius, maximum, state.multipliers)}
+    return {**t, **out, "images": x + jnp.asarray(problem.mean_rgb, x.dtype), "loss": loss}

@@ -16,7 +16,6 @@ provenance (the photos' names and checksums, the pixel count, the covariance).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -12,7 +12,8 @@ from flax import nnx
 import jaxvis
 from jaxvis.analysis import gratings as G
 from jaxvis.analysis.gratings import Battery, gratings, stimuli
-from jaxvis.analysis.phase import half_plane, phase_rotation, phases, rotate
+from jaxvis.analysis.phase import phase_rotation, phases
+from jaxvis.param.phase import half_plane, rotate
 from jaxvis.analysis.readout import labels, phase_class
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op

@@ -141,6 +141,52 @@ def test_complex_cell_floor_set_spans_the_phases_and_a_simple_cells_stays_tight(
     assert sets["simple"][0] < sets["complex"][0] / 2, (sets["simple"][0], sets["complex"][0])
 
 
+def test_floor_sets_show_the_phase_invariance_of_a_complex_cell_and_not_of_a_simple_one():
+    """The sweep as users run it (maximum, lambda set, floor set from its three default starts) on
+    the energy-model complex cell and the Gabor simple cell, alpha = 0.9, N = 6: the complex cell's
+    set covers >= 240 degrees of phase around its best image (``floor_phase_spread``; six equally
+    spaced phases cover 300), the simple cell's < 45; every image keeps its floor exactly (the kept
+    set is feasible); the certificate holds every start and says the starts agree."""
+    from jaxvis.analysis.phase import phase_spread
+    from jaxvis.analysis.readout import agreement
+
+    r, n = 300.0, 6
+    cells = {"complex": (complex_cell_model(), "energy"),
+             "simple": (jaxvis.Model(SimpleCell(), jaxvis.InputConvention(), {"name": "simple"}), "simple")}
+    spread, agreed = {}, {}
+    for name, (model, layer) in cells.items():
+        out = jaxvis.sweep(model, layer, "0", floors=(ALPHA,), radius=r, diversity="pixels", steps=600,
+                           restarts=2, compile_cache=False)[layer]
+        assert out["floor_feasible"].all()
+        fractions = out["floor_activations"][:, 0] / out["max_activation"][:, None]
+        assert fractions.min() >= ALPHA, fractions
+        assert out["floor_start_diversity"].shape == (1, 1, 3) and out["floor_start_feasible"].all()
+        # the kept set is the winning start's
+        np.testing.assert_allclose(out["floor_start_pixel_min"][0, 0, out["floor_start"][0, 0]],
+                                   min_pair(out["floor_pixel_distances"][:, 0])[0], rtol=1e-5)
+        spread[name] = phase_spread(out["max_image"], out["floor_images"], model.convention.mean_rgb255)[0, 0]
+        agreed[name] = agreement(out["floor_start_diversity"], out["floor_start_feasible"])[0, 0]
+    assert spread["complex"] >= 240, spread
+    assert spread["simple"] < 45, spread
+    assert min(agreed.values()) >= 0.95, agreed
+
+
+def test_phase_spread_is_the_arc_the_images_cover_on_the_phase_circle():
+    """Known answers: six images at 0, 60, ..., 300 degrees of phase cover 300 degrees; copies of
+    the best image cover 0; images at +-30 degrees cover 60."""
+    from jaxvis.analysis.phase import phase_spread
+    from jaxvis.param.phase import rotate
+
+    best = 100 * quadrature_pair()[..., 0]  # [11, 11, 3] an even Gabor: its 90-degree turn is the odd one
+
+    def turned(*degrees):
+        return np.stack([np.asarray(rotate(jnp.asarray(best), jnp.float32(np.radians(d)))) for d in degrees])
+
+    sets = np.stack([turned(0, 60, 120, 180, 240, 300), turned(*[0] * 6), turned(30, -30, 30, -30, 30, -30)])
+    got = phase_spread(best[None] + 128, sets[None] + 128, np.full(3, 128, np.float32))
+    np.testing.assert_allclose(got[0], [300, 0, 60], atol=0.5)
+
+
 class TwoBasins(jaxvis.Network):
     """``a(x) = max(g1.x, 0.6 g2.x)`` for the orthonormal Gabor pair (g1, g2): on the sphere
     ``|x| = r`` its maximum is ``r`` at ``x = r g1``, and a second basin peaks at ``0.6 r`` at
@@ -185,12 +231,13 @@ def test_floor_sets_start_next_to_the_maximum_so_a_lower_basin_cannot_trap_them(
 def test_starts_of_the_wrong_shape_and_unknown_floor_starts_are_refused_in_one_line(vgg19):
     p = problem(vgg19, "conv1_1", Objective(images=2, diversity="pixels", floor=0.9), steps=1)
     keys = jnp.stack([unit_key(0, "conv1_1", 0, 2)])
-    with pytest.raises(JaxvisError, match=r"starts must be \[units, canvas, canvas, 3\] = \[1, 3, 3, 3\], "
-                                          r"one image per direction; got shape \(1, 4, 4, 3\)"):
+    with pytest.raises(JaxvisError, match=r"starts must be \[units, canvas, canvas, 3\] = \[1, 3, 3, 3\] \(one "
+                                          r"image per direction\) or \[units, images, canvas, canvas, 3\] = "
+                                          r"\[1, 2, 3, 3, 3\]; got shape \(1, 4, 4, 3\)"):
         optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(1),
                  starts=np.zeros((1, 4, 4, 3)))
     with pytest.raises(JaxvisError, match="unknown floor start 'best'") as e:
-        jaxvis.sweep(vgg19, "conv1_1", "0", floors=(0.9,), floor_start="best", steps=1)
+        jaxvis.sweep(vgg19, "conv1_1", "0", floors=(0.9,), floor_starts="maximum,best", steps=1)
     assert "\n" not in str(e.value) and "maximum" in str(e.value)
 
 
