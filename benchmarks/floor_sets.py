@@ -70,6 +70,8 @@ def median(x) -> float:
 
 def main(argv=None) -> dict:
     import jaxvis
+
+    jaxvis.cpu_devices()  # as `jaxvis sweep` does: one jax device per core (before any jax work)
     from jaxvis.analysis.readout import AXES
     from jaxvis.weights import load
     from benchmarks.machine import describe, machine_info
@@ -82,6 +84,7 @@ def main(argv=None) -> dict:
     p.add_argument("--baseline", type=Path, help="results file of an earlier jaxvis, same layer and units")
     p.add_argument("--baseline-seconds", type=float, help="that sweep's wall time")
     p.add_argument("--keep", type=Path, help="folder to keep the results files in (default: temporary)")
+    p.add_argument("--floor-diversity", help="the floor sets' diversity term (default: the sweep's)")
     p.add_argument("--settings", default="default,one start",
                    help=f"which of {', '.join(SETTINGS)} to run (comma-separated)")
     args = p.parse_args(argv)
@@ -93,6 +96,8 @@ def main(argv=None) -> dict:
     for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
         out = folder / f"{args.layer}_{name.replace(' ', '_')}.h5"
         starts = {} if SETTINGS[name] is None else {"floor_starts": SETTINGS[name]}
+        if args.floor_diversity:
+            starts["floor_diversity"] = args.floor_diversity
         t0 = time.perf_counter()
         jaxvis.sweep(model, args.layer, args.units, floors=(args.floor,), out=out, overwrite=True, **starts)
         seconds[name] = time.perf_counter() - t0

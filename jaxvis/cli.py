@@ -16,7 +16,7 @@ from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.maximum import RESTARTS
-from jaxvis.optimize.step import FLOOR_START, FLOOR_STARTS
+from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_START, FLOOR_STARTS
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
 
@@ -234,7 +234,8 @@ def cmd_sweep(args) -> None:
     layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
                    seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
                    processes=processes, compile_cache=not args.no_cache, floors=args.floor,
-                   restarts=args.restarts, floor_starts=args.floor_starts)
+                   restarts=args.restarts, floor_starts=args.floor_starts,
+                   floor_diversity=None if args.floor_diversity == "same" else args.floor_diversity)
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
         return
@@ -382,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starts each floor set is run from, the widest set that keeps its floor kept: "
                         f"one or more of {', '.join(FLOOR_STARTS)} (default {','.join(FLOOR_START)}; "
                         "docs/floor.md); where the starts agree the optimum was found")
+    p.add_argument("--floor-diversity", default=FLOOR_DIVERSITY, metavar="TERM",
+                   choices=[t for t in TERMS if t != "none"] + ["same"],
+                   help=f"the diversity term the floor sets maximise (default {FLOOR_DIVERSITY}: what the "
+                        "read-out compares with an affine unit's optimum; same: --diversity's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
     p.add_argument("--cpu-devices", type=int, metavar="N",

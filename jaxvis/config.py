@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown
 from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.step import FLOOR_METHOD, FLOOR_START, FLOOR_STARTS
+from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_METHOD, FLOOR_START, FLOOR_STARTS
 from jaxvis.param.transform import Transforms
 
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended
@@ -124,6 +124,7 @@ class SweepConfig:
     floor_starts: tuple[str, ...] | None = FLOOR_START  # each floor set's starts (FLOOR_STARTS), widest
                                                        # kept; None without floors
     floor_method: int | None = FLOOR_METHOD  # the floor optimiser's version; None without floors
+    floor_diversity: str | None = FLOOR_DIVERSITY  # the term floor sets maximise; None without floors
     weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -134,7 +135,10 @@ class SweepConfig:
         if not self.floors:  # how sets that do not exist are made is no part of the method
             object.__setattr__(self, "floor_starts", None)
             object.__setattr__(self, "floor_method", None)
+            object.__setattr__(self, "floor_diversity", None)
             return
+        if self.floor_diversity is None:
+            object.__setattr__(self, "floor_diversity", self.objective.diversity)
         object.__setattr__(self, "floor_starts", tuple(self.floor_starts or ()))
         bad = [s for s in self.floor_starts if s not in FLOOR_STARTS]
         if bad or not self.floor_starts:
@@ -152,12 +156,13 @@ class SweepConfig:
             "directions": None if self.directions is None else [list(d) for d in self.directions],
             "seed": self.seed, "floors": list(self.floors), "restarts": self.restarts,
             "floor_starts": None if self.floor_starts is None else list(self.floor_starts),
-            "floor_method": self.floor_method, "versions": dict(self.versions)}, "sweep config")
+            "floor_method": self.floor_method, "floor_diversity": self.floor_diversity,
+            "versions": dict(self.versions)}, "sweep config")
 
     @classmethod
     def from_json(cls, d: Mapping) -> "SweepConfig":
         d = dict(_require_mapping(d, "sweep config"))
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | {"floor_start"}  # one start, before floor_starts
         unknown = sorted(set(d) - known)
         if unknown:
             raise JaxvisError(f"sweep config has unknown key(s) {', '.join(unknown)}; "
@@ -215,11 +220,13 @@ class SweepConfig:
 def _floor_method(d: Mapping) -> dict:
     """``floor_starts`` and ``floor_method`` of a stored config: files from before several starts
     name one ``floor_start`` (none: random) and were made by floor method 1 (no annealing, the
-    last iterate kept), which this jaxvis reads but no longer runs."""
+    last iterate kept), which this jaxvis reads but no longer runs, maximising the lambda set's own
+    diversity term (``floor_diversity`` None: the objective's)."""
     if "floor_starts" in d:
         starts = d["floor_starts"]
-        return {"floor_starts": None if starts is None else tuple(starts), "floor_method": d.get("floor_method")}
-    return {"floor_starts": (d.get("floor_start") or "random",), "floor_method": 1}
+        return {"floor_starts": None if starts is None else tuple(starts), "floor_method": d.get("floor_method"),
+                "floor_diversity": d.get("floor_diversity")}
+    return {"floor_starts": (d.get("floor_start") or "random",), "floor_method": 1, "floor_diversity": None}
 
 
 def _require_mapping(value, what: str) -> Mapping:

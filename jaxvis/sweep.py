@@ -48,7 +48,7 @@ from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.maximum import RESTARTS, TIE, maximum, reference, restart_keys
 from jaxvis.optimize.parallel import Processes
-from jaxvis.optimize.step import FLOOR_START, FLOOR_START_MIX, FLOOR_STARTS, Problem
+from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_START, FLOOR_START_MIX, FLOOR_STARTS, Problem
 from jaxvis.param.budget import colour_basis
 from jaxvis.param.budget import radius as budget_radius
 from jaxvis.param.phase import phase_circle
@@ -137,12 +137,13 @@ class LayerPlan:
 def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
          photos: list[Path] | None = None, radius: float | None = None,
          directions: np.ndarray | None = None, floors: Sequence[float] = (),
-         restarts: int = RESTARTS, floor_starts: str | Sequence[str] = FLOOR_START) -> list[LayerPlan]:
+         restarts: int = RESTARTS, floor_starts: str | Sequence[str] = FLOOR_START,
+         floor_diversity: str | None = FLOOR_DIVERSITY) -> list[LayerPlan]:
     """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
     ``floors``: activation floors alpha (each a diverse set of the same N and diversity term whose
     images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md), each
     run from every start of ``floor_starts`` (:data:`~jaxvis.optimize.step.FLOOR_STARTS`), the
-    widest feasible set kept.
+    widest feasible set kept, maximising the term ``floor_diversity`` (None: the objective's own).
     ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean).
     ``directions`` ``[U, C]``: optimise directions in the (single) layer's channel space instead
     of channels; they are normalised to unit length and unit u is direction u."""
@@ -162,7 +163,8 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
     if restarts < 1:
         raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
     floor_starts = parse_floor_starts(floor_starts)
-    floor_objectives = tuple(dataclasses.replace(objective, floor=float(a)) for a in parse_floors(floors))
+    floor_objective = dataclasses.replace(objective, diversity=floor_diversity or objective.diversity)
+    floor_objectives = tuple(dataclasses.replace(floor_objective, floor=float(a)) for a in parse_floors(floors))
     colour = None if objective.param == "pixel" else colour_basis(photos or default_photos(),
                                                                   weights_root() / "colour.json")
     for info in infos:
@@ -176,7 +178,10 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         diverse = Problem(feature_layer=feature, objective=objective, optimizer=optimizer, **common)
         single = dataclasses.replace(objective, images=1, diversity="none", floor=None)
         maximum = Problem(feature_layer=None, objective=single, optimizer=optimizer, **common)
-        floor_problems = tuple(Problem(feature_layer=feature, objective=o, optimizer=optimizer, **common)
+        # a pixel-space floor term measures the images; its sets' feature distances are then
+        # reported in the lambda set's feature space (the loss takes the images, step._loss)
+        floor_feature = feature_layer(model, info, floor_objective) or feature
+        floor_problems = tuple(Problem(feature_layer=floor_feature, objective=o, optimizer=optimizer, **common)
                                for o in floor_objectives)
         count = info.channels if directions is None else len(directions)
         plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions,
@@ -307,7 +312,7 @@ def floor_set(rows: dict[str, np.ndarray], k: int, maxima: np.ndarray) -> dict[s
     """The ``[U * K]`` unit-major rows of one floor's K starts -> per unit the widest feasible set
     (``images``, ``activations``, distances, ``steps``, ``stop_reason``, ``feasible``,
     ``diversity``) and the certificate: ``start`` (which start won), ``start_diversity``,
-    ``start_pixel_min``, ``start_feasible``, ``start_steps`` ``[U, K]``. Ranking: feasible sets
+    ``start_pixel_min``, ``start_feasible``, ``start_fraction_min``, ``start_steps`` ``[U, K]``. Ranking: feasible sets
     first, by the diversity term's exact value; sets that never kept their floor by their smallest
     activation fraction. Near-ties (:data:`~jaxvis.optimize.maximum.TIE`) keep the earlier start,
     so the winner does not depend on rounding."""
@@ -330,6 +335,7 @@ def floor_set(rows: dict[str, np.ndarray], k: int, maxima: np.ndarray) -> dict[s
     out["feasible"] = feasible[units, best]
     return {**out, "start": best.astype(np.int8), "start_diversity": per["diversity"].astype(np.float32),
             "start_pixel_min": pixel_min.astype(np.float32), "start_feasible": feasible,
+            "start_fraction_min": fraction.astype(np.float32),
             "start_steps": per["steps"].astype(np.int32)}
 
 
@@ -341,7 +347,8 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
           directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
           floors: Sequence[float] | str = (), restarts: int = RESTARTS,
-          floor_starts: str | Sequence[str] = FLOOR_START, **settings) -> dict[str, dict[str, np.ndarray]]:
+          floor_starts: str | Sequence[str] = FLOOR_START, floor_diversity: str | None = FLOOR_DIVERSITY,
+          **settings) -> dict[str, dict[str, np.ndarray]]:
     """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
     arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
@@ -353,6 +360,9 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     is run from, the widest feasible kept (:data:`jaxvis.optimize.step.FLOOR_STARTS`; default
     maximum, phase and diverse; docs/floor.md). Each start's result is kept as a certificate
     (``floor_start_diversity`` etc.): where the starts agree, the optimum was found.
+    ``floor_diversity``: the diversity term the floor sets maximise, ``pixels`` by default (the
+    read-out compares their pixel distance with the analytic bound of docs/floor.md); None: the
+    objective's own (the lambda set's, ``diversity``).
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
     ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields and those of the
@@ -382,7 +392,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
     model = load(model) if isinstance(model, str) else model
     plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts,
-                 floor_starts)
+                 floor_starts, floor_diversity)
     bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
     config = SweepConfig(
         weights=weights_name, model=model.meta.get("model"),
@@ -392,6 +402,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         directions=None if directions is None else tuple(map(tuple, plans[0].directions.tolist())),
         seed=seed, floors=parse_floors(floors), restarts=restarts,
         floor_starts=plans[0].floor_starts,
+        floor_diversity=plans[0].floors[0].objective.diversity if plans[0].floors else None,
         versions={"jaxvis": version(), "jax": jax.__version__})
     writer = None
     if out is not None:

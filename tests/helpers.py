@@ -200,6 +200,7 @@ def full_metrics(group, seed: int, *, partial: bool = False) -> dict[str, np.nda
             "grating_phase_curve": rng.uniform(-1, 5, (U, 8)),
             "rotation_min_max": rng.uniform(-0.5, 1, U), "rotation_at_pi": rng.uniform(-1, 1, U),
             "floor_fraction_min": FLOOR_FRACTION_MIN, "floor_pixel_vs_natural": FLOOR_VS_NATURAL,
+            "floor_agreement": np.ones((U, len(FLOORS))),  # every set's starts agree (settled)
             "floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * linear_bound(RADIUS, N, H * H * 3, FLOORS, peak,
                                                                           GRATING_BLANK),
         })

@@ -262,7 +262,7 @@ def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
     """Every axis's codes ``[U]`` from whatever ``values`` holds (metric name -> array; the units'
     count from any ``[U]`` array there): ``phase`` from ``grating_f1_f0``, ``grating_best``,
     ``grating_blank`` and ``max_activation``; ``diversity`` at ``alpha`` (one of ``floors``) from
-    ``floor_pixel_vs_linear`` and ``floor_fraction_min`` ``[U, A]``; ``shift`` from
+    ``floor_pixel_vs_linear``, ``floor_fraction_min`` and ``floor_agreement`` ``[U, A]``; ``shift`` from
     ``shift_index``. An axis whose measures are missing is all NaN."""
     units = _count(values)
     nan = np.full(units, np.nan, np.float32)
@@ -272,10 +272,10 @@ def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
                                    values["grating_blank"], values["max_activation"],
                                    overrides=overrides)
     k = floor_index(floors, alpha)
-    if k is not None and "floor_pixel_vs_linear" in values and "floor_fraction_min" in values:
-        out["diversity"] = diversity_class(values["floor_pixel_vs_linear"],
-                                           values["floor_fraction_min"], floors,
-                                           overrides=overrides)[:, k]
+    needed = ("floor_pixel_vs_linear", "floor_fraction_min", "floor_agreement")
+    if k is not None and all(name in values for name in needed):
+        out["diversity"] = diversity_class(*(values[name] for name in needed[:2]), floors,
+                                           values["floor_agreement"], overrides=overrides)[:, k]
     if "shift_index" in values:
         out["shift"] = shift_class(values["shift_index"], overrides=overrides)
     return out

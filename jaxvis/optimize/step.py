@@ -119,7 +119,7 @@ class UnitState(NamedTuple):
 FLOOR_METHOD = 2  # the floor optimiser's version, in every floored results file's config
 FLOOR_RHO = (10.0, 100.0)
 FLOOR_SHARPNESS = (5.0, 100.0)
-FLOOR_ANNEAL_SHARE = 0.4
+FLOOR_ANNEAL_SHARE = 0.7
 FLOOR_DUAL_STEP = 1.0
 FLOOR_MARGIN = 0.001    # the iterate aims at alpha + this (fractions of a*), so it can be feasible
 FLOOR_PROGRESS = 1e-3   # relative widening of the kept set that resets the patience count
@@ -134,6 +134,10 @@ FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor i
 #   maximum lies below the floor, where no multiplier can lift it (docs/floor.md).
 FLOOR_STARTS = ("maximum", "phase", "diverse", "random")
 FLOOR_START = ("maximum", "phase", "diverse")  # the default: three independent starts
+# the diversity term a floor set maximises unless told otherwise (sweep(floor_diversity=...)): the
+# read-out's diversity class compares a floor set's min pixel distance with the analytic optimum of
+# an affine unit (docs/floor.md), so the set must maximise that same quantity to be comparable
+FLOOR_DIVERSITY = "pixels"
 # the random draw's share in a start near an image: z_i = sqrt(1 - m^2) z* + m eps_i (z*: the
 # image's coefficients scaled to the norm of a N(0, 1) draw), so each start image keeps a cosine
 # of about sqrt(1 - m^2) = 0.95 with it (docs/floor.md); 1 is the random start itself.
@@ -237,10 +241,10 @@ def _loss(z, net, problem, direction, radius, maximum, multipliers, schedule=Non
     x = problem.images(z, radius)
     seen = x if draws is None else transform(draws, x, problem.objective.transforms)
     activation, feats = _response(net, problem, seen, direction)
-    if problem.feature_layer is None:
-        feats = x
     o = problem.objective
     term = TERMS[o.diversity]
+    if problem.feature_layer is None or term.space == "pixels":
+        feats = x
     loss = o.beta * PRIORS[o.prior].penalty(x)
     value = term.value(feats) if problem.n > 1 else jnp.zeros((), jnp.float32)
     if o.floor is None:

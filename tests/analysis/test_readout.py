@@ -108,7 +108,8 @@ def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_th
                    np.eye(5, dtype=np.float32)[units], RADIUS, maxima=MAXIMA[units].astype(np.float32), starts=best)
     floor_sets = {"floor_activations": out["activations"][:, None],
                   "floor_pixel_distances": out["pixel_distances"][:, None],
-                  "max_activation": MAXIMA[units], "floors": np.array([alpha])}
+                  "max_activation": MAXIMA[units], "floors": np.array([alpha]),
+                  "floor_agreement": np.ones((len(units), 1))}  # one start here: taken as settled
     shape = (len(units), 1, n, SIZE, SIZE, 3)
     values = M.evaluate({**floor_sets, "floor_linear_bound": R.floor_bound(RADIUS, shape, [alpha], MAXIMA[units],
                                                                            BLANKS[units])})
@@ -127,8 +128,8 @@ def _phase(f1_f0=0.8, drive=0.5):
             "max_activation": [10.0]}
 
 
-def _diversity(ratio=1.2, fraction=0.9):
-    return {"floor_pixel_vs_linear": [[ratio]], "floor_fraction_min": [[fraction]]}
+def _diversity(ratio=1.2, fraction=0.9, agreement=1.0):
+    return {"floor_pixel_vs_linear": [[ratio]], "floor_fraction_min": [[fraction]], "floor_agreement": [[agreement]]}
 
 
 MOVES = {  # threshold: (values, axis, class with the table, moved value, class then)
@@ -136,6 +137,7 @@ MOVES = {  # threshold: (values, axis, class with the table, moved value, class 
     "f1_f0": (_phase(f1_f0=0.8), "phase", "complex-like", 0.7, "simple-like"),
     "beyond_linear": (_diversity(ratio=1.2), "diversity", "diverse", 1.3, "tight"),
     "floor_slack": (_diversity(fraction=0.8951), "diversity", "diverse", 0.004, "unknown"),
+    "floor_agreement": (_diversity(agreement=0.96), "diversity", "diverse", 0.97, "unsettled"),
     "shift_invariant": ({"shift_index": [0.92]}, "shift", "shift-invariant", 0.95, "shift-variant"),
 }
 
@@ -182,8 +184,14 @@ def test_missing_measures_give_no_class():
     assert R.labels("diversity", R.classify(_diversity(fraction=nan), [0.9])["diversity"]) == ["unknown"]
     assert R.labels("shift", R.classify({"shift_index": np.array([nan, 0.95])})["shift"]) == [
         "unknown", "shift-invariant"]
-    with pytest.raises(JaxvisError, match=r"must be \[units, floors=2\], not \[1, 1\]"):
-        R.diversity_class([[1.0]], [[0.9]], [0.95, 0.9])
+    with pytest.raises(JaxvisError, match=r"must be \[units, floors=2\], not \[1, 1\], \[1, 1\] and \[1, 1\]"):
+        R.diversity_class([[1.0]], [[0.9]], [0.95, 0.9], [[1.0]])
+    # starts that disagree, or fewer than two that kept the floor: unsettled, never tight or diverse
+    for agreement in (0.8, nan):
+        values = {k: np.asarray(v) for k, v in _diversity(agreement=agreement).items()}
+        assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["unsettled"]
+    values = {k: np.asarray(v) for k, v in _diversity().items() if k != "floor_agreement"}
+    assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["unknown"]  # no certificate
     with pytest.raises(JaxvisError, match="unknown threshold 'f1f0'; valid: grating_drive, f1_f0"):
         R.classify(_phase(), overrides={"f1f0": 1.0})
     with pytest.raises(JaxvisError, match=r"must share their units \(leading axis\), not \[1, 2\]"):
@@ -225,7 +233,8 @@ def test_the_diversity_class_through_the_metrics_table():
     bound = R.linear_bound(FAKE_RADIUS, N, H * H * 3, FLOORS)
     out = M.evaluate({"floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * bound,
                       "floor_fraction_min": np.asarray(FLOOR_FRACTION_MIN),
-                      "floor_linear_bound": bound, "floors": np.asarray(FLOORS)},
+                      "floor_linear_bound": bound, "floors": np.asarray(FLOORS),
+                      "floor_agreement": np.ones((U, 2))},
                      names=["floor_pixel_vs_linear", "diversity_class"])
     np.testing.assert_allclose(out["floor_pixel_vs_linear"], FLOOR_VS_LINEAR, rtol=1e-6)
     codes = out["diversity_class"]

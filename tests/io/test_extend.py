@@ -179,24 +179,29 @@ def test_a_file_from_before_new_fields_resumes_and_grows(tmp_path):
     assert grown.extends and grown.done_units("a") == {0, 1}
 
 
-def test_floor_start_is_part_of_the_method_only_where_there_are_floors(tmp_path):
-    """Files from before ``floor_start`` started their floor sets at random: a floored one grows
-    only with ``floor_start="random"`` (the default start would change its sets); without floors
-    the start is no part of the method (None), so such a file grows under any default."""
-    assert config({"a": [0]}).floor_start is None
-    assert config({"a": [0]}, floor_start="random").to_json()["floor_start"] is None
-    with pytest.raises(JaxvisError, match="unknown floor start 'best'; valid: maximum, random"):
-        config({"a": [0]}, floors=(0.9,), floor_start="best")
-    for floors, start, grows in (((), "maximum", True), ((0.9,), "maximum", False), ((0.9,), "random", True)):
+def test_floor_starts_and_method_are_part_of_the_method_only_where_there_are_floors(tmp_path):
+    """Files from before several starts name one ``floor_start`` (none: random) and were made by
+    floor method 1 (no annealing, the last iterate kept): they read as such, and a floored one no
+    longer grows (this jaxvis runs method 2 only); without floors neither is part of the method
+    (None), so such a file grows under any default."""
+    assert config({"a": [0]}).floor_starts is None and config({"a": [0]}).floor_method is None
+    assert config({"a": [0]}, floor_starts=("random",)).to_json()["floor_starts"] is None
+    with pytest.raises(JaxvisError, match="unknown floor start 'best'; valid: maximum, phase, diverse, random"):
+        config({"a": [0]}, floors=(0.9,), floor_starts=("maximum", "best"))
+    for floors, start, grows in (((), None, True), ((0.9,), None, False), ((0.9,), "maximum", False)):
         out = tmp_path / f"old{len(floors)}{start}.h5"
         old = config({"a": [0, 1]}, floors=floors).to_json()
-        del old["floor_start"]
+        del old["floor_starts"], old["floor_method"]
+        if start:
+            old["floor_start"] = start
+        read = SweepConfig.from_json(old)
+        assert (read.floor_starts, read.floor_method) == (((start or "random",), 1) if floors else (None, None))
         writer = ResultWriter(out, old)
         writer.write_chunk("a", chunk("a", [0, 1]))
         writer.finalize({"a": {"units": [0, 1], "canvas": 4}})
-        now = config({"a": [0, 1, 2]}, floors=floors, floor_start=start).to_json()
+        now = config({"a": [0, 1, 2]}, floors=floors, floor_starts=(start or "random",)).to_json()
         if grows:
             assert ResultWriter(out, now, upgrade=SweepConfig.upgrade).done_units("a") == {0, 1}
         else:
-            with pytest.raises(JaxvisError, match="floor_start: 'random' there, 'maximum' now"):
+            with pytest.raises(JaxvisError, match="floor_method: 1 there, 2 now"):
                 ResultWriter(out, now, upgrade=SweepConfig.upgrade)
