@@ -16,7 +16,11 @@ the commit before several starts: ``git worktree add /tmp/base <commit>`` and it
 ... --floor 0.9``), compared unit by unit on the same measures; ``--baseline-seconds`` its sweep's
 wall time, measured with it (the earlier code cannot be timed from here).
 
-Prints a table and writes ``benchmarks/results/floor_sets/<weights>_<layer>.json``.
+Prints a table and writes ``benchmarks/results/floor_sets/<weights>_<layer>.json``; with
+``--figure PNG`` also a picture of two units of the default setting, the complex-like and the
+simple-like unit whose phase spread is closest to their class's median: per row the unit's best
+image, then its floor set (``figure`` below; also ``python -m benchmarks.floor_sets --figure-from
+RESULTS.h5 --figure PNG`` from a kept results file).
 """
 
 from __future__ import annotations
@@ -63,6 +67,28 @@ def measures(path: Path, layer: str, alpha: float, mean_rgb) -> dict[str, np.nda
     return out
 
 
+def figure(path: Path, layer: str, out: Path) -> list[int]:
+    """Two rows, best image then floor set (alpha of the file's first floor): the complex-like
+    and the simple-like unit (read-out phase class) whose phase spread is closest to their class's
+    median. Returns their units."""
+    from jaxvis.analysis.readout import AXES
+    from jaxvis.io.render import save_images
+    from jaxvis.io.resultfile import read_results
+
+    results = read_results(path, layers=[layer])
+    arrays, metrics = results.layers[layer], results.metrics[layer]
+    spread, classes = np.asarray(metrics["floor_phase_spread"])[:, 0], np.asarray(metrics["phase_class"])
+    rows = []
+    for name in ("complex-like", "simple-like"):
+        pick = np.flatnonzero(classes == AXES["phase"].index(name))
+        if not len(pick):
+            continue
+        rows.append(pick[np.argmin(np.abs(spread[pick] - np.median(spread[pick])))])
+    images = np.stack([np.concatenate([arrays["max_image"][i][None], arrays["floor_images"][i, 0]]) for i in rows])
+    save_images(images, out)
+    return [int(arrays["unit"][i]) for i in rows]
+
+
 def median(x) -> float:
     x = np.asarray(x, np.float64)
     return float(np.nanmedian(x)) if np.isfinite(x).any() else float("nan")
@@ -85,9 +111,14 @@ def main(argv=None) -> dict:
     p.add_argument("--baseline-seconds", type=float, help="that sweep's wall time")
     p.add_argument("--keep", type=Path, help="folder to keep the results files in (default: temporary)")
     p.add_argument("--floor-diversity", help="the floor sets' diversity term (default: the sweep's)")
+    p.add_argument("--figure", type=Path, help="also write the two-unit picture (PNG) here")
+    p.add_argument("--figure-from", type=Path, help="only the picture, from this results file")
     p.add_argument("--settings", default="default,one start",
                    help=f"which of {', '.join(SETTINGS)} to run (comma-separated)")
     args = p.parse_args(argv)
+    if args.figure_from:
+        print("units", figure(args.figure_from, args.layer, args.figure))
+        return {}
     model = load(args.weights)
     mean = model.convention.mean_rgb255
     folder = args.keep or Path(tempfile.mkdtemp(prefix="floor_sets_"))
@@ -145,6 +176,8 @@ def main(argv=None) -> dict:
     record = {"weights": args.weights, "layer": args.layer, "units": args.units, "floor": args.floor,
               "machine": machine_info(with_torch=False), "machine_line": describe(machine_info(with_torch=False)), "summary": summary, "per_unit": units,
               "phase_class_names": list(names), "baseline": str(args.baseline) if args.baseline else None}
+    if args.figure and "default" in rows:
+        record["figure_units"] = figure(folder / f"{args.layer}_default.h5", args.layer, args.figure)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{args.weights}_{args.layer}.json"
     path.write_text(json.dumps(record, indent=1, default=float))

@@ -228,7 +228,10 @@ def make_results(path: Path, layers: dict[str, int], *, metrics: str = "full",
                       "floor_activations": rng.uniform(0.9, 1, (U, len(FLOORS), N)).astype(np.float32)
                       * chunk["max_activation"][:, None, None],
                       "floor_pixel_distances": np.broadcast_to(chunk["pixel_distances"][:, None],
-                                                               (U, len(FLOORS), N, N)).copy()})
+                                                               (U, len(FLOORS), N, N)).copy(),
+                      # the certificate: three starts that agree (settled sets)
+                      "floor_start_diversity": np.ones((U, len(FLOORS), 3), np.float32),
+                      "floor_start_feasible": np.ones((U, len(FLOORS), 3), bool)})
         writer.write_chunk(layer, chunk)
         meta[layer] = {"units": units, "rf": rf, "canvas": H, "jump": 1, "radius": RADIUS,
                        "feature_layer": "below", "floors": FLOORS}

@@ -200,20 +200,34 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
               "rotation_steps": None if battery is None else ROTATION_STEPS}
     names = {name for values in analysed.values() for name in values}
     write_metrics(path, analysed, M.definitions(names), stored)
-    return Analysis(analysed, export_csv(path, results.layers, analysed), stored)
+    return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
 
 
-def export_csv(path: Path, layers: dict, analysed: dict) -> Path:
-    """One row per (layer, unit) with every scalar metric of the table (columns sorted by name)."""
+def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
+    """One row per (layer, unit) with every scalar metric of the table (columns sorted by name)
+    and every per-floor one (``[units, floors]``: a column ``name@alpha`` per floor of the layers'
+    metadata ``floors``, e.g. ``floor_agreement@0.9``)."""
     names = sorted(M.scalar_names({k for values in analysed.values() for k in values}))
+    alphas = sorted({float(a) for m in meta.values() for a in (m.get("floors") or [])}, reverse=True)
+    per_floor = sorted(M.floor_names({k for values in analysed.values() for k in values}))
+    columns = [(k, None) for k in names] + [(k, a) for k in per_floor for a in alphas]
+
+    def cell(values: dict, floors: list, k: str, alpha, i: int) -> str:
+        if k not in values:
+            return ""
+        if alpha is None:
+            return f"{values[k][i]:.6g}"
+        at = [j for j, f in enumerate(floors) if abs(float(f) - alpha) < 1e-9]
+        return f"{values[k][i, at[0]]:.6g}" if at else ""
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["layer", "unit", "max_activation", *names])
+            writer.writerow(["layer", "unit", "max_activation", *(k if a is None else f"{k}@{a:g}" for k, a in columns)])
             for layer, values in analysed.items():
+                floors = meta.get(layer, {}).get("floors") or []
                 for i, unit in enumerate(layers[layer]["unit"]):
                     row = [layer, int(unit), f"{layers[layer]['max_activation'][i]:.6g}"]
-                    writer.writerow(row + [f"{values[k][i]:.6g}" if k in values else "" for k in names])
+                    writer.writerow(row + [cell(values, floors, k, a, i) for k, a in columns])
 
     return write_with(path.with_suffix(".csv"), write)

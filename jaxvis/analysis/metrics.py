@@ -118,6 +118,12 @@ def order(names) -> list[str]:
     return [n for n in REGISTRY if n in names] + sorted(n for n in names if n not in REGISTRY)
 
 
+def floor_names(names) -> list[str]:
+    """The per-floor metrics (``[units, floors]``: one number per unit and floor) among ``names``,
+    in table order."""
+    return [n for n in order(names) if n in REGISTRY and n in FLOOR_METRICS]
+
+
 def scalar_names(names) -> list[str]:
     """The scalar metrics among ``names``, in table order (unregistered names are left out)."""
     return [n for n in order(names) if n in REGISTRY and REGISTRY[n].scalar]
@@ -264,8 +270,20 @@ register_metric("floor_phase_spread", "the arc (degrees) the floor set's images 
                 "unit's best image and its 90-degree phase rotation: 360 minus the largest gap between "
                 "their phase angles there (N images on the circle: up to 360 (N-1)/N) [units, floors]",
                 ("max_image", "floor_images", "mean_rgb"), scalar=False)(_phase.phase_spread)
+register_metric("floor_feasible", "1 where every image of the floor set keeps its floor (the widest such "
+                "iterate was kept), 0 where none did [units, floors]", ("floor_feasible",), scalar=False)(
+    lambda f: np.asarray(f, np.float32))
+register_metric("floor_steps_all", "optimiser steps of the floor set's starts together (its cost) "
+                "[units, floors]", ("floor_start_steps",), scalar=False)(
+    lambda s: np.sum(np.asarray(s, np.float32), axis=-1))
 register_metric("max_raised", "1 where a diverse image beat the single-image maximum (it is then the "
                 "reference)", ("max_raised",))(lambda r: np.asarray(r, np.float32))
+
+
+# the per-floor metrics ([units, floors]: one number per unit and floor; the CSV's name@alpha columns)
+FLOOR_METRICS = ("floor_fraction_min", "floor_pixel_min", "floor_pixel_mean", "floor_feature_min",
+                 "floor_pixel_vs_natural", "floor_pixel_vs_linear", "floor_agreement", "floor_phase_spread",
+                 "floor_feasible", "floor_steps_all", "diversity_class")
 
 
 # The grating battery and the phase rotation (jaxvis.analysis.gratings / .phase, docs/invariance.md)

@@ -76,8 +76,9 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "clearly wider than an affine unit's"),
     Threshold("floor_slack", 0.005,
               "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
-              "issue 11: after convergence every fraction is >= alpha - 0.005 (the engine stops at "
-              "FLOOR_TOLERANCE = 0.002, docs/floor.md)"),
+              "docs/floor.md: the kept set keeps every floor exactly (floor method 2); files of floor "
+              "method 1 stopped with images up to 0.002 below it, and float rounding of a re-measured "
+              "activation is far below 0.005"),
     Threshold("floor_agreement", 0.95,
               "a floor set is tight or diverse only if floor_agreement >= value, else unsettled",
               "docs/floor.md: an optimiser is trusted where independent starts reach the same optimum; "
@@ -296,6 +297,8 @@ MEDIANS = (
     ("rotation_min_max", "rotation_min_max", "median min/max over the phase rotation of the own maximum"),
     ("diversity", "floor_pixel_vs_natural", "median floor_pixel_vs_natural at alpha"),
     ("diversity_vs_linear", "floor_pixel_vs_linear", "median floor_pixel_vs_linear at alpha"),
+    ("phase_spread", "floor_phase_spread", "median phase spread of the floor set at alpha (degrees)"),
+    ("agreement", "floor_agreement", "median agreement of the floor set's starts at alpha (runner-up / best)"),
     ("shift_index", "shift_index", "median shift index"),
 )
 
@@ -327,9 +330,8 @@ class Profile:
 def profile_measures(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
                      alpha: float | None = PROFILE_ALPHA, overrides=None) -> dict[str, np.ndarray]:
     """Each measure of :data:`MEDIANS` per unit, ``{field: [U] float64}`` (NaN where a unit has
-    none; a field whose metric is missing is left out). ``diversity`` is ``floor_pixel_vs_natural``
-    at ``alpha`` (``diversity_vs_linear``: ``floor_pixel_vs_linear``) for the sets that reached
-    their floor (without the other ratio: the natural references are only in analysed files)."""
+    none; a field whose metric is missing is left out). A per-floor metric (``[U, A]``: the
+    ``floor_*`` ones) is taken at ``alpha``, for the sets that reached their floor."""
     units = _count(values)
     k = floor_index(floors, alpha)
     out = {}
@@ -338,7 +340,7 @@ def profile_measures(values: Mapping[str, np.ndarray], floors: Sequence[float] =
         if v is None:
             continue
         v = np.asarray(v, np.float64)
-        if field in ("diversity", "diversity_vs_linear"):
+        if v.ndim == 2:
             fraction = values.get("floor_fraction_min")
             if k is None or v.ndim != 2 or fraction is None or np.shape(fraction) != v.shape:
                 continue
@@ -398,6 +400,7 @@ def profile_columns(alpha: float | None = PROFILE_ALPHA) -> list[tuple[str, obje
              ("median rotation min/max", lambda p: _median(p, "rotation_min_max")),
              (f"median diversity at {at} / natural", lambda p: _median(p, "diversity")),
              (f"median diversity at {at} / linear", lambda p: _median(p, "diversity_vs_linear")),
+             (f"median phase spread at {at}", lambda p: _median(p, "phase_spread")),
              ("median shift index", lambda p: _median(p, "shift_index")),
              ("unknown (phase/diversity/shift)",
               lambda p: "/".join(str(round(p.fractions[a][UNKNOWN] * p.units)) for a in AXES))]

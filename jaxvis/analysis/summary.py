@@ -120,7 +120,8 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
     floors = layer_floors(group)
     shape = (count, len(floors))
     metrics = group[METRICS] if METRICS in group else {}
-    for name in ("floor_pixel_vs_natural", "floor_fraction_min", "floor_pixel_min"):
+    for name in ("floor_pixel_vs_natural", "floor_fraction_min", "floor_pixel_min", "floor_agreement",
+                 "floor_phase_spread"):
         item = metrics[name] if name in metrics else None
         if item is not None and hasattr(item, "dtype") and item.dtype.kind in "fiu" and item.shape == shape:
             values[name] = np.asarray(item[()], np.float64)
@@ -131,9 +132,14 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
         item = group[name] if sets is not None and name in group else None
         if item is not None and item.dtype.kind in "fiu" and item.shape == (*shape, *[sets[2]] * tail):
             sweep[name] = np.asarray(item[()], np.float64)
+    for name in ("floor_start_diversity", "floor_start_feasible"):  # the certificate, [U, floors, starts]
+        item = group[name] if sets is not None and name in group else None
+        if item is not None and item.dtype.kind in "fiub" and item.ndim == 3 and item.shape[:2] == shape:
+            sweep[name] = np.asarray(item[()])
     if "max_activation" in values:
         sweep["max_activation"] = values["max_activation"]
-    derived = M.evaluate(sweep, names=[n for n in ("floor_fraction_min", "floor_pixel_min") if n not in values])
+    derived = M.evaluate(sweep, names=[n for n in ("floor_fraction_min", "floor_pixel_min", "floor_agreement")
+                                       if n not in values])
     values.update({k: np.asarray(v, np.float64) for k, v in derived.items()})
     radius = layer_meta(group).get("radius")
     if sets is not None and "floor_pixel_min" in values and isinstance(radius, (int, float)) \

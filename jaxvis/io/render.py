@@ -353,7 +353,8 @@ def _render_layer(name: str, group, out_dir: Path, scale: int | None):
 
 def save_images(images, path: Path, *, scale: int | None = None, gap: int = 2) -> Path:
     """Save images as one PNG grid: ``[H, W, 3]``, a row ``[N, H, W, 3]`` or rows
-    ``[U, N, H, W, 3]`` (e.g. ``jaxvis.sweep(...)[layer]["images"]``), RGB grey levels of any range.
+    ``[U, N, H, W, 3]`` (e.g. ``jaxvis.sweep(...)[layer]["images"]``) or floor sets as stored,
+    ``[U, floors, N, H, W, 3]`` (a row per unit and floor), RGB grey levels of any range.
 
     Each row shares one contrast mapping (:func:`to_display`: what varies along a row is what the
     unit ignores); small canvases are enlarged by ``scale`` (default: tiles of at least
@@ -364,8 +365,11 @@ def save_images(images, path: Path, *, scale: int | None = None, gap: int = 2) -
         x = x[None, None]
     elif x.ndim == 4:
         x = x[None]
+    elif x.ndim == 6:  # floor sets as stored, [U, floors, N, H, W, 3]: a row per unit and floor
+        x = x.reshape(-1, *x.shape[2:])
     if x.ndim != 5 or x.shape[-1] != 3:
-        raise JaxvisError(f"images must be [H, W, 3], [N, H, W, 3] or [U, N, H, W, 3] RGB, not {list(np.shape(images))}")
+        raise JaxvisError(f"images must be [H, W, 3], [N, H, W, 3], [U, N, H, W, 3] or floor sets [U, floors, N, "
+                          f"H, W, 3] RGB, not {list(np.shape(images))}")
     rows, n, height, width, _ = x.shape
     scale = scale or default_scale(height, width)
     th, tw = height * scale, width * scale

@@ -118,6 +118,8 @@ PROFILE_PLOTS = (("f1_f0", "F1/F0 (gratings)", "F1/F0 of the phase response at t
                   "floor_pixel_min / the linear cap bound", "beyond_linear"),
                  ("diversity", "diversity at the floor vs natural",
                   "floor_pixel_min / natural patches' (reference_pixel_min)", None),
+                 ("phase_spread", "phase spread of the floor set", "degrees of the best image's phase "
+                  "circle the set covers (300: six phases equally spaced)", None),
                  ("shift_index", "shift-invariance index", "mean response over shifts / maximum",
                   "shift_invariant"))
 AXIS_SOURCES = {"phase": "grating battery", "diversity": "activation-floor set", "shift": "shift test"}
@@ -155,7 +157,7 @@ def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: P
         if v is None or not np.isfinite(v).any():
             continue
         marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
-        plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if field.startswith("diversity")
+        plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if field in ("diversity", "diversity_vs_linear", "phase_spread")
                                    else title, xlabel, marks=marks, width=340, height=220))
     if plots:
         out.append('<div class="plots">' + "".join(plots) + "</div>")
@@ -240,6 +242,8 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
     profile = layer_profile(layer, group)
     classes = R.classify(values, floors)
     class_columns = {name: axis for axis, name in R.CLASS_METRICS.items()}
+    floor_at = R.floor_index(floors, R.PROFILE_ALPHA) if floors is not None else None
+    starts = (config.get("floor_starts") or []) if isinstance(config, dict) else []
 
     title = f"{layer}: diverse feature visualisations"
     out = [f'<p><a href="{esc(index_name)}">&larr; all layers</a></p>',
@@ -301,6 +305,7 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
         extra = [_read_rows(d, start, stop) for d in (texture, responses, variance, patches,
                                                       patch_acts, over_p99)]
         curve_rows = [_read_rows(d, start, stop) for d in curves]
+        floor_rows = _floor_rows(group, floor_at, start, stop)
         for k in range(stop - start):
             i = start + k
             u = int(units[i])
@@ -326,7 +331,9 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
             details.append(_detail(files, u, shown, max_activation[i], frac,
                                    [c for c in columns if c[0] not in class_columns], i,
                                    *[None if e is None else e[k] for e in extra],
-                                   readout=readout, curves=tuning_plots))
+                                   readout=readout, curves=tuning_plots,
+                                   floor=_floor_block(files, u, floor_rows, k, floors[floor_at], floor_at,
+                                                      max_activation[i], values, i, starts) if floor_rows else ""))
         yield from files.take()  # this block's images go to disk before the next is read
     table.append("</tbody></table>")
     out += table
@@ -341,7 +348,7 @@ def _figure(img: str, caption: str) -> str:
 
 
 def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, responses,
-            variance, patches, patch_acts, over_p99, *, readout: str = "", curves=()) -> str:
+            variance, patches, patch_acts, over_p99, *, readout: str = "", curves=(), floor: str = "") -> str:
     parts = [f'<section class="unit-detail" id="unit-{u}"><h3>unit {u} '
              f'<a href="#row-{u}" class="note">(back to the table)</a></h3>',
              f'<p class="readout">read-out: {readout}</p>' if readout else "",
@@ -358,6 +365,7 @@ def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, r
     # the tuning curves beside the images
     parts.append('<div class="tiles">' + "".join(tiles) + "".join(
         f'<div class="curve">{c}</div>' for c in curves) + "</div>")
+    parts.append(floor)
     extra = []
     if texture is not None:
         extra.append(_figure(files.img(to_display(texture), DETAIL * 2, f"u{u}_texture.png",
@@ -391,6 +399,47 @@ def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, r
                      '<div class="tiles">' + "".join(tiles) + "</div>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+FLOOR_KEYS = ("floor_images", "floor_activations", "floor_pixel_distances", "floor_start_pixel_min",
+              "floor_start_feasible")
+
+
+def _floor_rows(group, at: int | None, start: int, stop: int) -> dict | None:
+    """Rows ``start:stop`` of the floor set at floor index ``at`` (None: no floor set there)."""
+    if at is None or "floor_images" not in group:
+        return None
+    return {k: np.asarray(group[k][start:stop, at]) for k in FLOOR_KEYS if k in group}
+
+
+def _floor_block(files: _Images, u, rows: dict, k: int, alpha: float, at: int, max_act: float, values: dict,
+                 i: int, starts) -> str:
+    """The unit's floor set at ``alpha``: its images with their activation fractions, its closest
+    pair and phase spread, and the certificate (each start's min pixel distance, whether it kept
+    its floor)."""
+    images = rows["floor_images"][k]
+    shown = to_display(images)
+    acts = rows["floor_activations"][k]
+    tiles = [_figure(files.img(shown[j], DETAIL, f"u{u}_floor{j}_detail.png", f"unit {u} floor set {j}"),
+                     f"floor image {j}<br>{fmt(acts[j] / max_act) if max_act > 0 else '–'} &times; max")
+             for j in range(len(images))]
+    d = rows["floor_pixel_distances"][k]
+    closest = float(d[np.triu_indices(len(d), 1)].min())
+    facts = [f"closest pair {fmt(closest)} grey levels RMS"]
+    for name, label, unit in (("floor_phase_spread", "phase spread", "&deg;"),
+                              ("floor_agreement", "starts' agreement", "")):
+        v = values.get(name)
+        if v is not None and np.ndim(v) == 2:
+            facts.append(f"{label} {fmt(float(v[i, at]))}{unit}")
+    if "floor_start_pixel_min" in rows:
+        names = list(starts) or [f"start {s}" for s in range(rows["floor_start_pixel_min"].shape[-1])]
+        kept = rows.get("floor_start_feasible")
+        facts.append("starts: " + ", ".join(
+            f"{esc(str(n))} {fmt(float(v))}" + ("" if kept is None or kept[k][s] else " (below its floor)")
+            for s, (n, v) in enumerate(zip(names, rows["floor_start_pixel_min"][k]))))
+    return (f'<div><b>floor set at {fmt(alpha)}</b> (the most different {len(images)} images that all keep '
+            f"{fmt(alpha)} &times; the maximum; docs/floor.md): " + " &middot; ".join(facts) + "</div>"
+            '<div class="tiles floor">' + "".join(tiles) + "</div>")
 
 
 def _index_page(path: Path, config: dict, rows: list[dict]) -> str:

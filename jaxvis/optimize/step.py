@@ -123,7 +123,6 @@ FLOOR_ANNEAL_SHARE = 0.7
 FLOOR_DUAL_STEP = 1.0
 FLOOR_MARGIN = 0.001    # the iterate aims at alpha + this (fractions of a*), so it can be feasible
 FLOOR_PROGRESS = 1e-3   # relative widening of the kept set that resets the patience count
-FLOOR_TOLERANCE = 0.002  # fraction of a* by which an image may miss its floor in the read-out
 # Where a floor set's images start (``sweep(floor_starts=...)``, docs/floor.md "Where the images
 # start"); the sweep runs one set per start, all in one batched call, and keeps the widest feasible:
 # ``maximum``: every image next to the unit's best known image (its own random draw mixed in);

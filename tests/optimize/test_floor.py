@@ -155,7 +155,7 @@ def test_floor_sets_show_the_phase_invariance_of_a_complex_cell_and_not_of_a_sim
              "simple": (jaxvis.Model(SimpleCell(), jaxvis.InputConvention(), {"name": "simple"}), "simple")}
     spread, agreed = {}, {}
     for name, (model, layer) in cells.items():
-        out = jaxvis.sweep(model, layer, "0", floors=(ALPHA,), radius=r, diversity="pixels", steps=600,
+        out = jaxvis.sweep(model, layer, "0", floors=(ALPHA,), radius=r, images=n, diversity="pixels", steps=600,
                            restarts=2, compile_cache=False)[layer]
         assert out["floor_feasible"].all()
         fractions = out["floor_activations"][:, 0] / out["max_activation"][:, None]
@@ -295,3 +295,34 @@ def test_bad_floors_are_refused_in_one_line(vgg19):
         optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(2))
     with pytest.raises(JaxvisError, match="a single-image maximum needs images=1"):
         maximum(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
+
+
+def test_the_widest_feasible_start_wins_and_near_ties_keep_the_earlier_start():
+    """``floor_set`` on three starts of four units: a wider set that broke its floor loses to a
+    feasible one; among feasible sets the widest wins unless it is within TIE of an earlier one;
+    with no feasible start the one closest to its floor is returned, marked infeasible. The
+    certificate keeps every start's numbers, and ``agreement`` reads them."""
+    from jaxvis.analysis.readout import agreement
+    from jaxvis.sweep import floor_set
+
+    n = 2
+    diversity = np.array([[5.0, 9.0, 6.0], [5.0, 5.0 * (1 + TIE / 2), 4.0], [3.0, 2.0, 1.0], [4.0, 4.1, 8.0]])
+    feasible = np.array([[1, 0, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1]], bool)
+    fraction = np.array([[0.9, 0.8, 0.9], [0.9, 0.9, 0.9], [0.7, 0.85, 0.6], [0.9, 0.9, 0.9]])
+    maxima = np.array([10.0, 10.0, 10.0, 10.0])
+    d = np.zeros((4, 3, n, n), np.float32)
+    d[..., 0, 1] = d[..., 1, 0] = diversity + 1  # pixel distances: their own numbers
+    rows = {"images": np.arange(12, dtype=np.float32).reshape(12, 1, 1, 1, 1) * np.ones((12, n, 1, 1, 3)),
+            "activations": np.repeat(fraction.reshape(12, 1) * 10.0, n, axis=1),
+            "pixel_distances": d.reshape(12, n, n), "feature_distances": d.reshape(12, n, n),
+            "steps": np.arange(12, dtype=np.int32), "stop_reason": np.ones(12, np.int8),
+            "feasible": feasible.reshape(12), "diversity": diversity.reshape(12).astype(np.float32)}
+    out = floor_set(rows, 3, maxima)
+    assert out["start"].tolist() == [2, 0, 1, 2]
+    assert out["feasible"].tolist() == [True, True, False, True]
+    np.testing.assert_array_equal(out["images"][:, 0, 0, 0, 0], [2, 3, 7, 11])  # the winning rows
+    np.testing.assert_allclose(out["start_pixel_min"], diversity + 1)
+    np.testing.assert_array_equal(out["start_feasible"], feasible)
+    np.testing.assert_allclose(out["start_fraction_min"], fraction, rtol=1e-6)
+    agreed = agreement(out["start_diversity"][:, None], out["start_feasible"][:, None])[:, 0]
+    np.testing.assert_allclose(agreed, [5 / 6, 1 / (1 + TIE / 2), np.nan, 4.1 / 8], rtol=1e-6)
