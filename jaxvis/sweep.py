@@ -163,8 +163,8 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
     if restarts < 1:
         raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
     floor_starts = parse_floor_starts(floor_starts)
-    floor_objective = dataclasses.replace(objective, diversity=floor_diversity or objective.diversity)
-    floor_objectives = tuple(dataclasses.replace(floor_objective, floor=float(a)) for a in parse_floors(floors))
+    floor_objectives = tuple(dataclasses.replace(objective, diversity=floor_diversity or objective.diversity,
+                                                 floor=float(a)) for a in parse_floors(floors))
     colour = None if objective.param == "pixel" else colour_basis(photos or default_photos(),
                                                                   weights_root() / "colour.json")
     for info in infos:
@@ -180,7 +180,7 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         maximum = Problem(feature_layer=None, objective=single, optimizer=optimizer, **common)
         # a pixel-space floor term measures the images; its sets' feature distances are then
         # reported in the lambda set's feature space (the loss takes the images, step._loss)
-        floor_feature = feature_layer(model, info, floor_objective) or feature
+        floor_feature = (feature_layer(model, info, floor_objectives[0]) if floor_objectives else None) or feature
         floor_problems = tuple(Problem(feature_layer=floor_feature, objective=o, optimizer=optimizer, **common)
                                for o in floor_objectives)
         count = info.channels if directions is None else len(directions)

@@ -266,9 +266,10 @@ def model_name(config: dict) -> str:
 def sweep_line(layer: str, arrays: dict, floors=()) -> str:
     """One line about a swept layer (the CLI's): units, median activation fraction of all diverse
     images, mean pairwise pixel distance, and per activation floor (``floors``, the alphas in the
-    order of the ``floor_*`` arrays) the median min pixel distance and smallest fraction."""
+    order of the ``floor_*`` arrays) the median min pixel distance, smallest fraction and the share of
+    units whose floor-set starts agree (``floor_agreement``, where the certificate is there)."""
     m = M.evaluate(arrays, names=["activation_fraction", "pixel_mean", "floor_fraction_min",
-                                  "floor_pixel_min"])
+                                  "floor_pixel_min", "floor_agreement"])
     frac = m.get("activation_fraction")
     pixel = m.get("pixel_mean")
     text = (f"{layer}: {len(arrays['unit'])} units, median activation of the diverse images "
@@ -278,6 +279,10 @@ def sweep_line(layer: str, arrays: dict, floors=()) -> str:
         text += (f"; floor {alpha:g}: median min pixel distance "
                  f"{_nanstat(np.nanmedian, m['floor_pixel_min'][:, i]):.1f}, smallest fraction "
                  f"{_nanstat(np.nanmin, m['floor_fraction_min'][:, i]):.3f}")
+        if "floor_agreement" in m and m["floor_agreement"].shape[1] > i:
+            agree = R.threshold("floor_agreement")
+            settled = np.nan_to_num(m["floor_agreement"][:, i]) >= agree
+            text += f", starts agree (within {1 - agree:.0%}) for {np.mean(settled):.0%} of the units"
     raised = arrays.get("max_raised")
     if raised is not None and np.any(raised):
         text += f"; {int(np.sum(raised))} units' maximum raised to a diverse image's activation"

@@ -239,6 +239,7 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
     curves = [d if d is not None and d.ndim == 2 else None for d in curves]
     tuning = _tuning_axes(group, meta.get("canvas"))
     values, floors = layer_values(group)
+    measures = values  # (the units table's loop below rebinds `values`)
     profile = layer_profile(layer, group)
     classes = R.classify(values, floors)
     class_columns = {name: axis for axis, name in R.CLASS_METRICS.items()}
@@ -333,7 +334,7 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
                                    *[None if e is None else e[k] for e in extra],
                                    readout=readout, curves=tuning_plots,
                                    floor=_floor_block(files, u, floor_rows, k, floors[floor_at], floor_at,
-                                                      max_activation[i], values, i, starts) if floor_rows else ""))
+                                                      max_activation[i], measures, i, starts) if floor_rows else ""))
         yield from files.take()  # this block's images go to disk before the next is read
     table.append("</tbody></table>")
     out += table

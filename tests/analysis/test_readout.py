@@ -251,7 +251,7 @@ def test_profiles_of_a_results_file(tmp_path):
     assert (p.layer, p.units, p.rf, p.alpha) == ("conv1_1", U, 3, 0.9)
     assert p.fractions["phase"] == {"grating-unresponsive": 0.2, "simple-like": 0.4, "complex-like": 0.4,
                                     "unknown": 0.0}
-    assert p.fractions["diversity"] == {"tight": 0.2, "diverse": 0.4, "unknown": 0.4}
+    assert p.fractions["diversity"] == {"tight": 0.2, "diverse": 0.4, "unsettled": 0.0, "unknown": 0.4}
     with h5py.File(path, "r") as f:
         m = {k: v[()] for k, v in f["layers/conv1_1/metrics"].items()}
     shift = m["shift_index"]
@@ -266,7 +266,8 @@ def test_profiles_of_a_results_file(tmp_path):
     np.testing.assert_allclose(p.medians["diversity_vs_linear"], np.median([1.5, 0.9, 1.2]), rtol=1e-6)
     assert p.counts["diversity"] == 3 and p.counts["diversity_vs_linear"] == 3
     at = layer_profiles(path, ["conv1_1"], alpha=0.95)["conv1_1"]
-    assert at.alpha == 0.95 and at.fractions["diversity"] == {"tight": 0.4, "diverse": 0.6, "unknown": 0.0}
+    assert at.alpha == 0.95 and at.fractions["diversity"] == {"tight": 0.4, "diverse": 0.6, "unsettled": 0.0,
+                                                              "unknown": 0.0}
     none = layer_profiles(path, ["conv1_1"], alpha=0.8)["conv1_1"]
     assert none.alpha is None and none.fractions["diversity"]["unknown"] == 1.0
     # the second layer's analysis ran without gratings, shift test or natural references: its
@@ -291,7 +292,7 @@ def test_profiles_of_a_results_file(tmp_path):
     assert lines[2].endswith("| 0/2/1 |") and lines[2].count(f"| {np.median(GRATING_F1_F0):.2f} |") == 1
     assert lines[3].startswith(f"| fake conv2_1 | {U} | – | – | – | "
                                f"{100 * np.mean(ratio >= 1.1):.0f}% | – | – | – | – | – | "
-                               f"{np.median(ratio):.2f} | – | 5/0/5 |")
+                               f"{np.median(ratio):.2f} | – | – | 5/0/5 |")  # no phase spread, no shift
     assert R.format_profiles([p]).splitlines()[2].startswith("| conv1_1 |")
     with pytest.raises(JaxvisError, match="no layer 'conv9'"):
         layer_profiles(path, ["conv9"])

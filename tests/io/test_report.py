@@ -123,8 +123,8 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     # every image decodes; enlarged nearest-neighbour; files next to the page, loaded lazily
     assert all(page.lazy) and len(set(page.imgs)) == len(page.imgs)
     assert (out / "conv1_1.html").stat().st_size < 100_000  # no images inside
-    per_unit = 1 + N + (1 + N) + 1 + 1 + 1 + K  # table (max + N), detail (max + N), texture,
-    assert len(page.imgs) == U * per_unit        # responses, variance, patches
+    per_unit = 1 + N + (1 + N) + N + 1 + 1 + 1 + K  # table (max + N), detail (max + N), the floor set
+    assert len(page.imgs) == U * per_unit            # at 0.9 (N), texture, responses, variance, patches
     sizes = set()
     for src in page.imgs:
         image = decode(src, out / "conv1_1.html")
@@ -155,6 +155,9 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     for u in (0, 2, 4, 6, 8):
         detail = text.split(f'id="unit-{u}"', 1)[1].split("</section>", 1)[0]
         assert detail.count('<div class="curve"><svg') == 3 and "read-out: phase: <b>" in detail
+        # the floor set whose class the read-out gives, with its closest pair and its starts' agreement
+        assert "<b>floor set at 0.9</b>" in detail and "starts' agreement 1" in detail
+        assert detail.count(f'alt="unit {u} floor set') == N
     index_text = (out / "index.html").read_text()
     table = index_text.split('id="profiles"', 1)[1].split("</table>", 1)[0]
     assert "<td>40%</td><td>40%</td><td>20%</td><td>40%</td><td>20%</td><td>0.90</td>" in table
@@ -164,7 +167,7 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     partial = parse(out / "layer1.0.html")  # a partial metrics group still renders
     assert len(partial.rows) == U and "shift_index" not in partial.heads
     assert "participation_ratio" in partial.heads
-    assert len(partial.imgs) == U * (1 + N + 1 + N + 1)  # no texture, responses, patches
+    assert len(partial.imgs) == U * (1 + N + 1 + N + N + 1)  # the floor set; no texture, responses, patches
     assert sorted(p.name for p in (out / "layer1.0_files").iterdir()) == sorted(
         src.split("/")[1] for src in partial.imgs)  # every file is used
 
@@ -227,7 +230,7 @@ def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatc
     def failing(pixels, target):
         calls.append(1)
         # every image of conv1_1, then layer1.0's first block of 2 units (its folder is made)
-        if len(calls) > U * (2 * (1 + N) + 3 + K) + 2 * (2 * (1 + N) + 1):
+        if len(calls) > U * (2 * (1 + N) + N + 3 + K) + 2 * (2 * (1 + N) + N + 1):  # (N: the floor set)
             raise RuntimeError("disk on fire")
         return png_tile(pixels, target)
 
@@ -365,7 +368,10 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     _load_every_image(browser)
     broken = _broken_images(browser)
     assert broken == []
-    assert browser.execute_script("return document.images.length;") == U * (1 + N + 1 + N + 3 + K)
+    assert browser.execute_script("return document.images.length;") == U * (1 + N + 1 + N + N + 3 + K)
+    floor = browser.find_elements(By.CSS_SELECTOR, ".unit-detail .tiles.floor img")  # every floor set shown
+    assert len(floor) == U * N and all(browser.execute_script("return arguments[0].naturalWidth;", img) > 0
+                                       for img in floor)
 
     heads = [th.get_attribute("data-key") for th in
              browser.find_elements(By.CSS_SELECTOR, "#units thead th")]
@@ -395,7 +401,7 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     top = browser.execute_script("return arguments[0].getBoundingClientRect().top;", target)
     height = browser.execute_script("return window.innerHeight;")
     assert 0 <= top < height  # scrolled into view
-    assert len(target.find_elements(By.TAG_NAME, "img")) == 1 + N + 3 + K
+    assert len(target.find_elements(By.TAG_NAME, "img")) == 1 + N + N + 3 + K  # max, lambda set, floor set, ...
     curves = target.find_elements(By.CSS_SELECTOR, "div.curve svg")
     assert len(curves) == 3 and all(c.is_displayed() and c.size["width"] > 100 for c in curves)
 
