@@ -345,3 +345,23 @@ def test_the_cli_summary_line_names_the_read_out():
                                      "phase_class": np.array([2.0, 1.0, 1.0, 0.0])})
     assert line.endswith("grating F1/F0 median 1.50 (< 1: 25%), phase-rotation min/max median nan; "
                          "read-out: 25% complex-like, 50% simple-like, 25% grating-unresponsive")
+
+
+def test_the_csv_has_a_column_per_floor_metric_and_alpha(tmp_path):
+    """Per-floor metrics ([units, floors]) become one ``name@alpha`` column per floor of the
+    layer's metadata; a layer without a floor leaves them empty."""
+    import csv
+
+    from jaxvis.analysis.analyze import export_csv
+
+    layers = {"a": {"unit": np.array([0, 2]), "max_activation": np.array([1.0, 2.0])},
+              "b": {"unit": np.array([5]), "max_activation": np.array([3.0])}}
+    analysed = {"a": {"pixel_min": np.array([1.0, 2.0]), "floor_agreement": np.array([[1.0, 0.5], [0.9, 0.97]]),
+                      "floor_phase_spread": np.array([[300.0, 12.5], [40.0, 250.0]])},
+                "b": {"pixel_min": np.array([4.0])}}
+    path = export_csv(tmp_path / "r.h5", layers, analysed, {"a": {"floors": [0.95, 0.9]}, "b": {}})
+    rows = list(csv.DictReader(open(path)))
+    assert list(rows[0])[3:] == ["pixel_min", "floor_agreement@0.95", "floor_agreement@0.9",
+                                 "floor_phase_spread@0.95", "floor_phase_spread@0.9"]
+    assert [r["floor_agreement@0.9"] for r in rows] == ["0.5", "0.97", ""]
+    assert rows[1]["floor_phase_spread@0.9"] == "250" and rows[2]["pixel_min"] == "4"
