@@ -284,8 +284,8 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
         rows["keys"] = restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k)
         parts = [optimise(model.network, problem, rows["keys"][lo:lo + chunk], rows["directions"][lo:lo + chunk],
                           lp.radius, mesh, maxima=rows["maxima"][lo:lo + chunk],
-                          on_segment=tick_for(min(chunk, max(0, n * k - lo))), starts=rows["starts"][lo:lo + chunk],
-                          mixes=rows["mixes"][lo:lo + chunk])
+                          on_segment=tick_for(min(chunk, max(0, n * k - lo))),
+                          starts=rows["starts"][lo:lo + chunk], mixes=rows["mixes"][lo:lo + chunk])
                  for lo in range(0, chunk * k, chunk)]
         sets.append(floor_set({key: np.concatenate([p[key] for p in parts]) for key in parts[0]}, k, ref))
     if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
@@ -312,10 +312,10 @@ def floor_set(rows: dict[str, np.ndarray], k: int, maxima: np.ndarray) -> dict[s
     """The ``[U * K]`` unit-major rows of one floor's K starts -> per unit the widest feasible set
     (``images``, ``activations``, distances, ``steps``, ``stop_reason``, ``feasible``,
     ``diversity``) and the certificate: ``start`` (which start won), ``start_diversity``,
-    ``start_pixel_min``, ``start_feasible``, ``start_fraction_min``, ``start_steps`` ``[U, K]``. Ranking: feasible sets
-    first, by the diversity term's exact value; sets that never kept their floor by their smallest
-    activation fraction. Near-ties (:data:`~jaxvis.optimize.maximum.TIE`) keep the earlier start,
-    so the winner does not depend on rounding."""
+    ``start_pixel_min``, ``start_feasible``, ``start_fraction_min``, ``start_steps`` ``[U, K]``.
+    Ranking: feasible sets first, by the diversity term's exact value; sets that never kept their
+    floor by their smallest activation fraction. Near-ties (:data:`~jaxvis.optimize.maximum.TIE`)
+    keep the earlier start, so the winner does not depend on rounding."""
     count = len(rows["feasible"]) // k
     per = {key: v.reshape(count, k, *v.shape[1:]) for key, v in rows.items()}
     i, j = np.triu_indices(rows["pixel_distances"].shape[-1], 1)

@@ -223,7 +223,8 @@ def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["layer", "unit", "max_activation", *(k if a is None else f"{k}@{a:g}" for k, a in columns)])
+            heads = [k if a is None else f"{k}@{a:g}" for k, a in columns]
+            writer.writerow(["layer", "unit", "max_activation", *heads])
             for layer, values in analysed.items():
                 floors = meta.get(layer, {}).get("floors") or []
                 for i, unit in enumerate(layers[layer]["unit"]):

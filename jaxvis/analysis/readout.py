@@ -211,7 +211,7 @@ def diversity_class(vs_linear, fraction_min, floors, agreed, *, overrides=None) 
     _check_overrides(overrides)
     ratio, fraction, agreed = _f64(vs_linear), _f64(fraction_min), _f64(agreed)
     floors = _f64(floors).reshape(-1)
-    if ratio.ndim != 2 or fraction.shape != ratio.shape or agreed.shape != ratio.shape or ratio.shape[1] != floors.size:
+    if ratio.ndim != 2 or {fraction.shape, agreed.shape} != {ratio.shape} or ratio.shape[1] != floors.size:
         raise JaxvisError(f"floor_pixel_vs_linear, floor_fraction_min and floor_agreement must be [units, "
                           f"floors={floors.size}], not {list(ratio.shape)}, {list(fraction.shape)} and "
                           f"{list(agreed.shape)}")

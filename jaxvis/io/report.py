@@ -157,7 +157,8 @@ def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: P
         if v is None or not np.isfinite(v).any():
             continue
         marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
-        plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if field in ("diversity", "diversity_vs_linear", "phase_spread")
+        per_floor = field in ("diversity", "diversity_vs_linear", "phase_spread")
+        plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if per_floor
                                    else title, xlabel, marks=marks, width=340, height=220))
     if plots:
         out.append('<div class="plots">' + "".join(plots) + "</div>")
