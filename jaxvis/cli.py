@@ -127,6 +127,8 @@ def cmd_weights(args) -> None:
         root = weights.weights_root()
         entries = weights.available()
         print(f"weights root: {root}")
+        if entries:
+            print(f"  {'name':<28}{'model':<20}{'source':<24}normalised")
         for name, meta in entries:
             if "error" in meta:
                 print(f"  {name:<28}unreadable: {meta['error']}")
@@ -222,8 +224,10 @@ def cmd_sweep(args) -> None:
     objective, optimizer = _method(args)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
     processes = None
-    from jaxvis.optimize.parallel import cpu_devices
-    cpu_devices(args.cpu_devices)  # before anything touches a device
+    from jaxvis.optimize.parallel import LateCpuDevicesWarning, cpu_devices
+    with warnings.catch_warnings():  # a process that computed already (main() called in-process) keeps its own
+        warnings.simplefilter("ignore", LateCpuDevicesWarning)
+        cpu_devices(args.cpu_devices)  # before anything touches a device
     if args.distributed:
         from jaxvis.optimize.parallel import initialize
         processes = initialize(args.coordinator, args.num_processes, args.process_id, args.timeout)

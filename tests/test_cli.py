@@ -94,5 +94,6 @@ def test_convert_caches_a_users_file(tmp_path, capsys, monkeypatch):
     assert code == 0 and "mine" in out
     code, out, _ = run(capsys, "weights", "list")
     assert "mine" in out and "gatys-vgg19" in out
+    assert out.splitlines()[1].split() == ["name", "model", "source", "normalised"]  # a header row
     code, out, _ = run(capsys, "layers", "--weights", "mine")
     assert code == 0 and "conv5_4" in out

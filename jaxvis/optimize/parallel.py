@@ -25,6 +25,7 @@ import shlex
 import sys
 import threading
 import time
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -66,6 +67,10 @@ def unit_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (UNITS,))
 
 
+class LateCpuDevicesWarning(UserWarning):
+    """:func:`cpu_devices` was called after jax had started computing: it could change nothing."""
+
+
 def cpu_devices(count: int | None = None) -> int | None:
     """Give jax ``count`` CPU devices (default: one per core this process may use), so the units
     of a chunk are spread over the cores as they are over GPUs: each core runs its own units with
@@ -75,7 +80,8 @@ def cpu_devices(count: int | None = None) -> int | None:
 
     Must run before anything touches a jax device. Does nothing and returns None where the user
     chose a count already (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``,
-    ``JAX_NUM_CPU_DEVICES``) or jax's backends are running; returns the count it set otherwise.
+    ``JAX_NUM_CPU_DEVICES``) or jax's backends are running (then it warns: the call came too late);
+    returns the count it set otherwise.
     """
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") \
             or jax.config.jax_num_cpu_devices != -1:
@@ -86,7 +92,10 @@ def cpu_devices(count: int | None = None) -> int | None:
         raise JaxvisError(f"--cpu-devices must be at least 1, not {count}")
     try:
         jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # a device was used already: keep what jax has
+    except RuntimeError:  # a device was used already: keep what jax has, and say so
+        warnings.warn(f"jaxvis.cpu_devices({count}) came after jax had started computing, so jax keeps its "
+                      f"{jax.device_count()} device(s); call it first, before any jax computation (as "
+                      "`jaxvis sweep` does)", LateCpuDevicesWarning, stacklevel=2)
         return None
     return count
 

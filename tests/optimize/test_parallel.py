@@ -129,6 +129,8 @@ def test_cpu_devices_one_per_core_unless_the_user_chose(case, flags, want):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == want.split()
+    # too late is said, not silently ignored (a user's own count is not a mistake)
+    assert ("came after jax had started computing" in done.stderr) == (case[0] == "used"), done.stderr[-2000:]
 
 
 if __name__ == "__main__":
