@@ -37,24 +37,19 @@ RESULTS = Path(__file__).parent / "results" / "floor_sets"
 SETTINGS = {"default": None, "one start": "maximum"}
 
 
-def _pairs_min(d: np.ndarray) -> np.ndarray:
-    i, j = np.triu_indices(d.shape[-1], 1)
-    return d[..., i, j].min(-1)
-
-
 def measures(path: Path, layer: str, alpha: float, mean_rgb) -> dict[str, np.ndarray]:
     """Per unit of ``layer`` in the results file ``path``: the floor set at ``alpha``'s measures."""
-    from jaxvis.analysis.phase import phase_spread
+    from jaxvis.analysis import metrics as M
     from jaxvis.io.resultfile import read_results
 
     results = read_results(path, layers=[layer])
     arrays, meta = results.layers[layer], results.layer_meta[layer]
     a = [round(f, 6) for f in meta["floors"]].index(round(alpha, 6))
-    fraction = arrays["floor_activations"][:, a] / arrays["max_activation"][:, None]
-    out = {"unit": arrays["unit"], "pixel_min": _pairs_min(arrays["floor_pixel_distances"][:, a]),
-           "feature_min": _pairs_min(arrays["floor_feature_distances"][:, a]),
-           "fraction_min": fraction.min(1), "steps": arrays["floor_steps"][:, a],
-           "phase_spread": phase_spread(arrays["max_image"], arrays["floor_images"][:, a:a + 1], mean_rgb)[:, 0]}
+    table = {"pixel_min": "floor_pixel_min", "feature_min": "floor_feature_min",
+             "fraction_min": "floor_fraction_min", "phase_spread": "floor_phase_spread"}
+    measured = M.evaluate({**arrays, "mean_rgb": np.asarray(mean_rgb, np.float32)}, names=list(table.values()))
+    out = {"unit": arrays["unit"], "steps": arrays["floor_steps"][:, a],
+           **{key: measured[name][:, a] for key, name in table.items()}}
     metrics = results.metrics.get(layer, {})
     if "floor_agreement" in metrics:
         out["agreement"] = np.asarray(metrics["floor_agreement"])[:, a]

@@ -178,7 +178,7 @@ class SweepConfig:
             optimizer=_dataclass_from(Optimizer, d.get("optimizer", {}), "sweep config optimizer"),
             directions=None if directions is None else tuple(tuple(float(x) for x in row) for row in directions),
             seed=int(d.get("seed", 0)), floors=tuple(float(a) for a in d.get("floors", ())),
-            restarts=int(d.get("restarts", 1)), **_floor_method(d),
+            restarts=int(d.get("restarts", 1)), **_floor_settings(d),
             weights_meta=dict(d.get("weights_meta") or {}),
             versions=dict(d.get("versions") or {}))
 
@@ -217,8 +217,8 @@ class SweepConfig:
         return np.asarray(self.directions, np.float32)
 
 
-def _floor_method(d: Mapping) -> dict:
-    """``floor_starts`` and ``floor_method`` of a stored config: files from before several starts
+def _floor_settings(d: Mapping) -> dict:
+    """``floor_starts``, ``floor_method`` and ``floor_diversity`` of a stored config: files from before several starts
     name one ``floor_start`` (none: random) and were made by floor method 1 (no annealing, the
     last iterate kept), which this jaxvis reads but no longer runs, maximising the lambda set's own
     diversity term (``floor_diversity`` None: the objective's)."""

@@ -278,15 +278,17 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
     mean = np.asarray(lp.diverse.mean_rgb, np.float32)
     starts, mixes = floor_start_images(lp.floor_starts, image - mean, diverse["images"] - mean)
     k = len(lp.floor_starts)
-    rows = dict(directions=np.repeat(directions, k, axis=0), maxima=np.repeat(ref, k), starts=starts, mixes=mixes)
     sets = []
     for problem in lp.floors:  # K starts per unit, run as K calls of a chunk's rows (the chunk's memory)
-        rows["keys"] = restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k)
-        parts = [optimise(model.network, problem, rows["keys"][lo:lo + chunk], rows["directions"][lo:lo + chunk],
-                          lp.radius, mesh, maxima=rows["maxima"][lo:lo + chunk],
-                          on_segment=tick_for(min(chunk, max(0, n * k - lo))),
-                          starts=rows["starts"][lo:lo + chunk], mixes=rows["mixes"][lo:lo + chunk])
-                 for lo in range(0, chunk * k, chunk)]
+        rows = dict(keys=restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k),
+                    directions=np.repeat(directions, k, axis=0), maxima=np.repeat(ref, k), starts=starts,
+                    mixes=mixes)
+        parts = []
+        for lo in range(0, chunk * k, chunk):
+            part = {key: v[lo:lo + chunk] for key, v in rows.items()}
+            parts.append(optimise(model.network, problem, part["keys"], part["directions"], lp.radius, mesh,
+                                  maxima=part["maxima"], on_segment=tick_for(min(chunk, max(0, n * k - lo))),
+                                  starts=part["starts"], mixes=part["mixes"]))
         sets.append(floor_set({key: np.concatenate([p[key] for p in parts]) for key in parts[0]}, k, ref))
     if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
         out.update({f"floor_{key}": np.stack([s[key] for s in sets], axis=1) for key in sets[0]})

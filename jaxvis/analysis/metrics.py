@@ -43,7 +43,9 @@ class Metric:
 
     ``compute(*[inputs[name] for name in inputs])`` (positional, in ``inputs`` order) returns the metric with units on the
     leading axis; ``scalar``: one number per unit (a column of the unit table and the CSV, a
-    distribution in ``jaxvis compare``), else an array per unit (images, maps, per-image values).
+    distribution in ``jaxvis compare``), else an array per unit (images, maps, per-image values);
+    ``per_floor``: one number per unit and activation floor, ``[units, floors]`` (a CSV column
+    ``name@alpha`` per floor; the read-out's profile takes it at its alpha).
     """
 
     name: str
@@ -51,17 +53,19 @@ class Metric:
     compute: Callable[..., np.ndarray]
     inputs: tuple[str, ...]
     scalar: bool = True
+    per_floor: bool = False
 
 
 REGISTRY: dict[str, Metric] = {}
 
 
-def register_metric(name: str, definition: str, inputs: tuple[str, ...], *, scalar: bool = True):
+def register_metric(name: str, definition: str, inputs: tuple[str, ...], *, scalar: bool = True,
+                    per_floor: bool = False):
     """Decorator: add ``function`` to the table as metric ``name`` (see :class:`Metric`)."""
     check_new_name("metric", name, REGISTRY, "an identifier (it becomes a dataset and a CSV column)")
 
     def add(function):
-        REGISTRY[name] = Metric(name, definition, function, tuple(inputs), scalar)
+        REGISTRY[name] = Metric(name, definition, function, tuple(inputs), scalar, per_floor)
         return function
     return add
 
@@ -121,7 +125,7 @@ def order(names) -> list[str]:
 def floor_names(names) -> list[str]:
     """The per-floor metrics (``[units, floors]``: one number per unit and floor) among ``names``,
     in table order."""
-    return [n for n in order(names) if n in REGISTRY and n in FLOOR_METRICS]
+    return [n for n in order(names) if n in REGISTRY and REGISTRY[n].per_floor]
 
 
 def scalar_names(names) -> list[str]:
@@ -247,43 +251,37 @@ register_metric("floor_fraction", "activation of each floor-set image / the unit
                 "[units, floors, N]", ("floor_activations", "max_activation"), scalar=False)(
     lambda a, peak: ratio(a, np.asarray(peak)[:, None, None]))
 register_metric("floor_fraction_min", "smallest activation fraction of each floor set [units, floors]",
-                ("floor_fraction",), scalar=False)(lambda f: np.min(f, axis=2))
+                ("floor_fraction",), scalar=False, per_floor=True)(lambda f: np.min(f, axis=2))
 register_metric("floor_pixel_min", "min pairwise RMS pixel distance of each floor set (grey levels) "
-                "[units, floors]", ("floor_pixel_distances",), scalar=False)(lambda d: _floor_pairs(d, 0))
+                "[units, floors]", ("floor_pixel_distances",), scalar=False, per_floor=True)(lambda d: _floor_pairs(d, 0))
 register_metric("floor_pixel_mean", "mean pairwise RMS pixel distance of each floor set [units, floors]",
-                ("floor_pixel_distances",), scalar=False)(lambda d: _floor_pairs(d, 1))
+                ("floor_pixel_distances",), scalar=False, per_floor=True)(lambda d: _floor_pairs(d, 1))
 register_metric("floor_feature_min", "min pairwise RMS feature distance of each floor set [units, floors]",
-                ("floor_feature_distances",), scalar=False)(lambda d: _floor_pairs(d, 0))
+                ("floor_feature_distances",), scalar=False, per_floor=True)(lambda d: _floor_pairs(d, 0))
 register_metric("floor_pixel_vs_natural", "floor_pixel_min / reference_pixel_min: how diverse the unit "
                 "lets N images be at the floor, against N natural patches of the same norm",
-                ("floor_pixel_min", "reference_pixel_min"), scalar=False)(
+                ("floor_pixel_min", "reference_pixel_min"), scalar=False, per_floor=True)(
     lambda d, natural: ratio(d, np.asarray(natural)[:, None]))
 register_metric("floor_pixel_vs_linear", "floor_pixel_min / floor_linear_bound: how much wider the floor set "
                 "is than the set of an affine unit with the same maximum and baseline can be (docs/floor.md) "
-                "[units, floors]", ("floor_pixel_min", "floor_linear_bound"), scalar=False)(
+                "[units, floors]", ("floor_pixel_min", "floor_linear_bound"), scalar=False, per_floor=True)(
     lambda d, bound: np.asarray(d, np.float64) / np.asarray(bound, np.float64))
 register_metric("floor_agreement", "the runner-up start's diversity / the best start's, among the floor "
                 "set's starts that kept their floor (1: independent starts reached the same optimum; NaN: "
                 "fewer than two did) [units, floors]", ("floor_start_diversity", "floor_start_feasible"),
-                scalar=False)(_readout.agreement)
+                scalar=False, per_floor=True)(_readout.agreement)
 register_metric("floor_phase_spread", "the arc (degrees) the floor set's images cover in the plane of the "
                 "unit's best image and its 90-degree phase rotation: 360 minus the largest gap between "
                 "their phase angles there (N images on the circle: up to 360 (N-1)/N) [units, floors]",
-                ("max_image", "floor_images", "mean_rgb"), scalar=False)(_phase.phase_spread)
+                ("max_image", "floor_images", "mean_rgb"), scalar=False, per_floor=True)(_phase.phase_spread)
 register_metric("floor_feasible", "1 where every image of the floor set keeps its floor (the widest such "
-                "iterate was kept), 0 where none did [units, floors]", ("floor_feasible",), scalar=False)(
+                "iterate was kept), 0 where none did [units, floors]", ("floor_feasible",), scalar=False, per_floor=True)(
     lambda f: np.asarray(f, np.float32))
 register_metric("floor_steps_all", "optimiser steps of the floor set's starts together (its cost) "
-                "[units, floors]", ("floor_start_steps",), scalar=False)(
+                "[units, floors]", ("floor_start_steps",), scalar=False, per_floor=True)(
     lambda s: np.sum(np.asarray(s, np.float32), axis=-1))
 register_metric("max_raised", "1 where a diverse image beat the single-image maximum (it is then the "
                 "reference)", ("max_raised",))(lambda r: np.asarray(r, np.float32))
-
-
-# the per-floor metrics ([units, floors]: one number per unit and floor; the CSV's name@alpha columns)
-FLOOR_METRICS = ("floor_fraction_min", "floor_pixel_min", "floor_pixel_mean", "floor_feature_min",
-                 "floor_pixel_vs_natural", "floor_pixel_vs_linear", "floor_agreement", "floor_phase_spread",
-                 "floor_feasible", "floor_steps_all", "diversity_class")
 
 
 # The grating battery and the phase rotation (jaxvis.analysis.gratings / .phase, docs/invariance.md)
@@ -305,7 +303,7 @@ register_metric("phase_class", "read-out phase class from the grating battery: "
                 ("grating_f1_f0", "grating_best", "grating_blank", "max_activation"))(_readout.phase_class)
 register_metric("diversity_class", "read-out diversity class of each floor set [units, floors]: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["diversity"])),
-                ("floor_pixel_vs_linear", "floor_fraction_min", "floors", "floor_agreement"), scalar=False)(
+                ("floor_pixel_vs_linear", "floor_fraction_min", "floors", "floor_agreement"), scalar=False, per_floor=True)(
     _readout.diversity_class)
 register_metric("shift_class", "read-out shift class: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["shift"])),

@@ -195,8 +195,8 @@ def agreement(start_diversity, start_feasible) -> np.ndarray:
     """``[U, A, K]`` each start's diversity and whether it kept its floor (``floor_start_*``) ->
     ``[U, A]`` the runner-up feasible start's diversity / the best's (1: two starts reached the same
     set width; NaN: fewer than two starts kept their floor)."""
-    values = np.where(np.asarray(start_feasible, bool), _f64(start_diversity), np.nan)
-    ranked = -np.sort(-np.where(np.isnan(values), -np.inf, values), axis=-1)  # best first
+    values = np.where(np.asarray(start_feasible, bool), _f64(start_diversity), -np.inf)
+    ranked = np.sort(values, axis=-1)[..., ::-1]  # best first, infeasible starts last
     if ranked.shape[-1] < 2:
         return np.full(ranked.shape[:-1], np.nan)
     best, second = ranked[..., 0], ranked[..., 1]
@@ -273,9 +273,9 @@ def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
                                    values["grating_blank"], values["max_activation"],
                                    overrides=overrides)
     k = floor_index(floors, alpha)
-    needed = ("floor_pixel_vs_linear", "floor_fraction_min", "floor_agreement")
-    if k is not None and all(name in values for name in needed):
-        out["diversity"] = diversity_class(*(values[name] for name in needed[:2]), floors,
+    if k is not None and all(name in values for name in ("floor_pixel_vs_linear", "floor_fraction_min",
+                                                         "floor_agreement")):
+        out["diversity"] = diversity_class(values["floor_pixel_vs_linear"], values["floor_fraction_min"], floors,
                                            values["floor_agreement"], overrides=overrides)[:, k]
     if "shift_index" in values:
         out["shift"] = shift_class(values["shift_index"], overrides=overrides)

@@ -109,8 +109,9 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
     """What the read-out (:mod:`jaxvis.analysis.readout`) reads of a layer group, and its floors:
     every stored ``[U]`` metric, ``max_activation``, and the ``[U, floors]`` metrics
     ``floor_pixel_vs_natural`` (stored by the analysis), ``floor_fraction_min`` and
-    ``floor_pixel_min`` (stored, else computed from the sweep's floor sets) and
-    ``floor_pixel_vs_linear`` (from ``floor_pixel_min``, the layer's radius and the sets' shape).
+    ``floor_pixel_min`` and ``floor_agreement`` (stored, else computed from the sweep's floor sets
+    and their certificate), ``floor_phase_spread`` (stored) and ``floor_pixel_vs_linear`` (from
+    ``floor_pixel_min``, the layer's radius and the sets' shape).
     Malformed arrays are left out (their axis then has no class)."""
     values = dict(stored_scalars(group))
     count = len(group["unit"]) if "unit" in group else None

@@ -53,6 +53,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from jaxvis.analysis import metrics as M
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.gratings import Battery
 from jaxvis.analysis.summary import (activation_fractions, analysis_config, definitions,
@@ -157,7 +158,7 @@ def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: P
         if v is None or not np.isfinite(v).any():
             continue
         marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
-        per_floor = field in ("diversity", "diversity_vs_linear", "phase_spread")
+        per_floor = M.REGISTRY[dict((f, m) for f, m, _ in R.MEDIANS)[field]].per_floor
         plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if per_floor
                                    else title, xlabel, marks=marks, width=340, height=220))
     if plots:
@@ -403,8 +404,7 @@ def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, r
     return "\n".join(parts)
 
 
-FLOOR_KEYS = ("floor_images", "floor_activations", "floor_pixel_distances", "floor_start_pixel_min",
-              "floor_start_feasible")
+FLOOR_KEYS = ("floor_images", "floor_activations", "floor_start_pixel_min", "floor_start_feasible")
 
 
 def _floor_rows(group, at: int | None, start: int, stop: int) -> dict | None:
@@ -416,8 +416,9 @@ def _floor_rows(group, at: int | None, start: int, stop: int) -> dict | None:
 
 def _floor_block(files: _Images, u, rows: dict, k: int, alpha: float, at: int, max_act: float, values: dict,
                  i: int, starts) -> str:
-    """The unit's floor set at ``alpha``: its images with their activation fractions, its closest
-    pair and phase spread, and the certificate (each start's min pixel distance, whether it kept
+    """The unit's floor set at ``alpha`` (floor index ``at``): its images with their activation
+    fractions, its closest pair, phase spread and starts' agreement (the layer's per-floor
+    ``values``, unit ``i``), and the certificate (each start's min pixel distance, whether it kept
     its floor)."""
     images = rows["floor_images"][k]
     shown = to_display(images)
@@ -425,10 +426,9 @@ def _floor_block(files: _Images, u, rows: dict, k: int, alpha: float, at: int, m
     tiles = [_figure(files.img(shown[j], DETAIL, f"u{u}_floor{j}_detail.png", f"unit {u} floor set {j}"),
                      f"floor image {j}<br>{fmt(acts[j] / max_act) if max_act > 0 else '–'} &times; max")
              for j in range(len(images))]
-    d = rows["floor_pixel_distances"][k]
-    closest = float(d[np.triu_indices(len(d), 1)].min())
-    facts = [f"closest pair {fmt(closest)} grey levels RMS"]
-    for name, label, unit in (("floor_phase_spread", "phase spread", "&deg;"),
+    facts = []
+    for name, label, unit in (("floor_pixel_min", "closest pair", " grey levels RMS"),
+                              ("floor_phase_spread", "phase spread", "&deg;"),
                               ("floor_agreement", "starts' agreement", "")):
         v = values.get(name)
         if v is not None and np.ndim(v) == 2:
