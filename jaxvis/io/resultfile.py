@@ -9,7 +9,14 @@ The layout (``FORMAT_VERSION`` 1)::
     /layers/<layer>/metrics  what ``jaxvis analyze`` adds (attrs definitions, config)
 
 Datasets with large rows (images) are chunked one unit per HDF5 chunk and gzip-compressed, so
-reading one unit or a page of units is cheap.
+reading one unit or a page of units is cheap. Names starting with ``.`` are temporaries of an
+interrupted write: every reader ignores them and the next write removes them.
+
+Every open checks the file against this layout before anything is read (:func:`validate`): each
+object a plain member of the file (no soft or external links, virtual datasets or external
+storage: nothing outside the file is ever read or written), the metadata's fields, every
+dataset's dtype and shape, and declared sizes against what the file can hold. A file that another
+process holds (an HDF5 lock) is reported as in use, not as damaged.
 
 The file is written whole through a temporary sibling and a rename (:func:`assemble`), from row
 *sources*: part files of a running sweep (:mod:`jaxvis.io.results`) and, when a finished sweep is
@@ -21,8 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import hashlib
 import json
+import os
 import re
+import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -36,9 +48,44 @@ from jaxvis.io.atomic import write_with
 FORMAT = "jaxvis.sweep"
 FORMAT_VERSION = 1
 METRICS = "metrics"  # the per-layer group `jaxvis analyze` adds; not a result key
+TEMPORARY = "."  # names starting so are an interrupted write's leftovers: ignored, then removed
+METRICS_TMP = f"{TEMPORARY}{METRICS}.tmp"  # a layer's new metrics group until it is complete
 COMPRESS_ROW_BYTES = 4096  # datasets with rows at least this large are chunked per unit + gzip
 GZIP_LEVEL = 4
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Declared sizes a file may claim. One unit's row of any dataset: 256 MiB is 16 images of a
+# 1024 px canvas (float32 RGB), far beyond the receptive field of any supported layer; a row larger
+# than this is a hostile or broken file, and reading it would exhaust memory before anything failed.
+MAX_ROW_BYTES = 256 * 2**20
+# free disk space write_metrics asks for: twice the metrics' bytes (the old group stays until the
+# new one is complete) plus room for HDF5's own metadata
+SPACE_FACTOR = 2
+SPACE_MARGIN = 4 * 2**20
+MAX_UNITS = 2**20  # rows of a layer: far more channels than any layer of any network has
+# deflate expands at most ~1032-fold, so a dataset declaring more than this times the bytes it
+# stores (plus a little for fill values of tiny datasets) holds unallocated space, not results
+MAX_EXPANSION = 1100
+EXPANSION_SLACK = 2**20
+# the typed fields of a layer's metadata (any other field is kept as it is): name -> (check, what)
+_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer")
+_NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v),
+           "a finite number")
+META_FIELDS = {
+    "units": (lambda v: isinstance(v, list) and all(_INT[0](u) for u in v),
+              "a list of non-negative integers (the selected units)"),
+    "rf": _INT, "canvas": _INT, "jump": _INT, "channels": _INT, "restarts": _INT,
+    "radius": (lambda v: _NUMBER[0](v) and v > 0, "a positive number (the contrast budget)"),
+    "floors": (lambda v: isinstance(v, list) and all(_NUMBER[0](a) for a in v), "a list of numbers"),
+    "feature_layer": (lambda v: v is None or isinstance(v, str), "a layer name or null"),
+}
+# the datasets whose shapes the format fixes: name -> (dimensions, last dimension, what)
+SHAPES = {"unit": (1, None, "[units] unit indices"),
+          "images": (5, 3, "[units, N, H, W, 3] RGB images"),
+          "activations": (2, None, "[units, N] activations"),
+          "max_image": (4, 3, "[units, H, W, 3] an RGB image"),
+          "max_activation": (1, None, "[units] activations")}
+FLOAT_KEYS = ("images", "activations", "max_image", "max_activation")
+_NUMERIC_KINDS = "biuf"  # bool, integers, floats: all a results file stores
 
 
 @dataclass(frozen=True)
@@ -67,6 +114,28 @@ def file_stem(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", layer) or "_"
 
 
+RESERVED_STEMS = ("index",)  # the report's own index.html
+
+
+def file_stems(layers) -> dict[str, str]:
+    """Each of ``layers`` -> a file-name prefix unique among them, ignoring case (pictures and
+    pages of two layers never share a name): the layer's own name where :func:`file_stem` keeps
+    it and it is neither reserved nor another's name, else its stem plus ``-`` and 8 hex digits
+    of its SHA-256 (``a b`` -> ``a_b-<hash>`` beside a layer ``a_b``; ``index`` -> ``index-<hash>``)."""
+    own = Counter(name.lower() for name in layers if file_stem(name) == name)
+    stems = {}
+    for name in layers:
+        stem = file_stem(name)
+        if stem != name or own[name.lower()] > 1 or stem.lower() in RESERVED_STEMS:
+            stem += "-" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        stems[name] = stem
+    clash = Counter(s.lower() for s in stems.values())
+    same = [name for name, stem in stems.items() if clash[stem.lower()] > 1]
+    if same:  # only names made to match another's hashed stem get here
+        raise JaxvisError(f"layers {', '.join(map(repr, same))} would share file names; rename one")
+    return stems
+
+
 def list_units(units, limit: int = 8) -> str:
     units = sorted(int(u) for u in units)
     shown = ", ".join(map(str, units[:limit]))
@@ -75,6 +144,11 @@ def list_units(units, limit: int = 8) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # reading
+
+
+def _locked(err: OSError) -> bool:
+    """Whether h5py could not open a file because another process holds its HDF5 lock."""
+    return err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(err)
 
 
 def _damaged(path: Path, hint: str, existing: bool = False) -> JaxvisError:
@@ -96,7 +170,7 @@ def _damaged(path: Path, hint: str, existing: bool = False) -> JaxvisError:
 
 @contextlib.contextmanager
 def open_results(path: Path, mode: str = "r", hint: str = "", existing: bool = False) -> Iterator:
-    """The h5py ``File`` of a jaxvis results file, checked (format and version)."""
+    """The h5py ``File`` of a jaxvis results file, checked against the format (:func:`validate`)."""
     import h5py
 
     path = Path(path)
@@ -106,25 +180,141 @@ def open_results(path: Path, mode: str = "r", hint: str = "", existing: bool = F
         raise JaxvisError(f"results file {path} is a folder")
     try:
         f = h5py.File(path, mode)
-    except OSError:
+    except OSError as err:
+        if _locked(err):
+            raise JaxvisError(f"{path} is in use by another process (it holds the file open, e.g. a "
+                              "notebook's h5py.File); close it there and run again") from None
         raise _damaged(path, hint, existing) from None
     try:
-        check_format(f, path, hint)
+        validate(f, path, hint)
         yield f
     finally:
         f.close()
 
 
-def check_format(f, path: Path, hint: str = "") -> None:
+def check_writable_results(path: Path) -> None:
+    """Raise now, before any work, if the results file cannot be opened for writing (no
+    permission, or another process holds it)."""
+    path = Path(path)
+    if not os.access(path, os.W_OK):
+        raise JaxvisError(f"cannot add metrics to {path}: the file is not writable (copy it somewhere "
+                          "writable, or fix its permissions)")
+    with open_results(path, mode="r+"):
+        pass
+
+
+def _fail(path: Path, where: str, what: str) -> JaxvisError:
+    return JaxvisError(f"{path} is a damaged jaxvis results file: {where} {what}")
+
+
+def member(group, name: str, path: Path, kind: str):
+    """``group[name]``, a plain member of the file of ``kind`` ("group" or "dataset"): a soft or
+    external link, a virtual dataset or one stored in other files is refused, naming it."""
+    import h5py
+
+    where = f"{group.name.rstrip('/')}/{name}"
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise JaxvisError(f"{path}: {where} is an external link to {link.filename}:{link.path}; jaxvis "
+                          "reads and writes only what a results file holds itself")
+    if isinstance(link, h5py.SoftLink):
+        raise JaxvisError(f"{path}: {where} is a soft link to {link.path}; jaxvis reads and writes only "
+                          "plain members of a results file")
+    obj = group[name]
+    if kind == "group" and not isinstance(obj, h5py.Group):
+        raise _fail(path, where, "is not a group")
+    if kind == "dataset":
+        if not isinstance(obj, h5py.Dataset):
+            raise _fail(path, where, "is not a dataset")
+        if obj.is_virtual or obj.external:
+            kind = "virtual dataset" if obj.is_virtual else "dataset stored in other files"
+            raise JaxvisError(f"{path}: {where} is a {kind}; jaxvis reads only data a results file holds itself")
+    return obj
+
+
+def validate(f, path: Path, hint: str = "") -> None:
+    """Check an open file against the format (module docstring) before anything is read; the
+    first deviation raises one line naming the field."""
     fmt = f.attrs.get("format")
     if isinstance(fmt, bytes):
         fmt = fmt.decode(errors="replace")
     if not isinstance(fmt, str) or fmt != FORMAT or "layers" not in f:
         raise JaxvisError(f"{path} is not a jaxvis results file (format {fmt!r}){hint}")
     version = f.attrs.get("format_version")
-    if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+    if not isinstance(version, (int, np.integer)) or isinstance(version, (bool, np.bool_)):
+        raise JaxvisError(f"{path} is a damaged jaxvis results file: format_version is {version!r}, "
+                          f"not an integer (this jaxvis reads version {FORMAT_VERSION}){hint}")
+    if int(version) != FORMAT_VERSION:
         raise JaxvisError(f"{path} is a jaxvis results file of format version {version}; "
                           f"this jaxvis reads version {FORMAT_VERSION}{hint}")
+    if not isinstance(json_attr(f.attrs, "config", path), dict):
+        raise _fail(path, "the config", "is not a JSON object")
+    layers = member(f, "layers", path, "group")
+    for name in layers:
+        _validate_layer(member(layers, name, path, "group"), name, path)
+
+
+def _validate_layer(group, name: str, path: Path) -> None:
+    meta = json_attr(group.attrs, "meta", path, f"metadata of layer {name}:")
+    where = f"layer {name}'s metadata"
+    if not isinstance(meta, dict):
+        raise _fail(path, where, f"is {type(meta).__name__}, not a JSON object")
+    if "units" not in meta:
+        raise _fail(path, where, "has no field units")
+    for field, (ok, what) in META_FIELDS.items():
+        if field in meta and not ok(meta[field]):
+            raise _fail(path, f"{where} field {field}", f"is {meta[field]!r}, not {what}")
+    if "unit" not in group:
+        raise _fail(path, f"layer {name}", "has no dataset unit")
+    sizes = _dataset_sizes(group, name, path, None)
+    units = sizes["unit"][0]
+    if units > MAX_UNITS:
+        raise _fail(path, f"layer {name}'s unit", f"declares {units} rows (at most {MAX_UNITS})")
+    for key, (rows, _) in sizes.items():
+        if rows != units:
+            raise _fail(path, f"layer {name}'s {key}", f"has {rows} rows, not one per unit ({units})")
+    stored = group["unit"][()]
+    if sorted(set(stored.tolist())) != stored.tolist() or stored.tolist() != sorted(set(meta["units"])):
+        raise _fail(path, f"layer {name}'s unit", "is not its metadata's units in increasing order")
+    images = {k: group[k].shape for k in ("images", "max_image", "activations") if k in group}
+    if "images" in images and "max_image" in images and images["images"][2:] != images["max_image"][1:]:
+        raise _fail(path, f"layer {name}'s max_image", f"is {images['max_image'][1:]} per unit, not the "
+                    f"images' {images['images'][2:]}")
+    if "images" in images and "activations" in images and images["images"][1] != images["activations"][1]:
+        raise _fail(path, f"layer {name}'s activations", f"has {images['activations'][1]} per unit, not "
+                    f"one per image ({images['images'][1]})")
+    if METRICS in group:
+        for key, (rows, _) in _dataset_sizes(member(group, METRICS, path, "group"), name, path, METRICS).items():
+            if rows != units:
+                raise _fail(path, f"layer {name}'s metric {key}", f"has {rows} rows, not one per unit ({units})")
+
+
+def _dataset_sizes(group, layer: str, path: Path, metrics: str | None) -> dict[str, tuple[int, int]]:
+    """(rows, bytes per row) of every dataset of a layer (or of its ``metrics`` group), each
+    checked: a numeric dtype, the format's shape, declared sizes within the budgets."""
+    sizes = {}
+    for key in group:
+        if key.startswith(TEMPORARY) or (metrics is None and key == METRICS):
+            continue
+        label = f"layer {layer}'s {'metric ' if metrics else ''}{key}"
+        d = member(group, key, path, "dataset")
+        if d.dtype.kind not in _NUMERIC_KINDS or (not metrics and key in FLOAT_KEYS and d.dtype.kind != "f"):
+            need = "floats" if key in FLOAT_KEYS and not metrics else "numbers"
+            raise _fail(path, label, f"holds {d.dtype}, not {need}")
+        if key == "unit" and not metrics and d.dtype.kind not in "iu":
+            raise _fail(path, label, f"holds {d.dtype}, not integers")
+        ndim, last, what = SHAPES.get(key, (None, None, "")) if not metrics else (None, None, "")
+        if d.ndim == 0 or (ndim is not None and (d.ndim != ndim or (last and d.shape[-1] != last))):
+            raise _fail(path, label, f"has shape {d.shape}, not {what or '[units, ...]'}")
+        row = d.dtype.itemsize * int(np.prod(d.shape[1:], dtype=np.int64))
+        if row > MAX_ROW_BYTES:
+            raise _fail(path, label, f"declares {row / 2**20:.0f} MiB per unit (at most "
+                        f"{MAX_ROW_BYTES // 2**20} MiB)")
+        declared = row * d.shape[0]
+        if declared > MAX_EXPANSION * d.id.get_storage_size() + EXPANSION_SLACK:
+            raise _fail(path, label, f"declares {declared} bytes but stores {d.id.get_storage_size()}")
+        sizes[key] = (d.shape[0], row)
+    return sizes
 
 
 def json_attr(attrs, name: str, path: Path, what: str = ""):
@@ -146,14 +336,28 @@ def unknown_layer(path: Path, name: str, names) -> UnknownNameError:
     return UnknownNameError(f"{path} holds no layer {name!r}; layers there: {', '.join(names)}")
 
 
+def result_keys(group) -> list[str]:
+    """The result datasets of a (validated) layer group: not its metrics, not temporaries."""
+    return [key for key in group if key != METRICS and not key.startswith(TEMPORARY)]
+
+
 def read_group(group, path: Path, name: str) -> tuple[dict, dict, dict]:
     """(result arrays, metadata, metrics) of one layer group."""
     meta = json_attr(group.attrs, "meta", path, f"metadata of layer {name}:")
-    data = {key: group[key][()] for key in group if key != METRICS}
+    data = {key: group[key][()] for key in result_keys(group)}
     metrics = {}
     if METRICS in group:
-        metrics = {key: value[()] for key, value in group[METRICS].items()}
+        metrics = {key: value[()] for key, value in group[METRICS].items() if not key.startswith(TEMPORARY)}
     return data, meta, metrics
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """An HDF5 error while reading a validated file's data (a corrupted chunk) as one line."""
+    try:
+        yield
+    except OSError as err:
+        raise JaxvisError(f"cannot read {path}: {err}; the file is damaged") from None
 
 
 def read_rows(path: Path, layer: str, units) -> dict[str, np.ndarray]:
@@ -169,8 +373,9 @@ def read_rows(path: Path, layer: str, units) -> dict[str, np.ndarray]:
         if len(units) and ((rows >= len(stored)).any() or (stored[np.minimum(rows, len(stored) - 1)] != units).any()):
             raise JaxvisError(f"{path} lacks units {list_units(set(units.tolist()) - set(stored.tolist()))} "
                               f"of layer {layer}")
-        return {key: group[key][rows] if len(units) else group[key][:0]
-                for key in group if key != METRICS}
+        with _reading(path):
+            return {key: group[key][rows] if len(units) else group[key][:0]
+                    for key in result_keys(group)}
 
 
 def read_results(path: Path, *, layers: list[str] | None = None) -> Results:
@@ -183,10 +388,11 @@ def read_results(path: Path, *, layers: list[str] | None = None) -> Results:
             if name not in f["layers"]:
                 raise unknown_layer(path, name, names)
         data, meta, metrics = {}, {}, {}
-        for name in (layers if layers is not None else names):
-            data[name], meta[name], found = read_group(f["layers"][name], path, name)
-            if found:
-                metrics[name] = found
+        with _reading(path):
+            for name in (layers if layers is not None else names):
+                data[name], meta[name], found = read_group(f["layers"][name], path, name)
+                if found:
+                    metrics[name] = found
     return Results(config, data, meta, metrics)
 
 
@@ -218,7 +424,7 @@ class FileRows:
     def arrays(self) -> dict[str, np.ndarray]:
         with open_results(self.path) as f:
             group = f["layers"][self.layer]
-            return {key: group[key][()] for key in group if key != METRICS}
+            return {key: group[key][()] for key in result_keys(group)}
 
 
 def assemble(out: Path, config: dict, layers: dict[str, dict], sources: dict[str, list],
@@ -329,31 +535,39 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
     """Add (or replace) ``/layers/<layer>/metrics`` for each layer of ``analysed``, in place.
 
     Nothing else in the file is touched (no copy of the images). Each layer's new group is
-    written and flushed under a temporary name, then swapped in by two link operations, so an
-    error while writing leaves the old metrics as they were and the results readable.
+    written and flushed under a temporary name (``METRICS_TMP``), and only then swapped in by two
+    link operations that reach the disk with the next flush: a kill or a failed write at any
+    point leaves the previous metrics readable, and the temporary group, which readers ignore, is
+    removed by the next write. Free space is checked first (HDF5 cannot be trusted to fail
+    cleanly on a full disk); an OS error at any write is one line naming the file.
     """
     path = Path(path)
-    with open_results(path, mode="r+") as f:
-        for layer in analysed:
-            if layer not in f["layers"]:
-                raise unknown_layer(path, layer, list(f["layers"]))
-        for layer, values in analysed.items():
-            group = f["layers"][layer]
-            tmp = f".{METRICS}.tmp"
-            if tmp in group:  # left by an interrupted analysis
-                del group[tmp]
-            g = group.create_group(tmp)
-            try:
+    need = sum(np.asarray(v).nbytes for values in analysed.values() for v in values.values())
+    free = shutil.disk_usage(path.parent).free
+    if free < SPACE_FACTOR * need + SPACE_MARGIN:
+        raise JaxvisError(f"cannot add metrics to {path}: {free / 2**20:.1f} MiB free on its disk, "
+                          f"{(SPACE_FACTOR * need + SPACE_MARGIN) / 2**20:.1f} MiB needed; free some space "
+                          "and run again")
+    try:
+        with open_results(path, mode="r+") as f:
+            for layer in analysed:
+                if layer not in f["layers"]:
+                    raise unknown_layer(path, layer, list(f["layers"]))
+            for layer, values in analysed.items():
+                group = f["layers"][layer]
+                for stale in [k for k in group if k.startswith(TEMPORARY)]:  # an interrupted write's
+                    del group[stale]
+                g = group.create_group(METRICS_TMP)
                 g.attrs["definitions"] = json.dumps({k: definitions.get(k, "") for k in values})
                 g.attrs["config"] = json.dumps(config, sort_keys=True)
                 for name, value in values.items():
                     value = np.asarray(value)
                     g.create_dataset(name, data=value, compression="gzip" if value.ndim > 2 else None)
                 f.flush()
-            except BaseException:
-                del group[tmp]
-                raise
-            if METRICS in group:
-                del group[METRICS]
-            group.move(tmp, METRICS)
-            f.flush()
+                if METRICS in group:
+                    del group[METRICS]
+                group.move(METRICS_TMP, METRICS)
+                f.flush()
+    except OSError as err:
+        raise JaxvisError(f"cannot add metrics to {path}: {err.strerror or err}; its previous metrics "
+                          "are kept") from None

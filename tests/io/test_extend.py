@@ -153,10 +153,13 @@ def test_metrics_are_added_in_place_and_a_failed_write_keeps_the_old_ones(tmp_pa
     with pytest.raises(Boom):
         write_metrics(out, {"a": {"score": np.array([5.0, 6.0], np.float32)}}, {"score": "new"}, {})
     monkeypatch.undo()
-    r = read_results(out)
+    r = read_results(out)  # the half-written temporary group is ignored ...
     np.testing.assert_array_equal(r.metrics["a"]["score"], [1.0, 2.0])
-    with h5py.File(out, "r") as f:
+    assert set(r.layers["a"]) == {"unit", "activations", "images"}
+    write_metrics(out, {"a": {"score": np.array([5.0, 6.0], np.float32)}}, {"score": "new"}, {})
+    with h5py.File(out, "r") as f:  # ... and removed by the next write
         assert set(f["layers/a"]) == {"unit", "activations", "images", "metrics"}
+    np.testing.assert_array_equal(read_results(out).metrics["a"]["score"], [5.0, 6.0])
     with pytest.raises(JaxvisError, match="holds no layer 'zz'"):
         write_metrics(out, {"zz": {"score": np.ones(1)}}, {}, {})
 
