@@ -19,6 +19,13 @@ Two layouts are auto-detected:
   ``vars`` (the model's own variables) and ``optimizer`` groups are not layer weights and are
   ignored; subclassed models, whose layers sit at top-level attribute names, are not supported.
 
+Reading follows :mod:`jaxvis.io.hdf5policy`: hard links only (no external or soft links), no
+virtual datasets, external raw storage or plugin filters, so nothing outside the named file is
+read; every dataset to be read is found and its declared size charged to the file's budget (100
+times its size, at least 16 MiB) before the first one is read; a group or dataset reached twice
+(a hard-link cycle, or one weight listed under several names) is refused, so a walk ends and no
+bytes are read twice.
+
 Decisions: layers without weights (input, pooling, the empty ``vars`` of every keras3 layer)
 are left out, so the result maps weight-bearing layers, in order, to their arrays. Arrays are
 plain numpy as stored: Keras conv kernels stay HWIO and go straight into an NHWC/HWIO
@@ -34,7 +41,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from jaxvis.errors import ConversionError, WeightFileError, unknown
+from jaxvis.errors import ConversionError, JaxvisError, WeightFileError, unknown
+from jaxvis.io.hdf5policy import Budget, child, expansion_budget
 
 __all__ = ["KerasWeights", "load_keras_h5", "name_keras3_vars", "KERAS3_VAR_NAMES"]
 
@@ -86,20 +94,25 @@ def load_keras_h5(path: str | os.PathLike) -> KerasWeights:
     name = os.fspath(path)
     try:
         with h5py.File(name, "r") as f:
+            plan = _Plan(name, expansion_budget(name))
             if _has_attr(f, "layer_names"):
-                return KerasWeights("legacy", _read_legacy(f, name))
-            mw = f.get("model_weights")
-            if isinstance(mw, h5py.Group) and _has_attr(mw, "layer_names"):
-                return KerasWeights("legacy", _read_legacy(mw, name))
-            for root in ("layers", "_layer_checkpoint_dependencies"):
-                if isinstance(f.get(root), h5py.Group):
-                    layers: dict[str, dict[str, np.ndarray]] = {}
-                    _walk_keras3(f[root], "", layers)
-                    return KerasWeights("keras3", layers)
-            raise WeightFileError(
-                f"{name} is an HDF5 file but neither a legacy Keras weights file (no "
-                "'layer_names' attribute) nor a Keras 3 .weights.h5 (no 'layers' group)")
-    except WeightFileError:
+                layout = "legacy"
+                _plan_legacy(f, plan)
+            elif isinstance(mw := child(f, "model_weights"), h5py.Group) and _has_attr(mw, "layer_names"):
+                layout = "legacy"
+                _plan_legacy(mw, plan)
+            else:
+                root = next((g for key in ("layers", "_layer_checkpoint_dependencies")
+                             if isinstance(g := child(f, key), h5py.Group)), None)
+                if root is None:
+                    raise WeightFileError(
+                        f"{name} is an HDF5 file but neither a legacy Keras weights file (no "
+                        "'layer_names' attribute) nor a Keras 3 .weights.h5 (no 'layers' group)")
+                layout = "keras3"
+                plan.visit(root, "group")
+                _plan_keras3(root, "", plan)
+            return KerasWeights(layout, plan.read())
+    except JaxvisError:
         raise
     except FileNotFoundError:
         raise WeightFileError(f"{name}: no such file") from None
@@ -108,6 +121,34 @@ def load_keras_h5(path: str | os.PathLike) -> KerasWeights:
         # headers as OSError/KeyError on access; its messages may span lines.
         detail = " ".join(str(e).split()) or type(e).__name__
         raise WeightFileError(f"{name} cannot be read as a Keras HDF5 weight file: {detail}") from None
+
+
+class _Plan:
+    """The datasets to read, ``{layer: {short name: dataset}}``, each checked and charged to the
+    file's budget as it is found; nothing is read until the whole file has been planned."""
+
+    def __init__(self, name: str, budget: Budget):
+        self.name, self.budget = name, budget
+        self.layers: dict[str, dict[str, h5py.Dataset]] = {}
+        self.seen: dict = {}  # h5py object id (equal for every hard link to one object) -> path
+
+    def visit(self, obj: h5py.Group | h5py.Dataset, what: str) -> None:
+        """Refuse an object reached a second time: a hard-link cycle, or a weight listed twice."""
+        if obj.id in self.seen:
+            raise WeightFileError(f"{self.name}: {what} {obj.name!r} is {self.seen[obj.id]!r} again "
+                                  "(a hard-link cycle or a repeated weight); a Keras file holds "
+                                  "every group and weight once")
+        self.seen[obj.id] = obj.name
+
+    def add(self, layer: str, weights: dict[str, h5py.Dataset]) -> None:
+        for short, ds in weights.items():
+            self.visit(ds, f"layer {layer!r} weight {short!r},")
+            self.budget.charge(ds)
+        self.layers[layer] = weights
+
+    def read(self) -> dict[str, dict[str, np.ndarray]]:
+        return {layer: {short: _read_var(ds) for short, ds in ws.items()}
+                for layer, ws in self.layers.items()}
 
 
 def _has_attr(group: h5py.Group, key: str) -> bool:
@@ -127,27 +168,26 @@ def _str_list_attr(group: h5py.Group, key: str) -> list[str]:
             for chunk in chunks for s in np.atleast_1d(chunk)]
 
 
-def _read_legacy(root: h5py.Group, name: str) -> dict[str, dict[str, np.ndarray]]:
-    layers: dict[str, dict[str, np.ndarray]] = {}
+def _plan_legacy(root: h5py.Group, plan: _Plan) -> None:
+    name = plan.name
     for layer in _str_list_attr(root, "layer_names"):
-        group = root.get(layer)
+        group = child(root, layer)
         if not isinstance(group, h5py.Group):
             raise WeightFileError(f"{name}: 'layer_names' lists {layer!r} but there is no such group")
         weight_names = _str_list_attr(group, "weight_names")
         if not weight_names:
             continue  # input, pooling, activation... (see module docstring)
-        arrays = []
+        datasets = []
         for w in weight_names:
-            ds = group.get(w)
+            ds = child(group, w)
             if not isinstance(ds, h5py.Dataset):
                 raise WeightFileError(
                     f"{name}: layer {layer!r} lists weight {w!r} but has no such dataset")
-            arrays.append(ds[()])
+            datasets.append(ds)
         shorts = [_short_name(w, layer) for w in weight_names]
         if len(set(shorts)) != len(shorts):
             shorts = [_strip_index(w) for w in weight_names]
-        layers[layer] = dict(zip(shorts, arrays))
-    return layers
+        plan.add(layer, dict(zip(shorts, datasets)))
 
 
 def _strip_index(weight_name: str) -> str:
@@ -190,17 +230,19 @@ def _read_var(ds: h5py.Dataset) -> np.ndarray:
     return value
 
 
-def _walk_keras3(group: h5py.Group, prefix: str, out: dict[str, dict[str, np.ndarray]]) -> None:
+def _plan_keras3(group: h5py.Group, prefix: str, plan: _Plan) -> None:
     for key in _children(group):
-        item = group[key]
+        item = child(group, key)
         if key == "vars" or not isinstance(item, h5py.Group):
             continue
+        plan.visit(item, "group")
         if key == "layers" and prefix:
-            _walk_keras3(item, prefix, out)  # a nested model's layer list adds no name level
+            _plan_keras3(item, prefix, plan)  # a nested model's layer list adds no name level
             continue
         layer = f"{prefix}/{key}" if prefix else key
-        vars_ = item.get("vars")
+        vars_ = child(item, "vars")
         if isinstance(vars_, h5py.Group) and len(vars_):
-            out[layer] = {k: _read_var(vars_[k]) for k in _children(vars_)
-                          if isinstance(vars_[k], h5py.Dataset)}
-        _walk_keras3(item, layer, out)
+            plan.visit(vars_, "group")
+            plan.add(layer, {k: ds for k in _children(vars_)
+                             if isinstance(ds := child(vars_, k), h5py.Dataset)})
+        _plan_keras3(item, layer, plan)

@@ -26,7 +26,15 @@ the bytes its persistent id declares (element count x element size; a larger mem
 unread), a member whose declared size exceeds 100 times its compressed size (above 16 MiB) is
 refused as a compression bomb before it is expanded, a legacy storage's count must match the
 pickle's, and a tensor may neither reach past its storage nor expand it (stride 0) more than 64-fold
-beyond 1 Mi elements.
+beyond 1 Mi elements. All tensors of a file together may materialise at most 64 MiB plus 4 times the
+bytes of the storages read (tied weights and views copy a storage more than once, three stride-0
+views of one element must not make gigabytes). A zip archive with two members of one name is
+refused (which copy a reader takes differs). The file's first bytes are checked before the rest is
+read, and a zip archive is read through its directory, member by member, never whole.
+
+The unpickled object is flattened into ``{dotted name: value}`` in time linear in what comes out:
+a container that contains itself is refused, nesting is limited to 64 levels, and at most 1 Mi
+entries are produced (a 733-byte pickle of lists ``L(n+1) = [Ln, Ln]`` otherwise names 2^40 paths).
 """
 
 from __future__ import annotations
@@ -88,10 +96,29 @@ class _Corrupt(Exception):
     """Internal: the file's content is inconsistent; load_pth adds the file name."""
 
 
+# Materialised tensors of one file may total this much more than 4 times its storages' bytes.
+_COPY_FLOOR, _COPY_RATIO = 64 << 20, 4
+
+
+class _Budget:
+    """The bytes all tensors of one file have materialised, against what its storages allow."""
+
+    def __init__(self):
+        self.stored = self.copied = 0
+
+    def copy(self, nbytes: int, size: tuple[int, ...]) -> None:
+        limit = _COPY_FLOOR + _COPY_RATIO * self.stored
+        if self.copied + nbytes > limit:
+            raise _Corrupt(f"a tensor of size {size} would bring the tensors to {self.copied + nbytes} "
+                           f"bytes, over the {limit} bytes its {self.stored} stored bytes allow")
+        self.copied += nbytes
+
+
 class _Storage(NamedTuple):
     buf: np.ndarray | None  # raw uint8 bytes; None in the legacy format's first pass
     kind: _Kind
     byteorder: str  # "<" or ">"
+    budget: _Budget  # shared by every storage of the file
 
 
 def _materialise(storage: Any, offset: Any, size: Any, stride: Any, kind: _Kind | None = None,
@@ -115,6 +142,7 @@ def _materialise(storage: Any, offset: Any, size: Any, stride: Any, kind: _Kind 
                        f"of {len(elems)} elements")
     if numel > 64 * max(len(elems), 1 << 20):  # stride-0 expansion into a memory bomb
         raise _Corrupt(f"a tensor of size {size} expands a storage of {len(elems)} elements")
+    storage.budget.copy(numel * dtype.itemsize, size)
     if numel:
         strides = tuple(s * dtype.itemsize for s in stride)
         array = as_strided(elems[offset:], shape=size, strides=strides).copy()
@@ -258,25 +286,31 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, nam
     return archive.read(info)
 
 
-def _load_zip(raw: bytes, name: str) -> Any:
+def _load_zip(file: io.BufferedReader, size: int, name: str) -> Any:
+    """The object of the zip archive ``file`` (``size`` bytes), reading only the members it needs."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
+        archive = zipfile.ZipFile(file)
     except zipfile.BadZipFile:
         raise WeightFileError(f"{name} is truncated or corrupted: it starts like a zip archive "
                               "but has no readable zip directory") from None
-    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    names = archive.namelist()
+    if twice := sorted(n for n, count in collections.Counter(names).items() if count > 1):
+        raise WeightFileError(f"refusing to load {name}: member {twice[0]} appears "
+                              f"{names.count(twice[0])} times in the archive (which copy counts is unclear)")
+    pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
         raise WeightFileError(f"{name} is a zip archive but not a torch.save file "
                               f"({len(pickles)} top-level */data.pkl entries, expected 1)")
     prefix = pickles[0][: -len("data.pkl")]
     byteorder = "<"
-    if f"{prefix}byteorder" in archive.namelist():
-        order = _read_member(archive, archive.getinfo(f"{prefix}byteorder"), len(raw), name)
+    if f"{prefix}byteorder" in names:
+        order = _read_member(archive, archive.getinfo(f"{prefix}byteorder"), size, name)
         order = order.decode("ascii", "replace").strip()
         if order not in ("little", "big"):
             raise _Corrupt(f"byteorder is {order!r}, expected 'little' or 'big'")
         byteorder = "<" if order == "little" else ">"
     blobs: dict[str, np.ndarray] = {}  # storages shared by several tensors are read once
+    budget = _Budget()
 
     def storage_for(pid: Any) -> _Storage:
         kind, key, numel, _ = _parse_pid(pid)
@@ -292,10 +326,11 @@ def _load_zip(raw: bytes, name: str) -> Any:
             if info.file_size > need:  # the pickle's element count bounds what is read, not the member
                 raise _Corrupt(f"storage {key!r} holds {info.file_size} bytes, but the tensor "
                                f"metadata declares {numel} {kind.name} elements ({need} bytes)")
-            blobs[key] = np.frombuffer(_read_member(archive, info, len(raw), name), np.uint8)
-        return _Storage(blobs[key], kind, byteorder)
+            blobs[key] = np.frombuffer(_read_member(archive, info, size, name), np.uint8)
+            budget.stored += need
+        return _Storage(blobs[key], kind, byteorder, budget)
 
-    data = _read_member(archive, archive.getinfo(pickles[0]), len(raw), name)
+    data = _read_member(archive, archive.getinfo(pickles[0]), size, name)
     return _Unpickler(io.BytesIO(data), name, storage_for).load()
 
 
@@ -309,11 +344,12 @@ def _load_legacy(raw: bytes, name: str) -> Any:
     # The storage bytes follow the object's pickle, so a first pass only learns each
     # storage's type and size; the second pass rebuilds the tensors from the read bytes.
     roots: dict[str, tuple[_Kind, int]] = {}
+    budget = _Budget()
 
     def register(pid: Any) -> _Storage:
         kind, key, numel, _ = _parse_pid(pid)
         roots.setdefault(key, (kind, numel))
-        return _Storage(None, kind, "<")
+        return _Storage(None, kind, "<", budget)
 
     _Unpickler(stream, name, register).load()
     keys = _Unpickler(stream, name, _no_storage).load()
@@ -335,6 +371,7 @@ def _load_legacy(raw: bytes, name: str) -> Any:
             raise WeightFileError(f"{name} is truncated: storage {key!r} needs {need} bytes, "
                                   f"{remain} remain")
         buffers[key] = data[position + 8: position + 8 + need]
+        budget.stored += need
         position += 8 + need
     if missing := sorted(set(roots) - set(buffers)):
         raise _Corrupt(f"storages {missing} have no data")
@@ -348,54 +385,93 @@ def _load_legacy(raw: bytes, name: str) -> Any:
             if not (0 <= start_el and 0 <= numel and (start_el + numel) * size <= len(buf)):
                 raise _Corrupt(f"storage view {view!r} overruns storage {key!r}")
             buf = buf[start_el * size: (start_el + numel) * size]
-        return _Storage(buf, kind, "<")
+        return _Storage(buf, kind, "<", budget)
 
     stream.seek(start)
     return _Unpickler(stream, name, storage_for).load()
+
+
+# The first bytes tell the formats apart (a zip local header or the end record of an empty archive;
+# a legacy file's pickled magic number; a tar header's "ustar" at 257), so they are read alone first.
+_HEAD = 512
 
 
 def load_pth(path: str | os.PathLike) -> Any:
     """The unpickled object with every tensor as a numpy array (nested dicts/lists kept)."""
     name = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except OSError as e:
         raise WeightFileError(f"cannot read {name}: {e.strerror or e}") from None
-    if not raw:
-        raise WeightFileError(f"{name} is empty")
-    try:
-        if raw.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-            return _load_zip(raw, name)
-        if raw[:1] == b"\x80" and _MAGIC_BYTES in raw[:32]:
-            return _load_legacy(raw, name)
-    except WeightFileError:
-        raise
-    except _Corrupt as e:
-        raise WeightFileError(f"{name} is corrupted: {e}") from None
-    except Exception as e:  # whatever the unpickler, zipfile or numpy raised on bad input
-        detail = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-        if isinstance(e, EOFError) or "truncated" in detail.lower():
-            raise WeightFileError(f"{name} is truncated: its pickle data ends early") from None
-        raise WeightFileError(f"{name} is corrupted: {detail}") from None
-    if raw[257:262] == b"ustar":
-        raise WeightFileError(f"{name} is a tar-format torch file (torch < 0.4), "
-                              "which is not supported; re-save it with a newer torch")
-    raise WeightFileError(f"{name} is neither a torch zip archive nor a legacy torch pickle "
-                          f"(starts with {raw[:16]!r})")
+    with f:
+        head = f.read(_HEAD)
+        if not head:
+            raise WeightFileError(f"{name} is empty")
+        is_zip = head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+        if not is_zip and not (head[:1] == b"\x80" and _MAGIC_BYTES in head[:32]):
+            if head[257:262] == b"ustar":
+                raise WeightFileError(f"{name} is a tar-format torch file (torch < 0.4), "
+                                      "which is not supported; re-save it with a newer torch")
+            raise WeightFileError(f"{name} is neither a torch zip archive nor a legacy torch pickle "
+                                  f"(starts with {head[:16]!r})")
+        try:
+            if is_zip:
+                return _load_zip(f, os.fstat(f.fileno()).st_size, name)
+            return _load_legacy(head + f.read(), name)  # a stream of pickles: read whole
+        except WeightFileError:
+            raise
+        except _Corrupt as e:
+            raise WeightFileError(f"{name} is corrupted: {e}") from None
+        except Exception as e:  # whatever the unpickler, zipfile or numpy raised on bad input
+            detail = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            if isinstance(e, EOFError) or "truncated" in detail.lower():
+                raise WeightFileError(f"{name} is truncated: its pickle data ends early") from None
+            raise WeightFileError(f"{name} is corrupted: {detail}") from None
 
 
-def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(obj, Mapping):
-        items = obj.items()
-    elif isinstance(obj, (list, tuple)):
-        items = enumerate(obj)
-    else:
-        if isinstance(obj, (np.ndarray, np.generic, int, float, complex)):
-            out[prefix] = obj
-        return  # strings and None are metadata, not tensors
-    for key, value in items:
-        _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+# Bounds of a flattened state dict (real ones nest a few levels and spell well under a million
+# characters of names); they keep flattening linear in the pickle's size.
+_MAX_DEPTH, _MAX_NAME_CHARS = 64, 1 << 24
+
+
+def _flatten(obj: Any, name: str) -> dict[str, Any]:
+    """``{dotted name: leaf}`` of nested dicts/lists/tuples; strings and None are metadata, not
+    tensors. The pickle memo lets a few bytes build a container that contains itself or that
+    appears in many places (``L(n+1) = [Ln, Ln]``), so cycles are refused and the characters of
+    the names made (the walk's whole work) are counted against ``_MAX_NAME_CHARS``."""
+    out: dict[str, Any] = {}
+    inside: set[int] = set()  # ids of the containers on the current path
+    chars = 0
+
+    def walk(obj: Any, prefix: str, depth: int) -> None:
+        nonlocal chars
+        chars += len(prefix) + 1
+        if chars > _MAX_NAME_CHARS:
+            raise WeightFileError(f"refusing to load {name}: its nested containers spell over "
+                                  f"{_MAX_NAME_CHARS} characters of names (one list or dict "
+                                  "repeated many times over)")
+        if isinstance(obj, Mapping):
+            items = obj.items()
+        elif isinstance(obj, (list, tuple)):
+            items = enumerate(obj)
+        else:
+            if isinstance(obj, (np.ndarray, np.generic, int, float, complex)):
+                out[prefix] = obj
+            return
+        where = repr(prefix) if prefix else "the top-level object"
+        if id(obj) in inside:
+            raise WeightFileError(f"refusing to load {name}: {where} contains itself "
+                                  "(a cyclic pickle is not a state dict)")
+        if depth == _MAX_DEPTH:
+            raise WeightFileError(f"refusing to load {name}: {where} nests deeper than "
+                                  f"{_MAX_DEPTH} levels")
+        inside.add(id(obj))
+        for key, value in items:
+            walk(value, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+        inside.discard(id(obj))
+
+    walk(obj, "", 0)
+    return out
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -408,8 +484,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
                 break
-    flat: dict[str, Any] = {}
-    _flatten(obj, "", flat)  # lists flatten by index; plain numbers become 0-d arrays
+    flat = _flatten(obj, os.fspath(path))  # lists flatten by index; plain numbers become 0-d arrays
     if not any(isinstance(v, np.ndarray) for v in flat.values()):
         raise WeightFileError(f"{os.fspath(path)} holds no tensors "
                               f"(it unpickles to a {type(obj).__name__})")
