@@ -53,6 +53,52 @@ METHOD_OPTIONS = (
      "precision of the convolutions while optimising (tf32/bf16 use tensor cores on GPUs and are "
      "emulated on CPU; results are measured in float32)"),
 )
+MAX_IMAGES = 256  # diverse images per unit: 25 times the paper's N = 10; the pairwise terms grow as N^2
+
+
+def _finite(low: float, high: float = np.inf, *, above: bool = False):
+    """A check that a number is finite and within [low, high] (above: strictly greater than low)."""
+    return lambda v: bool(np.isfinite(v)) and (v > low if above else v >= low) and v <= high
+
+
+# numeric options checked before any work, per command: (dest, flag, check, what a valid value is)
+VALUE_CHECKS = {
+    "sweep": (("images", "--images", _finite(1, MAX_IMAGES), f"an integer from 1 to {MAX_IMAGES}"),
+              ("lam", "--lambda", _finite(0), "a finite number >= 0"),
+              ("beta", "--beta", _finite(0), "a finite number >= 0"),
+              ("learning_rate", "--lr", _finite(0, above=True), "a finite number > 0"),
+              ("patience", "--patience", _finite(1), "a positive number of steps"),
+              ("chunk", "--chunk", _finite(1), "a positive number of units (or unset: sized to the device)")),
+    "analyze": (("shift_steps", "--shift-steps", _finite(1), "a positive number of steps"),
+                ("shift_stride", "--shift-stride", _finite(1), "a positive integer"),
+                ("shift_lr", "--shift-lr", _finite(0, above=True), "a finite number > 0"),
+                ("shift_weight_min", "--shift-weight-min", _finite(0, 1), "a number from 0 to 1"),
+                ("top", "--top", _finite(1), "a positive number of patches")),
+}
+
+
+def check_values(args) -> None:
+    """Refuse a bad numeric option of ``args.command`` (``VALUE_CHECKS``) in one line naming it."""
+    for dest, flag, ok, what in VALUE_CHECKS.get(args.command, ()):
+        value = getattr(args, dest)
+        if value is not None and not ok(value):
+            raise JaxvisError(f"{flag} must be {what}, not {value}")
+
+
+def check_units(spec: str, model, layer: str) -> None:
+    """Refuse ``--units`` naming a channel beyond a chosen layer's before its ranges are expanded
+    (``0-999999999`` would otherwise become a list of a billion units first)."""
+    import re
+
+    from jaxvis.sweep import target_layers
+
+    smallest = min(target_layers(model, layer), key=lambda info: info.channels)
+    numbers = [int(n) for n in re.findall(r"\d+", spec)]
+    if numbers and max(numbers) >= smallest.channels:
+        raise JaxvisError(f"--units {spec}: unit {max(numbers)} is out of range for {smallest.name}, which "
+                          f"has {smallest.channels} channels; valid: 0-{smallest.channels - 1}")
+
+
 CHOICES = {"diversity": lambda: tuple(TERMS), "prior": lambda: tuple(PRIORS), "precision": lambda: PRECISIONS,
            "param": lambda: PARAMS, "response": lambda: tuple(RESPONSES)}
 TYPES = {"canvas": int}  # fields whose default None says nothing of their type
@@ -234,6 +280,7 @@ def cmd_sweep(args) -> None:
     elif args.coordinator or args.num_processes is not None or args.process_id is not None:
         raise JaxvisError("--coordinator, --num-processes and --process-id need --distributed")
     model = load(args.weights, **_model_options(args))
+    check_units(args.units, model, args.layer)
     bar = Progress()
     layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
                    seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
@@ -252,9 +299,9 @@ def cmd_sweep(args) -> None:
         print("\n".join(summary(bar.layers)))
     print(f"results: {out}")
     if not args.no_render:
-        from jaxvis.io.render import render
-        pictures = render(out, out.with_suffix(""))
-        print(f"pictures: {out.with_suffix('')}/ ({len(pictures)} files)")
+        from jaxvis.io.render import pictures_folder, render
+        pictures = render(out, pictures_folder(out))
+        print(f"pictures: {pictures_folder(out)}/ ({len(pictures)} files)")
 
 
 def cmd_merge(args) -> None:
@@ -271,9 +318,9 @@ def cmd_merge(args) -> None:
 
 
 def cmd_render(args) -> None:
-    from jaxvis.io.render import render
+    from jaxvis.io.render import pictures_folder, render
 
-    out = Path(args.out or Path(args.results).with_suffix(""))
+    out = Path(args.out or pictures_folder(Path(args.results)))
     paths = render(Path(args.results), out, layers=args.layer.split(",") if args.layer else None)
     print(f"{len(paths)} pictures in {out}/")
 
@@ -460,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_values(args)
         args.func(args)
     except JaxvisError as err:
         print(f"jaxvis: error: {err}", file=sys.stderr)

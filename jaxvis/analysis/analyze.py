@@ -24,30 +24,47 @@ from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, random_patches
 from jaxvis.analysis.shift import ShiftProblem, shift_test
-from jaxvis.config import SweepConfig
+from jaxvis.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import check_writable, write_with
 from jaxvis.io.progress import Progress
-from jaxvis.io.results import read_results, write_metrics
+from jaxvis.io.results import check_writable_results, read_results, write_metrics
 from jaxvis.objectives.diversity import pairwise_rms
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer
 from jaxvis.optimize.keys import unit_key
-from jaxvis.weights import Model, default_photos, load
+from jaxvis.weights import Model, default_photos, load, weights_root
 
 SHIFT_IMAGES_PER_CALL = 4096
 ROTATION_STEPS = 12  # angles of the phase rotation (docs/invariance.md)
 
 
+PROVENANCE = ("source", "source_sha256", "normalized")  # what identifies weights (their checksums)
+
+
 def model_for(config: SweepConfig, path: Path | None = None) -> Model:
-    """The network a results file was swept on, rebuilt from its config."""
+    """The network a results file was swept on, rebuilt from its config: the cached weights
+    entry it names (a name, never a path the file gives), refused unless its provenance
+    (``PROVENANCE``: source, checksum, normalisation) is the one the file recorded."""
+    where = path or "this results file"
     # a network the registry did not build has no model configuration (its weights name is the
     # user's own label, which may even be that of a cached entry of another network)
     if config.custom_model or config.model is None:
-        raise JaxvisError(f"{path or 'this results file'} was swept on a custom network "
-                          f"({config.weights or 'unnamed'}), which the file cannot rebuild; analyse it "
-                          "in Python with jaxvis.analyze(path, model=your_model)")
-    return load(config.weights, **(config.model or {}).get("options", {}))
+        raise JaxvisError(f"{where} was swept on a custom network ({config.weights or 'unnamed'}), which the "
+                          "file cannot rebuild; analyse it in Python with jaxvis.analyze(path, model=your_model)")
+    name = config.weights
+    if Path(name).name != name or name in (".", ".."):
+        raise JaxvisError(f"{where} names its weights by a path ({name!r}); analyze loads cached weights by "
+                          "name only (analyse it in Python with jaxvis.analyze(path, model=...))")
+    entry = weights_root() / name
+    model = load(str(entry) if entry.is_dir() else name, **(config.model or {}).get("options", {}))
+    stored = config.weights_meta
+    for key in PROVENANCE:
+        if key in stored and canonical(model.meta.get(key), key) != canonical(stored[key], key):
+            raise JaxvisError(f"weights {name!r} are not those {where} was swept with: their {key} differs "
+                              f"({short(model.meta.get(key))} now, {short(stored[key])} there); restore those "
+                              "weights under that name, or sweep again")
+    return model
 
 
 def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed: int) -> dict:
@@ -169,11 +186,14 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
     grating battery and the phase rotation (forward passes only, seconds per layer)."""
     path = Path(path)
     results = read_results(path, layers=layers)  # checks the file first
-    if not os.access(path, os.W_OK):
-        raise JaxvisError(f"cannot add metrics to {path}: the file is not writable (copy it somewhere "
-                          "writable, or fix its permissions)")
-    check_writable(path.parent, f"the metrics table {path.with_suffix('.csv').name}")
+    table = csv_path(path)
+    check_writable_results(path)  # before any work: permissions, another process holding it
+    check_writable(path.parent, f"the metrics table {table.name}")
     config = results.sweep_config  # refuses a response that is not registered, naming it
+    for layer, meta in results.layer_meta.items():
+        if "radius" not in meta:
+            raise JaxvisError(f"{path} is a damaged jaxvis results file: layer {layer}'s metadata has no "
+                              "radius (the contrast budget the analysis measures at)")
     model = model or model_for(config, path)
     for layer in results.layers:
         _check_centre(config, model, layer, path)
@@ -201,6 +221,16 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
     names = {name for values in analysed.values() for name in values}
     write_metrics(path, analysed, M.definitions(names), stored)
     return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
+
+
+def csv_path(path: Path) -> Path:
+    """The metrics table of results file ``path``: ``<path>.csv`` beside it, refused where that
+    is the results file itself (``x.csv``), which writing the table would replace."""
+    table = path.with_suffix(".csv")
+    if table == path or (table.exists() and os.path.samefile(table, path)):
+        raise JaxvisError(f"results file {path} ends in .csv, the name its metrics table would take; "
+                          f"rename it (e.g. to {path.with_suffix('.h5').name}) and run again")
+    return table
 
 
 def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
@@ -231,4 +261,8 @@ def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
                     row = [layer, int(unit), f"{layers[layer]['max_activation'][i]:.6g}"]
                     writer.writerow(row + [cell(values, floors, k, a, i) for k, a in columns])
 
-    return write_with(path.with_suffix(".csv"), write)
+    table = csv_path(path)
+    try:
+        return write_with(table, write)
+    except OSError as err:
+        raise JaxvisError(f"cannot write the metrics table {table}: {err.strerror or err}") from None

@@ -20,9 +20,10 @@ show flat grey; the percentiles keep a few extreme pixels from setting the range
 Small canvases (3 px at VGG conv1_1, 10 px at conv2_1) are enlarged by an integer factor with
 nearest-neighbour sampling, so every pixel is a visible square: by default the smallest factor
 that makes a tile at least ``MIN_TILE`` px. Text uses PIL's built-in default font, no font files.
-The pictures are written all or nothing (:func:`jaxvis.io.atomic.write_all`): each PNG to a
+The pictures are written all or nothing (:func:`jaxvis.io.html.write_files`): each PNG to a
 temporary name as it is drawn, renamed only when every one is complete, so an error or a killed
-render leaves the folder as it was.
+render leaves the folder as it was (a folder it created is removed again). File names are unique
+per layer (:func:`jaxvis.io.results.file_stems`), whatever the layers' names.
 
 The report uses the same building blocks for its image files: :func:`to_display`, :func:`heat` (a
 viridis heat map) and :func:`png_tile` (a tile enlarged or shrunk to about a target size).
@@ -40,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io.atomic import write_all, write_bytes
-from jaxvis.io.results import file_stem, open_results, unknown_layer
+from jaxvis.io.atomic import write_bytes
+from jaxvis.io.html import write_files
+from jaxvis.io.results import file_stems, open_results, unknown_layer
 
 MIN_TILE = 64
 ROWS_PER_PAGE = 64
@@ -289,43 +291,33 @@ def render(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise JaxvisError(f"scale must be a positive integer, not {scale!r}")
     results_path, out_dir = Path(results_path), Path(out_dir)
-    written: list[Path] = []
     with open_results(results_path) as f:
         names = list(f["layers"])
         for name in layers or []:
             if name not in f["layers"]:
                 raise unknown_layer(results_path, name, names)
-        chosen = list(layers) if layers is not None else names
+        chosen = list(dict.fromkeys(layers)) if layers is not None else names
         for name in chosen:
             missing = [k for k in NEEDED if k not in f["layers"][name]]
             if missing:
                 raise JaxvisError(f"layer {name} of {results_path} has no {', '.join(missing)}; "
                                   f"pictures need {', '.join(NEEDED)}")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise JaxvisError(f"cannot write pictures to {out_dir}: {err}") from None
-        pictures = (item for name in chosen
-                    for item in _render_layer(name, f["layers"][name], out_dir, scale))
-        try:
-            written = write_all((path, lambda tmp, draw=draw: tmp.write_bytes(_encode(draw())))
-                                for path, draw in _free(pictures))
-        except OSError as err:
-            raise JaxvisError(f"cannot write picture {err.filename or ''}: "
-                              f"{err.strerror or err}") from None
-    return written
+        stems = file_stems(names)  # of every layer, so a layer's names do not depend on --layer
+        return write_files((path, _encode(draw())) for name in chosen
+                           for path, draw in _render_layer(name, f["layers"][name], out_dir / stems[name], scale))
 
 
-def _free(pictures):
-    for path, draw in pictures:  # a folder in the way would only fail at the renames, too late
-        if path.exists() and not path.is_file():
-            raise JaxvisError(f"cannot write picture {path}: something other than a file is in "
-                              "the way")
-        yield path, draw
+def pictures_folder(results_path: Path) -> Path:
+    """Where ``jaxvis sweep`` and ``jaxvis render`` put a results file's pictures by default: its
+    name without the suffix (``x.h5`` -> ``x/``), or with ``_pictures`` added where it has none."""
+    results_path = Path(results_path)
+    return results_path.with_suffix("") if results_path.suffix else \
+        results_path.with_name(results_path.name + "_pictures")
 
 
-def _render_layer(name: str, group, out_dir: Path, scale: int | None):
-    """(path, draw) per picture of one layer, drawn when asked (one page in memory at a time)."""
+def _render_layer(name: str, group, prefix: Path, scale: int | None):
+    """(path, draw) per picture of one layer, its files named ``<prefix>_...``, drawn when asked
+    (one page in memory at a time)."""
     images = group["images"]
     if images.ndim != 5 or images.shape[-1] != 3 or group["max_image"].ndim != 4:
         raise JaxvisError(f"layer {name}: images must be [units, N, H, W, 3] and max_image "
@@ -335,7 +327,6 @@ def _render_layer(name: str, group, out_dir: Path, scale: int | None):
         return
     scale = scale or default_scale(height, width)
     units = np.asarray(group["unit"][()])
-    stem = file_stem(name)
     pages = math.ceil(count / ROWS_PER_PAGE)
 
     def page_sheet(page: int):
@@ -347,8 +338,8 @@ def _render_layer(name: str, group, out_dir: Path, scale: int | None):
 
     for page in range(1, pages + 1):
         suffix = "" if page == 1 else f"_p{page}"
-        yield out_dir / f"{stem}_units{suffix}.png", lambda page=page: page_sheet(page)
-    yield out_dir / f"{stem}_contact.png", lambda: _contact_sheet(name, group, scale)
+        yield prefix.with_name(f"{prefix.name}_units{suffix}.png"), lambda page=page: page_sheet(page)
+    yield prefix.with_name(f"{prefix.name}_contact.png"), lambda: _contact_sheet(name, group, scale)
 
 
 def save_images(images, path: Path, *, scale: int | None = None, gap: int = 2) -> Path:

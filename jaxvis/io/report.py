@@ -62,7 +62,7 @@ from jaxvis.analysis.summary import (activation_fractions, analysis_config, defi
 from jaxvis.errors import JaxvisError
 from jaxvis.io.html import SORT_JS, esc, fmt, html_page, write_files
 from jaxvis.io.render import heat, png_tile, to_display
-from jaxvis.io.results import METRICS, file_stem, json_attr, open_results, unknown_layer
+from jaxvis.io.results import METRICS, file_stems, json_attr, open_results, unknown_layer
 from jaxvis.io.svg import BLUE, svg_curve, svg_histogram, svg_lines, svg_scatter
 
 NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
@@ -206,10 +206,10 @@ def _curves(tuning: dict, rows) -> list[str]:
     return out
 
 
-def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_dir: Path,
+def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: dict, out_dir: Path,
                  index_name: str):
     """The image files of a layer page as they are made, (path, bytes) per image, then the page
-    (path, html). Units are read ``BLOCK`` at a time, so memory stays bounded."""
+    (path, html), named after ``stem``. Units are read ``BLOCK`` at a time, so memory stays bounded."""
     scalars, sources = layer_scalars(group)
     described = definitions(group)
     metrics = group[METRICS] if METRICS in group else None
@@ -223,7 +223,7 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
     if "steps" in group and group["steps"].shape == (count,):
         columns.append(("steps", np.asarray(group["steps"][()], np.float64)))
     columns += list(scalars.items())
-    files = _Images(out_dir / f"{file_stem(layer)}_files")
+    files = _Images(out_dir / f"{stem}_files")
 
     def optional(name, shape_tail):
         if metrics is None or name not in metrics:
@@ -342,7 +342,7 @@ def _layer_files(path: Path, layer: str, group, meta: dict, config: dict, out_di
     out += table
     out.append("<h2>Unit details</h2>")
     out += details
-    yield (out_dir / f"{file_stem(layer)}.html",
+    yield (out_dir / f"{stem}.html",
            html_page(f"{layer} - jaxvis report", "\n".join(out), script=SORT_JS))
 
 
@@ -513,12 +513,10 @@ def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
                 raise JaxvisError(f"layer {name}: images must be [units, N, H, W, 3] and "
                                   f"max_image [units, H, W, 3], not {group['images'].shape} and "
                                   f"{group['max_image'].shape}")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise JaxvisError(f"cannot write the report to {out_dir}: {err}") from None
         index = out_dir / "index.html"
-        pages = [out_dir / f"{file_stem(name)}.html" for name in chosen] + [index]
+        stems = file_stems(names)  # of every layer, so a layer's names do not depend on --layer
+        pages = [out_dir / f"{stems[name]}.html" for name in chosen] + [index]
+        shown = Path(printable(results_path.name))  # the name the pages show (any bytes on disk)
 
         def files():
             for page in pages:  # an obstacle to any page fails before an image is made
@@ -529,26 +527,31 @@ def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
             for name in chosen:
                 group = f["layers"][name]
                 meta = layer_meta(group)
-                yield from _layer_files(results_path, name, group, meta, config, out_dir,
+                yield from _layer_files(shown, name, stems[name], group, meta, config, out_dir,
                                         index.name)
                 scalars, _ = layer_scalars(group)
-                rows.append({"layer": name, "href": f"{file_stem(name)}.html",
+                rows.append({"layer": name, "href": f"{stems[name]}.html",
                              "units": len(group["unit"]), "rf": meta.get("rf"),
                              "canvas": meta.get("canvas"), "analysed": METRICS in group,
                              "medians": {k: quartiles(v)[2] for k, v in scalars.items()},
                              "profile": layer_profile(name, group)})
-            yield index, _index_page(results_path, config, rows)
+            yield index, _index_page(shown, config, rows)
 
         written = write_files(files())
-    _remove_stale(out_dir, chosen, set(written))
+    _remove_stale(out_dir, [stems[name] for name in chosen], set(written))
     return [p for p in written if p in pages]
 
 
-def _remove_stale(out_dir: Path, layers: list[str], written: set[Path]) -> None:
+def printable(name: str) -> str:
+    """A file name as text a page can hold: bytes that are not UTF-8 shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _remove_stale(out_dir: Path, stems: list[str], written: set[Path]) -> None:
     """Images an earlier report of the same layers left that the new pages no longer show (units
     now gone), once the new ones are in place; files of other names are the user's and stay."""
-    for layer in layers:
-        folder = out_dir / f"{file_stem(layer)}_files"
+    for stem in stems:
+        folder = out_dir / f"{stem}_files"
         for path in folder.glob("u*.png"):
             if path not in written and _IMAGE_NAME.fullmatch(path.name):
                 path.unlink(missing_ok=True)

@@ -29,11 +29,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
+import sys
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +48,12 @@ import numpy as np
 from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError, UnknownNameError
 from jaxvis.io.atomic import write_with
+from jaxvis.io.hdf5policy import Budget, child, expansion_budget
 
 FORMAT = "jaxvis.sweep"
 FORMAT_VERSION = 1
 METRICS = "metrics"  # the per-layer group `jaxvis analyze` adds; not a result key
 TEMPORARY = "."  # names starting so are an interrupted write's leftovers: ignored, then removed
-METRICS_TMP = f"{TEMPORARY}{METRICS}.tmp"  # a layer's new metrics group until it is complete
 COMPRESS_ROW_BYTES = 4096  # datasets with rows at least this large are chunked per unit + gzip
 GZIP_LEVEL = 4
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -62,10 +66,6 @@ MAX_ROW_BYTES = 256 * 2**20
 SPACE_FACTOR = 2
 SPACE_MARGIN = 4 * 2**20
 MAX_UNITS = 2**20  # rows of a layer: far more channels than any layer of any network has
-# deflate expands at most ~1032-fold, so a dataset declaring more than this times the bytes it
-# stores (plus a little for fill values of tiny datasets) holds unallocated space, not results
-MAX_EXPANSION = 1100
-EXPANSION_SLACK = 2**20
 # the typed fields of a layer's metadata (any other field is kept as it is): name -> (check, what)
 _INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer")
 _NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v),
@@ -208,27 +208,14 @@ def _fail(path: Path, where: str, what: str) -> JaxvisError:
 
 
 def member(group, name: str, path: Path, kind: str):
-    """``group[name]``, a plain member of the file of ``kind`` ("group" or "dataset"): a soft or
-    external link, a virtual dataset or one stored in other files is refused, naming it."""
+    """``group[name]``, a plain member of the file of ``kind`` ("group" or "dataset"): links other
+    than hard ones, virtual datasets and external storage are refused, naming them
+    (:mod:`jaxvis.io.hdf5policy`)."""
     import h5py
 
-    where = f"{group.name.rstrip('/')}/{name}"
-    link = group.get(name, getlink=True)
-    if isinstance(link, h5py.ExternalLink):
-        raise JaxvisError(f"{path}: {where} is an external link to {link.filename}:{link.path}; jaxvis "
-                          "reads and writes only what a results file holds itself")
-    if isinstance(link, h5py.SoftLink):
-        raise JaxvisError(f"{path}: {where} is a soft link to {link.path}; jaxvis reads and writes only "
-                          "plain members of a results file")
-    obj = group[name]
-    if kind == "group" and not isinstance(obj, h5py.Group):
-        raise _fail(path, where, "is not a group")
-    if kind == "dataset":
-        if not isinstance(obj, h5py.Dataset):
-            raise _fail(path, where, "is not a dataset")
-        if obj.is_virtual or obj.external:
-            kind = "virtual dataset" if obj.is_virtual else "dataset stored in other files"
-            raise JaxvisError(f"{path}: {where} is a {kind}; jaxvis reads only data a results file holds itself")
+    obj = child(group, name)
+    if not isinstance(obj, h5py.Group if kind == "group" else h5py.Dataset):
+        raise _fail(path, f"{group.name.rstrip('/')}/{name}", f"is not a {kind}")
     return obj
 
 
@@ -250,11 +237,12 @@ def validate(f, path: Path, hint: str = "") -> None:
     if not isinstance(json_attr(f.attrs, "config", path), dict):
         raise _fail(path, "the config", "is not a JSON object")
     layers = member(f, "layers", path, "group")
+    budget = expansion_budget(path)
     for name in layers:
-        _validate_layer(member(layers, name, path, "group"), name, path)
+        _validate_layer(member(layers, name, path, "group"), name, path, budget)
 
 
-def _validate_layer(group, name: str, path: Path) -> None:
+def _validate_layer(group, name: str, path: Path, budget: Budget) -> None:
     meta = json_attr(group.attrs, "meta", path, f"metadata of layer {name}:")
     where = f"layer {name}'s metadata"
     if not isinstance(meta, dict):
@@ -266,7 +254,7 @@ def _validate_layer(group, name: str, path: Path) -> None:
             raise _fail(path, f"{where} field {field}", f"is {meta[field]!r}, not {what}")
     if "unit" not in group:
         raise _fail(path, f"layer {name}", "has no dataset unit")
-    sizes = _dataset_sizes(group, name, path, None)
+    sizes = _dataset_sizes(group, name, path, budget, metrics=False)
     units = sizes["unit"][0]
     if units > MAX_UNITS:
         raise _fail(path, f"layer {name}'s unit", f"declares {units} rows (at most {MAX_UNITS})")
@@ -284,20 +272,24 @@ def _validate_layer(group, name: str, path: Path) -> None:
         raise _fail(path, f"layer {name}'s activations", f"has {images['activations'][1]} per unit, not "
                     f"one per image ({images['images'][1]})")
     if METRICS in group:
-        for key, (rows, _) in _dataset_sizes(member(group, METRICS, path, "group"), name, path, METRICS).items():
+        metrics = member(group, METRICS, path, "group")
+        for key, (rows, _) in _dataset_sizes(metrics, name, path, budget, metrics=True).items():
             if rows != units:
                 raise _fail(path, f"layer {name}'s metric {key}", f"has {rows} rows, not one per unit ({units})")
 
 
-def _dataset_sizes(group, layer: str, path: Path, metrics: str | None) -> dict[str, tuple[int, int]]:
+def _dataset_sizes(group, layer: str, path: Path, budget: Budget, *,
+                   metrics: bool) -> dict[str, tuple[int, int]]:
     """(rows, bytes per row) of every dataset of a layer (or of its ``metrics`` group), each
-    checked: a numeric dtype, the format's shape, declared sizes within the budgets."""
+    checked: a numeric dtype, the format's shape, declared sizes within the budgets (a unit's row
+    within ``MAX_ROW_BYTES``, the file's total within ``budget``)."""
     sizes = {}
     for key in group:
-        if key.startswith(TEMPORARY) or (metrics is None and key == METRICS):
+        if key.startswith(TEMPORARY) or (key == METRICS and not metrics):
             continue
         label = f"layer {layer}'s {'metric ' if metrics else ''}{key}"
         d = member(group, key, path, "dataset")
+        budget.charge(d)  # refuses what numpy cannot hold as numbers before its dtype is read
         if d.dtype.kind not in _NUMERIC_KINDS or (not metrics and key in FLOAT_KEYS and d.dtype.kind != "f"):
             need = "floats" if key in FLOAT_KEYS and not metrics else "numbers"
             raise _fail(path, label, f"holds {d.dtype}, not {need}")
@@ -310,9 +302,6 @@ def _dataset_sizes(group, layer: str, path: Path, metrics: str | None) -> dict[s
         if row > MAX_ROW_BYTES:
             raise _fail(path, label, f"declares {row / 2**20:.0f} MiB per unit (at most "
                         f"{MAX_ROW_BYTES // 2**20} MiB)")
-        declared = row * d.shape[0]
-        if declared > MAX_EXPANSION * d.id.get_storage_size() + EXPANSION_SLACK:
-            raise _fail(path, label, f"declares {declared} bytes but stores {d.id.get_storage_size()}")
         sizes[key] = (d.shape[0], row)
     return sizes
 
@@ -535,29 +524,29 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
     """Add (or replace) ``/layers/<layer>/metrics`` for each layer of ``analysed``, in place.
 
     Nothing else in the file is touched (no copy of the images). Each layer's new group is
-    written and flushed under a temporary name (``METRICS_TMP``), and only then swapped in by two
-    link operations that reach the disk with the next flush: a kill or a failed write at any
-    point leaves the previous metrics readable, and the temporary group, which readers ignore, is
-    removed by the next write. Free space is checked first (HDF5 cannot be trusted to fail
-    cleanly on a full disk); an OS error at any write is one line naming the file.
+    written and flushed under a temporary name of its own, and only then swapped in by two link
+    operations that reach the disk with the next flush: a kill or a failed write at any point
+    leaves the previous metrics readable. Temporary groups are ignored by every reader and removed
+    by the next write (one that a failed write left unreadable cannot be removed, and stays
+    ignored). Free space is checked first, since HDF5 cannot be trusted to fail cleanly on a full
+    disk; an OS error at any write is one line naming the file.
     """
     path = Path(path)
-    need = sum(np.asarray(v).nbytes for values in analysed.values() for v in values.values())
+    need = SPACE_FACTOR * sum(np.asarray(v).nbytes for values in analysed.values() for v in values.values())
     free = shutil.disk_usage(path.parent).free
-    if free < SPACE_FACTOR * need + SPACE_MARGIN:
+    if free < need + SPACE_MARGIN:
         raise JaxvisError(f"cannot add metrics to {path}: {free / 2**20:.1f} MiB free on its disk, "
-                          f"{(SPACE_FACTOR * need + SPACE_MARGIN) / 2**20:.1f} MiB needed; free some space "
-                          "and run again")
+                          f"{(need + SPACE_MARGIN) / 2**20:.1f} MiB needed; free some space and run again")
+    tmp = f"{TEMPORARY}{METRICS}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open_results(path, mode="r+") as f:
+        with _failed_closes_quiet(), open_results(path, mode="r+") as f:
             for layer in analysed:
                 if layer not in f["layers"]:
                     raise unknown_layer(path, layer, list(f["layers"]))
             for layer, values in analysed.items():
                 group = f["layers"][layer]
-                for stale in [k for k in group if k.startswith(TEMPORARY)]:  # an interrupted write's
-                    del group[stale]
-                g = group.create_group(METRICS_TMP)
+                _remove_temporaries(group)
+                g = group.create_group(tmp)
                 g.attrs["definitions"] = json.dumps({k: definitions.get(k, "") for k in values})
                 g.attrs["config"] = json.dumps(config, sort_keys=True)
                 for name, value in values.items():
@@ -566,8 +555,30 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
                 f.flush()
                 if METRICS in group:
                     del group[METRICS]
-                group.move(METRICS_TMP, METRICS)
+                group.move(tmp, METRICS)
                 f.flush()
-    except OSError as err:
-        raise JaxvisError(f"cannot add metrics to {path}: {err.strerror or err}; its previous metrics "
-                          "are kept") from None
+    except (OSError, RuntimeError) as err:  # h5py raises either for a failed write
+        said = re.search(r"error message = '([^']+)'", str(err))  # HDF5's text names the OS error
+        reason = said.group(1) if said else os.strerror(err.errno) if getattr(err, "errno", None) else err
+        raise JaxvisError(f"cannot add metrics to {path}: {reason}; its previous metrics are kept") from None
+
+
+def _remove_temporaries(group) -> None:
+    """Remove what interrupted writes left in a layer group, where HDF5 still can."""
+    for name in [k for k in group if k.startswith(TEMPORARY)]:
+        with contextlib.suppress(OSError, KeyError, RuntimeError):  # unreadable: stays, ignored
+            del group[name]
+
+
+@contextlib.contextmanager
+def _failed_closes_quiet() -> Iterator[None]:
+    """After a failed write (a full disk) h5py cannot close the file's objects and prints a
+    traceback for each on stderr; those are dropped (the failure is reported in one line), and what
+    a successful write printed is passed on."""
+    caught = io.StringIO()
+    with contextlib.redirect_stderr(caught):
+        try:
+            yield
+        finally:
+            gc.collect()  # the objects of this write are released while stderr is caught
+    sys.stderr.write(caught.getvalue())

@@ -47,12 +47,13 @@ from jaxvis.config import SELECTION, canonical, first_difference, method_of as _
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import write_text, write_with
 from jaxvis.io.resultfile import (FORMAT, FORMAT_VERSION, METRICS, FileRows, Results, assemble,
-                                  file_stem, json_attr, list_units, open_results, read_results,
-                                  read_rows, stored_config, unknown_layer, write_metrics)
+                                  check_writable_results, file_stem, file_stems, json_attr, list_units,
+                                  open_results, read_results, read_rows, result_keys, stored_config,
+                                  unknown_layer, write_metrics)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "METRICS", "Results", "ResultWriter", "file_stem",
-           "merge_parts", "open_results", "parts_dir", "read_results", "read_rows", "stored_config",
-           "unknown_layer", "write_metrics"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "METRICS", "Results", "ResultWriter", "check_writable_results",
+           "file_stem", "file_stems", "merge_parts", "open_results", "parts_dir", "read_results", "read_rows",
+           "result_keys", "stored_config", "unknown_layer", "write_metrics"]
 
 PARTS_FORMAT = "jaxvis.sweep.parts"
 CONFIG_JSON = "config.json"
@@ -266,6 +267,9 @@ class ResultWriter:
                               f"{parent}")
         if self.out.is_dir():
             raise JaxvisError(f"cannot write results to {self.out}: it is a folder")
+        if self.out.suffix.lower() == ".csv":  # the analysis writes <results>.csv beside the file
+            raise JaxvisError(f"cannot write results to {self.out}: a name ending in .csv is that of a "
+                              f"metrics table; name the results file e.g. {self.out.with_suffix('.h5').name}")
 
     def _check_existing(self, overwrite: bool) -> list[Path]:
         """What to remove (``overwrite``); raises for foreign or different results otherwise."""

@@ -115,7 +115,7 @@ def test_render_errors(results, tmp_path):
         render(results, tmp_path / "p", scale=0)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(JaxvisError, match="cannot write pictures to"):
+    with pytest.raises(JaxvisError, match="cannot write .*a_file"):
         render(results, blocker / "p")
     assert not (tmp_path / "p").exists()
 
@@ -126,7 +126,7 @@ def test_render_is_all_or_nothing(results, tmp_path):
     out_dir.mkdir()
     (out_dir / "conv1_1_units.png").write_bytes(b"an older picture")
     (out_dir / "layer1.0_contact.png").mkdir()  # the last picture cannot be renamed into place
-    with pytest.raises(JaxvisError, match="cannot write picture .*layer1.0_contact.png"):
+    with pytest.raises(JaxvisError, match="cannot write .*layer1.0_contact.png"):
         render(results, out_dir)
     assert sorted(p.name for p in out_dir.iterdir()) == ["conv1_1_units.png", "layer1.0_contact.png"]
     assert (out_dir / "conv1_1_units.png").read_bytes() == b"an older picture"
