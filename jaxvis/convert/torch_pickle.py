@@ -440,7 +440,7 @@ def _flatten(obj: Any, name: str) -> dict[str, Any]:
     appears in many places (``L(n+1) = [Ln, Ln]``), so cycles are refused and the characters of
     the names made (the walk's whole work) are counted against ``_MAX_NAME_CHARS``."""
     out: dict[str, Any] = {}
-    inside: set[int] = set()  # ids of the containers on the current path
+    inside: dict[int, str] = {}  # id -> name of each container on the current path
     chars = 0
 
     def walk(obj: Any, prefix: str, depth: int) -> None:
@@ -458,17 +458,17 @@ def _flatten(obj: Any, name: str) -> dict[str, Any]:
             if isinstance(obj, (np.ndarray, np.generic, int, float, complex)):
                 out[prefix] = obj
             return
-        where = repr(prefix) if prefix else "the top-level object"
         if id(obj) in inside:
-            raise WeightFileError(f"refusing to load {name}: {where} contains itself "
-                                  "(a cyclic pickle is not a state dict)")
+            first = repr(inside[id(obj)]) if inside[id(obj)] else "the top-level object"
+            raise WeightFileError(f"refusing to load {name}: {prefix!r} is {first} again, inside "
+                                  "itself (a cyclic pickle is not a state dict)")
         if depth == _MAX_DEPTH:
-            raise WeightFileError(f"refusing to load {name}: {where} nests deeper than "
+            raise WeightFileError(f"refusing to load {name}: {prefix!r} nests deeper than "
                                   f"{_MAX_DEPTH} levels")
-        inside.add(id(obj))
+        inside[id(obj)] = prefix
         for key, value in items:
             walk(value, f"{prefix}.{key}" if prefix else str(key), depth + 1)
-        inside.discard(id(obj))
+        del inside[id(obj)]
 
     walk(obj, "", 0)
     return out

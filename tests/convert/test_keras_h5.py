@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import jax
 import numpy as np
 import pytest
 
 from jaxvis.convert.keras_h5 import KerasWeights, load_keras_h5, name_keras3_vars
-from jaxvis.errors import ConversionError, UnknownNameError, WeightFileError
+from jaxvis.errors import ConversionError, JaxvisError, UnknownNameError, WeightFileError
+from tests.convert.measure import PEAK_LIMIT, refused_in_child
 
 RNG = np.random.default_rng(0)
 
@@ -240,3 +243,142 @@ def test_error_dangling_weight_name(tmp_path):
 
 def test_error_missing_file(tmp_path):
     _assert_one_line_error(tmp_path / "absent.h5", "no such file")
+
+
+# --- hostile files: nothing outside the named file is read, no declared size trusted unchecked ---
+# Each file is built here, a few KiB; the error is one line naming the dataset or link; the other
+# files in the folder are byte-identical afterwards; blow-ups run in a child whose peak is measured.
+
+def _snapshot(folder) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _legacy_with(path, make) -> None:
+    """A legacy file with one layer 'conv' whose weight 'conv/kernel:0' is ``make(group, name)``."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.asarray([b"conv"])
+        group = f.create_group("conv")
+        group.attrs["weight_names"] = np.asarray([b"conv/kernel:0"])
+        make(group, "conv/kernel:0")
+
+
+def _refused(path, match: str) -> None:
+    before = _snapshot(path.parent)
+    with pytest.raises(JaxvisError, match=match) as info:
+        load_keras_h5(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert _snapshot(path.parent) == before
+
+
+def test_hostile_external_raw_storage(tmp_path):
+    """A kernel whose bytes HDF5 would read from another file (here a stand-in for /etc/passwd)."""
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 4)
+    path = tmp_path / "w.h5"
+    _legacy_with(path, lambda g, n: g.create_dataset(
+        n, shape=(8,), dtype="f4", external=[(str(secret), 0, h5py.h5f.UNLIMITED)]))
+    _refused(path, rf"dataset '/conv/conv/kernel:0' keeps its bytes in external file '{secret}'")
+
+
+def test_hostile_external_storage_fifo_does_not_hang(tmp_path):
+    """A FIFO as external storage would block the read for ever: refused before any read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = tmp_path / "w.h5"
+    _legacy_with(path, lambda g, n: g.create_dataset(
+        n, shape=(8,), dtype="f4", external=[(str(fifo), 0, h5py.h5f.UNLIMITED)]))
+    message, _ = refused_in_child("from jaxvis.convert.keras_h5 import load_keras_h5",
+                                  f"load_keras_h5({str(path)!r})", timeout=60)
+    assert f"keeps its bytes in external file '{fifo}'" in message
+
+
+@pytest.mark.parametrize("link", ["external", "soft"])
+def test_hostile_links(tmp_path, link):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["kernel"] = np.ones(8, np.float32)
+    path = tmp_path / "w.h5"
+    target = h5py.ExternalLink(str(other), "/kernel") if link == "external" else h5py.SoftLink("/elsewhere")
+
+    def make(group, name):
+        group.file["elsewhere"] = np.ones(8, np.float32)
+        group.create_group("conv")["kernel:0"] = target
+
+    _legacy_with(path, make)
+    _refused(path, "'/conv/conv/kernel:0' is " + ("an external link" if link == "external"
+                                                   else "a soft link to '/elsewhere'"))
+
+
+def test_hostile_virtual_dataset_with_missing_source(tmp_path):
+    """Silently its fill value without the check: the source file does not exist."""
+    path = tmp_path / "m.weights.h5"
+    with h5py.File(path, "w") as f:
+        layout = h5py.VirtualLayout(shape=(8,), dtype="f4")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "missing.h5"), "kernel", shape=(8,))
+        f.create_group("layers/conv2d/vars").create_virtual_dataset("0", layout, fillvalue=7)
+    _refused(path, "dataset '/layers/conv2d/vars/0' is a virtual dataset")
+
+
+def test_hostile_plugin_filter(tmp_path):
+    """A filter id HDF5 does not know would make it look for a plugin library to load."""
+    path = tmp_path / "w.h5"
+    _legacy_with(path, lambda g, n: g.create_dataset(n, shape=(8,), dtype="f4", chunks=(8,),
+                                                     compression=31999, allow_unknown_filter=True))
+    _refused(path, "dataset '/conv/conv/kernel:0' needs filter 31999, which would load a plugin")
+
+
+@pytest.mark.parametrize("kind, what", [
+    ("string", "strings"), ("bytes", "strings"), ("compound", r"compound records \(a, b\)"),
+    ("vlen", "variable-length sequences")])
+def test_non_numeric_datasets_one_line(tmp_path, kind, what):
+    data = {"string": lambda g, n: g.create_dataset(n, data=["ab", "c"], dtype=h5py.string_dtype()),
+            "bytes": lambda g, n: g.create_dataset(n, data=np.asarray([b"ab", b"cd"])),
+            "compound": lambda g, n: g.create_dataset(n, data=np.zeros(2, [("a", "f4"), ("b", "i4")])),
+            "vlen": lambda g, n: g.create_dataset(n, shape=(2,), dtype=h5py.vlen_dtype("f4"))}[kind]
+    path = tmp_path / "w.h5"
+    _legacy_with(path, data)
+    _refused(path, rf"dataset '/conv/conv/kernel:0' holds {what}, not numbers")
+
+
+@pytest.mark.parametrize("elements", [3 << 28, 10 ** 12])  # 3 GiB of float32; 1e12 elements
+def test_hostile_declared_size_refused_before_reading(tmp_path, elements):
+    """A few KiB declaring a gzip-chunked dataset of gigabytes (or terabytes) of zeros."""
+    path = tmp_path / "w.h5"
+    _legacy_with(path, lambda g, n: g.create_dataset(n, shape=(elements,), dtype="f4", chunks=(1 << 16,),
+                                                     compression="gzip"))
+    assert path.stat().st_size < 16 << 10
+    message, peak = refused_in_child("from jaxvis.convert.keras_h5 import load_keras_h5",
+                                     f"load_keras_h5({str(path)!r})")
+    assert f"dataset '/conv/conv/kernel:0' declares {4 * elements} bytes, over the 16777216 bytes" in message
+    assert peak < PEAK_LIMIT
+
+
+def test_hostile_one_dataset_listed_many_times(tmp_path):
+    """One 8 MiB kernel under 40 names (hard links): read once it is 8 MiB, read 40 times 320 MiB."""
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        names = [f"conv/kernel_{i}:0" for i in range(40)]
+        f.attrs["layer_names"] = np.asarray([b"conv"])
+        group = f.create_group("conv")
+        group.attrs["weight_names"] = np.asarray([n.encode() for n in names])
+        group[names[0]] = np.ones(2 << 20, np.float32)
+        for name in names[1:]:
+            group[name] = group[names[0]]
+    message, peak = refused_in_child("from jaxvis.convert.keras_h5 import load_keras_h5",
+                                     f"load_keras_h5({str(path)!r})")
+    assert ("layer 'conv' weight 'kernel_1', '/conv/conv/kernel_1:0' is '/conv/conv/kernel_0:0' "
+            "again (a hard-link cycle or a repeated weight)") in message
+    assert peak < PEAK_LIMIT
+
+
+def test_hostile_hard_link_cycle_keras3(tmp_path):
+    """A Keras 3 layer group holding a hard link to its parent: a walk without memory never ends."""
+    path = tmp_path / "m.weights.h5"
+    with h5py.File(path, "w") as f:
+        layer = f.create_group("layers/conv2d")
+        layer.create_group("vars")["0"] = np.ones((2, 2), np.float32)
+        layer["again"] = f["layers"]
+    message, peak = refused_in_child("from jaxvis.convert.keras_h5 import load_keras_h5",
+                                     f"load_keras_h5({str(path)!r})")
+    assert "group '/layers/conv2d/again' is '/layers' again" in message
+    assert peak < PEAK_LIMIT

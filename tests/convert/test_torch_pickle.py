@@ -11,6 +11,7 @@ import pytest
 
 from jaxvis.convert.torch_pickle import load_pth, load_state_dict
 from jaxvis.errors import WeightFileError
+from tests.convert.measure import PEAK_LIMIT, refused_in_child
 
 NEEDS_TORCH = "torch writes the reference files"
 MAGIC = 0x1950A86A20F9469CFC6C
@@ -407,3 +408,106 @@ def test_guard_zip_compression_bomb(tmp_path, where):
     peak = _refused(path, rf"refusing to load .*m.pth: member archive/{member} would expand \d+ bytes to "
                           rf"{size + (8 if where == 'pickle' else 0)} \(a compression bomb\)")
     assert peak < 4 << 20
+
+
+# --- blow-ups from tiny files: totals, shared and cyclic objects, duplicated members ----------------
+
+def test_guard_total_materialised_bytes(tmp_path):
+    """Three stride-0 views of one float, 24 MiB each: every one passes the per-tensor guard, the
+    third brings the file's tensors over 64 MiB (+ 4x its 4 stored bytes). Without the total, 30
+    such views would make 720 MiB from a file of 1 KiB."""
+    view = _v2(_pid("FloatStorage", "0", 1), 0, (6 << 20,), (0,))
+    path = _zip(tmp_path / "m.pth", _state(a=view, b=view, c=view), {"0": np.float32(1).tobytes()})
+    assert path.stat().st_size < 2048
+    message, peak = refused_in_child("from jaxvis.convert.torch_pickle import load_pth",
+                                     f"load_pth({str(path)!r})")
+    assert message == (f"{path} is corrupted: a tensor of size (6291456,) would bring the tensors to "
+                       "75497472 bytes, over the 67108880 bytes its 4 stored bytes allow")
+    assert peak < PEAK_LIMIT
+
+
+def test_guard_shared_lists_do_not_explode(tmp_path):
+    """``L(n+1) = [Ln, Ln]``, 40 levels: a pickle of a few hundred bytes naming 2^40 paths."""
+    nested = [1.0]
+    for _ in range(40):
+        nested = [nested, nested]
+    path = _zip(tmp_path / "m.pth", pickle.dumps({"w": nested}, protocol=2), {})
+    assert path.stat().st_size < 2048
+    message, peak = refused_in_child("from jaxvis.convert.torch_pickle import load_state_dict",
+                                     f"load_state_dict({str(path)!r})", timeout=60)
+    assert message == (f"refusing to load {path}: its nested containers spell over 16777216 characters "
+                       "of names (one list or dict repeated many times over)")
+    assert peak < PEAK_LIMIT
+
+
+def test_guard_shared_tensor_is_fine(tmp_path):
+    """Sharing itself is legitimate (tied weights): one tensor under two names loads."""
+    tensor = _v2(_pid("FloatStorage", "0", 4), 0, (4,), (1,))
+    pickled = b"\x80\x02}(" + _py2_str("a") + tensor + b"q\x01" + _py2_str("b") + b"h\x01u."
+    flat = load_state_dict(_zip(tmp_path / "m.pth", pickled, {"0": _four_floats()}))
+    assert list(flat) == ["a", "b"]
+    np.testing.assert_array_equal(flat["b"], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("where", ["top", "inner"])
+def test_guard_self_referencing_dict(tmp_path, where):
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    obj = cyclic if where == "top" else {"layer": [cyclic]}
+    path = _zip(tmp_path / "m.pth", pickle.dumps(obj, protocol=2), {})
+    with pytest.raises(WeightFileError) as err:
+        load_state_dict(path)
+    _assert_one_line(err)
+    again = "'self' is the top-level object" if where == "top" else "'layer.0.self' is 'layer.0'"
+    assert str(err.value) == (f"refusing to load {path}: {again} again, inside itself (a cyclic pickle "
+                              "is not a state dict)")
+
+
+def test_guard_deep_nesting(tmp_path):
+    """5000 lists, each inside the one before (by opcodes: Python's pickler would recurse too)."""
+    pickled = b"\x80\x02" + b"]" * 5000 + b"G" + struct.pack(">d", 1.0) + b"a" * 5000 + b"."
+    path = _zip(tmp_path / "m.pth", pickled, {})
+    with pytest.raises(WeightFileError, match=r"'0(\.0){63}' nests deeper than 64 levels") as err:
+        load_state_dict(path)
+    _assert_one_line(err)
+
+
+def test_guard_duplicate_zip_member(tmp_path):
+    """Two members named archive/data/0: zipfile silently reads the last one."""
+    path = _zip(tmp_path / "m.pth", _state(w=_v2(_pid("FloatStorage", "0", 4), 0, (4,), (1,))),
+                {"0": _four_floats()})
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("archive/data/0", np.full(4, 666, "<f4").tobytes())
+    before = path.read_bytes()
+    assert _refused(path, r"member archive/data/0 appears 2 times in the archive") < 1 << 20
+    assert path.read_bytes() == before
+
+
+def test_non_torch_file_refused_from_its_first_bytes(tmp_path):
+    """A 3 GiB file (sparse: no disk used) that is no weight file: refused from its first bytes."""
+    path = tmp_path / "video.mkv"
+    with open(path, "wb") as f:
+        f.write(b"\x1aE\xdf\xa3 not a weight file")
+        f.truncate(3 << 30)
+    message, peak = refused_in_child("from jaxvis.convert.sources import read_tensors",
+                                     f"read_tensors({str(path)!r})")
+    assert message == (f"{path} is neither a torch zip archive nor a legacy torch pickle "
+                       r"(starts with b'\x1aE\xdf\xa3 not a weigh')")
+    assert peak < PEAK_LIMIT
+
+
+def test_large_zip_that_is_not_torch_is_read_by_its_directory(tmp_path):
+    """A zip archive with a 1 GiB (sparse) member but no data.pkl: only its directory is read."""
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", b"hello")
+    directory = path.read_bytes()
+    local_end = directory.index(b"PK\x01\x02")  # the local entry, then the central directory
+    with open(path, "wb") as f:  # the same archive with 1 GiB of zeros before the directory
+        f.write(directory[:local_end])
+        f.seek(local_end + (1 << 30))
+        f.write(directory[local_end:])
+    message, peak = refused_in_child("from jaxvis.convert.torch_pickle import load_pth",
+                                     f"load_pth({str(path)!r})")
+    assert message == f"{path} is a zip archive but not a torch.save file (0 top-level */data.pkl entries, expected 1)"
+    assert peak < PEAK_LIMIT
