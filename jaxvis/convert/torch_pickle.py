@@ -32,9 +32,10 @@ views of one element must not make gigabytes). A zip archive with two members of
 refused (which copy a reader takes differs). The file's first bytes are checked before the rest is
 read, and a zip archive is read through its directory, member by member, never whole.
 
-The unpickled object is flattened into ``{dotted name: value}`` in time linear in what comes out:
-a container that contains itself is refused, nesting is limited to 64 levels, and at most 1 Mi
-entries are produced (a 733-byte pickle of lists ``L(n+1) = [Ln, Ln]`` otherwise names 2^40 paths).
+The unpickled object is flattened into ``{dotted name: value}`` with bounded work: a container
+that contains itself is refused, nesting is limited to 64 levels, and the names made may total at
+most 16 Mi characters (a 733-byte pickle of lists ``L(n+1) = [Ln, Ln]`` otherwise names 2^40
+paths). A container shared by several names is fine within that bound (tied weights are).
 """
 
 from __future__ import annotations
