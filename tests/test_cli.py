@@ -97,3 +97,43 @@ def test_convert_caches_a_users_file(tmp_path, capsys, monkeypatch):
     assert out.splitlines()[1].split() == ["name", "model", "source", "normalised"]  # a header row
     code, out, _ = run(capsys, "layers", "--weights", "mine")
     assert code == 0 and "conv5_4" in out
+
+
+@pytest.mark.parametrize("flag, value", [("--patience", "-1"), ("--patience", "0"), ("--lambda", "-1"),
+                                         ("--lambda", "nan"), ("--chunk", "0"), ("--chunk", "-1"),
+                                         ("--images", "100000"), ("--lr", "inf"), ("--beta", "-2")])
+def test_bad_sweep_values_are_refused_before_any_work(flag, value, capsys, monkeypatch):
+    import jaxvis.weights
+
+    monkeypatch.setattr(jaxvis.weights, "load", lambda *a, **k: pytest.fail("weights loaded"))
+    assert main(["sweep", "--weights", "vgg19", "--layer", "conv1_1", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"jaxvis: error: {flag} must be")
+
+
+@pytest.mark.parametrize("flag, value", [("--shift-steps", "0"), ("--shift-lr", "nan"), ("--top", "0"),
+                                         ("--shift-weight-min", "2")])
+def test_bad_analyze_values_are_refused_in_one_line(flag, value, tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "x.h5"), flag, value]) == 2  # before the file is looked at
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag} must be" in err
+
+
+def test_units_beyond_the_layer_are_refused_before_they_are_expanded():
+    import resource
+    from types import SimpleNamespace
+
+    from jaxvis.cli import check_units
+    from jaxvis.errors import JaxvisError
+    from jaxvis.models.registry import ModelConfig, build
+
+    model = SimpleNamespace(network=build(ModelConfig.make("vgg19")))  # conv1_1: 64 channels
+    check_units("0-63", model, "conv1_1")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for spec in ("0-99999999", "0-999999999", "3,64"):
+        with pytest.raises(JaxvisError, match=r"^--units .*out of range for conv1_1, which has 64 channels; "
+                                              r"valid: 0-63$"):
+            check_units(spec, model, "conv1_1")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 50 * 1024  # KiB: nothing expanded
+    with pytest.raises(JaxvisError, match="conv1_1, which has 64"):  # the smallest of several layers
+        check_units("100", model, "conv1_1,conv3_1")

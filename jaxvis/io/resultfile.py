@@ -36,7 +36,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -524,12 +526,16 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
     """Add (or replace) ``/layers/<layer>/metrics`` for each layer of ``analysed``, in place.
 
     Nothing else in the file is touched (no copy of the images). Each layer's new group is
-    written and flushed under a temporary name of its own, and only then swapped in by two link
-    operations that reach the disk with the next flush: a kill or a failed write at any point
-    leaves the previous metrics readable. Temporary groups are ignored by every reader and removed
-    by the next write (one that a failed write left unreadable cannot be removed, and stays
-    ignored). Free space is checked first, since HDF5 cannot be trusted to fail cleanly on a full
-    disk; an OS error at any write is one line naming the file.
+    written and flushed under a temporary name of its own, and only then swapped in
+    (:func:`_swap_in`): a kill or a failed write at any point leaves the previous metrics
+    readable. Temporary groups are ignored by every reader and removed by the next write (one
+    that a failed write left unreadable cannot be removed, and stays ignored).
+
+    A failed write (a full disk) leaves HDF5 unable to close the file, and its own cleanup at the
+    process's exit then crashes (measured with HDF5 2.0: a segfault after the error was
+    reported), so the write runs in a forked child whose HDF5 state dies with it
+    (:func:`_in_child`). Free space is checked first; an OS error at any write, or the writer
+    being killed, is one line naming the file.
     """
     path = Path(path)
     need = SPACE_FACTOR * sum(np.asarray(v).nbytes for values in analysed.values() for v in values.values())
@@ -537,12 +543,48 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
     if free < need + SPACE_MARGIN:
         raise JaxvisError(f"cannot add metrics to {path}: {free / 2**20:.1f} MiB free on its disk, "
                           f"{(need + SPACE_MARGIN) / 2**20:.1f} MiB needed; free some space and run again")
-    tmp = f"{TEMPORARY}{METRICS}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    with open_results(path) as f:  # checked here, so the child's errors are write errors only
+        for layer in analysed:
+            if layer not in f["layers"]:
+                raise unknown_layer(path, layer, list(f["layers"]))
     try:
-        with _failed_closes_quiet(), open_results(path, mode="r+") as f:
-            for layer in analysed:
-                if layer not in f["layers"]:
-                    raise unknown_layer(path, layer, list(f["layers"]))
+        _in_child(lambda give_up: _write_in_place(path, analysed, definitions, config, give_up),
+                  f"cannot add metrics to {path}", "its previous metrics are kept")
+    except JaxvisError as err:
+        try:
+            _restore_end(path, need + SPACE_MARGIN)
+        except OSError as pad:
+            raise JaxvisError(f"{err} only if extending the file to the end HDF5 recorded succeeds, which failed "
+                              f"({pad.strerror})") from None
+        raise
+
+
+def _restore_end(path: Path, grown: int) -> None:
+    """After a failed write: where HDF5 recorded an end of file it could not write (a flush cut
+    short by a full disk), extend the file to it with zeros (sparse: no space needed), so that all
+    it flushed before is readable again; the unwritten objects are temporaries, which readers
+    ignore. ``grown``: the most the write could have added."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    version = head[8] if head[:8] == HDF5_SIGNATURE and len(head) > 8 else None
+    offsets = head[13] if version in (0, 1) else head[9] if version in (2, 3) else None
+    if offsets != 8:  # what h5py writes; anything else is left as it is
+        return
+    at = {0: 40, 1: 44, 2: 28, 3: 28}[version]  # the end-of-file address in each superblock layout
+    end = int.from_bytes(head[at:at + 8], "little")
+    size = path.stat().st_size
+    if size < end <= size + grown:
+        os.truncate(path, end)
+
+
+def _write_in_place(path: Path, analysed: dict, definitions: dict[str, str], config: dict, give_up) -> None:
+    """The metrics write of :func:`write_metrics`. A failed write calls ``give_up(reason)``
+    before the file is closed: closing would flush a half-updated state (an end of file HDF5
+    could not write, making the whole file unreadable), while giving up in the child leaves the
+    last flushed state on disk, as a kill does."""
+    tmp = f"{TEMPORARY}{METRICS}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    with _failed_closes_quiet(), open_results(path, mode="r+") as f:
+        try:
             for layer, values in analysed.items():
                 group = f["layers"][layer]
                 _remove_temporaries(group)
@@ -553,14 +595,71 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
                     value = np.asarray(value)
                     g.create_dataset(name, data=value, compression="gzip" if value.ndim > 2 else None)
                 f.flush()
-                if METRICS in group:
-                    del group[METRICS]
-                group.move(tmp, METRICS)
+                _swap_in(group, tmp)
                 f.flush()
-    except (OSError, RuntimeError) as err:  # h5py raises either for a failed write
-        said = re.search(r"error message = '([^']+)'", str(err))  # HDF5's text names the OS error
-        reason = said.group(1) if said else os.strerror(err.errno) if getattr(err, "errno", None) else err
-        raise JaxvisError(f"cannot add metrics to {path}: {reason}; its previous metrics are kept") from None
+        except (OSError, RuntimeError) as err:  # h5py raises either for a failed write
+            said = re.search(r"error message = '([^']+)'", str(err))  # HDF5's text names the OS error
+            give_up(said.group(1) if said else os.strerror(err.errno) if getattr(err, "errno", None)
+                    else str(err).split(" (")[0])
+
+
+CHILD_FAILED = 1  # exit status of a child that gave up (its reason on the pipe)
+
+
+def _in_child(work, failed: str, kept: str) -> None:
+    """Run ``work(give_up)`` in a forked child (in this process where there is no fork);
+    ``give_up(reason)`` ends the child at once, skipping every exit handler and close, and
+    ``"<failed>: <reason>; <kept>"`` is raised here, as is the child's death by a signal."""
+    def raise_here(reason: str):
+        raise JaxvisError(f"{failed}: {reason}; {kept}")
+    if not hasattr(os, "fork"):
+        work(raise_here)
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: HDF5's state after a failed write dies with it
+        os.close(read)
+
+        def give_up(reason: str):
+            os.write(write, str(reason).encode("utf-8", "replace"))
+            os._exit(CHILD_FAILED)
+        status = 0
+        try:
+            work(give_up)
+        except JaxvisError as err:
+            give_up(str(err))
+        except BaseException:  # noqa: BLE001 - a bug: its traceback, on the inherited stderr
+            traceback.print_exc()
+            status = CHILD_FAILED + 1
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode("utf-8", "replace")
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status == CHILD_FAILED:
+        raise_here(said)
+    if status < 0:
+        raise_here(f"the writing process was killed ({signal.Signals(-status).name})")
+    if status:
+        raise_here(f"the writing process failed (exit status {status}, its error above)")
+
+
+def _swap_in(group, tmp: str) -> None:
+    """Make the complete group ``tmp`` the layer's metrics: the old group is renamed aside, the new
+    one renamed in (the old one back if that fails), then the old one deleted. These are link
+    changes in memory until the next flush, so a killed process leaves the last flushed state."""
+    aside = f"{tmp}.old"
+    if METRICS in group:
+        group.move(METRICS, aside)
+    try:
+        group.move(tmp, METRICS)
+    except BaseException:
+        if aside in group:
+            group.move(aside, METRICS)
+        raise
+    if aside in group:
+        del group[aside]
 
 
 def _remove_temporaries(group) -> None:

@@ -150,7 +150,7 @@ def test_metrics_are_added_in_place_and_a_failed_write_keeps_the_old_ones(tmp_pa
     def explode(*args, **kwargs):
         raise Boom
     monkeypatch.setattr(h5py.Group, "create_dataset", explode)
-    with pytest.raises(Boom):
+    with pytest.raises(JaxvisError, match="the writing process failed"):  # the writer is a forked child
         write_metrics(out, {"a": {"score": np.array([5.0, 6.0], np.float32)}}, {"score": "new"}, {})
     monkeypatch.undo()
     r = read_results(out)  # the half-written temporary group is ignored ...
