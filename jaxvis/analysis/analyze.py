@@ -1,19 +1,24 @@
 """`jaxvis analyze`: invariance metrics, natural-image calibration and the shift test for every unit
 of a finished sweep, stored in the sweep's own HDF5 file and exported as CSV.
 
-The metrics land in ``/layers/<layer>/metrics`` (definitions in the group's attributes), added in
-place once every layer is computed (:func:`jaxvis.io.resultfile.write_metrics`: nothing else in the
-file is touched, the images are not copied, and an error while writing leaves the old metrics as
-they were). Writability is checked before any work, so a read-only folder costs nothing.
+The metrics land in ``/layers/<layer>/metrics`` (definitions and the analysis settings in the
+group's attributes), added in place as soon as each layer is computed
+(:func:`jaxvis.io.resultfile.write_metrics`: nothing else in the file is touched, the images are not
+copied, and an error while writing leaves the old metrics as they were). So an interrupted analysis
+keeps its finished layers, and the next one resumes: a layer whose metrics were written with the
+same settings is not computed again (``redo=True`` computes it anyway). Writability is checked
+before any work, so a read-only folder costs nothing.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -24,11 +29,12 @@ from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, random_patches
 from jaxvis.analysis.shift import ShiftProblem, shift_test
+from jaxvis.analysis.summary import analysis_config
 from jaxvis.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import check_writable, write_with
 from jaxvis.io.progress import Progress
-from jaxvis.io.results import check_writable_results, read_results, write_metrics
+from jaxvis.io.results import check_writable_results, open_results, read_results, write_metrics
 from jaxvis.objectives.diversity import pairwise_rms
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer
@@ -136,13 +142,15 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
     # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
     chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
     bar = settings.progress or Progress(enabled=False)
-    bar.start(f"{layer} shift test", units, 0)
+    o = settings.optimizer  # work: image-steps, one texture per unit, every row computes every step
+    bar.start(f"{layer} shift test", units, 0, work=-(-o.steps // o.segment) * o.segment)
     tests = []
     for i in range(0, units, chunk):
-        seen = [0]
+        seen, rows = [0], min(chunk, units - i)
+        bar.begin()
 
-        def on_segment(steps, seen=seen):
-            bar.advance(0, int(steps.sum()) - seen[0])
+        def on_segment(steps, seen=seen, rows=rows):
+            bar.advance(0, int(steps.sum()) - seen[0], rows * o.segment)
             seen[0] = int(steps.sum())
 
         tests.append(shift_test(model.network, problem, keys[i:i + chunk], directions[i:i + chunk],
@@ -179,11 +187,19 @@ class Analysis:
 def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = 700,
             shift_stride: int = 1, shift_lr: float = 0.1, shift_weight_min: float = 0.0,
             photos: list[Path] | None = None, top: int = 8, seed: int = 0,
-            layers: list[str] | None = None, learn_mask: bool = False, log=print,
-            progress: bool | Progress = False, battery: Battery | None = Battery()) -> Analysis:
-    """Analyse a finished sweep: metrics of every unit, added to the file in place (see the
-    module docstring) and exported as ``<file>.csv``; returns them. ``battery=None`` skips the
-    grating battery and the phase rotation (forward passes only, seconds per layer)."""
+            layers: list[str] | None = None, learn_mask: bool = False, log=None,
+            progress: bool | Progress | Callable = False, battery: Battery | None = Battery(),
+            redo: bool = False) -> Analysis:
+    """Analyse a finished sweep: metrics of every unit, added to the file in place layer by layer
+    and exported as ``<file>.csv``; returns them. Layers whose metrics the file holds with these
+    settings are kept, not computed again, unless ``redo`` (see the module docstring).
+    ``battery=None`` skips the grating battery and the phase rotation (forward passes only,
+    seconds per layer).
+
+    Quiet by default: ``progress=True`` prints what ``jaxvis analyze`` shows (a line per layer,
+    the shift test's bar with its ETA; stderr), a callable hears every
+    :class:`~jaxvis.io.progress.Status`, or pass a :class:`~jaxvis.io.progress.Progress`.
+    ``log``: a callable for the per-layer lines instead (default: where the bar is shown)."""
     path = Path(path)
     results = read_results(path, layers=layers)  # checks the file first
     table = csv_path(path)
@@ -198,11 +214,23 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
     for layer in results.layers:
         _check_centre(config, model, layer, path)
     photos = photos or default_photos()
-    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    bar = Progress.of(progress)
+    log = log or bar.note
     settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,
                              seed, bar, shift_weight_min) if shift else None
+    stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
+              "shift_lr": shift_lr, "shift_weight_min": shift_weight_min,
+              "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos],
+              "gratings": None if battery is None else dataclasses.asdict(battery),
+              "rotation_steps": None if battery is None else ROTATION_STEPS}
+    stored = json.loads(json.dumps(stored))  # as the file keeps it (tuples are lists there)
+    done = {} if redo else finished_layers(path, results, stored)
     analysed = {}
     for layer, arrays in results.layers.items():
+        if layer in done:
+            log(f"{layer}: metrics with these settings already in {path.name}, kept (redo: --redo)")
+            analysed[layer] = done[layer]
+            continue
         meta = results.layer_meta[layer]
         channels = model.network.layer(layer).channels
         directions = arrays["direction"] if "direction" in arrays else config.basis(channels)[arrays["unit"]]
@@ -212,15 +240,18 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
         t0 = time.perf_counter()
         analysed[layer] = analyze_layer(model, layer, arrays, meta, directions, photos,
                                         shift=settings, seed=seed, top=top, battery=battery)
-        log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s")
-    stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
-              "shift_lr": shift_lr, "shift_weight_min": shift_weight_min,
-              "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos],
-              "gratings": None if battery is None else dataclasses.asdict(battery),
-              "rotation_steps": None if battery is None else ROTATION_STEPS}
-    names = {name for values in analysed.values() for name in values}
-    write_metrics(path, analysed, M.definitions(names), stored)
+        write_metrics(path, {layer: analysed[layer]}, M.definitions(set(analysed[layer])), stored)
+        log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s, metrics written")
     return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
+
+
+def finished_layers(path: Path, results, settings: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The layers of ``results`` whose stored metrics an analysis with ``settings`` (as stored)
+    wrote: their metrics. A metrics group is swapped in whole (:func:`write_metrics`), so one that
+    is there is complete."""
+    with open_results(path) as f:
+        same = {layer for layer in results.metrics if analysis_config(f["layers"][layer]) == settings}
+    return {layer: results.metrics[layer] for layer in same}
 
 
 def csv_path(path: Path) -> Path:
