@@ -28,6 +28,93 @@ SWEEP_INPUTS = ("activations", "max_activation", "pixel_distances", "feature_dis
 # sweep datasets shown beside the metrics, with what they are
 SWEEP_COLUMNS = {"max_activation": "activation of the single-image maximum",
                  "steps": "optimiser steps of the diverse set"}
+# what pages show for a metric (its name and definition on hover); a metric not listed shows its
+# name with spaces. "the diverse set" is the paper's lambda set; "floor set": docs/floor.md.
+LABELS = {
+    "max_activation": "best image's activation",
+    "steps": "optimiser steps (diverse set)",
+    "fraction_min": "weakest diverse image (x best)",
+    "fraction_median": "median diverse image (x best)",
+    "pixel_min": "diverse set: closest pair (pixels)",
+    "pixel_mean": "diverse set: mean distance (pixels)",
+    "feature_min": "diverse set: closest pair (features)",
+    "feature_mean": "diverse set: mean distance (features)",
+    "participation_ratio": "diverse set: effective dimensions",
+    "shift_index": "shift-invariance index",
+    "max_over_p99": "best image / natural 99th percentile",
+    "reference_pixel_min": "natural patches: closest pair (pixels)",
+    "reference_pixel_mean": "natural patches: mean distance (pixels)",
+    "reference_feature_min": "natural patches: closest pair (features)",
+    "reference_feature_mean": "natural patches: mean distance (features)",
+    "natural_p99": "natural patches' 99th percentile response",
+    "shift_sigma": "shift test: learnt mask radius (px)",
+    "shift_steps": "shift test: optimiser steps",
+    "max_raised": "best image raised by a diverse one",
+    "floor_fraction_min": "weakest image (x best)",
+    "floor_pixel_min": "closest pair (pixels)",
+    "floor_pixel_mean": "mean distance (pixels)",
+    "floor_feature_min": "closest pair (features)",
+    "floor_pixel_vs_natural": "closest pair / natural patches'",
+    "floor_pixel_vs_linear": "closest pair / a linear unit's",
+    "floor_agreement": "starts' agreement",
+    "floor_phase_spread": "phase spread (degrees)",
+    "floor_feasible": "kept its floor",
+    "floor_steps_all": "optimiser steps (all starts)",
+    "grating_preferred_orientation": "preferred grating: orientation (rad)",
+    "grating_preferred_period": "preferred grating: period (px)",
+    "grating_preferred_colour": "preferred grating: colour axis",
+    "grating_orientation_selectivity": "orientation selectivity",
+    "grating_orientation_index": "orientation index",
+    "grating_f1_f0": "grating F1/F0 (phase modulation)",
+    "grating_phase_min_max": "grating: weakest / strongest phase",
+    "grating_best": "best grating's response",
+    "grating_best_fraction": "best grating / best image",
+    "grating_blank": "response to a blank (mean colour)",
+    "rotation_min_max": "phase-rotated best image: min / max",
+    "rotation_at_pi": "best image with phase reversed / max",
+    "rotation_orientation": "best image's orientation (rad)",
+    "phase_class": "phase class",
+    "diversity_class": "diversity class",
+    "shift_class": "shift class",
+}
+# a 95% interval: the normal quantile of Wilson's score interval for a share of units
+Z95 = 1.959964
+
+
+def label(name: str) -> str:
+    """Plain words for metric ``name`` (:data:`LABELS`; else the name with spaces)."""
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def percent(share: float) -> str:
+    """A share of units as pages and lines print it: whole percent, ``<1%`` / ``>99%`` where
+    rounding would say 0% or 100% of a share that is not, ``–`` for NaN."""
+    if not math.isfinite(share):
+        return "–"
+    if 0 < share < 0.005:
+        return "<1%"
+    if 0.995 < share < 1:
+        return ">99%"
+    return f"{100 * share:.0f}%"
+
+
+def share_interval(count: int, total: int) -> tuple[float, float]:
+    """Wilson's 95% score interval of the share ``count / total`` (NaN, NaN for no units): how
+    far the share of a layer's units could be from that of a layer of the same kind."""
+    if total <= 0:
+        return math.nan, math.nan
+    p, z2 = count / total, Z95 ** 2
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = Z95 * math.sqrt(p * (1 - p) / total + z2 / (4 * total ** 2)) / (1 + z2 / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def class_text(metric: str, codes) -> list[str] | None:
+    """The class names of a read-out class metric's codes (``phase_class`` ...; names from
+    :data:`jaxvis.analysis.readout.AXES`, ``unknown`` for NaN); None where ``metric`` holds no
+    classes."""
+    axis = {m: a for a, m in R.CLASS_METRICS.items()}.get(metric)
+    return None if axis is None else R.labels(axis, codes)
 
 
 def sweep_inputs(group) -> dict[str, np.ndarray]:
@@ -307,10 +394,15 @@ def analysis_line(layer: str, values: dict) -> str:
         text += (f", grating F1/F0 median {_nanstat(np.nanmedian, f1f0):.2f} "
                  f"(< {cut:g}: {np.mean(np.asarray(f1f0) < cut):.0%}), phase-rotation min/max median "
                  f"{_nanstat(np.nanmedian, values.get('rotation_min_max')):.2f}")
-    classes = values.get("phase_class")
-    if classes is not None:
-        shares = [f"{np.mean(np.asarray(classes) == k):.0%} {name}" for k, name in enumerate(R.AXES["phase"])]
-        text += f"; read-out: {', '.join(shares[::-1])}"
+    shares = []  # the class metrics of one class per unit, their names from the read-out's axes
+    for axis, metric in R.CLASS_METRICS.items():
+        codes = values.get(metric)
+        if codes is not None and np.ndim(codes) == 1 and len(codes):
+            names = class_text(metric, codes)
+            shares.append(", ".join(f"{percent(names.count(n) / len(names))} {n}"
+                                    for n in (*R.AXES[axis][::-1], R.UNKNOWN) if n in names or n != R.UNKNOWN))
+    if shares:
+        text += f"; read-out: {'; '.join(shares)}"
     return text
 
 

@@ -8,6 +8,9 @@ Per layer two kinds of PNG are written:
   maximum's (``0.97``; the raw activation where the maximum is not positive). What varies across
   a row is what the unit ignores, so all images of a row share one contrast mapping (below): a
   washed-out image stays washed out next to its neighbours.
+- ``<layer>_floor<alpha>.png`` (and ``_p2``, ...) per activation floor of the sweep (``--floor``):
+  the same rows with the unit's floor set at ``alpha`` (docs/floor.md) in place of the diverse
+  images, each labelled with its activation / the maximum (at least ``alpha``).
 - ``<layer>_contact.png``: every unit's maximum in a square-ish grid, labelled with the unit, each
   tile contrast-mapped on its own (units differ in contrast), at most ``CONTACT_MAX_TILE`` px.
 
@@ -32,6 +35,7 @@ viridis heat map) and :func:`png_tile` (a tile enlarged or shrunk to about a tar
 from __future__ import annotations
 
 import io
+import json
 import math
 import struct
 import zlib
@@ -126,7 +130,7 @@ def _encode(image) -> bytes:
 
 
 # viridis at 9 points; linear interpolation in between
-_VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
                      [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]], np.float64)
 
 
@@ -136,10 +140,10 @@ def heat(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     finite = x[np.isfinite(x)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     t = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0) * (len(_VIRIDIS) - 1)
-    i = np.minimum(np.floor(t).astype(int), len(_VIRIDIS) - 2)
+    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0) * (len(VIRIDIS) - 1)
+    i = np.minimum(np.floor(t).astype(int), len(VIRIDIS) - 2)
     f = (t - i)[..., None]
-    rgb = _VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f
+    rgb = VIRIDIS[i] * (1 - f) + VIRIDIS[i + 1] * f
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), lo, hi
 
 
@@ -218,14 +222,15 @@ def _centred_text(draw, font, x: int, width: int, y: int, text: str) -> None:
 
 
 def _units_page(layer: str, page: int, pages: int, units, images, activations, max_image,
-                max_activation, scale: int):
-    """One ``_units`` page as a PIL image: rows of [maximum, diverse images...]."""
+                max_activation, scale: int, what: str = "diverse images"):
+    """One ``_units`` (or floor-set) page as a PIL image: rows of [maximum, ``images``...];
+    ``what`` names the images in the header."""
     from PIL import Image, ImageDraw
 
     font = _font()
     count, n, height, width = images.shape[:4]
     layout = row_layout(height, width, n, scale, units, font)
-    header = (f"{layer}: unit, single-image maximum (activation), {n} diverse images "
+    header = (f"{layer}: unit, single-image maximum (activation), {n} {what} "
               f"(activation / maximum)" + (f"  page {page}/{pages}" if pages > 1 else ""))
     sheet = Image.new("RGB", (layout.width(_text_size(font, header)[0]), layout.height(count)),
                       BACKGROUND)
@@ -286,7 +291,8 @@ def render(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
     """Write the pictures of ``results_path`` (all layers, or ``layers``) into ``out_dir``.
 
     ``scale``: the integer enlargement of every image (default: tiles of at least ``MIN_TILE``
-    px). Returns the written paths: per layer its ``_units`` pages, then its contact sheet.
+    px). Returns the written paths: per layer its ``_units`` pages, its floor-set pages (one
+    series per floor), then its contact sheet.
     """
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise JaxvisError(f"scale must be a positive integer, not {scale!r}")
@@ -329,17 +335,41 @@ def _render_layer(name: str, group, prefix: Path, scale: int | None):
     units = np.asarray(group["unit"][()])
     pages = math.ceil(count / ROWS_PER_PAGE)
 
-    def page_sheet(page: int):
+    def page_sheet(page: int, floor: int | None):
         rows = slice((page - 1) * ROWS_PER_PAGE, min(count, page * ROWS_PER_PAGE))
-        return _units_page(name, page, pages, units[rows], images[rows],
-                           np.asarray(group["activations"][rows], np.float64),
-                           group["max_image"][rows],
-                           np.asarray(group["max_activation"][rows], np.float64), scale)
+        if floor is None:
+            shown, acts, what = images[rows], group["activations"][rows], "diverse images"
+        else:
+            shown, acts = group["floor_images"][rows, floor], group["floor_activations"][rows, floor]
+            what = f"images of the floor set at {floors[floor]:g} (all keep >= {floors[floor]:g} x the maximum)"
+        return _units_page(name, page, pages, units[rows], np.asarray(shown), np.asarray(acts, np.float64),
+                           group["max_image"][rows], np.asarray(group["max_activation"][rows], np.float64),
+                           scale, what)
 
-    for page in range(1, pages + 1):
-        suffix = "" if page == 1 else f"_p{page}"
-        yield prefix.with_name(f"{prefix.name}_units{suffix}.png"), lambda page=page: page_sheet(page)
+    floors = _floors(group, count)
+    for floor, kind in [(None, "units"), *((k, f"floor{a:g}") for k, a in enumerate(floors))]:
+        for page in range(1, pages + 1):
+            suffix = "" if page == 1 else f"_p{page}"
+            yield (prefix.with_name(f"{prefix.name}_{kind}{suffix}.png"),
+                   lambda page=page, floor=floor: page_sheet(page, floor))
     yield prefix.with_name(f"{prefix.name}_contact.png"), lambda: _contact_sheet(name, group, scale)
+
+
+def _floors(group, count: int) -> list[float]:
+    """The activation floors of a layer's floor sets (layer metadata ``floors``), where its
+    ``floor_images`` ``[U, floors, N, H, W, 3]`` and ``floor_activations`` ``[U, floors, N]`` are
+    there and agree with them; empty otherwise (a sweep without ``--floor``)."""
+    try:
+        floors = json.loads(group.attrs["meta"]).get("floors") or []
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []
+    if not isinstance(floors, list) or not all(isinstance(a, (int, float)) for a in floors) \
+            or "floor_images" not in group or "floor_activations" not in group:
+        return []
+    shape = group["floor_images"].shape
+    ok = (len(shape) == 6 and shape[:2] == (count, len(floors)) and shape[-1] == 3
+          and group["floor_activations"].shape == shape[:3])
+    return [float(a) for a in floors] if ok else []
 
 
 def save_images(images, path: Path, *, scale: int | None = None, gap: int = 2) -> Path:

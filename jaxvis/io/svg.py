@@ -1,5 +1,6 @@
 """Inline SVG plots for jaxvis's pages, drawn here (no plotting library, no assets): histograms
-over shared bins, scatter plots with clickable points, lines over categorical positions.
+over shared bins (far outliers counted at the edges, not stretching the range), scatter plots with
+clickable points, lines over categorical positions, tuning curves, colour bars of heat maps.
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ import math
 import numpy as np
 
 from jaxvis.io.html import esc, fmt
+from jaxvis.io.render import VIRIDIS
 
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"
+# a histogram's range covers its values up to this many interquartile ranges beyond the quartiles
+# (Tukey's "far out"); values beyond are counted at the edge, so one 1e7 does not flatten the rest
+OUTLIER_IQR = 3.0
+COLOURBAR_STEPS = 32  # bands of a colour bar
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -37,6 +43,20 @@ def _range(values: np.ndarray) -> tuple[float, float]:
         pad = 0.5 if hi == 0 else abs(hi) * 0.1
         return lo - pad, hi + pad
     return lo, hi
+
+
+def _shown_range(values: np.ndarray) -> tuple[float, float]:
+    """The range a histogram shows: every value but far outliers (:data:`OUTLIER_IQR`)."""
+    lo, hi = _range(values)
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 4:
+        return lo, hi
+    q1, q3 = np.percentile(v, [25, 75])
+    spread = OUTLIER_IQR * (q3 - q1)
+    if spread <= 0:
+        return lo, hi
+    return _range(v[(v >= q1 - spread) & (v <= q3 + spread)])
 
 
 def _padded(values, share: float = 0.04) -> tuple[float, float]:
@@ -102,7 +122,9 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
 
     ``share``: bar heights are the share of each series' units (for series of different sizes)
     instead of counts. ``marks``: [(value, label)] drawn as solid grey vertical lines (e.g. a
-    class threshold), the range widened to show them.
+    class threshold), the range widened to show them. The range leaves out far outliers
+    (:data:`OUTLIER_IQR`): they are counted at the edge they lie beyond (a grey triangle, their
+    values on hover) and in the legend.
     Several series are drawn as outlined, semi-transparent bars over the same bins, each with its
     median as a dashed line; non-finite values are left out and counted in the legend.
     """
@@ -111,13 +133,13 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
         v = np.asarray(values, np.float64).ravel()
         cleaned.append((label, v[np.isfinite(v)], int((~np.isfinite(v)).sum()), colour))
     every = np.concatenate([v for _, v, _, _ in cleaned]) if cleaned else np.zeros(0)
-    lo, hi = _range(every)
+    lo, hi = _shown_range(every)
     if marks and every.size:
-        lo, hi = _range(np.concatenate([every, [float(m) for m, _ in marks]]))
+        lo, hi = _range(np.concatenate([[lo, hi], [float(m) for m, _ in marks]]))
     edges = np.linspace(lo, hi, bins + 1)
     counts = [np.histogram(v, edges)[0] for _, v, _, _ in cleaned]
     if share:
-        counts = [c / max(1, c.sum()) for c in counts]
+        counts = [c / max(1, v.size) for c, (_, v, _, _) in zip(counts, cleaned)]
     top = max([float(c.max()) for c in counts if c.size] + [1e-9 if share else 1])
     legend_h = 13 * len(cleaned)
     ax = _Axes(width, height + legend_h, (lo, hi), (0, top * 1.08), top=26 + legend_h)
@@ -132,9 +154,20 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
                          f'stroke="{colour}"><title>{esc(label)}: {fmt(n)} in '
                          f'[{fmt(edges[k])}, {fmt(edges[k + 1])})</title></rect>')
         if v.size:
-            m = ax.x(float(np.median(v)))
+            m = ax.x(float(np.clip(np.median(v), lo, hi)))
             parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" '
                          f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.5"/>')
+    below, above = every[every < lo], every[every > hi]
+    for beyond, x, sign in ((below, ax.x0, -1), (above, ax.x1, 1)):
+        if beyond.size:  # a triangle pointing out of the range, its count and values on hover
+            y = ax.y0 - 8
+            tip = (f"{beyond.size} value(s) {'below' if sign < 0 else 'above'} the range shown: "
+                   + ", ".join(fmt(b) for b in np.sort(beyond)[:20]) + (" ..." if beyond.size > 20 else ""))
+            parts.append(f'<g class="outliers"><title>{esc(tip)}</title>'
+                         f'<path d="M{x + sign * 7:.1f},{y} L{x:.1f},{y - 5} L{x:.1f},{y + 5} Z" fill="{GREY}"/>'
+                         f'<text x="{x - sign * 3:.1f}" y="{y - 8}" text-anchor="{"start" if sign < 0 else "end"}" '
+                         f'fill="{GREY}">{beyond.size} {"&lt;" if sign < 0 else "&gt;"} {esc(fmt(lo if sign < 0 else hi))}'
+                         "</text></g>")
     for value, label in marks if every.size else ():
         m = ax.x(float(value))
         parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" stroke="{GREY}" '
@@ -144,8 +177,10 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
                         f'<text x="{m + 3:.1f}" y="{ax.y1 + 11}" fill="{GREY}">') + f"{esc(label)}</text>")
     for k, (label, v, bad, colour) in enumerate(cleaned):
         y = 30 + 13 * k
+        out = int(((v < lo) | (v > hi)).sum())
         note = f"{label}: n={v.size}" + (f", median {fmt(np.median(v))} (dashed)" if v.size
-                                         else "") + (f", {bad} not finite" if bad else "")
+                                         else "") + (f", {out} outside the range" if out else "") \
+            + (f", {bad} not finite" if bad else "")
         parts.append(f'<rect x="{ax.x0}" y="{y - 8}" width="9" height="9" fill="{colour}" '
                      f'fill-opacity="0.6"/><text x="{ax.x0 + 13}" y="{y}">{esc(note)}</text>')
     return _svg(width, height + legend_h, parts, title)
@@ -227,3 +262,25 @@ def svg_curve(x, y, title: str, xlabel: str, *, log_x: bool = False, width: int 
     elif points:
         parts.append(f'<circle cx="{points[0][0]:.1f}" cy="{points[0][1]:.1f}" r="2" fill="{colour}"/>')
     return _svg(width, height, parts, title)
+
+
+def svg_colourbar(lo: float, hi: float, label: str, *, height: int = 150, width: int = 64) -> str:
+    """The colour bar of a viridis heat map (:func:`jaxvis.io.render.heat`) over ``lo`` .. ``hi``:
+    a vertical bar, ``hi`` at the top, the values at its ends and middle, ``label`` beside it."""
+    top, bottom, bar = 8, height - 8, 12
+    parts = []
+    step = (bottom - top) / COLOURBAR_STEPS
+    for k in range(COLOURBAR_STEPS):
+        t = (COLOURBAR_STEPS - 1 - k) / (COLOURBAR_STEPS - 1) * (len(VIRIDIS) - 1)
+        i = min(int(t), len(VIRIDIS) - 2)
+        r, g, b = (VIRIDIS[i] * (1 - (t - i)) + VIRIDIS[i + 1] * (t - i)).round().astype(int)
+        parts.append(f'<rect x="2" y="{top + k * step:.1f}" width="{bar}" height="{step + 0.5:.1f}" '
+                     f'fill="rgb({r},{g},{b})"/>')
+    parts.append(f'<rect x="2" y="{top}" width="{bar}" height="{bottom - top}" fill="none" stroke="#444"/>')
+    for value, y in ((hi, top), ((lo + hi) / 2, (top + bottom) / 2), (lo, bottom)):
+        parts.append(f'<line x1="{2 + bar}" y1="{y:.1f}" x2="{5 + bar}" y2="{y:.1f}" stroke="#444"/>'
+                     f'<text x="{7 + bar}" y="{y + 4:.1f}">{esc(fmt(value))}</text>')
+    mid = (top + bottom) / 2
+    parts.append(f'<text x="{width - 4}" y="{mid:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 {width - 4} {mid:.1f})">{esc(label)}</text>')
+    return _svg(width, height, parts, f"colour bar: {label}")

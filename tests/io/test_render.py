@@ -12,6 +12,7 @@ from jaxvis.io.render import PAD, default_scale, render, row_layout, to_display
 from jaxvis.io.results import ResultWriter
 
 N, H = 3, 5
+FLOORS = [0.95, 0.9]
 RAMP = np.broadcast_to((np.arange(H, dtype=np.float32) * 10)[None, :, None], (H, H, 3))  # 0..40
 
 
@@ -34,9 +35,14 @@ def unit_chunk(units) -> dict[str, np.ndarray]:
 def results(tmp_path):
     out = tmp_path / "sweep.h5"
     writer = ResultWriter(out, {"test": True})
-    writer.write_chunk("conv1_1", unit_chunk([0, 1, 2, 3, 4]))
+    chunk = unit_chunk([0, 1, 2, 3, 4])  # conv1_1 with floor sets at 0.95 and 0.9, layer1.0 without
+    rng = np.random.default_rng(1)
+    chunk["floor_images"] = rng.uniform(0, 40, (5, len(FLOORS), N, H, H, 3)).astype(np.float32)
+    chunk["floor_activations"] = rng.uniform(0.9, 1, (5, len(FLOORS), N)).astype(np.float32)
+    writer.write_chunk("conv1_1", chunk)
     writer.write_chunk("layer1.0", unit_chunk([11, 30]))
-    return writer.finalize({"conv1_1": {"units": [0, 1, 2, 3, 4]}, "layer1.0": {"units": [11, 30]}})
+    return writer.finalize({"conv1_1": {"units": [0, 1, 2, 3, 4], "floors": FLOORS},
+                            "layer1.0": {"units": [11, 30]}})
 
 
 def test_to_display_is_the_documented_percentile_mapping():
@@ -52,8 +58,8 @@ def test_to_display_is_the_documented_percentile_mapping():
 def test_render_pages_tiles_and_contact_sheet(results, tmp_path):
     out_dir = tmp_path / "pictures"
     paths = render(results, out_dir)
-    assert [p.name for p in paths] == ["conv1_1_units.png", "conv1_1_contact.png",
-                                       "layer1.0_units.png", "layer1.0_contact.png"]
+    assert [p.name for p in paths] == ["conv1_1_units.png", "conv1_1_floor0.95.png", "conv1_1_floor0.9.png",
+                                       "conv1_1_contact.png", "layer1.0_units.png", "layer1.0_contact.png"]
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in paths)  # no tmp
 
     scale = default_scale(H, H)
@@ -87,6 +93,20 @@ def test_render_pages_tiles_and_contact_sheet(results, tmp_path):
     below = sheet[y + tile:y + layout.row_h, x:x + tile]
     assert (below < 128).any()  # activation fractions under the tiles
 
+    # the floor sets as stored: a row per unit, the maximum then the set at that floor, one mapping
+    import h5py
+    with h5py.File(results, "r") as f:
+        floor_images = f["layers/conv1_1/floor_images"][()]
+    assert floor_images.shape == (5, 2, N, H, H, 3)
+    with Image.open(out_dir / "conv1_1_floor0.9.png") as image:
+        floor_sheet = np.asarray(image.convert("RGB"))
+    for row in range(5):
+        shown = to_display(np.concatenate([data["max_image"][row][None], floor_images[row, 1]]))
+        for column in range(N + 1):
+            x, y = layout.tile_origin(row, column)
+            np.testing.assert_array_equal(floor_sheet[y:y + tile, x:x + tile],
+                                          np.repeat(np.repeat(shown[column], scale, 0), scale, 1))
+
     with Image.open(out_dir / "conv1_1_contact.png") as image:
         contact = np.asarray(image.convert("RGB"))
     assert contact.shape[1] >= 3 * tile and contact.shape[0] >= 2 * tile  # 5 units: 3 x 2 grid
@@ -96,8 +116,9 @@ def test_render_pages_tiles_and_contact_sheet(results, tmp_path):
 def test_render_scale_layers_and_pages(results, tmp_path, monkeypatch):
     monkeypatch.setattr(render_module, "ROWS_PER_PAGE", 2)
     paths = render(results, tmp_path / "p", layers=["conv1_1"], scale=2)
-    assert [p.name for p in paths] == ["conv1_1_units.png", "conv1_1_units_p2.png",
-                                       "conv1_1_units_p3.png", "conv1_1_contact.png"]
+    assert [p.name for p in paths] == ["conv1_1_units.png", "conv1_1_units_p2.png", "conv1_1_units_p3.png",
+                                       *(f"conv1_1_floor{a}{p}.png" for a in ("0.95", "0.9") for p in ("", "_p2", "_p3")),
+                                       "conv1_1_contact.png"]
     heights = []
     for path in paths[:3]:
         with Image.open(path) as image:
@@ -131,6 +152,6 @@ def test_render_is_all_or_nothing(results, tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["conv1_1_units.png", "layer1.0_contact.png"]
     assert (out_dir / "conv1_1_units.png").read_bytes() == b"an older picture"
     (out_dir / "layer1.0_contact.png").rmdir()
-    assert len(render(results, out_dir)) == 4  # and once the way is free, all of them
+    assert len(render(results, out_dir)) == 6  # and once the way is free, all of them
     with Image.open(out_dir / "conv1_1_units.png") as image:
         assert image.size[0] > 0
