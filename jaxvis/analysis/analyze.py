@@ -29,7 +29,7 @@ from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, random_patches
 from jaxvis.analysis.shift import ShiftProblem, shift_test
-from jaxvis.analysis.summary import analysis_config
+from jaxvis.analysis.summary import analysis_config, class_text
 from jaxvis.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import check_writable, write_with
@@ -267,7 +267,9 @@ def csv_path(path: Path) -> Path:
 def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
     """One row per (layer, unit) with every scalar metric of the table (columns sorted by name)
     and every per-floor one (``[units, floors]``: a column ``name@alpha`` per floor of the layers'
-    metadata ``floors``, e.g. ``floor_agreement@0.9``)."""
+    metadata ``floors``, e.g. ``floor_agreement@0.9``). The read-out's classes (``phase_class``,
+    ``diversity_class@alpha``, ...) are written as their names (``complex-like``; ``unknown``
+    where a unit has none), never as codes."""
     names = sorted(M.scalar_names({k for values in analysed.values() for k in values}))
     alphas = sorted({float(a) for m in meta.values() for a in (m.get("floors") or [])}, reverse=True)
     per_floor = sorted(M.floor_names({k for values in analysed.values() for k in values}))
@@ -277,9 +279,14 @@ def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
         if k not in values:
             return ""
         if alpha is None:
-            return f"{values[k][i]:.6g}"
-        at = [j for j, f in enumerate(floors) if abs(float(f) - alpha) < 1e-9]
-        return f"{values[k][i, at[0]]:.6g}" if at else ""
+            value = values[k][i]
+        else:
+            at = [j for j, f in enumerate(floors) if abs(float(f) - alpha) < 1e-9]
+            if not at:
+                return ""
+            value = values[k][i, at[0]]
+        names = class_text(k, [value])
+        return names[0] if names else f"{value:.6g}"
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
