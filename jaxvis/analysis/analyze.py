@@ -28,7 +28,7 @@ from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, random_patches
-from jaxvis.analysis.shift import ShiftProblem, shift_test
+from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test
 from jaxvis.analysis.summary import analysis_config, class_text
 from jaxvis.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError
@@ -161,6 +161,9 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
            "shift_steps": test["steps"].astype(np.int32)}
     if settings.learn_mask:
         out["shift_sigma"] = test["sigma"].astype(np.float32)
+    # the read-out's linear reference: the affine unit whose best image is the unit's, same test
+    out["shift_linear"] = linear_reference(arrays["max_image"] - np.asarray(model.convention.mean_rgb255, np.float32),
+                                           problem, test["sigma"] if settings.learn_mask else None).astype(np.float32)
     return out
 
 
