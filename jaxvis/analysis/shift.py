@@ -12,6 +12,18 @@ by the unit's single-image maximum at the same norm (the sweep's ``max_activatio
 keeps its response under every shift of its preferred pattern (a complex cell: phase invariance)
 scores near 1; a linear unit followed by ReLU cannot, since shifting a grating through its filter
 flips the sign of the response.
+
+**Linear reference** (:func:`linear_reference`, issue 21): what an affine unit ``a(x) = w . x + b``
+scores on the same test, in closed form. The crops are linear maps of the texture, ``c_k = B_k T``
+(window ``k`` times the mask), so the mean response is ``b + g . T`` with ``g = mean_k B_k^T w``,
+and the common scale fixes ``T^T Q T = r^2`` with ``Q = mean_k B_k^T B_k`` (diagonal: each texture
+pixel's squared mask weights summed over the windows that cover it). By Cauchy-Schwarz the best
+texture gives ``b + r sqrt(g^T Q^-1 g)``; over the unit's maximum ``r ||w|| + b`` that is the
+affine unit's best index (:func:`jaxvis.analysis.readout.shift_reference`). With ``w`` the unit's
+own best image (the affine unit whose maximum is the unit's; exactly the unit for a linear layer
+such as VGG-19's conv1_1), a unit is shift-invariant only well above it. A kernel that is mostly
+uniform colour (``uniform_colour_share``) scores near 1: crops of a flat texture are all alike, so
+the test cannot tell position invariance from linearity there.
 """
 
 from __future__ import annotations
@@ -68,6 +80,37 @@ def mask(canvas: int, sigma: jax.Array, q: float) -> jax.Array:
     y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
     r = jnp.asarray(np.sqrt(y ** 2 + x ** 2), jnp.float32)
     return jnp.exp(-((r / sigma) ** q))
+
+
+def linear_reference(kernels: np.ndarray, problem: ShiftProblem, sigma=None) -> np.ndarray:
+    """``[U, c, c, 3]`` kernels (any scale; the units' best images minus the mean colour) ->
+    ``[U]`` ``rho = sqrt(g^T Q^-1 g)`` for unit-norm ``w`` (module docstring): the best mean of
+    ``w . crop / (r ||w||)`` over the test's crops of any texture, in [0, 1]. ``sigma`` ``[U]`` the
+    learnt mask radii (None: the problem's fixed ``rf / 2.4``)."""
+    w = np.asarray(kernels, np.float64)
+    w = w / np.maximum(np.linalg.norm(w.reshape(len(w), -1), axis=1), 1e-300)[:, None, None, None]
+    c, t, offsets = problem.canvas, problem.texture, problem.offsets
+    sigma = np.full(len(w), problem.rf / 2.4) if sigma is None else np.asarray(sigma, np.float64)
+    masks = np.stack([np.asarray(mask(c, jnp.float32(s), problem.q), np.float64) for s in sigma])  # [U, c, c]
+    g, q = np.zeros((len(w), t, t, 3)), np.zeros((len(w), t, t))
+    for i in offsets:
+        for j in offsets:
+            g[:, i:i + c, j:j + c] += masks[..., None] * w
+            q[:, i:i + c, j:j + c] += masks ** 2
+    g, q = g / len(offsets) ** 2, q / len(offsets) ** 2  # means over the windows
+    covered = q > 0
+    return np.sqrt(np.sum(np.where(covered[..., None], g ** 2 / np.where(covered, q, 1.0)[..., None], 0.0),
+                          axis=(1, 2, 3)))
+
+
+def uniform_colour_share(images: np.ndarray, mean_rgb) -> np.ndarray:
+    """``[U, c, c, 3]`` RGB images -> ``[U]`` the share of each image's energy (deviation from
+    ``mean_rgb``) in its spatially uniform colour, ``c^2 |mean_xy x|^2 / |x|^2`` (1: a flat colour)."""
+    x = np.asarray(images, np.float64) - np.asarray(mean_rgb, np.float64)
+    flat = np.square(x.mean(axis=(1, 2))).sum(-1) * x.shape[1] * x.shape[2]
+    total = np.square(x).sum(axis=(1, 2, 3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, flat / np.where(total > 0, total, 1.0), np.nan)
 
 
 def crops(texture: jax.Array, problem: ShiftProblem, log_sigma: jax.Array, radius: jax.Array):
