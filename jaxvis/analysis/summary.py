@@ -197,8 +197,9 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
     every stored ``[U]`` metric, ``max_activation``, and the ``[U, floors]`` metrics
     ``floor_pixel_vs_natural`` (stored by the analysis), ``floor_fraction_min`` and
     ``floor_pixel_min`` and ``floor_agreement`` (stored, else computed from the sweep's floor sets
-    and their certificate), ``floor_phase_spread`` (stored) and ``floor_pixel_vs_linear`` (from
-    ``floor_pixel_min``, the layer's radius and the sets' shape).
+    and their certificate), ``floor_phase_spread`` (stored), ``floor_pixel_vs_linear`` (from
+    ``floor_pixel_min``, the layer's radius and the sets' shape) and the ``[U, gratings]`` near-peak
+    measures of the phase class (:data:`jaxvis.analysis.readout.NEAR_PEAK_MEASURES`).
     Malformed arrays are left out (their axis then has no class)."""
     values = dict(stored_scalars(group))
     count = len(group["unit"]) if "unit" in group else None
@@ -212,6 +213,11 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
                  "floor_phase_spread"):
         item = metrics[name] if name in metrics else None
         if item is not None and hasattr(item, "dtype") and item.dtype.kind in "fiu" and item.shape == shape:
+            values[name] = np.asarray(item[()], np.float64)
+    for name in R.NEAR_PEAK_MEASURES:  # [U, gratings]: the phase class's near-peak gratings
+        item = metrics[name] if name in metrics else None
+        if item is not None and hasattr(item, "dtype") and item.dtype.kind == "f" and item.ndim == 2 \
+                and item.shape[0] == count:
             values[name] = np.asarray(item[()], np.float64)
     sets = group["floor_images"].shape if floors and "floor_images" in group else None
     sets = sets if sets is not None and len(sets) == 6 and sets[:2] == shape and sets[2] >= 2 else None
