@@ -335,7 +335,7 @@ def cmd_analyze(args) -> None:
                    shift_stride=args.shift_stride, shift_lr=args.shift_lr,
                    shift_weight_min=args.shift_weight_min, photos=photos, top=args.top, seed=args.seed,
                    layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
-                   progress=Progress(), battery=None if args.no_gratings else Battery())
+                   progress=Progress(), battery=None if args.no_gratings else Battery(), redo=args.redo)
     from jaxvis.analysis.summary import analysis_line
     for layer, m in done.metrics.items():
         print(analysis_line(layer, m))
@@ -348,7 +348,7 @@ def cmd_report(args) -> None:
     results = Path(args.results)
     out = Path(args.out or results.with_name(results.stem + "_report"))
     paths = report(results, out, layers=args.layer.split(",") if args.layer else None)
-    print(f"{len(paths) - 1} layer pages and {out / 'index.html'}")
+    print(f"{len(paths) - 1} layer page{'' if len(paths) == 2 else 's'} and {out / 'index.html'}")
 
 
 def cmd_compare(args) -> None:
@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the grating battery and the phase rotation of each unit's maximum")
     p.add_argument("--top", type=int, default=8, help="natural patches kept per unit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--redo", action="store_true",
+                   help="compute every layer again (default: keep layers whose metrics hold these settings, "
+                        "so an interrupted analysis resumes)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="static HTML report (per layer page + index) of a results file")

@@ -29,7 +29,7 @@ import os
 import warnings
 import zlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -254,20 +254,26 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
     def keys(what: str, images: int):
         return jax.numpy.stack([unit_key(seed, what, u, images) for u in padded])
 
-    def tick_for(rows: int):
+    def tick_for(rows: int, images: int, program: str):
+        """The ``on_segment`` of a call on ``rows`` real rows of ``images`` images each: the bar
+        hears the units' new steps and the segment's image-steps (:func:`unit_work`). ``program``
+        names what the call runs (the maximum, the diverse set, a floor's set: each compiled once
+        per layer, the ``2 + floors`` programs the bar is started with)."""
         seen = [0]
+        if bar is not None:
+            bar.begin(program)
 
         def tick(steps):
             total = int(np.asarray(steps)[:rows].sum())
             if bar is not None:
-                bar.advance(0, total - seen[0])
+                bar.advance(0, total - seen[0], rows * images * lp.diverse.optimizer.segment)
             seen[0] = total
         return tick
 
     best = maximum(model.network, lp.maximum, keys(name, 1), directions, lp.radius, lp.restarts, mesh,
-                   on_segment=tick_for(n * lp.restarts))
+                   on_segment=tick_for(n * lp.restarts, lp.maximum.n, "maximum"))
     diverse = optimise(model.network, lp.diverse, keys(name, lp.diverse.n), directions, lp.radius, mesh,
-                       on_segment=tick_for(n))
+                       on_segment=tick_for(n, lp.diverse.n, "diverse"))
     ref, raised = reference(best["activation"], diverse["activations"])
     top = np.argmax(diverse["activations"], axis=1)
     image = np.where(raised[:, None, None, None], diverse["images"][np.arange(chunk), top], best["image"])
@@ -286,9 +292,9 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
         parts = []
         for lo in range(0, chunk * k, chunk):
             part = {key: v[lo:lo + chunk] for key, v in rows.items()}
+            tick = tick_for(min(chunk, max(0, n * k - lo)), problem.n, f"floor {problem.objective.floor:g}")
             parts.append(optimise(model.network, problem, part["keys"], part["directions"], lp.radius, mesh,
-                                  maxima=part["maxima"], on_segment=tick_for(min(chunk, max(0, n * k - lo))),
-                                  starts=part["starts"], mixes=part["mixes"]))
+                                  maxima=part["maxima"], on_segment=tick, starts=part["starts"], mixes=part["mixes"]))
         sets.append(floor_set({key: np.concatenate([p[key] for p in parts]) for key in parts[0]}, k, ref))
     if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
         out.update({f"floor_{key}": np.stack([s[key] for s in sets], axis=1) for key in sets[0]})
@@ -344,7 +350,7 @@ def floor_set(rows: dict[str, np.ndarray], k: int, maxima: np.ndarray) -> dict[s
 def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "conv3_1",
           units: str | Iterable[int] = "all", *, objective: Objective | None = None,
           optimizer: Optimizer | None = None, seed: int = 0, out: str | Path | None = None,
-          overwrite: bool = False, chunk: int | None = None, progress: bool | Progress = False,
+          overwrite: bool = False, chunk: int | None = None, progress: bool | Progress | Callable = False,
           photos: list[Path] | None = None, radius: float | None = None,
           directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
@@ -377,6 +383,10 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     ``parallel.share`` of every layer's units, needs ``out``, and only process 0 returns results
     (after assembling the file), the others ``{}``. ``compile_cache``: keep compiled programs in
     ``cache_folder()`` (True), a folder of your choice, or not at all (False).
+
+    ``progress``: quiet by default; True prints the bar ``jaxvis sweep`` shows (stderr, ETA from
+    the measured rate), a callable is called with every :class:`~jaxvis.io.progress.Status`, or
+    pass a :class:`~jaxvis.io.progress.Progress`.
     """
     objective, optimizer = _settings(objective, optimizer, settings)
     if compile_cache:
@@ -395,7 +405,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     model = load(model) if isinstance(model, str) else model
     plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts,
                  floor_starts, floor_diversity)
-    bar = progress if isinstance(progress, Progress) else Progress(enabled=bool(progress))
+    bar = Progress.of(progress)
     config = SweepConfig(
         weights=weights_name, model=model.meta.get("model"),
         weights_meta={k: v for k, v in model.meta.items() if k != "created"},
@@ -423,8 +433,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
             todo = [u for u in mine if u not in done]
             size = chunk_size(chunk or units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0],
                                                        mesh.size), len(mine), mesh.size)
-            bar.start(lp.info.name, len(mine), len(mine) - len(todo),
-                      optimizer.steps * (1 + lp.restarts + len(lp.floors) * len(lp.floor_starts)))
+            bar.start(lp.info.name, len(mine), len(mine) - len(todo), unit_work(lp), 2 + len(lp.floors))
             for start in range(0, len(todo), size):
                 part = run_units(model, lp, todo[start:start + size], seed, size, mesh, bar)
                 if writer:
@@ -442,6 +451,16 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
     return {lp.info.name: _selected(lp, computed[lp.info.name], path if writer else None)
             for lp in plans}
+
+
+def unit_work(lp: LayerPlan) -> int:
+    """The most image-steps one unit of ``lp`` takes, the work :func:`run_units` reports to the
+    progress bar: every call running all its segments (each ``segment`` steps of every row, stopped
+    rows included), the maximum's restarts of one image, the diverse set and every floor's starts
+    of N images each."""
+    o = lp.diverse.optimizer
+    images = lp.restarts * lp.maximum.n + lp.diverse.n + sum(p.n for p in lp.floors) * len(lp.floor_starts)
+    return -(-o.steps // o.segment) * o.segment * images
 
 
 def _selected(lp: LayerPlan, parts: list[dict], path: Path | None) -> dict[str, np.ndarray]:

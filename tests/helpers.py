@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from jaxvis.analysis.readout import linear_bound
+from jaxvis.analysis.readout import linear_bound, shift_reference
 from jaxvis.io.progress import Progress
 from jaxvis.io.results import ResultWriter
 
@@ -93,8 +93,8 @@ class StopAfter(Progress):
         super().__init__(enabled=False)
         self.n = n
 
-    def advance(self, units, unit_steps):
-        super().advance(units, unit_steps)
+    def advance(self, units, *args):
+        super().advance(units, *args)
         self.n -= bool(units)  # a finished chunk (segments report unit-steps only)
         if self.n == 0:
             raise KeyboardInterrupt
@@ -111,9 +111,9 @@ class Counting(Progress):
         self.resumed += done
         super().start(layer, total, done, *args, **kwargs)
 
-    def advance(self, units, unit_steps):
+    def advance(self, units, *args):
         self.computed += units
-        super().advance(units, unit_steps)
+        super().advance(units, *args)
 
 
 def free_port() -> int:
@@ -199,11 +199,16 @@ def full_metrics(group, seed: int, *, partial: bool = False) -> dict[str, np.nda
             "grating_period_curve": rng.uniform(-1, 5, (U, 12)),
             "grating_phase_curve": rng.uniform(-1, 5, (U, 8)),
             "rotation_min_max": rng.uniform(-0.5, 1, U), "rotation_at_pi": rng.uniform(-1, 1, U),
+            # one near-peak grating per unit, of the unit's F1/F0 class (no frequency doubling)
+            "grating_near_f1_f0": np.asarray(GRATING_F1_F0)[:, None], "grating_near_f2_f0": np.zeros((U, 1)),
+            "grating_near_min_max": np.full((U, 1), 0.5),
+            "shift_linear": np.full(U, 0.5), "shift_linear_reference": shift_reference(0.5, peak, GRATING_BLANK),
             "floor_fraction_min": FLOOR_FRACTION_MIN, "floor_pixel_vs_natural": FLOOR_VS_NATURAL,
             "floor_agreement": np.ones((U, len(FLOORS))),  # every set's starts agree (settled)
             "floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * linear_bound(RADIUS, N, H * H * 3, FLOORS, peak,
                                                                           GRATING_BLANK),
         })
+        metrics["rotation_min_max"][2] = -0.2  # the unit no grating drives reverses under rotation: unresponsive
     sub = group.create_group("metrics")
     for name, value in metrics.items():
         sub.create_dataset(name, data=np.asarray(value, np.float32))

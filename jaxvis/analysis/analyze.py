@@ -143,11 +143,12 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
     chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
     bar = settings.progress or Progress(enabled=False)
     o = settings.optimizer  # work: image-steps, one texture per unit, every row computes every step
-    bar.start(f"{layer} shift test", units, 0, work=-(-o.steps // o.segment) * o.segment)
+    sizes = [min(chunk, units - i) for i in range(0, units, chunk)]  # each size compiles once
+    bar.start(f"{layer} shift test", units, 0, work=-(-o.steps // o.segment) * o.segment, programs=len(set(sizes)))
     tests = []
-    for i in range(0, units, chunk):
-        seen, rows = [0], min(chunk, units - i)
-        bar.begin()
+    for i, rows in zip(range(0, units, chunk), sizes):
+        seen = [0]
+        bar.begin(rows)
 
         def on_segment(steps, seen=seen, rows=rows):
             bar.advance(0, int(steps.sum()) - seen[0], rows * o.segment)
