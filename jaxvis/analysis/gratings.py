@@ -77,6 +77,12 @@ COLOURS = {
 # gratings whose squared norm changes by more than this over phase are not candidates for the
 # preferred grating: there a phase step changes the sampled contrast, not the position
 MAX_RIPPLE = 0.5
+# the near-peak set: every grating whose peak above the baseline is within this share of the best one
+# (issue 21: on VGG-19 conv2_1, gratings within 5% of the peak gave opposite F1/F0 classes)
+NEAR_PEAK = 0.05
+# the second, finer pass around the coarse winner: offsets in steps of the coarse grid, the same for
+# orientation and log-period (half a step each way: 3 x 3 gratings, the winner among them)
+REFINE = (-0.5, 0.0, 0.5)
 # images per forward call times their pixels: conv1_2 of VGG-19 then holds 2^19 x 64 floats (128 MiB)
 PIXELS_PER_CALL = 1 << 19
 
@@ -96,6 +102,12 @@ DEFINITIONS = {
     "grating_phase_curve": "response per phase at the preferred grating",
     "grating_colour_curve": "peak response over phase per colour axis, at the preferred orientation and period",
     "grating_responses": "response to every grating [orientation, period, phase, colour]",
+    "grating_near_f1_f0": "F1/F0 above the baseline of every near-peak grating (peak above the baseline within "
+                          "NEAR_PEAK of the best, coarse battery and refinement), best first, NaN-padded [units, gratings]",
+    "grating_near_f2_f0": "F2/F0 (second harmonic) above the baseline of the same near-peak gratings [units, gratings]",
+    "grating_near_min_max": "min / max over phase above the baseline of the same near-peak gratings [units, gratings]",
+    "grating_refined_orientation": "orientation of the best grating after the finer pass around the coarse winner (radians)",
+    "grating_refined_period": "period of the best grating after the finer pass (px)",
 }
 
 
@@ -127,6 +139,15 @@ class Battery:
                 "phases": np.arange(self.phases) * 2 * np.pi / self.phases}
 
 
+def waves(canvas: int, theta, period, phase) -> np.ndarray:
+    """``[B]`` orientations (radians), periods (px) and phases -> ``[B, c, c]`` unit-amplitude
+    cosine gratings, pixel ``(y, x)`` measured from the canvas centre (module docstring)."""
+    y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
+    t = np.asarray(theta, np.float64)[:, None, None]
+    return np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / np.asarray(period, np.float64)[:, None, None]
+                  + np.asarray(phase, np.float64)[:, None, None])
+
+
 def grating_images(canvas: int, battery: Battery, radius: float, index: np.ndarray) -> np.ndarray:
     """Gratings number ``index`` ``[B]`` (flat over ``[O, P, F, K]``; ``O*P*F*K`` is the blank, the
     mean colour alone) -> ``[B, c, c, 3]`` deviations from the mean colour (module docstring)."""
@@ -134,12 +155,14 @@ def grating_images(canvas: int, battery: Battery, radius: float, index: np.ndarr
     shape = (battery.orientations, battery.periods, battery.phases, len(battery.colours))
     blank = index >= np.prod(shape)
     o, p, f, k = np.unravel_index(np.where(blank, 0, index), shape)
-    y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
-    t = a["orientations"][o][:, None, None]
-    wave = np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / a["periods"][p][:, None, None]
-                  + a["phases"][f][:, None, None])  # [B, c, c]
     colours = np.stack([COLOURS[c] for c in battery.colours])[k] * ~blank[:, None]  # [B, 3]
-    amplitude = radius * np.sqrt(2.0) / canvas
+    return coloured(waves(canvas, a["orientations"][o], a["periods"][p], a["phases"][f]), colours, radius)
+
+
+def coloured(wave: np.ndarray, colours: np.ndarray, radius: float) -> np.ndarray:
+    """``[B, c, c]`` unit-amplitude gratings along colour axes ``[B, 3]`` at the battery's fixed
+    amplitude ``r sqrt(2) / c`` -> ``[B, c, c, 3]`` float32."""
+    amplitude = radius * np.sqrt(2.0) / wave.shape[-1]
     return (amplitude * wave[..., None] * colours[:, None, None, :]).astype(np.float32)
 
 
@@ -149,18 +172,72 @@ def stimuli(canvas: int, battery: Battery, radius: float) -> np.ndarray:
     return grating_images(canvas, battery, radius, np.arange(np.prod(shape))).reshape(*shape, canvas, canvas, 3)
 
 
+def ripple(canvas: int, theta, period, phases) -> np.ndarray:
+    """How much a grating's squared norm changes with its phase, ``(max - min) / mean`` over
+    ``phases``, for gratings ``theta``, ``period`` of any (equal) shape (the colour axis does not
+    matter: each is a unit vector)."""
+    theta, period = np.broadcast_arrays(np.asarray(theta, np.float64), np.asarray(period, np.float64))
+    out = np.empty(theta.size)
+    for i, (t, p) in enumerate(zip(theta.ravel(), period.ravel())):  # [F, c, c] at a time: small
+        n2 = np.square(waves(canvas, np.full(len(phases), t), np.full(len(phases), p), phases)).sum(axis=(-2, -1))
+        out[i] = (n2.max() - n2.min()) / n2.mean()
+    return out.reshape(theta.shape)
+
+
 def phase_ripple(canvas: int, battery: Battery) -> np.ndarray:
-    """``[O, P]`` how much a grating's squared norm changes with its phase, ``(max - min) / mean``
-    over the phases (the colour axis does not matter: each is a unit vector)."""
+    """``[O, P]`` :func:`ripple` of the battery's gratings."""
     a = battery.axes(canvas)
-    y, x = np.mgrid[:canvas, :canvas] - (canvas - 1) / 2
-    out = np.empty((battery.orientations, battery.periods))
-    for o, t in enumerate(a["orientations"]):  # one orientation at a time: [P, F, c, c] is small
-        wave = np.cos(2 * np.pi * (x * np.cos(t) + y * np.sin(t)) / a["periods"][:, None, None, None]
-                      + a["phases"][None, :, None, None])
-        n2 = np.square(wave).sum(axis=(-2, -1))
-        out[o] = (n2.max(1) - n2.min(1)) / n2.mean(1)
-    return out
+    return ripple(canvas, a["orientations"][:, None], a["periods"][None, :], a["phases"])
+
+
+def refinement(axes: dict[str, np.ndarray], o: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finer pass around each unit's coarse winner (orientation index ``o``, period index ``p``,
+    ``[U]``): ``[U, G]`` orientations and periods at :data:`REFINE` steps of the coarse grid in
+    orientation and log-period, the winner itself left out (it is in the battery); periods below
+    2 px (Nyquist) are clipped to 2."""
+    step_t = axes["orientations"][1] - axes["orientations"][0]
+    step_p = np.log(axes["periods"][1] / axes["periods"][0])
+    dt, dp = (a.ravel() for a in np.meshgrid(REFINE, REFINE, indexing="ij"))
+    keep = (dt != 0) | (dp != 0)
+    theta = axes["orientations"][o][:, None] + step_t * dt[keep][None, :]
+    period = np.maximum(axes["periods"][p][:, None] * np.exp(step_p * dp[keep][None, :]), 2.0)
+    return theta, period
+
+
+def harmonics(curve: np.ndarray, phases: np.ndarray, blank) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[..., F]`` responses at equally spaced ``phases`` -> ``F0``, ``F1``, ``F2`` (mean and the
+    amplitudes of the first two harmonics) of the response above the baseline, :func:`above_baseline`."""
+    rho = above_baseline(curve, np.broadcast_to(blank, np.shape(curve)[:-1]))
+    amplitude = lambda n: np.abs((rho * np.exp(-1j * n * phases)).sum(-1)) * 2 / len(phases)  # noqa: E731
+    return rho.mean(-1), amplitude(1), amplitude(2)
+
+
+def near_peak(curves: np.ndarray, eligible: np.ndarray, phases: np.ndarray, blank, thetas: np.ndarray,
+              periods: np.ndarray) -> dict[str, np.ndarray]:
+    """``[U, G, F]`` phase curves of G gratings per unit, ``eligible`` ``[U, G]`` (phase is a
+    translation), ``blank`` ``[U]`` -> the phase measures of the **near-peak set**: the eligible
+    gratings whose peak above the baseline is at least ``1 - NEAR_PEAK`` of the best one's (none
+    where no grating lifts the unit above it), best first, ``[U, M]`` NaN-padded (``M`` the largest
+    set): ``grating_near_f1_f0``, ``grating_near_f2_f0``, ``grating_near_min_max``; and the best
+    grating's orientation and period (``thetas``, ``periods`` ``[U, G]``, the gratings'),
+    ``grating_refined_orientation`` / ``_period`` ``[U]``."""
+    blank = np.asarray(blank, np.float64).reshape(len(curves))
+    rho = above_baseline(curves, np.broadcast_to(blank[:, None], curves.shape[:2]))
+    peak = np.where(eligible, rho.max(-1), -np.inf)
+    best = peak.max(1, keepdims=True)
+    near = (peak >= (1 - NEAR_PEAK) * best) & (best > 0) & eligible
+    order = np.argsort(np.where(near, -peak, np.inf), axis=1, kind="stable")  # near ones first, best first
+    m = max(1, int(near.sum(1).max()))
+    pick = order[:, :m]
+    taken = np.take_along_axis(near, pick, 1)
+    chosen = np.take_along_axis(curves, pick[..., None], 1)  # [U, M, F]
+    f0, f1, f2 = harmonics(chosen, phases, np.broadcast_to(blank[:, None], pick.shape))
+    r = np.take_along_axis(rho, pick[..., None], 1)
+    pad = lambda v: np.where(taken, v, np.nan).astype(np.float32)  # noqa: E731
+    return {"grating_near_f1_f0": pad(ratio(f1, f0)), "grating_near_f2_f0": pad(ratio(f2, f0)),
+            "grating_near_min_max": pad(ratio(r.min(-1), r.max(-1))),
+            "grating_refined_orientation": pad(np.take_along_axis(thetas, pick, 1))[:, 0],
+            "grating_refined_period": pad(np.take_along_axis(periods, pick, 1))[:, 0]}
 
 
 def target(model, layer: str) -> LayerInfo:
@@ -225,10 +302,17 @@ def above_baseline(curve: np.ndarray, blank) -> np.ndarray:
 def f1_f0(curve: np.ndarray, phases: np.ndarray, blank=0.0) -> np.ndarray:
     """``[..., F]`` responses at equally spaced ``phases`` (``blank`` ``[...]`` the responses to
     the mean colour) -> F1/F0 of the response above the baseline, :func:`above_baseline`."""
-    rho = above_baseline(curve, np.broadcast_to(blank, np.shape(curve)[:-1]))
-    f0 = rho.mean(-1)
-    f1 = np.abs((rho * np.exp(-1j * phases)).sum(-1)) * 2 / len(phases)
+    f0, f1, _ = harmonics(curve, phases, blank)
     return ratio(f1, f0)
+
+
+def preferred(R: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[U, O, P, F, K]`` responses, ``candidate`` ``[O, P]`` -> the preferred grating's
+    orientation, period and colour indices ``[U]`` each: the largest peak over phase among the
+    candidates."""
+    U, O, P, F, K = R.shape
+    eligible = np.where(candidate[None, :, :, None], R.max(axis=3), -np.inf)
+    return np.unravel_index(eligible.reshape(U, -1).argmax(1), (O, P, K))
 
 
 def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray,
@@ -238,8 +322,7 @@ def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray,
     ``blank`` ``[U]`` the responses to the mean colour alone (None: 0), the phase measures' baseline."""
     U, O, P, F, K = R.shape
     peak = R.max(axis=3)  # [U, O, P, K]
-    eligible = np.where(candidate[None, :, :, None], peak, -np.inf)
-    o, p, k = np.unravel_index(eligible.reshape(U, -1).argmax(1), (O, P, K))
+    o, p, k = preferred(R, candidate)
     u = np.arange(U)
     orientation = peak[u, :, p, k]  # [U, O]
     phase = R[u, o, p, :, k]        # [U, F]
@@ -297,8 +380,40 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
                      lambda index: grating_images(info.canvas, battery, radius, index) + mean) @ basis.T
     R = np.moveaxis(acts[:-1], -1, 0).reshape(len(basis), *shape)
     axes = battery.axes(info.canvas)
-    out = summarise(R, axes, phase_ripple(info.canvas, battery) <= MAX_RIPPLE, acts[-1])
-    out["grating_blank"] = acts[-1].astype(np.float32)
+    candidate = phase_ripple(info.canvas, battery) <= MAX_RIPPLE
+    blank = acts[-1]
+    out = summarise(R, axes, candidate, blank)
+    out["grating_blank"] = blank.astype(np.float32)
+    out.update(refine(model, info, R, axes, candidate, blank, basis, radius, battery))
     if maximum is not None:
         out["grating_best_fraction"] = ratio(out["grating_best"], np.asarray(maximum, np.float32))
     return out
+
+
+def refine(model, info: LayerInfo, R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray,
+           blank: np.ndarray, basis: np.ndarray, radius: float, battery: Battery) -> dict[str, np.ndarray]:
+    """The finer pass and the near-peak set: each unit's :func:`refinement` gratings at its coarse
+    winner's colour and the battery's phases (one more chunked forward pass, ``U x G x F`` images),
+    then :func:`near_peak` over the battery's candidates and these, with the orientation and period
+    of the best of them (``grating_refined_*``)."""
+    U, O, P, F, K = R.shape
+    o, p, k = preferred(R, candidate)
+    theta, period = refinement(axes, o, p)  # [U, G]
+    G = theta.shape[1]
+    colours = np.stack([COLOURS[c] for c in battery.colours])[k]  # [U, 3]
+    mean = np.asarray(model.convention.mean_rgb255, np.float32)
+
+    def images(index):  # image (u * G + g) * F + f: unit u's refinement grating g at phase f
+        u, rest = np.divmod(index, G * F)
+        g, f = np.divmod(rest, F)
+        return coloured(waves(info.canvas, theta[u, g], period[u, g], axes["phases"][f]), colours[u], radius) + mean
+
+    acts = responses(model, info, U * G * F, images)
+    fine = np.einsum("ugfc,uc->ugf", acts.reshape(U, G, F, -1), basis)
+    coarse = np.moveaxis(R, 3, -1).reshape(U, O * P * K, F)
+    eligible = np.concatenate([np.broadcast_to(np.repeat(candidate.ravel(), K), (U, O * P * K)),
+                               ripple(info.canvas, theta, period, axes["phases"]) <= MAX_RIPPLE], 1)
+    thetas = np.concatenate([np.broadcast_to(np.repeat(np.repeat(axes["orientations"], P), K), (U, O * P * K)),
+                             theta], 1)
+    periods = np.concatenate([np.broadcast_to(np.tile(np.repeat(axes["periods"], K), O), (U, O * P * K)), period], 1)
+    return near_peak(np.concatenate([coarse, fine], 1), eligible, axes["phases"], blank, thetas, periods)

@@ -34,6 +34,7 @@ import numpy as np
 from jaxvis.analysis import gratings as _gratings
 from jaxvis.analysis import phase as _phase
 from jaxvis.analysis import readout as _readout
+from jaxvis.analysis import shift as _shift
 from jaxvis.errors import check_new_name
 
 
@@ -289,7 +290,7 @@ register_metric("max_raised", "1 where a diverse image beat the single-image max
 # orientations, periods, phases, colours; the rotation angles) are the same for every unit of a
 # layer and follow from the battery and the canvas, so they are not per-unit metrics.
 _CURVES = ("grating_orientation_curve", "grating_period_curve", "grating_phase_curve",
-           "grating_colour_curve", "grating_responses", "rotation_curve")
+           "grating_colour_curve", "grating_responses", "rotation_curve", *_readout.NEAR_PEAK_MEASURES)
 for _name, _definition in {**_gratings.DEFINITIONS, **_phase.DEFINITIONS}.items():
     if _name != "rotation_phases":
         register_metric(_name, _definition, (_name,), scalar=_name not in _CURVES)(_same)
@@ -298,13 +299,31 @@ for _name, _definition in {**_gratings.DEFINITIONS, **_phase.DEFINITIONS}.items(
 # The read-out (jaxvis.analysis.readout, docs/invariance.md section 5): each unit's class per axis,
 # coded as the index into readout.AXES[axis] (NaN: its measures are missing). The report and
 # `jaxvis compare` recompute them from the stored measures, so they follow the current thresholds.
-register_metric("phase_class", "read-out phase class from the grating battery: "
-                + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["phase"])),
-                ("grating_f1_f0", "grating_best", "grating_blank", "max_activation"))(_readout.phase_class)
+register_metric("phase_agreement", "share of the near-peak gratings (within 5% of the best above the baseline, "
+                "coarse battery and finer pass) whose phase class is the best grating's (1: all agree)",
+                _readout.NEAR_PEAK_MEASURES)(_readout.phase_agreement)
+register_metric("phase_class", "read-out phase class from the near-peak gratings (own best image where no grating "
+                "drives the unit): " + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["phase"])),
+                _readout.PHASE_INPUTS)(_readout.phase_class)
+register_metric("phase_rotation_agreement", "1 where the grating phase class and the phase rotation of the "
+                "unit's own best image (rotation_min_max > 0: keeps a response) read the unit alike, 0 where "
+                "not, empty without a firm grating class", ("phase_class", "rotation_min_max"))(
+    _readout.rotation_agreement)
 register_metric("diversity_class", "read-out diversity class of each floor set [units, floors]: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["diversity"])),
                 ("floor_pixel_vs_linear", "floor_fraction_min", "floors", "floor_agreement"), scalar=False, per_floor=True)(
     _readout.diversity_class)
+register_metric("shift_linear", "the best mean of w.crop / (r |w|) over the shift test's crops of any texture, "
+                "w the unit's best image (closed form, shift.linear_reference)", ("shift_linear",))(_same)
+register_metric("shift_linear_reference", "the shift index an affine unit with the unit's best image, maximum and "
+                "baseline (grating_blank) reaches on the same test", ("shift_linear", "max_activation",
+                                                                      "grating_blank"))(_readout.shift_reference)
+register_metric("shift_over_linear", "shift_index - shift_linear_reference: how far the unit keeps its "
+                "response under shifts beyond what linearity gives", ("shift_index", "shift_linear_reference"))(
+    lambda index, ref: np.asarray(index, np.float64) - np.asarray(ref, np.float64))
+register_metric("uniform_colour_share", "share of the best image's contrast energy in its spatially uniform "
+                "colour (1: a flat colour patch, which no shift changes)", ("max_image", "mean_rgb"))(
+    _shift.uniform_colour_share)
 register_metric("shift_class", "read-out shift class: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["shift"])),
-                ("shift_index",))(_readout.shift_class)
+                _readout.SHIFT_INPUTS)(_readout.shift_class)

@@ -64,8 +64,30 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "the measured medians of grating_best_fraction (VGG-19 conv2_1 0.35, conv3_1 0.17), so it "
               "presupposes no near-maximal drive"),
     Threshold("f1_f0", 1.0,
-              "complex-like if grating_f1_f0 < value, else simple-like",
+              "a grating's phase response is complex-like if its F1/F0 < value, else simple-like",
               "Skottun, De Valois, Grosof, Movshon, Albrecht & Bonds (1991), Vision Res. 31:1079"),
+    Threshold("doubling_min_max", 0.1,
+              "a grating's phase response is frequency-doubling if its min/max above the baseline < value "
+              "and F2 > F1 (before the F1/F0 rule)",
+              "issue 21: on the linear-nonlinear family F1/F0 < 1 exactly when the response never reaches the "
+              "baseline (section 5), so a response that falls to it (VGG-19 conv2_1 unit 19: 0.00, conv3_1 "
+              "unit 29: 0.01) with a small F1 is a second harmonic (a squared filter (g.x)^2: F1 = 0, min/max "
+              "0), not phase invariance; 10% of the range allows for the 8-phase sampling"),
+    Threshold("phase_consensus", 1.0,
+              "simple-like, complex-like or frequency-doubling only if phase_agreement >= value (the share of "
+              "near-peak gratings, within gratings.NEAR_PEAK = 5% of the best above the baseline, coarse "
+              "battery and finer pass, whose class is the best one's), else ambiguous",
+              "issue 21: 4 of 11 complex-like labels of VGG-19 conv2_1 flipped with the choice among gratings "
+              "within 5% of the peak; a class that depends on which of gratings the unit cannot tell apart is "
+              "not given (value 1: all of them agree)"),
+    Threshold("rotation_keeps", 0.0,
+              "the own-image read is invariant if rotation_min_max > value (it keeps a response above the "
+              "baseline at every phase rotation of its best image); a unit no grating drives is "
+              "own-image-invariant if so, else grating-unresponsive; phase_rotation_agreement compares it "
+              "with the grating class",
+              "the rotation's counterpart of F1/F0 < 1: on the linear-nonlinear family both mean the response "
+              "never reaches the baseline (a linear unit's rotated maximum reverses, c + d cos(phi), "
+              "docs/invariance.md section 2)"),
     Threshold("beyond_linear", 1.1,
               "diverse at alpha if floor_pixel_vs_linear >= value, else tight",
               "docs/floor.md: no affine unit w.x + b with the unit's maximum a* and baseline b "
@@ -84,16 +106,26 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "docs/floor.md: an optimiser is trusted where independent starts reach the same optimum; "
               "5% is the spread allowed between the best and the runner-up start's diversity"),
     Threshold("shift_invariant", 0.9,
-              "shift-invariant if shift_index > value, else shift-variant",
+              "shift-invariant if shift_index > value and shift_index - shift_linear_reference >= "
+              "shift_beyond_linear, else shift-variant",
               "jaxvis convention, as in issue 11 and `jaxvis analyze`'s summary line: the texture keeps "
               "90% of the single-image maximum on average over every shift"),
+    Threshold("shift_beyond_linear", 0.1,
+              "shift-invariant needs shift_index >= shift_linear_reference + value; shift-untestable where "
+              "shift_linear_reference > 1 - value (not even an index of 1 is that far above it)",
+              "issue 21: VGG-19 conv1_1's 'shift-invariant' units (kernels 85-99% uniform colour) scored their "
+              "linear reference within 0.0005; the reference is the best an affine unit whose best image is "
+              "the unit's can score on the same test (closed form, shift.linear_reference); a margin of 0.1 "
+              "of the maximum marks an index clearly beyond it"),
 )}
 
 # the classes of each axis; a class's code is its index (NaN: unknown)
 AXES: dict[str, tuple[str, ...]] = {
-    "phase": ("grating-unresponsive", "simple-like", "complex-like"),
+    # codes of earlier files stay: new classes are appended
+    "phase": ("grating-unresponsive", "simple-like", "complex-like", "ambiguous", "frequency-doubling",
+              "own-image-invariant"),
     "diversity": ("tight", "diverse", "unsettled"),
-    "shift": ("shift-variant", "shift-invariant"),
+    "shift": ("shift-variant", "shift-invariant", "shift-untestable"),
 }
 UNKNOWN = "unknown"
 # the metrics that hold the classes (jaxvis.analysis.metrics), per axis
@@ -125,28 +157,78 @@ def _f64(x) -> np.ndarray:
     return np.asarray(x, np.float64)
 
 
-def phase_class(f1_f0, best, blank, maximum, *, overrides=None) -> np.ndarray:
-    """``[U]`` each -> ``[U]`` phase codes (:data:`AXES` ``phase``; NaN unknown).
-
-    ``f1_f0`` ``grating_f1_f0``, ``best`` ``grating_best``, ``blank`` ``grating_blank``,
-    ``maximum`` the single-image maximum. No class where any input is not finite (``f1_f0``
-    excepted for units the rule already calls unresponsive: it is NaN exactly when no grating
-    drives the unit above zero) or where the maximum is not above the baseline."""
+def grating_classes(f1_f0, f2_f0, min_max, *, overrides=None) -> np.ndarray:
+    """Per grating, ``[...]`` its F1/F0, F2/F0 and min/max over phase above the baseline
+    (``grating_near_*``) -> ``[...]`` phase codes of that grating alone: ``frequency-doubling`` where
+    min/max < ``doubling_min_max`` and F2 > F1, else ``complex-like`` where F1/F0 < ``f1_f0``, else
+    ``simple-like``; NaN where the grating does not lift the unit above its baseline (no F1/F0)."""
     _check_overrides(overrides)
-    f1_f0, best, blank, maximum = map(_f64, (f1_f0, best, blank, maximum))
+    f1, f2, low = _f64(f1_f0), _f64(f2_f0), _f64(min_max)
+    out = np.full(f1.shape, np.nan)
+    known = np.isfinite(f1) & np.isfinite(f2) & np.isfinite(low)
+    doubling = known & (low < threshold("doubling_min_max", overrides)) & (f2 > f1)
+    complex_like = known & ~doubling & (f1 < threshold("f1_f0", overrides))
+    out[known & ~doubling & ~complex_like] = AXES["phase"].index("simple-like")
+    out[complex_like] = AXES["phase"].index("complex-like")
+    out[doubling] = AXES["phase"].index("frequency-doubling")
+    return out
+
+
+def phase_agreement(f1_f0, f2_f0, min_max, *, overrides=None) -> np.ndarray:
+    """``grating_near_*`` ``[U, M]`` (best grating first, NaN-padded) -> ``[U]`` the share of the
+    near-peak gratings whose class (:func:`grating_classes`) is the best one's (1: all agree; NaN:
+    no near-peak grating)."""
+    codes = grating_classes(f1_f0, f2_f0, min_max, overrides=overrides)
+    counted = np.isfinite(codes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (counted & (codes == codes[:, :1])).sum(1) / counted.sum(1)
+    return np.where(np.isfinite(codes[:, 0]), share, np.nan)
+
+
+def phase_class(f1_f0, f2_f0, min_max, best, blank, maximum, rotation_min_max, *, overrides=None) -> np.ndarray:
+    """The phase codes ``[U]`` (:data:`AXES` ``phase``; NaN unknown) from the near-peak gratings'
+    ``grating_near_f1_f0``, ``_f2_f0``, ``_min_max`` ``[U, M]`` (best first), ``grating_best``,
+    ``grating_blank``, the single-image ``maximum`` and ``rotation_min_max`` ``[U]``.
+
+    With ``b = max(blank, 0)``, a unit whose best grating lifts it by less than ``grating_drive``
+    of its own range ``maximum - b`` is read by its own best image instead: ``own-image-invariant``
+    where ``rotation_min_max > rotation_keeps``, else ``grating-unresponsive``. A driven unit takes
+    its best grating's class (:func:`grating_classes`) where at least ``phase_consensus`` of the
+    near-peak gratings share it (:func:`phase_agreement`), else ``ambiguous``. No class where
+    ``best``, ``blank`` or ``maximum`` is not finite or the maximum is not above the baseline."""
+    _check_overrides(overrides)
+    best, blank, maximum, rotation = map(_f64, (best, blank, maximum, rotation_min_max))
     base = np.maximum(blank, 0.0)
     span = maximum - base
     known = np.isfinite(best) & np.isfinite(blank) & np.isfinite(maximum) & (span > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         drive = (best - base) / np.where(span > 0, span, 1.0)
+    undriven = known & (drive < threshold("grating_drive", overrides))
+    names = AXES["phase"]
     out = np.full(best.shape, np.nan)
-    unresponsive = known & (drive < threshold("grating_drive", overrides))
-    driven = known & ~unresponsive & np.isfinite(f1_f0)
-    out[unresponsive] = AXES["phase"].index("grating-unresponsive")
-    complex_like = f1_f0 < threshold("f1_f0", overrides)
-    out[driven & complex_like] = AXES["phase"].index("complex-like")
-    out[driven & ~complex_like] = AXES["phase"].index("simple-like")
+    keeps = rotation > threshold("rotation_keeps", overrides)
+    out[undriven & keeps] = names.index("own-image-invariant")
+    out[undriven & ~keeps] = names.index("grating-unresponsive")
+    own = grating_classes(f1_f0, f2_f0, min_max, overrides=overrides)[:, 0]
+    agreed = phase_agreement(f1_f0, f2_f0, min_max, overrides=overrides) >= threshold("phase_consensus", overrides)
+    driven = known & ~undriven & np.isfinite(own)
+    out[driven & agreed] = own[driven & agreed]
+    out[driven & ~agreed] = names.index("ambiguous")
     return out.astype(np.float32)
+
+
+def rotation_agreement(phase_codes, rotation_min_max, *, overrides=None) -> np.ndarray:
+    """``[U]`` phase codes and ``rotation_min_max`` -> ``[U]`` 1 where the grating class and the
+    own-image rotation read the unit alike (``complex-like`` and ``rotation_min_max > rotation_keeps``;
+    ``simple-like`` or ``frequency-doubling`` and not), 0 where they do not, NaN where the unit has
+    no firm grating class or no rotation."""
+    codes, rotation = _f64(phase_codes), _f64(rotation_min_max)
+    names = AXES["phase"]
+    invariant = codes == names.index("complex-like")
+    variant = (codes == names.index("simple-like")) | (codes == names.index("frequency-doubling"))
+    keeps = rotation > threshold("rotation_keeps", overrides)
+    out = np.where(invariant == keeps, 1.0, 0.0)
+    return np.where((invariant | variant) & np.isfinite(rotation), out, np.nan).astype(np.float32)
 
 
 def linear_bound(radius: float, images: int, dims: int, floors, maximum=None, baseline=None, *,
@@ -226,15 +308,33 @@ def diversity_class(vs_linear, fraction_min, floors, agreed, *, overrides=None) 
     return out.astype(np.float32)
 
 
-def shift_class(shift_index, *, overrides=None) -> np.ndarray:
-    """``[U]`` shift index -> ``[U]`` shift codes (NaN unknown)."""
+def shift_reference(linear, maximum, blank) -> np.ndarray:
+    """``[U]`` each -> ``[U]`` the shift index an **affine unit** with the unit's maximum ``a*``,
+    baseline ``b`` (``grating_blank``, its response to the mean colour) and best image reaches on
+    the same test: ``(b + (a* - b) rho) / a*``, ``rho`` = ``shift_linear`` (the best mean of
+    ``w . crop / (r ||w||)`` over textures, :func:`jaxvis.analysis.shift.linear_reference`). NaN
+    where ``a*`` is not positive."""
+    a_star, b = _f64(maximum), _f64(blank)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a_star > 0, (b + (a_star - b) * _f64(linear)) / np.where(a_star > 0, a_star, 1.0), np.nan)
+
+
+def shift_class(shift_index, reference, *, overrides=None) -> np.ndarray:
+    """``[U]`` shift index and its linear reference (:func:`shift_reference`) -> ``[U]`` shift codes:
+    ``shift-untestable`` where the reference exceeds ``1 - shift_beyond_linear`` (an affine unit
+    already keeps nearly all of its maximum: the test cannot tell position invariance from
+    linearity there), ``shift-invariant`` where ``shift_index > shift_invariant`` and at least
+    ``shift_beyond_linear`` above the reference, else ``shift-variant``; NaN where either is missing."""
     _check_overrides(overrides)
-    index = _f64(shift_index)
+    index, ref = _f64(shift_index), _f64(reference)
+    margin = threshold("shift_beyond_linear", overrides)
     out = np.full(index.shape, np.nan)
-    ok = np.isfinite(index)
-    invariant = index > threshold("shift_invariant", overrides)
-    out[ok & invariant] = AXES["shift"].index("shift-invariant")
-    out[ok & ~invariant] = AXES["shift"].index("shift-variant")
+    ok = np.isfinite(index) & np.isfinite(ref)
+    untestable = ok & (ref > 1 - margin)
+    invariant = ok & ~untestable & (index > threshold("shift_invariant", overrides)) & (index - ref >= margin)
+    out[ok & ~untestable & ~invariant] = AXES["shift"].index("shift-variant")
+    out[invariant] = AXES["shift"].index("shift-invariant")
+    out[untestable] = AXES["shift"].index("shift-untestable")
     return out.astype(np.float32)
 
 
@@ -258,27 +358,33 @@ def floor_index(floors: Sequence[float], alpha: float | None) -> int | None:
 # per unit and per layer
 
 
+# what each axis reads (besides the floors): metric names, in the order the class function takes them
+PHASE_INPUTS = ("grating_near_f1_f0", "grating_near_f2_f0", "grating_near_min_max", "grating_best",
+                "grating_blank", "max_activation", "rotation_min_max")
+SHIFT_INPUTS = ("shift_index", "shift_linear_reference")
+# the [U, M] measures the phase class reads (the near-peak gratings); the others are [U] or [U, floors]
+NEAR_PEAK_MEASURES = PHASE_INPUTS[:3]
+
+
 def classify(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *,
              alpha: float | None = PROFILE_ALPHA, overrides=None) -> dict[str, np.ndarray]:
     """Every axis's codes ``[U]`` from whatever ``values`` holds (metric name -> array; the units'
-    count from any ``[U]`` array there): ``phase`` from ``grating_f1_f0``, ``grating_best``,
-    ``grating_blank`` and ``max_activation``; ``diversity`` at ``alpha`` (one of ``floors``) from
-    ``floor_pixel_vs_linear``, ``floor_fraction_min`` and ``floor_agreement`` ``[U, A]``; ``shift`` from
-    ``shift_index``. An axis whose measures are missing is all NaN."""
+    count from any ``[U]`` array there): ``phase`` from :data:`PHASE_INPUTS`; ``diversity`` at
+    ``alpha`` (one of ``floors``) from ``floor_pixel_vs_linear``, ``floor_fraction_min`` and
+    ``floor_agreement`` ``[U, A]``; ``shift`` from :data:`SHIFT_INPUTS`. An axis whose measures are
+    missing (a file analysed before they existed, or without that part) is all NaN: unknown."""
     units = _count(values)
     nan = np.full(units, np.nan, np.float32)
     out = {axis: nan.copy() for axis in AXES}
-    if all(k in values for k in ("grating_f1_f0", "grating_best", "grating_blank", "max_activation")):
-        out["phase"] = phase_class(values["grating_f1_f0"], values["grating_best"],
-                                   values["grating_blank"], values["max_activation"],
-                                   overrides=overrides)
+    if all(k in values for k in PHASE_INPUTS):
+        out["phase"] = phase_class(*(values[k] for k in PHASE_INPUTS), overrides=overrides)
     k = floor_index(floors, alpha)
     if k is not None and all(name in values for name in ("floor_pixel_vs_linear", "floor_fraction_min",
                                                          "floor_agreement")):
         out["diversity"] = diversity_class(values["floor_pixel_vs_linear"], values["floor_fraction_min"], floors,
                                            values["floor_agreement"], overrides=overrides)[:, k]
-    if "shift_index" in values:
-        out["shift"] = shift_class(values["shift_index"], overrides=overrides)
+    if all(k in values for k in SHIFT_INPUTS):
+        out["shift"] = shift_class(*(values[k] for k in SHIFT_INPUTS), overrides=overrides)
     return out
 
 
@@ -308,7 +414,10 @@ class Profile:
     """A layer's read-out.
 
     ``units``: how many; ``fractions[axis][class]``: share of all units in each class of each axis
-    (:data:`AXES`), ``unknown`` included, so each axis sums to 1; ``medians[field]``: the median over
+    (:data:`AXES`), ``unknown`` included, so each axis sums to 1; ``disagree``: among the units with
+    a firm grating class (simple-like, complex-like, frequency-doubling) and an own-image rotation,
+    the share whose rotation reads them otherwise (:func:`rotation_agreement`; NaN: none);
+    ``medians[field]``: the median over
     units with a finite value of each measure of :data:`MEDIANS` (NaN: none), the ``diversity``
     and ``diversity_vs_linear`` fields over the floor sets at ``alpha`` that reached their floor
     (``alpha`` None: the layer has no floor set at the requested alpha); ``counts`` the units with
@@ -321,6 +430,7 @@ class Profile:
     counts: dict[str, int]
     alpha: float | None = None
     rf: int | None = None
+    disagree: float = math.nan
 
     def known(self, axis: str) -> bool:
         """Whether any unit has a class on ``axis``."""
@@ -369,8 +479,12 @@ def profile(values: Mapping[str, np.ndarray], floors: Sequence[float] = (), *, l
         v = v[np.isfinite(v)]
         medians[field] = float(np.median(v)) if v.size else math.nan
         counts[field] = int(v.size)
+    agree = (rotation_agreement(classes["phase"], values["rotation_min_max"], overrides=overrides)
+             if "rotation_min_max" in values else np.zeros(0))
+    agree = np.asarray(agree, np.float64)[np.isfinite(agree)]
     return Profile(layer, units, fractions, medians, counts,
-                   alpha if floor_index(floors, alpha) is not None else None, rf)
+                   alpha if floor_index(floors, alpha) is not None else None, rf,
+                   float(1 - agree.mean()) if agree.size else math.nan)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,9 +506,12 @@ def profile_columns(alpha: float | None = PROFILE_ALPHA) -> list[tuple[str, obje
     """The columns of a profile table: (header, cell function of a :class:`Profile` -> text)."""
     at = f"{alpha:g}" if alpha is not None else "alpha"
     cols = [("units", lambda p: str(p.units))]
-    cols += [(name, lambda p, n=name: _share(p, "phase", n)) for name in AXES["phase"][::-1]]
+    phase = AXES["phase"]
+    cols += [(name, lambda p, n=name: _share(p, "phase", n)) for name in phase[2::-1] + phase[3:]]
+    cols += [("grating/rotation disagree", lambda p: "–" if not math.isfinite(p.disagree) else f"{100 * p.disagree:.0f}%")]
     cols += [(f"diverse at {at}", lambda p: _share(p, "diversity", "diverse")),
-             ("shift-invariant", lambda p: _share(p, "shift", "shift-invariant"))]
+             ("shift-invariant", lambda p: _share(p, "shift", "shift-invariant")),
+             ("shift-untestable", lambda p: _share(p, "shift", "shift-untestable"))]
     cols += [("median F1/F0", lambda p: _median(p, "f1_f0")),
              ("median grating phase min/max", lambda p: _median(p, "grating_phase_min_max")),
              ("median rotation min/max", lambda p: _median(p, "rotation_min_max")),

@@ -97,6 +97,7 @@ def test_profiles_side_by_side(two, tmp_path):
     a, b = two
     with h5py.File(b, "r+") as f:  # every unit of B's stem that a grating drives is complex-like
         f["layers/stem/metrics/grating_f1_f0"][...] = 0.5
+        f["layers/stem/metrics/grating_near_f1_f0"][...] = 0.5  # the near-peak gratings the class reads
     c = compare(a, b)
     table = format_table(c)
     header = "A conv1_1 (rf 3, 5 units)  <->  B stem (rf 3, 5 units)"

@@ -165,7 +165,8 @@ def test_phase_measures_are_taken_above_a_positive_baseline(cells):
     assert (biased["grating_f1_f0"][:2] > 1.4).all() and (biased["grating_f1_f0"][2:] < 0.1).all()
     # the read-out names them as it names the unbiased cells (a linear unit's maximum: r ||w|| + B)
     maximum = np.array([RADIUS + BIAS] * 2 + list(biased["grating_best"][2:] * 1.5))
-    codes = phase_class(biased["grating_f1_f0"], biased["grating_best"], biased["grating_blank"], maximum)
+    codes = phase_class(biased["grating_near_f1_f0"], biased["grating_near_f2_f0"], biased["grating_near_min_max"],
+                        biased["grating_best"], biased["grating_blank"], maximum, np.full(4, np.nan))
     assert labels("phase", codes) == ["simple-like"] * 2 + ["complex-like"] * 2
 
 

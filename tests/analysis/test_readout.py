@@ -18,6 +18,7 @@ import jaxvis
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.gratings import gratings
+from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.summary import layer_profiles, layer_scalars
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
@@ -31,11 +32,14 @@ from tests.optimize.complex_cell import SIZE, quadrature_pair
 
 RADIUS = 300.0
 BIAS = 0.8 * RADIUS  # above the best grating's drive of the Gabor (0.77 r), below its maximum (r)
+DOUBLING = 0.1 * RADIUS ** 2   # the squared unit's offset: its maximum is r^2 - DOUBLING
+HIDDEN = 0.75 * RADIUS ** 2    # above the energy cell's best grating (~0.6 r^2), below its maximum r^2
 
 
 class Toys(jaxvis.Network):
-    """Three units on the 11 px canvas of the engine tests' complex cell, each with its maximum on
-    the sphere |x| = r known in closed form (the quadrature pair is orthonormal):
+    """Units on the 11 px canvas of the engine tests' complex cell, each with its maximum on the
+    sphere |x| = r known (the quadrature pair e, o is orthonormal; e', o' is the same pair turned by
+    90 degrees):
 
     0. Gabor + ReLU (the even filter ``e``): a simple cell, maximum ``r``;
     1. energy model ``(e.x)^2 + (o.x)^2``: a complex cell, maximum ``r^2``;
@@ -44,50 +48,93 @@ class Toys(jaxvis.Network):
     3. ``e.x``, linear (unit 0 before its ReLU, whose zero gradient would strand a floor set's
        images): maximum ``r``;
     4. ``e.x + 0.8 r``, affine with a positive baseline ``0.8 r`` (its response to the mean
-       colour): maximum ``1.8 r``."""
+       colour): maximum ``1.8 r``;
+    5. ``(e.x)^2 - 0.1 r^2``, frequency doubling: its grating response is ``d^2 cos^2(phase) - c``,
+       all second harmonic, and falls to its baseline twice per cycle; maximum ``0.9 r^2``;
+    6. ``(e.x)^2 + (o.x)^2 - 0.75 r^2``, an energy cell no grating drives above zero (the best
+       reaches ~0.6 r^2), whose own best image keeps ``0.25 r^2`` at every phase rotation;
+    7. ``relu(e.x) + tie ((e'.x)^2 + (o'.x)^2)``, a simple and a complex cell at right angles,
+       ``tie`` setting their best gratings' peaks equal: a near-tie of a simple and a complex
+       grating; its maximum is at most ``r + tie r^2``."""
 
     name = "toys"
 
-    def __init__(self):
-        self.filters = nnx.Param(jnp.asarray(quadrature_pair()))
+    def __init__(self, tie: float = 0.0):
+        pair = quadrature_pair()
+        self.filters = nnx.Param(jnp.asarray(np.concatenate([pair, np.swapaxes(pair, 0, 1)], -1)))
+        self.tie = tie
 
     def specs(self):
-        return (LayerSpec("units", 5, (Op(SIZE, 1, "VALID"),)),)
+        return (LayerSpec("units", 8, (Op(SIZE, 1, "VALID"),)),)
 
     def forward(self, x, record):
         s = jax.lax.conv_general_dilated(x, self.filters[...], (1, 1), "VALID",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                          precision=jax.lax.Precision.HIGHEST)
         even = s[..., :1]
-        record("units", jnp.concatenate([jax.nn.relu(even), jnp.sum(jnp.square(s), -1, keepdims=True),
-                                         even - BIAS, even, even + BIAS], -1))
+        energy = jnp.sum(jnp.square(s[..., :2]), -1, keepdims=True)
+        turned = jnp.sum(jnp.square(s[..., 2:]), -1, keepdims=True)
+        record("units", jnp.concatenate([jax.nn.relu(even), energy, even - BIAS, even, even + BIAS,
+                                         jnp.square(even) - DOUBLING, energy - HIDDEN,
+                                         jax.nn.relu(even) + self.tie * turned], -1))
 
 
-MAXIMA = np.array([RADIUS, RADIUS ** 2, RADIUS - BIAS, RADIUS, RADIUS + BIAS])
-BLANKS = np.array([0.0, 0.0, -BIAS, 0.0, BIAS])  # the responses to the mean colour
+MAXIMA = np.array([RADIUS, RADIUS ** 2, RADIUS - BIAS, RADIUS, RADIUS + BIAS, RADIUS ** 2 - DOUBLING,
+                   RADIUS ** 2 - HIDDEN])
+BLANKS = np.array([0.0, 0.0, -BIAS, 0.0, BIAS, -DOUBLING, -HIDDEN])  # the responses to the mean colour
+TOY_CLASSES = ["simple-like", "complex-like", "grating-unresponsive", "simple-like", "simple-like",
+               "frequency-doubling", "own-image-invariant", "ambiguous"]
 
 
 @pytest.fixture(scope="module")
-def toy_gratings():
-    model = jaxvis.Model(Toys(), jaxvis.InputConvention(), {"name": "toys"})
-    return {**gratings(model, "units", radius=RADIUS, directions=[0, 1, 2], maximum=MAXIMA[:3]),
-            "max_activation": MAXIMA[:3]}
+def toy_values():
+    """The grating battery and the phase rotation of each toy's best image (``r e``, a maximum of
+    units 0-6), the tie of unit 7 set from units 0 and 1's best gratings."""
+    first = gratings(jaxvis.Model(Toys(), jaxvis.InputConvention(), {"name": "toys"}), "units", radius=RADIUS,
+                     directions=[0, 1])
+    tie = float(first["grating_best"][0] / first["grating_best"][1])
+    model = jaxvis.Model(Toys(tie), jaxvis.InputConvention(), {"name": "toys"})
+    maxima = np.append(MAXIMA, RADIUS + tie * RADIUS ** 2)
+    best = np.repeat(RADIUS * quadrature_pair()[None, ..., 0], 8, axis=0)
+    return {**gratings(model, "units", radius=RADIUS, directions=np.arange(8), maximum=maxima),
+            **phase_rotation(model, "units", best, np.arange(8)), "max_activation": maxima}
 
 
-def test_toys_are_complex_simple_and_unresponsive(toy_gratings):
-    g = toy_gratings
+def test_toys_have_their_known_phase_classes(toy_values):
+    g = toy_values
     assert g["grating_best"][2] < 0 < g["grating_best"][0]  # the premise of unit 2
-    codes = M.evaluate(g, names=["phase_class"])["phase_class"]  # through the metrics table
-    assert R.labels("phase", codes) == ["simple-like", "complex-like", "grating-unresponsive"]
+    assert g["grating_best"][6] < 0 < g["rotation_curve"][6].min()  # and of unit 6
+    values = M.evaluate(g, names=["phase_class", "phase_agreement", "phase_rotation_agreement"])
+    codes = values["phase_class"]  # through the metrics table
+    assert R.labels("phase", codes) == TOY_CLASSES, (g["grating_near_f1_f0"], g["grating_near_min_max"])
     np.testing.assert_array_equal(codes, R.classify(g)["phase"])
+    # the squared unit: F1/F0 0 (it was complex-like by F1/F0 alone), all second harmonic, min/max 0
+    assert g["grating_f1_f0"][5] < 0.01 and g["grating_phase_min_max"][5] == 0
+    assert (g["grating_near_f2_f0"][5][np.isfinite(g["grating_near_f2_f0"][5])] > 0.9).all()
+    # the near-tie: both cells' gratings are within 5% of the peak, and they disagree
+    assert 0 < values["phase_agreement"][7] < 1 and (values["phase_agreement"][[0, 1, 3, 4, 5]] == 1).all()
+    # the own-image rotation agrees with each firm class: the simple units' maxima reverse, the
+    # energy cell's keeps, the squared unit's (r^2 cos^2 phi - c) falls below its baseline
+    np.testing.assert_array_equal(values["phase_rotation_agreement"][[0, 1, 3, 4, 5]], 1.0)
+    assert np.isnan(values["phase_rotation_agreement"][[2, 6, 7]]).all()  # no firm grating class
     p = R.profile(g, layer="units")
-    assert p.units == 3 and p.fractions["phase"] == {"grating-unresponsive": 1 / 3, "simple-like": 1 / 3,
-                                                     "complex-like": 1 / 3, "unknown": 0.0}
+    assert p.units == 8 and p.disagree == 0.0
+    assert p.fractions["phase"] == {name: TOY_CLASSES.count(name) / 8 for name in R.AXES["phase"]} | {"unknown": 0.0}
     assert p.fractions["shift"]["unknown"] == 1.0 and p.fractions["diversity"]["unknown"] == 1.0
-    # medians over the units with a value: unit 2 has no F1/F0 (no grating drives it above 0)
-    assert p.counts["f1_f0"] == 2
-    np.testing.assert_allclose(p.medians["f1_f0"], np.mean(g["grating_f1_f0"][:2]), rtol=1e-6)
+    # medians over the units with a value: units 2 and 6 have no F1/F0 (no grating drives them above 0)
+    assert p.counts["f1_f0"] == 6
     assert np.isnan(p.medians["diversity"]) and p.alpha is None
+
+
+def test_a_file_without_the_new_measures_reads_unknown():
+    """A file analysed before the near-peak gratings and the shift test's linear reference existed
+    has no phase or shift class (never the old rule's, never a crash)."""
+    old = {"grating_f1_f0": np.array([0.5]), "grating_best": np.array([5.0]), "grating_blank": np.array([0.0]),
+           "max_activation": np.array([10.0]), "rotation_min_max": np.array([0.5]), "shift_index": np.array([0.95])}
+    classes = R.classify(old)
+    assert R.labels("phase", classes["phase"]) == ["unknown"] and R.labels("shift", classes["shift"]) == ["unknown"]
+    assert "phase_class" not in M.evaluate(old) and "shift_class" not in M.evaluate(old)
+    assert R.profile(old).fractions["phase"]["unknown"] == 1.0
 
 
 def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_the_affine_ones():
@@ -105,7 +152,7 @@ def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_th
                       mean_rgb=model.convention.mean_rgb255)
     best = RADIUS * np.repeat(quadrature_pair()[None, ..., 0], 3, axis=0)  # r e: a maximum of each unit
     out = optimise(model.network, problem, jnp.stack([unit_key(0, "units", u, n) for u in units]),
-                   np.eye(5, dtype=np.float32)[units], RADIUS, maxima=MAXIMA[units].astype(np.float32), starts=best)
+                   np.eye(8, dtype=np.float32)[units], RADIUS, maxima=MAXIMA[units].astype(np.float32), starts=best)
     floor_sets = {"floor_activations": out["activations"][:, None],
                   "floor_pixel_distances": out["pixel_distances"][:, None],
                   "max_activation": MAXIMA[units], "floors": np.array([alpha]),
@@ -123,9 +170,18 @@ def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_th
 
 # Per threshold: measures that sit between the table's value and a moved one, the class with the
 # table's value and with the moved one. Each axis's measures, one unit.
-def _phase(f1_f0=0.8, drive=0.5):
-    return {"grating_f1_f0": [f1_f0], "grating_best": [drive * 10.0], "grating_blank": [-1.0],
-            "max_activation": [10.0]}
+def _phase(f1_f0=0.8, drive=0.5, f2_f0=0.0, min_max=0.5, rotation=0.5):
+    """One unit's phase measures; ``f1_f0`` etc. a number (one near-peak grating) or a list (several,
+    best first)."""
+    near = lambda v: np.atleast_1d(np.asarray(v, np.float64))[None, :]  # noqa: E731
+    f1 = near(f1_f0)
+    return {"grating_near_f1_f0": f1, "grating_near_f2_f0": np.broadcast_to(near(f2_f0), f1.shape),
+            "grating_near_min_max": np.broadcast_to(near(min_max), f1.shape), "grating_best": [drive * 10.0],
+            "grating_blank": [-1.0], "max_activation": [10.0], "rotation_min_max": [rotation]}
+
+
+def _shift(index=0.95, reference=0.5):
+    return {"shift_index": [index], "shift_linear_reference": [reference]}
 
 
 def _diversity(ratio=1.2, fraction=0.9, agreement=1.0):
@@ -133,12 +189,18 @@ def _diversity(ratio=1.2, fraction=0.9, agreement=1.0):
 
 
 MOVES = {  # threshold: (values, axis, class with the table, moved value, class then)
-    "grating_drive": (_phase(drive=0.04), "phase", "grating-unresponsive", 0.03, "complex-like"),
+    "grating_drive": (_phase(drive=0.04, rotation=-0.5), "phase", "grating-unresponsive", 0.03, "complex-like"),
     "f1_f0": (_phase(f1_f0=0.8), "phase", "complex-like", 0.7, "simple-like"),
+    "doubling_min_max": (_phase(f1_f0=0.3, f2_f0=0.9, min_max=0.08), "phase", "frequency-doubling", 0.05,
+                         "complex-like"),
+    "phase_consensus": (_phase(f1_f0=[0.8, 0.8, 0.8, 1.2]), "phase", "ambiguous", 0.7, "complex-like"),
+    "rotation_keeps": (_phase(drive=0.04, rotation=0.3), "phase", "own-image-invariant", 0.5,
+                       "grating-unresponsive"),
     "beyond_linear": (_diversity(ratio=1.2), "diversity", "diverse", 1.3, "tight"),
     "floor_slack": (_diversity(fraction=0.8951), "diversity", "diverse", 0.004, "unknown"),
     "floor_agreement": (_diversity(agreement=0.96), "diversity", "diverse", 0.97, "unsettled"),
-    "shift_invariant": ({"shift_index": [0.92]}, "shift", "shift-invariant", 0.95, "shift-variant"),
+    "shift_invariant": (_shift(index=0.92), "shift", "shift-invariant", 0.95, "shift-variant"),
+    "shift_beyond_linear": (_shift(index=0.95, reference=0.8), "shift", "shift-invariant", 0.2, "shift-variant"),
 }
 
 
@@ -169,11 +231,19 @@ def test_missing_measures_give_no_class():
     # phase: no battery at all, a NaN in any input, a maximum not above the baseline
     assert np.isnan(R.classify({"shift_index": np.array([0.5])})["phase"]).all()
     for bad in ({"grating_best": [nan]}, {"grating_blank": [nan]}, {"max_activation": [nan]},
-                {"max_activation": [-1.0]}, {"grating_f1_f0": [nan]}):
+                {"max_activation": [-1.0]}, {"grating_near_f1_f0": [[nan]]}):
         values = {**_phase(), **bad}
         assert R.labels("phase", R.classify(values)["phase"]) == ["unknown"], bad
-    # below the drive threshold F1/F0 is not needed (it is NaN when no grating drives the unit)
-    assert R.labels("phase", R.classify(_phase(f1_f0=nan, drive=-0.2))["phase"]) == ["grating-unresponsive"]
+    for name in R.PHASE_INPUTS:  # any measure missing: no class
+        assert R.labels("phase", R.classify({k: v for k, v in _phase().items() if k != name})["phase"]) == ["unknown"]
+    # below the drive threshold F1/F0 is not needed (it is NaN when no grating drives the unit), and
+    # without a rotation (NaN) the unit stays grating-unresponsive
+    for rotation in (-0.5, nan):
+        assert R.labels("phase", R.classify(_phase(f1_f0=nan, drive=-0.2, rotation=rotation))["phase"]) == [
+            "grating-unresponsive"]
+    # NaN-padded near-peak gratings do not count; the best one decides the class
+    assert R.phase_agreement([[0.5, 0.6, np.nan]], [[0.0] * 3], [[0.5] * 3]).tolist() == [1.0]
+    assert R.phase_agreement([[1.5, 0.6, 0.7]], [[0.0] * 3], [[0.5] * 3]).tolist() == [pytest.approx(1 / 3)]
     # diversity: no floor set at alpha, no floors recorded, no ratio (no analysis), a NaN fraction
     values = {k: np.asarray(v) for k, v in _diversity().items()}
     assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["diverse"]
@@ -182,8 +252,11 @@ def test_missing_measures_give_no_class():
     assert np.isnan(R.classify({"floor_fraction_min": values["floor_fraction_min"]}, [0.9])["diversity"]).all()
     assert R.labels("diversity", R.classify(_diversity(ratio=nan), [0.9])["diversity"]) == ["unknown"]
     assert R.labels("diversity", R.classify(_diversity(fraction=nan), [0.9])["diversity"]) == ["unknown"]
-    assert R.labels("shift", R.classify({"shift_index": np.array([nan, 0.95])})["shift"]) == [
-        "unknown", "shift-invariant"]
+    shift = {"shift_index": np.array([nan, 0.95, 0.95, 0.97, 0.5]),
+             "shift_linear_reference": np.array([0.5, 0.5, nan, 0.95, 0.45])}
+    assert R.labels("shift", R.classify(shift)["shift"]) == [
+        "unknown", "shift-invariant", "unknown", "shift-untestable", "shift-variant"]
+    assert R.labels("shift", R.classify({"shift_index": np.array([0.95])})["shift"]) == ["unknown"]  # no reference
     with pytest.raises(JaxvisError, match=r"must be \[units, floors=2\], not \[1, 1\], \[1, 1\] and \[1, 1\]"):
         R.diversity_class([[1.0]], [[0.9]], [0.95, 0.9], [[1.0]])
     # starts that disagree, or fewer than two that kept the floor: unsettled, never tight or diverse
@@ -250,6 +323,7 @@ def test_profiles_of_a_results_file(tmp_path):
     p = profiles["conv1_1"]
     assert (p.layer, p.units, p.rf, p.alpha) == ("conv1_1", U, 3, 0.9)
     assert p.fractions["phase"] == {"grating-unresponsive": 0.2, "simple-like": 0.4, "complex-like": 0.4,
+                                    "ambiguous": 0.0, "frequency-doubling": 0.0, "own-image-invariant": 0.0,
                                     "unknown": 0.0}
     assert p.fractions["diversity"] == {"tight": 0.2, "diverse": 0.4, "unsettled": 0.0, "unknown": 0.4}
     with h5py.File(path, "r") as f:
@@ -286,12 +360,16 @@ def test_profiles_of_a_results_file(tmp_path):
 
     table = R.format_profiles({"fake conv1_1": p, "fake conv2_1": q})
     lines = table.splitlines()
-    assert lines[0].startswith("| layer | units | complex-like | simple-like | grating-unresponsive | "
-                               "diverse at 0.9 | shift-invariant | median F1/F0 |")
-    assert lines[2].startswith(f"| fake conv1_1 | {U} | 40% | 40% | 20% | 40% | ")
+    assert lines[0].startswith("| layer | units | complex-like | simple-like | grating-unresponsive | ambiguous | "
+                               "frequency-doubling | own-image-invariant | grating/rotation disagree | "
+                               "diverse at 0.9 | shift-invariant | shift-untestable | median F1/F0 |")
+    agree = R.rotation_agreement([2, 1, 0, 2, 1], m["rotation_min_max"])
+    assert p.disagree == pytest.approx(1 - np.nanmean(agree))
+    assert lines[2].startswith(f"| fake conv1_1 | {U} | 40% | 40% | 20% | 0% | 0% | 0% | {100 * p.disagree:.0f}% | "
+                               f"40% | {100 * p.fractions['shift']['shift-invariant']:.0f}% | 0% | ")
     assert lines[2].endswith("| 0/2/1 |") and lines[2].count(f"| {np.median(GRATING_F1_F0):.2f} |") == 1
-    assert lines[3].startswith(f"| fake conv2_1 | {U} | – | – | – | "
-                               f"{100 * np.mean(ratio >= 1.1):.0f}% | – | – | – | – | – | "
+    assert lines[3].startswith(f"| fake conv2_1 | {U} | – | – | – | – | – | – | – | "
+                               f"{100 * np.mean(ratio >= 1.1):.0f}% | – | – | – | – | – | – | "
                                f"{np.median(ratio):.2f} | – | – | 5/0/5 |")  # no phase spread, no shift
     assert R.format_profiles([p]).splitlines()[2].startswith("| conv1_1 |")
     with pytest.raises(JaxvisError, match="no layer 'conv9'"):
@@ -344,7 +422,8 @@ def test_the_cli_summary_line_names_the_read_out():
     line = analysis_line("conv2_1", {"grating_f1_f0": np.array([0.5, 1.5, 2.0, np.nan]),
                                      "phase_class": np.array([2.0, 1.0, 1.0, 0.0])})
     assert line.endswith("grating F1/F0 median 1.50 (< 1: 25%), phase-rotation min/max median nan; "
-                         "read-out: 25% complex-like, 50% simple-like, 25% grating-unresponsive")
+                         "read-out: 0% own-image-invariant, 0% frequency-doubling, 0% ambiguous, 25% complex-like, "
+                         "50% simple-like, 25% grating-unresponsive")
 
 
 def test_the_csv_has_a_column_per_floor_metric_and_alpha(tmp_path):
