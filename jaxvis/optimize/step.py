@@ -107,6 +107,8 @@ class UnitState(NamedTuple):
     kept: jax.Array       # [N, H, W, 3] floor: the widest feasible iterate so far (else unused)
     kept_value: jax.Array  # its diversity (the term's exact value); -inf: none feasible yet
     mark: jax.Array       # floor: the kept value when it last widened by more than FLOOR_PROGRESS
+    stall: jax.Array      # [N] int: floor: steps each image has been below its floor without climbing
+    climb: jax.Array      # [N] floor: its constraint c_i when it last climbed (-inf: fresh)
     transforms: jax.Array | None = None  # [2] uint32 the unit's transform stream (None: no transforms)
 
 
@@ -116,13 +118,21 @@ class UnitState(NamedTuple):
 # k = 5 weighs all 15 pairs of N = 6 alike (a pair 10% farther than the closest keeps 62% of its
 # weight), k = 100 is within log(15)/100 = 2.7% of the hard minimum. A multiplier step as large as
 # rho winds the multipliers up while the start is below the floor; 1 lets Adam's iterate track them.
-FLOOR_METHOD = 2  # the floor optimiser's version, in every floored results file's config
+FLOOR_METHOD = 3  # the floor optimiser's version, in every floored results file's config
 FLOOR_RHO = (10.0, 100.0)
 FLOOR_SHARPNESS = (5.0, 100.0)
 FLOOR_ANNEAL_SHARE = 0.7
 FLOOR_DUAL_STEP = 1.0
 FLOOR_MARGIN = 0.001    # the iterate aims at alpha + this (fractions of a*), so it can be feasible
 FLOOR_PROGRESS = 1e-3   # relative widening of the kept set that resets the patience count
+# an image more than FLOOR_DEPTH (of a*) below its floor that has not climbed by FLOOR_CLIMB for more
+# than FLOOR_STUCK steps sits in a basin whose local maximum is below the floor (the multiplier cannot
+# lift it out): it restarts next to the set's most active image, if that one keeps its floor (its own
+# z mixed in at FLOOR_START_MIX), with its multiplier at 0. Images climbing back (a phase start's) and
+# images settling onto the floor from just below (the augmented Lagrangian's approach) are left alone.
+FLOOR_STUCK = 100
+FLOOR_CLIMB = 0.01
+FLOOR_DEPTH = 0.005
 # Where a floor set's images start (``sweep(floor_starts=...)``, docs/floor.md "Where the images
 # start"); the sweep runs one set per start, all in one batched call, and keeps the widest feasible:
 # ``maximum``: every image next to the unit's best known image (its own random draw mixed in);
@@ -283,7 +293,7 @@ def start(key: jax.Array, s: Start) -> UnitState:
     inf = jnp.array(jnp.inf, jnp.float32)
     return UnitState(z, adam(s.learning_rate).init(z), inf, inf, jnp.array(0, jnp.int32),
                      jnp.array(False), jnp.array(0, jnp.int32), jnp.zeros((s.images,), jnp.float32),
-                     z, -inf, -inf)
+                     z, -inf, -inf, jnp.zeros((s.images,), jnp.int32), jnp.full((s.images,), -inf))
 
 
 def start_near(z: jax.Array, images: jax.Array, param: str = "pixel", colour=None,
@@ -332,8 +342,7 @@ def step(state: UnitState, net: Network, problem: Problem, direction: jax.Array,
     z = optax.apply_updates(state.z, updates)
     ema, best, since, done = early_stop(loss, state.ema, state.best, state.since, problem.optimizer.ema,
                                         problem.optimizer.patience)
-    new = UnitState(z, opt, ema, best, since, done, state.steps + 1, state.multipliers, state.kept,
-                    state.kept_value, state.mark, state.transforms)
+    new = state._replace(z=z, opt=opt, ema=ema, best=best, since=since, done=done, steps=state.steps + 1)
     if floor is not None:
         new = _floor_update(new, state, activation, value, maximum, floor, schedule, problem.optimizer.patience)
     return freeze(state.done | (state.steps >= problem.optimizer.steps), state, new)
@@ -344,9 +353,18 @@ def _floor_update(new: UnitState, old: UnitState, activation, value, maximum, fl
     """A floor objective's bookkeeping after one step: the multipliers' dual step; ``old.z`` (whose
     ``activation`` and exact diversity ``value`` this step measured) kept if every image kept its
     floor and it is wider than the kept set; the patience count on the kept set's widening; done
-    once annealed, feasible and not widening for more than ``patience`` steps."""
+    once annealed, feasible and not widening for more than ``patience`` steps; images stuck below
+    their floor without climbing for more than :data:`FLOOR_STUCK` steps restarted next to the most
+    active image."""
     c = floor_constraints(activation, maximum, floor)
     multipliers = jnp.maximum(0.0, old.multipliers - FLOOR_DUAL_STEP * (c - FLOOR_MARGIN))
+    moving = (c >= -FLOOR_DEPTH) | (c >= old.climb + FLOOR_CLIMB)
+    climb, stall = jnp.where(moving, c, old.climb), jnp.where(moving, 0, old.stall + 1)
+    donor = jnp.argmax(activation)
+    stuck = (stall > FLOOR_STUCK) & (c[donor] >= 0)
+    z = jnp.where(stuck[:, None, None, None], _next_to(old.z[donor], new.z), new.z)
+    multipliers = jnp.where(stuck, 0.0, multipliers)
+    stall, climb = jnp.where(stuck, 0, stall), jnp.where(stuck, -jnp.inf, climb)
     wider = jnp.all(c >= 0) & (value > old.kept_value)
     kept = jnp.where(wider, old.z, old.kept)
     kept_value = jnp.where(wider, value, old.kept_value)
@@ -354,8 +372,16 @@ def _floor_update(new: UnitState, old: UnitState, activation, value, maximum, fl
     mark = jnp.where(widened, kept_value, old.mark)
     since = jnp.where(widened | ~schedule.annealed, 0, old.since + 1)
     done = schedule.annealed & jnp.isfinite(kept_value) & (since > patience)
-    return new._replace(multipliers=multipliers, kept=kept, kept_value=kept_value, mark=mark, since=since,
-                        done=done)
+    return new._replace(z=z, multipliers=multipliers, kept=kept, kept_value=kept_value, mark=mark, since=since,
+                        done=done, stall=stall, climb=climb)
+
+
+def _next_to(target: jax.Array, z: jax.Array, mix: float = FLOOR_START_MIX) -> jax.Array:
+    """Each of ``z`` ``[N, ...]`` moved next to ``target`` (one image's ``z``) as
+    :func:`start_near` does: ``sqrt(1 - mix^2) target + mix z_i``, ``z_i`` scaled to ``target``'s norm."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(z), axis=(1, 2, 3), keepdims=True))
+    scale = jnp.sqrt(jnp.sum(jnp.square(target))) / jnp.maximum(norm, 1e-12)
+    return jnp.sqrt(1.0 - mix ** 2) * target + mix * scale * z
 
 
 def evaluate(state: UnitState, net: Network, problem: Problem, direction: jax.Array,

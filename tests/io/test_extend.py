@@ -207,5 +207,5 @@ def test_floor_starts_and_method_are_part_of_the_method_only_where_there_are_flo
         if grows:
             assert ResultWriter(out, now, upgrade=SweepConfig.upgrade).done_units("a") == {0, 1}
         else:
-            with pytest.raises(JaxvisError, match="floor_method: 1 there, 2 now"):
+            with pytest.raises(JaxvisError, match="floor_method: 1 there, 3 now"):
                 ResultWriter(out, now, upgrade=SweepConfig.upgrade)
