@@ -27,7 +27,7 @@ from jaxvis.analysis import metrics as M
 from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
-from jaxvis.analysis.natural import calibrate, random_patches
+from jaxvis.analysis.natural import calibrate, reference_sets
 from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test
 from jaxvis.analysis.summary import analysis_config, class_text
 from jaxvis.config import SweepConfig, canonical, short
@@ -74,11 +74,13 @@ def model_for(config: SweepConfig, path: Path | None = None) -> Model:
 
 
 def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed: int) -> dict:
-    """Distances ``[U, N, N]`` within N random natural patches per unit, at the sweep's size and
+    """Distances ``[U, N, N]`` within N random natural patches per unit (with contrast, no
+    near-duplicates: :func:`~jaxvis.analysis.natural.reference_sets`), at the sweep's size and
     norm, in pixels and in the diversity feature layer: the inputs of the ``reference_*`` metrics."""
     mean = model.convention.mean_rgb255
-    patches = random_patches(photos, info.canvas, units * n, mean, meta["radius"], seed)
-    x = patches.reshape(units, n, *patches.shape[1:]) - np.asarray(mean, np.float32)
+    sets = reference_sets(photos, info.canvas, units, n, mean, meta["radius"], seed)  # [U, N, c, c, 3]
+    x = sets - np.asarray(mean, np.float32)
+    patches = sets.reshape(units * n, *sets.shape[2:])
     pixel = np.asarray(jax.vmap(pairwise_rms)(x))
     feature_layer = meta.get("feature_layer", "pixels")
     if feature_layer in (None, "pixels"):

@@ -5,6 +5,12 @@ network is translation-equivariant up to its stride), so one forward pass per ph
 RF-sized patch at a stride of the layer's jump. Positions whose receptive field (and canvas) would
 reach past the photo's border are dropped, so each score is the unit on a real patch, exactly as on
 the sweep's canvas. Per unit jaxvis keeps the top patches and the 99th percentile of the scores.
+
+The sets of patches jaxvis shows or measures against (a unit's top patches, the N-patch reference
+sets of the ``reference_*`` metrics) hold no flat patch and no near-duplicate (:func:`usable`,
+:func:`similar`): rescaled to the sweep's norm, flat patches of one hue are the same vector (a
+reference set's min distance of 1e-6), and the top positions of a unit are often one edge
+shifted by a pixel or two.
 """
 
 from __future__ import annotations
@@ -13,9 +19,55 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxvis.errors import JaxvisError
 from jaxvis.io.images import read_image
 from jaxvis.models.geometry import LayerInfo, trace
 from jaxvis.weights import Model
+
+
+# A patch is flat below this RMS deviation from its own mean colour, in grey levels: 8-bit photos
+# carry ~0.3 of quantisation and 1-2 of sensor and JPEG noise, so below 4 a patch is one colour
+# plus noise, and its rescaling to the sweep's norm only amplifies that noise.
+MIN_CONTRAST = 4.0
+# Two patches are near-duplicates above this cosine similarity of their own-mean-removed pixels: a
+# step edge shifted by 1 pixel in a 10-pixel patch keeps 0.8 of it, shifted further or meeting
+# another structure much less; distinct natural patches rarely exceed 0.5.
+MAX_SIMILARITY = 0.75
+# Candidate patches tried per patch wanted before a reference set is given up (photos that are
+# nearly all flat at this canvas).
+TRIES_PER_PATCH = 50
+
+
+def _structure(patch: np.ndarray) -> np.ndarray:
+    """A ``[c, c, 3]`` patch's own mean colour removed, flattened (float64)."""
+    x = np.asarray(patch, np.float64).reshape(-1, 3)
+    return (x - x.mean(axis=0)).ravel()
+
+
+def usable(patch: np.ndarray) -> bool:
+    """Whether a patch has contrast: RMS about its own mean colour at least :data:`MIN_CONTRAST`."""
+    x = _structure(patch)
+    return float(np.sqrt(np.mean(x ** 2))) >= MIN_CONTRAST
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two patches are near-duplicates (cosine similarity of their structure above
+    :data:`MAX_SIMILARITY`; shifted copies of one edge, one texture twice)."""
+    x, y = _structure(a), _structure(b)
+    return float(x @ y) > MAX_SIMILARITY * float(np.linalg.norm(x) * np.linalg.norm(y))
+
+
+def distinct(candidates, wanted: int) -> list[int]:
+    """Indices of the first ``wanted`` patches of the iterable ``candidates`` (in their order)
+    that have contrast and are no near-duplicate of one kept before; fewer if it runs out."""
+    kept, index = [], []
+    for i, patch in enumerate(candidates):
+        if usable(patch) and not any(similar(patch, k) for k in kept):
+            kept.append(patch)
+            index.append(i)
+            if len(kept) == wanted:
+                break
+    return index
 
 
 def _ops_upto(model: Model, layer: str):
@@ -48,7 +100,8 @@ def responses(model: Model, info: LayerInfo, image: np.ndarray):
 def calibrate(model: Model, info: LayerInfo, directions: np.ndarray, photos: list[Path], top: int = 8) -> dict:
     """Per unit (a direction ``[U, C]`` in channel space; one-hot rows for channels):
     ``natural_p99`` ``[U]``, ``natural_top_activations`` ``[U, top]`` and ``natural_top_patches``
-    ``[U, top, c, c, 3]`` over all patches of ``photos``."""
+    ``[U, top, c, c, 3]`` over all patches of ``photos``, the top ones with contrast and no
+    near-duplicate among them (:func:`distinct`)."""
     scores, where = [], []
     images = [read_image(p) for p in photos]
     for index, image in enumerate(images):
@@ -60,12 +113,24 @@ def calibrate(model: Model, info: LayerInfo, directions: np.ndarray, photos: lis
     if not scores:
         raise ValueError(f"no photograph is larger than the {info.canvas} px canvas of {info.name}")
     scores, where = np.concatenate(scores), np.concatenate(where)
-    order = np.argsort(-scores, axis=0)[:top]                      # [top, U]
     c = info.canvas
-    patches = np.stack([[images[where[i, 0]][where[i, 1]:where[i, 1] + c, where[i, 2]:where[i, 2] + c]
-                         for i in order[:, u]] for u in range(len(directions))])
+
+    def patch(i):
+        return images[where[i, 0]][where[i, 1]:where[i, 1] + c, where[i, 2]:where[i, 2] + c]
+
+    order = np.argsort(-scores, axis=0)                            # [P, U], best first
+    chosen = []
+    for u in range(len(directions)):  # the best patches, flat ones and near-duplicates passed over
+        ranked = order[:, u]
+        picked = ranked[distinct((patch(i) for i in ranked), top)]
+        if len(picked) < top:
+            raise JaxvisError(f"the photos hold only {len(picked)} distinct patches with contrast at {info.name}'s "
+                              f"{c} px canvas, {top} wanted; use fewer (--top) or more photos (--images)")
+        chosen.append(picked)
+    chosen = np.stack(chosen, axis=1)                              # [top, U]
+    patches = np.stack([[patch(i) for i in chosen[:, u]] for u in range(len(directions))])
     return {"natural_p99": np.percentile(scores, 99, axis=0).astype(np.float32),
-            "natural_top_activations": np.take_along_axis(scores, order, 0).T.astype(np.float32),
+            "natural_top_activations": np.take_along_axis(scores, chosen, 0).T.astype(np.float32),
             "natural_top_patches": patches.astype(np.float32), "patch_count": len(scores)}
 
 
@@ -82,4 +147,35 @@ def random_patches(photos: list[Path], canvas: int, count: int, mean_rgb, radius
         top, left = rng.integers(0, im.shape[0] - canvas + 1), rng.integers(0, im.shape[1] - canvas + 1)
         x = im[top:top + canvas, left:left + canvas] - mean
         out.append(radius * x / max(np.linalg.norm(x), 1e-6) + mean)
+    return np.stack(out).astype(np.float32)
+
+
+def reference_sets(photos: list[Path], canvas: int, sets: int, n: int, mean_rgb, radius: float,
+                   seed: int) -> np.ndarray:
+    """``[sets, n, c, c, 3]`` sets of ``n`` random natural patches with contrast and no
+    near-duplicate within a set (:func:`distinct`), each rescaled like :func:`random_patches`:
+    the references a unit's diverse sets are measured against."""
+    rng = np.random.default_rng(seed)
+    images = [im for im in (read_image(p) for p in photos) if min(im.shape[:2]) >= canvas]
+    if not images:
+        raise JaxvisError(f"no photograph is larger than the {canvas} px canvas")
+    mean = np.asarray(mean_rgb, np.float32)
+
+    def draws(drawn: list):
+        for _ in range(TRIES_PER_PATCH * n):
+            im = images[rng.integers(len(images))]
+            top, left = rng.integers(0, im.shape[0] - canvas + 1), rng.integers(0, im.shape[1] - canvas + 1)
+            drawn.append(im[top:top + canvas, left:left + canvas])
+            yield drawn[-1]
+
+    out = []
+    for _ in range(sets):
+        candidates: list = []
+        picked = distinct(draws(candidates), n)
+        if len(picked) < n:
+            raise JaxvisError(f"the photos hold too few distinct patches with contrast at a {canvas} px canvas "
+                              f"({len(picked)} of {n} in {len(candidates)} draws); use more photos (--images)")
+        x = np.stack([candidates[i] for i in picked]) - mean
+        norms = np.linalg.norm(x.reshape(n, -1), axis=1)[:, None, None, None]
+        out.append(radius * x / norms + mean)
     return np.stack(out).astype(np.float32)
