@@ -43,7 +43,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:28px}h3{font-size:15px;margin:4px
 table{border-collapse:collapse;margin:8px 0}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;vertical-align:middle}
 th{background:#f0f0f0}td.l,th.l{text-align:left}
-table.units th.sortable{cursor:pointer;user-select:none;white-space:nowrap}
+table.units th.sortable{cursor:pointer;user-select:none;min-width:48px;max-width:120px}
 table.units th.sortable:hover{background:#dde}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 img{image-rendering:pixelated;image-rendering:crisp-edges;vertical-align:middle}
@@ -56,6 +56,16 @@ td.imgs{white-space:nowrap;text-align:left}td.imgs img{margin-right:2px}
 figure{margin:0;text-align:center;font-size:12px}figcaption{color:#444}
 .note{color:#666}.kv{color:#333;font-size:13px}
 .warn{color:#8a3b00;background:#fff3e0;border-left:3px solid #e08000;padding:4px 8px}
+.scroll{overflow-x:auto;max-width:100%}
+table.units td:first-child,table.units th:first-child{position:sticky;left:0;z-index:1;background:#fff}
+table.units th:first-child{background:#f0f0f0}
+table.units:not(.all) .more{display:none}
+.gallery-row h3{margin-top:12px}.cards{display:flex;flex-wrap:wrap;gap:12px}
+a.card{display:flex;flex-direction:column;gap:2px;text-decoration:none;color:#222;border:1px solid #ddd;
+  padding:4px;font-size:12px}a.card:hover{background:#eef}
+table.sets td{vertical-align:top}table.sets td.setname{max-width:170px}table.sets .tiles{margin:0;flex-wrap:nowrap}table.sets th{max-width:90px}
+.heat{display:flex;align-items:flex-start;gap:2px}
+table.measures{font-size:12px}details summary{cursor:pointer;color:#446}
 """
 
 # sorts every ``table.units`` by the clicked column (``data-v`` of its cells; NaN last)

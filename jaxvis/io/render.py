@@ -346,7 +346,7 @@ def _render_layer(name: str, group, prefix: Path, scale: int | None):
                            group["max_image"][rows], np.asarray(group["max_activation"][rows], np.float64),
                            scale, what)
 
-    floors = _floors(group, count)
+    floors = stored_floors(group, count)
     for floor, kind in [(None, "units"), *((k, f"floor{a:g}") for k, a in enumerate(floors))]:
         for page in range(1, pages + 1):
             suffix = "" if page == 1 else f"_p{page}"
@@ -355,7 +355,7 @@ def _render_layer(name: str, group, prefix: Path, scale: int | None):
     yield prefix.with_name(f"{prefix.name}_contact.png"), lambda: _contact_sheet(name, group, scale)
 
 
-def _floors(group, count: int) -> list[float]:
+def stored_floors(group, count: int) -> list[float]:
     """The activation floors of a layer's floor sets (layer metadata ``floors``), where its
     ``floor_images`` ``[U, floors, N, H, W, 3]`` and ``floor_activations`` ``[U, floors, N]`` are
     there and agree with them; empty otherwise (a sweep without ``--floor``)."""

@@ -56,14 +56,14 @@ import numpy as np
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.gratings import Battery
-from jaxvis.analysis.summary import (activation_fractions, analysis_config, definitions,
+from jaxvis.analysis.summary import (activation_fractions, analysis_config, definitions, label,
                                      layer_meta, layer_order, layer_profile, layer_scalars,
-                                     layer_values, model_name, quartiles)
+                                     layer_values, model_name, percent, quartiles, share_interval)
 from jaxvis.errors import JaxvisError
 from jaxvis.io.html import SORT_JS, esc, fmt, html_page, write_files
-from jaxvis.io.render import heat, png_tile, to_display
+from jaxvis.io.render import heat, png_tile, stored_floors, to_display
 from jaxvis.io.results import METRICS, file_stems, json_attr, open_results, unknown_layer
-from jaxvis.io.svg import BLUE, svg_curve, svg_histogram, svg_lines, svg_scatter
+from jaxvis.io.svg import BLUE, svg_colourbar, svg_curve, svg_histogram, svg_lines, svg_scatter
 
 NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
 THUMB = 40          # table thumbnails: about this many px (small canvases enlarged, big ones shrunk)
@@ -96,61 +96,103 @@ def _read_rows(dataset, start, stop):
     return None if dataset is None else np.asarray(dataset[start:stop])
 
 
-def _diversity(scalars: dict) -> tuple[np.ndarray | None, str]:
+def _diversity(scalars: dict) -> tuple[np.ndarray | None, str, str]:
+    """The diversity of each unit's diverse set on one scale for the layer: (values, axis label,
+    what it is)."""
     for space in ("feature", "pixel"):
         if f"{space}_min" in scalars:
             ref = scalars.get(f"reference_{space}_min")
             if ref is not None and np.isfinite(ref).any() and np.nanmedian(ref) > 0:
                 # one natural scale for the layer: a unit's own reference set can be ~0 in a
                 # sparse feature space (all patches silent there), which would blow its ratio up
-                return (scalars[f"{space}_min"] / np.nanmedian(ref),
-                        f"{space}_min / layer median of reference_{space}_min (natural patches)")
-            return scalars[f"{space}_min"], f"{space}_min (no natural reference in the file)"
-    return None, ""
+                return (scalars[f"{space}_min"] / np.nanmedian(ref), "closest pair / natural patches'",
+                        f"{space}_min / the layer's median reference_{space}_min (natural patches)")
+            return scalars[f"{space}_min"], f"closest pair ({space}s)", f"{space}_min"
+    return None, "", ""
 
 
 # the profile's histograms: (field of readout.MEDIANS, title, x label, threshold marking a class)
-PROFILE_PLOTS = (("f1_f0", "F1/F0 (gratings)", "F1/F0 of the phase response at the preferred grating",
-                  "f1_f0"),
-                 ("grating_phase_min_max", "grating phase min/max", "min / max over phase", None),
-                 ("rotation_min_max", "rotation min/max (own maximum)", "min / max over the phase rotation",
-                  None),
-                 ("diversity_vs_linear", "diversity at the floor vs linear",
-                  "floor_pixel_min / the linear cap bound", "beyond_linear"),
-                 ("diversity", "diversity at the floor vs natural",
-                  "floor_pixel_min / natural patches' (reference_pixel_min)", None),
-                 ("phase_spread", "phase spread of the floor set", "degrees of the best image's phase "
-                  "circle the set covers (300: six phases equally spaced)", None),
-                 ("shift_index", "shift-invariance index", "mean response over shifts / maximum",
-                  "shift_invariant"))
+PROFILE_PLOTS = (("f1_f0", "phase modulation (gratings)", "F1/F0 at the preferred grating", "f1_f0"),
+                 ("grating_phase_min_max", "grating: weakest / strongest phase", "min / max over phase", None),
+                 ("rotation_min_max", "best image rotated in phase", "min / max over the rotation", None),
+                 ("diversity_vs_linear", "floor set vs a linear unit", "closest pair / a linear unit's",
+                  "beyond_linear"),
+                 ("diversity", "floor set vs natural patches", "closest pair / natural patches'", None),
+                 ("phase_spread", "phase spread of the floor set", "degrees of the phase circle covered", None),
+                 ("shift_index", "shift invariance", "mean response over shifts / best image's", "shift_invariant"))
 AXIS_SOURCES = {"phase": "grating battery", "diversity": "activation-floor set", "shift": "shift test"}
+# per axis: the profile measure (a field of readout.MEDIANS) shown with a unit's class and the
+# threshold row it is read against; a class's gallery shows its clearest units first (farthest
+# from the threshold), so "diverse" starts with the most diverse units and "tight" with the least
+AXIS_MEASURES = {"phase": ("f1_f0", "f1_f0"), "diversity": ("diversity_vs_linear", "beyond_linear"),
+                 "shift": ("shift_index", "shift_invariant")}
+GALLERY = 4  # example units per class in the gallery
+# the unit table's columns shown before "all columns" is clicked (the class columns are always shown)
+MAIN_COLUMNS = ("max_activation", "fraction_median", "participation_ratio", "floor_pixel_vs_linear",
+                "floor_pixel_vs_natural", "floor_phase_spread", "floor_agreement", "grating_f1_f0",
+                "shift_index")
+# above the maximum: why ratios to the best image's activation can exceed 1 (linked where shown)
+ABOVE_MAX = ("Ratios to the best image's activation (&times; best) can exceed 1 without error: the best image "
+             "is the best of a few optimiser runs within the sweep's contrast budget, not a proven maximum; "
+             "natural patches are crops of photographs at their own contrast, not held to that budget; the "
+             "shift test holds its crops to the budget on average (one scale for all), so a single crop can "
+             "have more contrast than the best image; and a diverse image can beat the best run "
+             "(<code>max_raised</code>).")
 
 
-def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: Path) -> list[str]:
-    """The layer's read-out (:mod:`jaxvis.analysis.readout`): classes per axis, medians,
-    distributions with the thresholds marked."""
-    at = f"alpha = {profile.alpha:g}" if profile.alpha is not None else f"alpha = {R.PROFILE_ALPHA:g}"
+def _axis_label(axis: str, alpha: float | None) -> str:
+    return f"{axis} at {fmt(alpha)}" if axis == "diversity" and alpha is not None else axis
+
+
+def _gallery_id(axis: str, name: str) -> str:
+    return "class-" + re.sub(r"[^a-z0-9]+", "-", f"{axis}-{name}".lower())
+
+
+def _measure_text(axis: str, measures: dict, i: int) -> str:
+    field, _ = AXIS_MEASURES.get(axis, (None, None))
+    v = measures.get(field)
+    if v is None or not np.isfinite(v[i]):
+        return ""
+    metric = dict((f, m) for f, m, _ in R.MEDIANS)[field]
+    return f"{label(metric)} {fmt(v[i])}"
+
+
+def _profile_section(profile: R.Profile, measures: dict, classes: dict, analysed: bool, path: Path) -> list[str]:
+    """The layer's read-out (:mod:`jaxvis.analysis.readout`): per axis the share of units in each
+    class with its 95% interval (linked to the class's gallery row), the medians of the measures
+    with their quartiles, their distributions with the thresholds marked."""
+    at = fmt(profile.alpha if profile.alpha is not None else R.PROFILE_ALPHA)
     out = ['<section id="profile"><h2>Profile</h2>',
-           '<p class="note">The read-out: each unit\'s class on three axes, from its measures, with '
-           "the thresholds of <code>jaxvis.analysis.readout.THRESHOLDS</code> (docs/invariance.md); "
-           "a unit whose measures are missing has no class there (unknown).</p>",
+           '<p class="note">Each unit gets a class on three axes from its measures and the thresholds of '
+           "<code>jaxvis.analysis.readout.THRESHOLDS</code> (docs/invariance.md); a unit whose measures "
+           "are missing has no class there (unknown). The interval is Wilson's 95% interval of the share. "
+           "Click a class for its units.</p>",
            '<table class="summary" id="profile-classes"><thead><tr><th class="l">axis</th>'
-           '<th class="l">from</th><th class="l">classes: share of the units (count)</th></tr></thead><tbody>']
+           '<th class="l">measured by</th><th class="l">class</th><th>units</th><th>share</th>'
+           '<th>95% interval</th></tr></thead><tbody>']
     for axis, names in R.AXES.items():
-        label = f"{axis} at {at}" if axis == "diversity" else axis
-        shares = profile.fractions[axis]
-        cells = " &middot; ".join(
-            f"<b>{fmt(100 * shares[n])}%</b> {esc(n)} ({round(shares[n] * profile.units)})"
-            for n in (*names[::-1], R.UNKNOWN) if n != R.UNKNOWN or shares[n] > 0)
-        out.append(f'<tr><td class="l">{esc(label)}</td><td class="l">{AXIS_SOURCES[axis]}</td>'
-                   f'<td class="l">{cells}</td></tr>')
+        # an axis no unit has a class on is one row: its class names would all say 0%
+        shown = [n for n in (*names[::-1], R.UNKNOWN) if n != R.UNKNOWN or profile.fractions[axis][n] > 0] \
+            if profile.known(axis) else [R.UNKNOWN]
+        for k, name in enumerate(shown):
+            count = round(profile.fractions[axis][name] * profile.units)
+            lo, hi = share_interval(count, profile.units)
+            linked = (f'<a href="#{_gallery_id(axis, name)}">{esc(name)}</a>'
+                      if count and name != R.UNKNOWN and profile.known(axis) else esc(name))
+            head = (f'<td class="l" rowspan="{len(shown)}"><b>{esc(_axis_label(axis, profile.alpha))}</b></td>'
+                    f'<td class="l" rowspan="{len(shown)}">{AXIS_SOURCES.get(axis, "")}</td>') if k == 0 else ""
+            out.append(f'<tr>{head}<td class="l">{linked}</td><td>{count}</td>'
+                       f"<td><b>{percent(profile.fractions[axis][name])}</b></td>"
+                       f"<td>{percent(lo)} &ndash; {percent(hi)}</td></tr>")
     out.append("</tbody></table>")
     out.append('<table class="summary" id="profile-medians"><thead><tr><th class="l">measure</th>'
-               '<th>median</th><th>n</th></tr></thead><tbody>')
-    for field, _, what in R.MEDIANS:
-        what = what.replace("at alpha", f"at {at}")
-        out.append(f'<tr><td class="l">{esc(what)}</td><td>{fmt(profile.medians[field])}</td>'
-                   f"<td>{profile.counts[field]}</td></tr>")
+               '<th>median</th><th>quartiles</th><th>units</th></tr></thead><tbody>')
+    for field, metric, what in R.MEDIANS:
+        n, q1, med, q3 = quartiles(measures.get(field))
+        per_floor = M.REGISTRY[metric].per_floor if metric in M.REGISTRY else False
+        out.append(f'<tr><td class="l" title="{esc(metric)}: {esc(what)}">{esc(label(metric))}'
+                   + (f" (floor set at {at})" if per_floor else "")
+                   + f"</td><td>{fmt(med)}</td><td>{fmt(q1)} &ndash; {fmt(q3)}</td><td>{n}</td></tr>")
     out.append("</tbody></table>")
     plots = []
     for field, title, xlabel, cut in PROFILE_PLOTS:
@@ -159,7 +201,7 @@ def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: P
             continue
         marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
         per_floor = M.REGISTRY[dict((f, m) for f, m, _ in R.MEDIANS)[field]].per_floor
-        plots.append(svg_histogram([("units", v, BLUE)], f"{title} ({at})" if per_floor
+        plots.append(svg_histogram([("units", v, BLUE)], f"{title} (at {at})" if per_floor
                                    else title, xlabel, marks=marks, width=340, height=220))
     if plots:
         out.append('<div class="plots">' + "".join(plots) + "</div>")
@@ -170,6 +212,80 @@ def _profile_section(profile: R.Profile, measures: dict, analysed: bool, path: P
                    + ".</p>")
     out.append("</section>")
     return out
+
+
+def _gallery_picks(profile: R.Profile, classes: dict, measures: dict) -> list[tuple[str, str, np.ndarray, int]]:
+    """The gallery's rows: (axis, class, indices of its first :data:`GALLERY` units, clearest first,
+    how many units it has), for every class of every axis that has units."""
+    rows = []
+    for axis, names in R.AXES.items():
+        if not profile.known(axis):
+            continue
+        field, cut = AXIS_MEASURES.get(axis, (None, None))
+        v = measures.get(field)
+        for code, name in reversed(list(enumerate(names))):
+            members = np.flatnonzero(classes[axis] == code)
+            if not members.size:
+                continue
+            if v is not None:
+                distance = np.abs(v[members] - R.threshold(cut))
+                members = members[np.argsort(np.where(np.isfinite(distance), -distance, np.inf), kind="stable")]
+            rows.append((axis, name, members[:GALLERY], len(np.flatnonzero(classes[axis] == code))))
+    return rows
+
+
+def _gallery(rows, cards: dict, units, profile: R.Profile, measures: dict, sets: str) -> list[str]:
+    """The "units by class" section: per class its example units, each its best image and
+    ``sets`` (thumbnails in ``cards`` by unit index), linked to its details."""
+    if not rows:
+        return []
+    out = ['<section id="gallery"><h2>Units by class</h2>',
+           f'<p class="note">Examples of each class: the best image, then {esc(sets)} (one contrast '
+           "mapping per unit: what varies is what the unit ignores). The clearest units come first "
+           "(farthest from the class threshold). Click a unit for its details.</p>"]
+    for axis, name, picks, count in rows:
+        share = percent(profile.fractions[axis][name])
+        out.append(f'<div class="gallery-row" id="{_gallery_id(axis, name)}"><h3>{esc(_axis_label(axis, profile.alpha))}: '
+                   f"{esc(name)} <span class=\"note\">{share} ({count} unit{'s' if count != 1 else ''}"
+                   + (f", first {len(picks)} shown" if count > len(picks) else "") + ")</span></h3><div class=\"cards\">")
+        for i in picks:
+            u = int(units[i])
+            measure = _measure_text(axis, measures, i)
+            out.append(f'<a class="card" href="#unit-{u}">{cards[i]}<span>unit {u}'
+                       + (f" &middot; {esc(measure)}" if measure else "") + "</span></a>")
+        out.append("</div></div>")
+    out.append("</section>")
+    return out
+
+
+def _columns(scalars: dict, values: dict, floors: list, alpha_at, classes: dict, profile: R.Profile,
+             sweep: list, described: dict) -> list[tuple]:
+    """The unit table's columns: (key, label, hover text, values [U], names [U] or None, main),
+    the class columns first (their names shown, their codes sorted), then the sweep's, then the
+    measures of the floor set at the profile's alpha, then every scalar metric."""
+    out = []
+    for axis in R.AXES:
+        if profile.known(axis):
+            metric = R.CLASS_METRICS[axis]
+            out.append((metric, label(metric) + (f" at {fmt(profile.alpha)}" if axis == "diversity" else ""),
+                        f"{metric}: the read-out's {axis} class", classes[axis],
+                        R.labels(axis, classes[axis]), True))
+    def hover(name):
+        return f"{name}: {described.get(name, '')}"
+
+    out += [(name, label(name), hover(name), v, None, name in MAIN_COLUMNS) for name, v in sweep]
+    if alpha_at is not None:
+        alpha = fmt(floors[alpha_at])
+        for name in M.floor_names(values):
+            v = values[name]
+            if np.ndim(v) == 2 and v.shape[1] == len(floors):
+                out.append((f"{name}@{alpha}", f"floor set at {alpha}: {label(name)}", hover(name), v[:, alpha_at],
+                            None, name in MAIN_COLUMNS))
+    class_metrics = set(R.CLASS_METRICS.values())
+    out += [(name, label(name), hover(name), v, None, name in MAIN_COLUMNS) for name, v in scalars.items()
+            if name not in class_metrics]
+    return out
+
 
 
 def _tuning_axes(group, canvas) -> dict[str, np.ndarray]:
@@ -215,14 +331,12 @@ def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: d
     metrics = group[METRICS] if METRICS in group else None
     units = np.asarray(group["unit"][()])
     count = len(units)
-    images_shape = group["images"].shape
-    n_images, height, width = images_shape[1], images_shape[2], images_shape[3]
+    n_images, height, width = group["images"].shape[1:4]
     max_activation = np.asarray(group["max_activation"][()], np.float64)
     fractions = activation_fractions(group)
-    columns = [("max_activation", max_activation)]
+    sweep = [("max_activation", max_activation)]
     if "steps" in group and group["steps"].shape == (count,):
-        columns.append(("steps", np.asarray(group["steps"][()], np.float64)))
-    columns += list(scalars.items())
+        sweep.append(("steps", np.asarray(group["steps"][()], np.float64)))
     files = _Images(out_dir / f"{stem}_files")
 
     def optional(name, shape_tail):
@@ -236,156 +350,242 @@ def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: d
     variance = optional("variance_map", ())
     patches = optional("natural_top_patches", ())
     patch_acts = optional("natural_top_activations", ())
-    over_p99 = optional("diverse_over_p99", (n_images,))
     curves = [optional(metric, ()) for metric, *_ in CURVES]
     curves = [d if d is not None and d.ndim == 2 else None for d in curves]
     tuning = _tuning_axes(group, meta.get("canvas"))
     values, floors = layer_values(group)
-    measures = values  # (the units table's loop below rebinds `values`)
     profile = layer_profile(layer, group)
     classes = R.classify(values, floors)
-    class_columns = {name: axis for axis, name in R.CLASS_METRICS.items()}
-    floor_at = R.floor_index(floors, R.PROFILE_ALPHA) if floors is not None else None
-    starts = (config.get("floor_starts") or []) if isinstance(config, dict) else []
+    measures = R.profile_measures(values, floors)
+    stored = stored_floors(group, count)  # the floors whose sets the file holds (= floors, or none)
+    alpha_at = R.floor_index(stored, R.PROFILE_ALPHA)
+    floor_classes = [R.labels("diversity", R.classify(values, stored, alpha=a)["diversity"]) for a in stored]
+    starts = [str(s) for s in (config.get("floor_starts") or [])] if isinstance(config, dict) else []
+    # each start's diversity, what the starts' agreement compares (the certificate, docs/floor.md)
+    start_distances = group["floor_start_diversity"] if stored and "floor_start_diversity" in group \
+        and group["floor_start_diversity"].shape[:2] == (count, len(stored)) else None
+    lam = (config.get("objective") or {}).get("lam") if isinstance(config, dict) else None
+    lam_name = "diverse set (the paper's &lambda; objective" + (f", &lambda; = {fmt(lam)})" if lam is not None else ")")
+    columns = _columns(scalars, values, stored, alpha_at, classes, profile, sweep, described)
+    picks = _gallery_picks(profile, classes, measures)
+    wanted = {int(i) for _, _, p, _ in picks for i in p}
+    cards = {}
+    alpha_text = fmt(stored[alpha_at]) if alpha_at is not None else None
 
     title = f"{layer}: diverse feature visualisations"
     out = [f'<p><a href="{esc(index_name)}">&larr; all layers</a></p>',
            f"<h1>{esc(title)}</h1>",
-           f'<p class="kv">{esc(path.name)} &middot; {esc(model_name(config))} &middot; {count} '
-           f"units &middot; N = {n_images} diverse images &middot; canvas {height}&times;{width} px"
+           f'<p class="kv">{esc(path.name)} &middot; {esc(model_name(config))} &middot; {_plural(count, "unit")} '
+           f"&middot; N = {n_images} images per set"
+           + (f" &middot; floor sets at {', '.join(fmt(a) for a in stored)}" if stored else "")
+           + f" &middot; canvas {height}&times;{width} px"
            + "".join(f" &middot; {k} {esc(meta[k])}" for k in ("rf", "jump", "feature_layer")
-                     if meta.get(k) is not None) + "</p>"]
+                     if meta.get(k) is not None) + "</p>",
+           '<p class="nav"><a href="#profile">profile</a> &middot; <a href="#gallery">units by class</a> '
+           '&middot; <a href="#summary">summary</a> &middot; <a href="#units">units</a> &middot; '
+           '<a href="#details">unit details</a></p>']
     if metrics is None:
         out.append('<p class="note">No <code>metrics</code> group in this file: run '
                    f"<code>jaxvis analyze {esc(path.name)}</code> for the shift test, natural "
                    "references and more. Shown: what the sweep itself gives.</p>")
 
-    out += _profile_section(profile, R.profile_measures(values, floors), metrics is not None, path)
+    out += _profile_section(profile, measures, classes, metrics is not None, path)
+    gallery_at = len(out)  # the gallery goes here once its units' thumbnails are made
 
     # summary
-    out.append("<h2>Summary</h2>")
-    out.append('<table class="summary"><thead><tr><th class="l">metric</th><th>n</th>'
-               '<th>q1</th><th>median</th><th>q3</th><th class="l">definition</th></tr></thead>'
+    out.append('<h2 id="summary">Summary</h2>')
+    out.append('<table class="summary"><thead><tr><th class="l">measure</th><th>units</th>'
+               '<th>q1</th><th>median</th><th>q3</th><th class="l">definition (metric)</th></tr></thead>'
                "<tbody>")
-    for name, values in columns:
-        if name in class_columns:  # shares in the profile, not quartiles of codes
+    for key, name, hover, v, names, _ in columns:
+        if names is not None:  # shares in the profile, not quartiles of codes
             continue
-        n, q1, med, q3 = quartiles(values)
-        src = " (from the sweep)" if sources.get(name) == "sweep" else ""
+        n, q1, med, q3 = quartiles(v)
+        metric = key.split("@")[0]
+        src = " (from the sweep)" if sources.get(key) == "sweep" else ""
         out.append(f'<tr><td class="l">{esc(name)}</td><td>{n}</td><td>{fmt(q1)}</td>'
                    f"<td>{fmt(med)}</td><td>{fmt(q3)}</td>"
-                   f'<td class="l">{esc(described.get(name, ""))}{src}</td></tr>')
+                   f'<td class="l">{esc(described.get(metric, ""))}{src} (<code>{esc(key)}</code>)</td></tr>')
     out.append("</tbody></table>")
     plots = []  # the shift index's histogram is in the profile
     fraction = scalars.get("fraction_median")
-    diversity, div_label = _diversity(scalars)
+    diversity, div_label, div_what = _diversity(scalars)
     if fraction is not None and diversity is not None:
-        plots.append(svg_scatter(fraction, diversity, "activation vs diversity",
-                                 "median activation fraction", div_label,
-                                 labels=[f"unit {u}" for u in units],
-                                 links=[f"#unit-{int(u)}" for u in units]))
+        plots.append("<figure>" + svg_scatter(fraction, diversity, "activation vs diversity (diverse set)",
+                                              "median image's activation / best", div_label,
+                                              labels=[f"unit {u}" for u in units],
+                                              links=[f"#unit-{int(u)}" for u in units])
+                     + f'<figcaption class="note">y: {esc(div_what)}</figcaption></figure>')
     if "participation_ratio" in scalars and np.isfinite(scalars["participation_ratio"]).any():
         plots.append(svg_histogram([("units", scalars["participation_ratio"], BLUE)],
-                                   "participation ratio", "effective dimensionality (1..N)"))
+                                   "effective dimensions of the diverse set",
+                                   f"participation ratio (1: all alike .. {n_images})"))
     if plots:
         out.append('<div class="plots">' + "".join(plots) + "</div>")
 
     # the unit table
-    out.append(f"<h2>Units</h2><p class=\"note\">Click a column header to sort (again to reverse; "
-               f"missing values last). Click a unit for its details. Images: the single-image "
-               f"maximum, then the {n_images} diverse images, one contrast mapping per row.</p>")
+    out.append(f'<h2>Units</h2><p class="note">Click a column header to sort (again to reverse; '
+               f"missing values last); hover over it for the metric and its definition. Click a unit "
+               f"for its details. Images: the best image, then the {lam_name}"
+               + (f", then the floor set at {alpha_text}" if alpha_text else "")
+               + ", one contrast mapping per unit. "
+               '<button type="button" id="all-columns" onclick="document.getElementById(\'units\').classList.toggle(\'all\')">'
+               "show / hide all columns</button></p>")
     heads = ['<th class="sortable" data-key="unit" title="unit (channel)">unit</th>',
-             '<th class="l">maximum</th>', '<th class="l">diverse images</th>']
-    heads += [f'<th class="sortable" data-key="{esc(name)}" '
-              f'title="{esc(described.get(name, name))}">{esc(name)}</th>'
-              for name, _ in columns]
-    table = [f'<table class="units" id="units"><thead><tr>{"".join(heads)}</tr></thead><tbody>']
+             '<th class="l">best image</th>', '<th class="l">diverse set (&lambda;)</th>']
+    if alpha_text:
+        heads.append(f'<th class="l">floor set at {alpha_text}</th>')
+    heads += [f'<th class="sortable{"" if main else " more"}" data-key="{esc(key)}" title="{esc(hover)}">'
+              f"{esc(name)}</th>" for key, name, hover, _, _, main in columns]
+    table = ['<div class="scroll"><table class="units" id="units"><thead><tr>'
+             f'{"".join(heads)}</tr></thead><tbody>']
     details = []
     for start in range(0, count, BLOCK):
         stop = min(count, start + BLOCK)
         images = np.asarray(group["images"][start:stop])
         maxima = np.asarray(group["max_image"][start:stop])
-        extra = [_read_rows(d, start, stop) for d in (texture, responses, variance, patches,
-                                                      patch_acts, over_p99)]
+        floor_images = [np.asarray(group["floor_images"][start:stop, a]) for a in range(len(stored))]
+        floor_acts = np.asarray(group["floor_activations"][start:stop], np.float64) if stored else None
+        certificate = _read_rows(start_distances, start, stop)
+        extra = [_read_rows(d, start, stop) for d in (texture, responses, variance, patches, patch_acts)]
         curve_rows = [_read_rows(d, start, stop) for d in curves]
-        floor_rows = _floor_rows(group, floor_at, start, stop)
         for k in range(stop - start):
             i = start + k
             u = int(units[i])
-            shown = to_display(np.concatenate([maxima[k][None], images[k]]))
+            peak = max_activation[i]
             frac = fractions[i] if fractions is not None else np.full(n_images, np.nan)
+            # one contrast mapping for the unit's every image: what varies is what it ignores
+            shown = to_display(np.concatenate([maxima[k][None], images[k], *[f[k] for f in floor_images]]))
+            sets = [shown[1:1 + n_images]] + [shown[1 + n_images + a * len(f[k]):1 + n_images + (a + 1) * len(f[k])]
+                                              for a, f in enumerate(floor_images)]
+            floor_fracs = [floor_acts[k, a] / peak if peak > 0 else np.full(floor_acts.shape[2], np.nan)
+                           for a in range(len(stored))]
+            best = files.img(shown[0], THUMB, f"u{u}_max.png", f"unit {u} best image", f"activation {fmt(peak)}")
+            lam_tags = [files.img(sets[0][j], THUMB, f"u{u}_{j}.png", f"unit {u} diverse image {j}",
+                                  f"{fmt(frac[j])} x best") for j in range(n_images)]
+            floor_tags = [] if alpha_at is None else [
+                files.img(img, THUMB, f"u{u}_floor{alpha_at}_{j}.png", f"unit {u} floor set {j}",
+                          f"{fmt(floor_fracs[alpha_at][j])} x best") for j, img in enumerate(sets[1 + alpha_at])]
             cells = [f'<td data-v="{u}"><a href="#unit-{u}">{u}</a></td>',
-                     '<td class="imgs">' + files.img(shown[0], THUMB, f"u{u}_max.png",
-                                                     f"unit {u} maximum") + "</td>",
-                     '<td class="imgs">' + "".join(
-                         files.img(shown[j + 1], THUMB, f"u{u}_{j}.png", f"unit {u} image {j}",
-                                   fmt(frac[j])) for j in range(n_images)) + "</td>"]
-            for name, values in columns:
-                v = float(values[i])
-                text = R.labels(class_columns[name], [v])[0] if name in class_columns else fmt(v)
-                cells.append(f'<td data-v="{v!r}">{esc(text)}</td>' if math.isfinite(v)
-                             else '<td data-v="NaN">–</td>')
+                     f'<td class="imgs">{best}</td>', '<td class="imgs">' + "".join(lam_tags) + "</td>"]
+            if alpha_text:
+                cells.append('<td class="imgs">' + "".join(floor_tags) + "</td>")
+            for key, _, _, v, names, main in columns:
+                x = float(v[i])
+                more = "" if main else ' class="more"'
+                text = names[i] if names is not None else fmt(x)
+                cells.append(f'<td{more} data-v="{x!r}">{esc(text)}</td>' if math.isfinite(x)
+                             else f'<td{more} data-v="NaN">–</td>')
             table.append(f'<tr id="row-{u}">{"".join(cells)}</tr>')
+            if i in wanted:
+                cards[i] = f'<span class="imgs">{best}{"".join(floor_tags or lam_tags)}</span>'
             readout = " &middot; ".join(
-                f"{esc(axis)}{' at ' + fmt(profile.alpha) if axis == 'diversity' and profile.alpha else ''}: "
-                f"<b>{esc(R.labels(axis, [codes[i]])[0])}</b>" for axis, codes in classes.items()
-            ) if any(profile.known(axis) for axis in R.AXES) else ""
-            tuning_plots = _curves(tuning, [None if c is None else c[k] for c in curve_rows])
-            details.append(_detail(files, u, shown, max_activation[i], frac,
-                                   [c for c in columns if c[0] not in class_columns], i,
-                                   *[None if e is None else e[k] for e in extra],
-                                   readout=readout, curves=tuning_plots,
-                                   floor=_floor_block(files, u, floor_rows, k, floors[floor_at], floor_at,
-                                                      max_activation[i], measures, i, starts) if floor_rows else ""))
+                f"{esc(_axis_label(axis, profile.alpha))}: <b>{esc(R.labels(axis, [codes[i]])[0])}</b>"
+                + (f" ({esc(m)})" if (m := _measure_text(axis, measures, i)) else "")
+                for axis, codes in classes.items() if profile.known(axis))
+            set_rows = [("best image", [_figure(files.img(shown[0], DETAIL, f"u{u}_max_detail.png",
+                                                          f"unit {u} best image"), f"activation {fmt(peak)}")],
+                         {}, "", ""),
+                        (lam_name,
+                         [_figure(files.img(sets[0][j], DETAIL, f"u{u}_{j}_detail.png", f"unit {u} diverse {j}"),
+                                  _times_best(frac[j])) for j in range(n_images)],
+                         {"floor_pixel_min": scalars.get("pixel_min", [math.nan] * count)[i]}, "", "")]
+            for a, alpha in enumerate(stored):
+                facts = {name: values[name][i, a] for name in ("floor_pixel_min", "floor_pixel_vs_linear",
+                                                              "floor_phase_spread", "floor_agreement")
+                         if np.ndim(values.get(name)) == 2}
+                where = ""
+                if certificate is not None:
+                    names = starts if len(starts) == certificate.shape[-1] else \
+                        [f"start {s}" for s in range(certificate.shape[-1])]
+                    where = "diversity each start reached: " + ", ".join(
+                        f"{n} {fmt(float(d))}" for n, d in zip(names, certificate[k, a]))
+                set_rows.append((f"floor set at {fmt(alpha)}: every image keeps &ge; {fmt(alpha)} &times; best",
+                                 [_figure(files.img(img, DETAIL, f"u{u}_floor{a}_{j}_detail.png",
+                                                    f"unit {u} floor set at {fmt(alpha)} image {j}"),
+                                          _times_best(floor_fracs[a][j])) for j, img in enumerate(sets[1 + a])],
+                                 facts, where, floor_classes[a][i]))
+            details.append(_detail(files, u, i, peak, readout, set_rows, columns,
+                                   _curves(tuning, [None if c is None else c[k] for c in curve_rows]),
+                                   *[None if e is None else e[k] for e in extra]))
         yield from files.take()  # this block's images go to disk before the next is read
-    table.append("</tbody></table>")
+    table.append("</tbody></table></div>")
+    out[gallery_at:gallery_at] = _gallery(picks, cards, units, profile, measures,
+                                          f"its floor set at {alpha_text}" if alpha_text else f"its {lam_name}")
     out += table
-    out.append("<h2>Unit details</h2>")
+    out.append('<h2 id="details">Unit details</h2>'
+               f'<p class="note" id="above-max">Per unit: its classes, then every set of images with each '
+               f"image's activation as a multiple of the best image's (&times; best), the set's closest pair "
+               f"(RMS distance in grey levels), that distance over the widest set a linear unit allows, the "
+               f"phase spread and how well independent starts agree; then its tuning curves, shift test and "
+               f"natural patches. {ABOVE_MAX}</p>")
     out += details
     yield (out_dir / f"{stem}.html",
            html_page(f"{layer} - jaxvis report", "\n".join(out), script=SORT_JS))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _times_best(ratio: float) -> str:
+    """A caption: an activation as a multiple of the best image's, a value above 1 linked to why."""
+    above = math.isfinite(ratio) and ratio > 1 + 1e-3
+    return f"{fmt(ratio)} &times; best" + (' <a href="#above-max" title="why above 1">&dagger;</a>' if above else "")
 
 
 def _figure(img: str, caption: str) -> str:
     return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
 
 
-def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, responses,
-            variance, patches, patch_acts, over_p99, *, readout: str = "", curves=(), floor: str = "") -> str:
+# the facts of a set in a unit's detail: (value key, column header)
+SET_FACTS = (("floor_pixel_min", "closest pair (grey levels RMS)"),
+             ("floor_pixel_vs_linear", "closest pair / a linear unit's"),
+             ("floor_phase_spread", "phase spread (degrees)"),
+             ("floor_agreement", "starts' agreement"))
+
+
+def _detail(files: _Images, u, i, peak, readout, set_rows, columns, curves, texture, responses,
+            variance, patches, patch_acts) -> str:
+    """One unit's details: its classes, its sets (a table: images with their activations, the
+    set's closest pair, phase spread, starts' agreement and class), tuning curves, shift test,
+    natural patches, and every measure (folded)."""
     parts = [f'<section class="unit-detail" id="unit-{u}"><h3>unit {u} '
              f'<a href="#row-{u}" class="note">(back to the table)</a></h3>',
-             f'<p class="readout">read-out: {readout}</p>' if readout else "",
-             '<p class="kv">' + " &middot; ".join(f"{esc(name)} {fmt(values[i])}"
-                                                  for name, values in columns) + "</p>"]
-    tiles = [_figure(files.img(shown[0], DETAIL, f"u{u}_max_detail.png", f"unit {u} maximum"),
-                     f"maximum<br>{fmt(max_act)}")]
-    for j in range(shown.shape[0] - 1):
-        caption = f"image {j}<br>{fmt(fractions[j])} &times; max"
-        if over_p99 is not None:
-            caption += f"<br>{fmt(over_p99[j])} &times; p99"
-        tiles.append(_figure(files.img(shown[j + 1], DETAIL, f"u{u}_{j}_detail.png",
-                                       f"unit {u} diverse {j}"), caption))
-    # the tuning curves beside the images
-    parts.append('<div class="tiles">' + "".join(tiles) + "".join(
-        f'<div class="curve">{c}</div>' for c in curves) + "</div>")
-    parts.append(floor)
+             f'<p class="readout">{readout}</p>' if readout else ""]
+    rows = ['<div class="scroll"><table class="sets"><thead><tr><th class="l">set</th><th class="l">images</th>'
+            + "".join(f'<th title="{esc(key)}">{esc(head)}</th>' for key, head in SET_FACTS)
+            + '<th class="l" title="diversity_class">class</th></tr></thead><tbody>']
+    for name, figures, facts, where, cls in set_rows:
+        cells = []
+        for key, _ in SET_FACTS:
+            v = facts.get(key)
+            tip = f' title="{esc(where)}"' if key == "floor_agreement" and where else ""
+            cells.append(f"<td{tip}>{fmt(v) if v is not None else ''}</td>")
+        rows.append(f'<tr><td class="l setname">{name}</td><td class="imgs"><div class="tiles">{"".join(figures)}'
+                    f'</div></td>{"".join(cells)}<td class="l">{esc(cls)}</td></tr>')
+    rows.append("</tbody></table></div>")
+    parts += rows
+    if curves:
+        parts.append('<div class="tiles">' + "".join(f'<div class="curve">{c}</div>' for c in curves) + "</div>")
     extra = []
     if texture is not None:
         extra.append(_figure(files.img(to_display(texture), DETAIL * 2, f"u{u}_texture.png",
-                                       f"unit {u} shift texture"), "shift texture"))
+                                       f"unit {u} shift texture"), "shift test: the texture"))
     if responses is not None:
-        rgb, lo, hi = heat(responses)
-        extra.append(_figure(files.img(rgb, DETAIL * 2, f"u{u}_shifts.png",
-                                       f"unit {u} shift responses"),
-                             f"response at every shift<br>{fmt(lo)} .. {fmt(hi)}"
-                             + (f" ({fmt(lo / max_act)} .. {fmt(hi / max_act)} &times; max)"
-                                if max_act > 0 else "")))
+        scale = peak if peak > 0 else 1.0
+        rgb, lo, hi = heat(np.asarray(responses, np.float64) / scale)
+        extra.append('<div class="heat">' + _figure(
+            files.img(rgb, DETAIL * 2, f"u{u}_shifts.png", f"unit {u} shift responses"),
+            "response at every shift" + (" (&times; best)" if peak > 0 else "")
+            + (' <a href="#above-max" title="why above 1">&dagger;</a>' if peak > 0 and hi > 1 + 1e-3 else ""))
+            + svg_colourbar(lo, hi, "× best" if peak > 0 else "response", f"bar-{u}-shifts", height=DETAIL * 2) + "</div>")
     if variance is not None:
         variance = np.asarray(variance, np.float64)
         rgb, lo, hi = heat(variance.mean(-1) if variance.ndim == 3 else variance)
-        extra.append(_figure(files.img(rgb, DETAIL, f"u{u}_variance.png",
-                                       f"unit {u} variance map"),
-                             f"variance across the set<br>{fmt(lo)} .. {fmt(hi)}"))
+        extra.append('<div class="heat">' + _figure(
+            files.img(rgb, DETAIL, f"u{u}_variance.png", f"unit {u} variance map"),
+            "variance across the diverse set") + svg_colourbar(lo, hi, "grey levels²", f"bar-{u}-variance", height=DETAIL) + "</div>")
     if extra:
         parts.append('<div class="tiles">' + "".join(extra) + "</div>")
     if patches is not None and len(patches):
@@ -394,94 +594,79 @@ def _detail(files: _Images, u, shown, max_act, fractions, columns, i, texture, r
         for k in range(len(patches)):
             caption = f"natural #{k + 1}"
             if patch_acts is not None:
-                caption += f"<br>{fmt(patch_acts[k])}" + (f" ({fmt(patch_acts[k] / max_act)} "
-                                                            "&times; max)" if max_act > 0 else "")
+                caption += "<br>" + (_times_best(patch_acts[k] / peak) if peak > 0 else fmt(patch_acts[k]))
             tiles.append(_figure(files.img(patch_view[k], DETAIL, f"u{u}_natural{k}.png",
                                            f"unit {u} natural patch {k}"), caption))
-        parts.append("<div><b>top natural patches</b></div>"
+        parts.append("<div><b>photograph patches that drive it most</b></div>"
                      '<div class="tiles">' + "".join(tiles) + "</div>")
+    measures = "".join(  # the metric's name on hover (its definition is in the summary and the table)
+        f'<tr><td class="l" title="{esc(key)}">{esc(name)}</td>'
+        f"<td>{esc(names[i] if names is not None else fmt(float(v[i])))}</td></tr>"
+        for key, name, _, v, names, _ in columns)
+    parts.append(f'<details><summary>every measure of unit {u}</summary><table class="summary measures">'
+                 f"{measures}</table></details>")
     parts.append("</section>")
     return "\n".join(parts)
 
 
-FLOOR_KEYS = ("floor_images", "floor_activations", "floor_start_pixel_min", "floor_start_feasible")
-
-
-def _floor_rows(group, at: int | None, start: int, stop: int) -> dict | None:
-    """Rows ``start:stop`` of the floor set at floor index ``at`` (None: no floor set there)."""
-    if at is None or "floor_images" not in group:
-        return None
-    return {k: np.asarray(group[k][start:stop, at]) for k in FLOOR_KEYS if k in group}
-
-
-def _floor_block(files: _Images, u, rows: dict, k: int, alpha: float, at: int, max_act: float, values: dict,
-                 i: int, starts) -> str:
-    """The unit's floor set at ``alpha`` (floor index ``at``): its images with their activation
-    fractions, its closest pair, phase spread and starts' agreement (the layer's per-floor
-    ``values``, unit ``i``), and the certificate (each start's min pixel distance, whether it kept
-    its floor)."""
-    images = rows["floor_images"][k]
-    shown = to_display(images)
-    acts = rows["floor_activations"][k]
-    tiles = [_figure(files.img(shown[j], DETAIL, f"u{u}_floor{j}_detail.png", f"unit {u} floor set {j}"),
-                     f"floor image {j}<br>{fmt(acts[j] / max_act) if max_act > 0 else '–'} &times; max")
-             for j in range(len(images))]
-    facts = []
-    for name, label, unit in (("floor_pixel_min", "closest pair", " grey levels RMS"),
-                              ("floor_phase_spread", "phase spread", "&deg;"),
-                              ("floor_agreement", "starts' agreement", "")):
-        v = values.get(name)
-        if v is not None and np.ndim(v) == 2:
-            facts.append(f"{label} {fmt(float(v[i, at]))}{unit}")
-    if "floor_start_pixel_min" in rows:
-        names = list(starts) or [f"start {s}" for s in range(rows["floor_start_pixel_min"].shape[-1])]
-        kept = rows.get("floor_start_feasible")
-        facts.append("starts: " + ", ".join(
-            f"{esc(str(n))} {fmt(float(v))}" + ("" if kept is None or kept[k][s] else " (below its floor)")
-            for s, (n, v) in enumerate(zip(names, rows["floor_start_pixel_min"][k]))))
-    return (f'<div><b>floor set at {fmt(alpha)}</b> (the most different {len(images)} images that all keep '
-            f"{fmt(alpha)} &times; the maximum; docs/floor.md): " + " &middot; ".join(facts) + "</div>"
-            '<div class="tiles floor">' + "".join(tiles) + "</div>")
+# the index's per-layer medians: (key of the layer's scalar medians, header); metric names on hover
+TRENDS = ("fraction_median", "participation_ratio", "shift_index", "feature_min", "pixel_min")
 
 
 def _index_page(path: Path, config: dict, rows: list[dict]) -> str:
-    trend = [("fraction_median", "median activation fraction"),
-             ("shift_index", "median shift-invariance index"),
-             ("participation_ratio", "median participation ratio"),
-             ("feature_min", "median feature_min"), ("pixel_min", "median pixel_min")]
+    """The index: the profile of every layer (each class's share and count, as on the layer
+    pages), the layers' medians and, with two layers or more, their trends."""
     out = [f"<h1>jaxvis report: {esc(path.name)}</h1>",
-           f'<p class="kv">{esc(model_name(config))} &middot; {len(rows)} layers (in '
+           f'<p class="kv">{esc(model_name(config))} &middot; {_plural(len(rows), "layer")} (in '
            "catalogue order)</p>"]
-    columns = R.profile_columns(R.PROFILE_ALPHA)
-    out += ['<h2>Profile across layers</h2><p class="note">The read-out per layer (shares of all '
-            "units; &ndash;: no unit has a class on that axis), thresholds in "
-            "<code>jaxvis.analysis.readout.THRESHOLDS</code>.</p>",
-            '<table class="summary" id="profiles"><thead><tr><th class="l">layer</th>'
-            + "".join(f"<th>{esc(head)}</th>" for head, _ in columns) + "</tr></thead><tbody>"]
+    at = fmt(R.PROFILE_ALPHA)
+    out += ['<h2>Profile across layers</h2><p class="note">The read-out per layer: the share of its units '
+            "in each class (count in brackets; &ndash;: no unit has a class on that axis), thresholds in "
+            "<code>jaxvis.analysis.readout.THRESHOLDS</code>. A layer's page has the 95% intervals and the "
+            "units of each class.</p>",
+            '<table class="summary" id="profiles"><thead><tr><th class="l">layer</th><th>units</th>'
+            + "".join(f'<th class="l">{esc(_axis_label(axis, R.PROFILE_ALPHA))}</th>' for axis in R.AXES)
+            + "".join(f'<th title="{esc(metric)}: {esc(what)}">median {esc(label(metric))}'
+                      + (f" at {at}" if M.REGISTRY.get(metric) and M.REGISTRY[metric].per_floor else "") + "</th>"
+                      for _, metric, what in R.MEDIANS)
+            + "</tr></thead><tbody>"]
     for row in rows:
+        p = row["profile"]
+        cells = []
+        for axis, names in R.AXES.items():
+            if not p.known(axis):
+                cells.append('<td class="l">&ndash;</td>')
+                continue
+            shares = [(n, p.fractions[axis][n]) for n in (*names[::-1], R.UNKNOWN) if p.fractions[axis][n] > 0]
+            cells.append('<td class="l">' + "<br>".join(
+                f'<a href="{esc(row["href"])}#{_gallery_id(axis, n)}">{percent(f)} {esc(n)}</a> ({round(f * p.units)})'
+                if n != R.UNKNOWN else f"{percent(f)} {esc(n)} ({round(f * p.units)})" for n, f in shares) + "</td>")
+        cells += [f"<td>{fmt(p.medians[field])}</td>" for field, _, _ in R.MEDIANS]
         out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
-                   + "".join(f"<td>{esc(cell(row['profile']))}</td>" for _, cell in columns) + "</tr>")
+                   f'<td>{p.units}</td>{"".join(cells)}</tr>')
     out += ["</tbody></table>", "<h2>Layers</h2>",
-            '<table class="summary"><thead><tr><th class="l">layer</th><th>units</th><th>rf</th>'
-            "<th>canvas</th>" + "".join(f"<th>{esc(label)}</th>" for _, label in trend)
+            '<table class="summary"><thead><tr><th class="l">layer</th><th>units</th>'
+            '<th title="receptive field (px)">receptive field</th><th title="canvas (px)">canvas</th>'
+            + "".join(f'<th title="{esc(key)}">median {esc(label(key))}</th>' for key in TRENDS)
             + '<th class="l">metrics</th></tr></thead><tbody>']
     for row in rows:
         out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
                    f'<td>{row["units"]}</td><td>{esc(fmt(row["rf"]))}</td>'
                    f'<td>{esc(fmt(row["canvas"]))}</td>'
-                   + "".join(f"<td>{fmt(row['medians'].get(key, math.nan))}</td>"
-                             for key, _ in trend)
+                   + "".join(f"<td>{fmt(row['medians'].get(key, math.nan))}</td>" for key in TRENDS)
                    + f'<td class="l">{"analysed" if row["analysed"] else "sweep only"}</td></tr>')
     out.append("</tbody></table>")
-    names = [row["layer"] for row in rows]
-    plots = []
-    for key, label in trend:
-        values = [row["medians"].get(key, math.nan) for row in rows]
-        if np.isfinite(values).any():
-            plots.append(svg_lines(names, [(label, values, BLUE)], label, key))
-    if plots:
-        out.append('<h2>Trends over layers</h2><div class="plots">' + "".join(plots) + "</div>")
+    if len(rows) >= 2:  # a trend needs two layers
+        names = [row["layer"] for row in rows]
+        plots = []
+        for key in TRENDS:
+            values = [row["medians"].get(key, math.nan) for row in rows]
+            if np.isfinite(values).sum() >= 2:
+                plots.append(svg_lines(names, [(label(key), values, BLUE)], f"median {label(key)}", key))
+        if plots:
+            out.append('<h2>Trends over layers</h2><div class="plots">' + "".join(plots) + "</div>")
     return html_page(f"{path.name} - jaxvis report", "\n".join(out))
+
 
 
 def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None) -> list[Path]:

@@ -16,7 +16,6 @@ BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"
 # a histogram's range covers its values up to this many interquartile ranges beyond the quartiles
 # (Tukey's "far out"); values beyond are counted at the edge, so one 1e7 does not flatten the rest
 OUTLIER_IQR = 3.0
-COLOURBAR_STEPS = 32  # bands of a colour bar
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -166,7 +165,7 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
             parts.append(f'<g class="outliers"><title>{esc(tip)}</title>'
                          f'<path d="M{x + sign * 7:.1f},{y} L{x:.1f},{y - 5} L{x:.1f},{y + 5} Z" fill="{GREY}"/>'
                          f'<text x="{x - sign * 3:.1f}" y="{y - 8}" text-anchor="{"start" if sign < 0 else "end"}" '
-                         f'fill="{GREY}">{beyond.size} {"&lt;" if sign < 0 else "&gt;"} {esc(fmt(lo if sign < 0 else hi))}'
+                         f'fill="{GREY}">{beyond.size} {"below" if sign < 0 else "above"} {esc(fmt(lo if sign < 0 else hi))}'
                          "</text></g>")
     for value, label in marks if every.size else ():
         m = ax.x(float(value))
@@ -264,19 +263,15 @@ def svg_curve(x, y, title: str, xlabel: str, *, log_x: bool = False, width: int 
     return _svg(width, height, parts, title)
 
 
-def svg_colourbar(lo: float, hi: float, label: str, *, height: int = 150, width: int = 64) -> str:
+def svg_colourbar(lo: float, hi: float, label: str, ident: str, *, height: int = 150, width: int = 64) -> str:
     """The colour bar of a viridis heat map (:func:`jaxvis.io.render.heat`) over ``lo`` .. ``hi``:
-    a vertical bar, ``hi`` at the top, the values at its ends and middle, ``label`` beside it."""
+    a vertical bar, ``hi`` at the top, the values at its ends and middle, ``label`` beside it;
+    ``ident`` names its gradient (unique on the page)."""
     top, bottom, bar = 8, height - 8, 12
-    parts = []
-    step = (bottom - top) / COLOURBAR_STEPS
-    for k in range(COLOURBAR_STEPS):
-        t = (COLOURBAR_STEPS - 1 - k) / (COLOURBAR_STEPS - 1) * (len(VIRIDIS) - 1)
-        i = min(int(t), len(VIRIDIS) - 2)
-        r, g, b = (VIRIDIS[i] * (1 - (t - i)) + VIRIDIS[i + 1] * (t - i)).round().astype(int)
-        parts.append(f'<rect x="2" y="{top + k * step:.1f}" width="{bar}" height="{step + 0.5:.1f}" '
-                     f'fill="rgb({r},{g},{b})"/>')
-    parts.append(f'<rect x="2" y="{top}" width="{bar}" height="{bottom - top}" fill="none" stroke="#444"/>')
+    stops = "".join(f'<stop offset="{k / (len(VIRIDIS) - 1):.3f}" stop-color="rgb({r},{g},{b})"/>'
+                    for k, (r, g, b) in enumerate(VIRIDIS[::-1].astype(int)))
+    parts = [f'<defs><linearGradient id="{esc(ident)}" x1="0" y1="0" x2="0" y2="1">{stops}</linearGradient></defs>',
+             f'<rect x="2" y="{top}" width="{bar}" height="{bottom - top}" fill="url(#{esc(ident)})" stroke="#444"/>']
     for value, y in ((hi, top), ((lo + hi) / 2, (top + bottom) / 2), (lo, bottom)):
         parts.append(f'<line x1="{2 + bar}" y1="{y:.1f}" x2="{5 + bar}" y2="{y:.1f}" stroke="#444"/>'
                      f'<text x="{7 + bar}" y="{y + 4:.1f}">{esc(fmt(value))}</text>')

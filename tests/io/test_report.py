@@ -86,6 +86,12 @@ def decode(src: str, page: Path) -> Image.Image:
         return image
 
 
+def cells(row) -> list:
+    """A unit table row's sortable cells (the image cells have no ``data-v``), aligned with the
+    parser's ``heads``."""
+    return [v for v in row if v is not None]
+
+
 def test_report_pages_tables_images_and_anchors(results, tmp_path):
     out = tmp_path / "report"
     paths = report(results, out)
@@ -97,7 +103,7 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     index = parse(out / "index.html")
     assert {"conv1_1.html", "layer1.0.html"} <= set(index.hrefs)
     text = (out / "index.html").read_text()
-    assert "<svg" in text and "median shift-invariance index" in text
+    assert "<svg" in text and "median shift-invariance index" in text and "2 layers" in text
 
     import h5py
     with h5py.File(results, "r") as f:
@@ -108,23 +114,25 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
     assert page.heads[0] == "unit"
     for name in ("max_activation", "steps", "fraction_min", "fraction_median", "pixel_min",
                  "feature_mean", "participation_ratio", "shift_index", "max_over_p99",
-                 "reference_feature_min", "natural_p99"):
+                 "reference_feature_min", "natural_p99", "phase_class", "diversity_class", "shift_class",
+                 "floor_pixel_vs_linear@0.9", "floor_agreement@0.9"):
         assert name in page.heads, name
     for name in ("activation_fraction", "variance_map", "shift_texture", "diverse_over_p99"):
         assert name not in page.heads  # not scalar metrics
     assert len(page.rows) == U
-    # row cells: unit, maximum, diverse images, then the scalar columns in header order
-    column = {name: 3 + k for k, name in enumerate(page.heads[1:])}
-    assert [int(r[0]) for r in page.rows] == [0, 2, 4, 6, 8]
-    np.testing.assert_allclose([float(r[column["fraction_min"]]) for r in page.rows], frac_min,
-                               rtol=1e-6)
-    assert [float(r[column["steps"]]) for r in page.rows] == steps.tolist()
-    assert page.rows[1][column["shift_index"]] == "NaN"
+    column = {name: k for k, name in enumerate(page.heads)}
+    rows = [cells(r) for r in page.rows]
+    assert [int(r[0]) for r in rows] == [0, 2, 4, 6, 8]
+    np.testing.assert_allclose([float(r[column["fraction_min"]]) for r in rows], frac_min, rtol=1e-6)
+    assert [float(r[column["steps"]]) for r in rows] == steps.tolist()
+    assert rows[1][column["shift_index"]] == "NaN"
     # every image decodes; enlarged nearest-neighbour; files next to the page, loaded lazily
-    assert all(page.lazy) and len(set(page.imgs)) == len(page.imgs)
-    assert (out / "conv1_1.html").stat().st_size < 100_000  # no images inside
-    per_unit = 1 + N + (1 + N) + N + 1 + 1 + 1 + K  # table (max + N), detail (max + N), the floor set
-    assert len(page.imgs) == U * per_unit            # at 0.9 (N), texture, responses, variance, patches
+    assert all(page.lazy)
+    assert (out / "conv1_1.html").stat().st_size < 150_000  # no images inside
+    # table: best image, diverse set, floor set at 0.9; detail: best, diverse set, both floor sets,
+    # shift texture and responses, variance map, natural patches; the gallery shows table thumbnails
+    per_unit = (1 + N + N) + (1 + N + 2 * N) + 3 + K
+    assert len(set(page.imgs)) == U * per_unit and len(page.imgs) > U * per_unit
     sizes = set()
     for src in page.imgs:
         image = decode(src, out / "conv1_1.html")
@@ -138,38 +146,49 @@ def test_report_pages_tables_images_and_anchors(results, tmp_path):
             assert href[1:] in page.ids, href  # every in-page link has its target
     text = (out / "conv1_1.html").read_text()
     assert "shift-invariance index" in text
-    # the page leads with the read-out's profile (classes of the fake measures, tests/helpers.py)
-    assert text.index('<section id="profile">') < text.index("<h2>Summary</h2>") < text.index('id="units"')
+    # the page reads top-down: profile, gallery, summary, table, details
+    order = ['<section id="profile">', '<section id="gallery">', 'id="summary"', 'id="units"', 'id="details"']
+    assert [text.index(m) for m in order] == sorted(text.index(m) for m in order)
     profile = text.split('<section id="profile">', 1)[1].split("</section>", 1)[0]
-    for share in ("<b>40%</b> complex-like (2)", "<b>40%</b> simple-like (2)",
-                  "<b>20%</b> grating-unresponsive (1)", "<b>40%</b> diverse (2)", "<b>20%</b> tight (1)",
-                  "<b>40%</b> unknown (2)", "<b>20%</b> shift-invariant (1)"):
-        assert share in profile, share
+    # the classes of the fake measures (tests/helpers.py): count, share, 95% interval, linked to the gallery
+    for name, count, share in (("complex-like", 2, "40%"), ("simple-like", 2, "40%"), ("grating-unresponsive", 1, "20%"),
+                               ("diverse", 2, "40%"), ("tight", 1, "20%"), ("shift-invariant", 1, "20%")):
+        assert f">{name}</a></td><td>{count}</td><td><b>{share}</b></td><td>" in profile, name
+    assert "<td>2</td><td><b>40%</b></td><td>12% &ndash; 77%</td>" in profile  # Wilson's interval of 2 / 5
     assert profile.count("<svg") == 6  # F1/F0, grating and rotation min/max, 2 diversities, shift index
     assert "f1_f0 1" in profile and "beyond_linear 1.1" in profile  # thresholds marked
+    # the gallery: every class with units, its units' best image and floor set at 0.9
+    gallery = text.split('<section id="gallery">', 1)[1].split("</section>", 1)[0]
+    for anchor in ("class-phase-complex-like", "class-diversity-diverse", "class-diversity-tight",
+                   "class-shift-shift-variant"):
+        assert f'id="{anchor}"' in gallery and f'href="#{anchor}"' in profile, anchor
+    diverse = gallery.split('id="class-diversity-diverse"', 1)[1].split('class="gallery-row"', 1)[0]
+    assert diverse.count('class="card"') == 2 and diverse.count("<img") == 2 * (1 + N)
     # class columns show their names; sorting keeps the codes
-    classes = [r[column["phase_class"]] for r in page.rows]
+    classes = [r[column["phase_class"]] for r in rows]
     assert classes == ["2.0", "1.0", "0.0", "2.0", "1.0"]
     assert text.count("<td data-v=\"0.0\">grating-unresponsive</td>") == 1
     # tuning curves (orientation, period, phase) beside the images of every unit
     for u in (0, 2, 4, 6, 8):
         detail = text.split(f'id="unit-{u}"', 1)[1].split("</section>", 1)[0]
-        assert detail.count('<div class="curve"><svg') == 3 and "read-out: phase: <b>" in detail
-        # the floor set whose class the read-out gives, with its closest pair and its starts' agreement
-        assert "<b>floor set at 0.9</b>" in detail and "starts' agreement 1" in detail
-        assert detail.count(f'alt="unit {u} floor set') == N
+        assert detail.count('<div class="curve"><svg') == 3 and '<p class="readout">phase: <b>' in detail
+        # every set: the best image, the diverse set, the floor set at each floor with its facts
+        assert detail.count('<td class="l setname">') == 2 + 2
+        assert "floor set at 0.95: every image keeps" in detail and "floor set at 0.9: every image keeps" in detail
+        assert detail.count(f'alt="unit {u} floor set at') == 2 * N
+        assert 'title="diversity each start reached: ' in detail  # the certificate on hover
+        assert "every measure of unit" in detail and 'class="heat"' in detail  # colour bars by the heat maps
     index_text = (out / "index.html").read_text()
     table = index_text.split('id="profiles"', 1)[1].split("</table>", 1)[0]
-    assert "<td>40%</td><td>40%</td><td>20%</td><td>40%</td><td>20%</td><td>0.90</td>" in table
-    # the partial layer: no phase or shift class; its floor sets alone give the diversity class
-    assert "<td>0/2/1</td>" in table and "<td>5/0/5</td>" in table
+    assert "40% complex-like</a> (2)<br>" in table and "conv1_1.html#class-phase-complex-like" in table
+    assert "100% tight</a> (5)" in table  # the partial layer: its floor sets alone give the diversity class
 
     partial = parse(out / "layer1.0.html")  # a partial metrics group still renders
     assert len(partial.rows) == U and "shift_index" not in partial.heads
     assert "participation_ratio" in partial.heads
-    assert len(partial.imgs) == U * (1 + N + 1 + N + N + 1)  # the floor set; no texture, responses, patches
+    assert len(set(partial.imgs)) == U * ((1 + N + N) + (1 + N + 2 * N) + 1)  # the floor sets; no texture, patches
     assert sorted(p.name for p in (out / "layer1.0_files").iterdir()) == sorted(
-        src.split("/")[1] for src in partial.imgs)  # every file is used
+        {src.split("/")[1] for src in partial.imgs})  # every file is used
 
 
 def test_report_without_metrics_uses_the_sweep(tmp_path):
@@ -186,10 +205,10 @@ def test_report_without_metrics_uses_the_sweep(tmp_path):
         frac = g["activations"][()] / g["max_activation"][()][:, None]
         d = g["pixel_distances"][()]
     i, j = np.triu_indices(N, 1)
-    column = {name: 3 + k for k, name in enumerate(page.heads[1:])}
-    np.testing.assert_allclose([float(r[column["fraction_median"]]) for r in page.rows],
+    column = {name: k for k, name in enumerate(page.heads)}
+    np.testing.assert_allclose([float(cells(r)[column["fraction_median"]]) for r in page.rows],
                                np.median(frac, 1), rtol=1e-6)
-    np.testing.assert_allclose([float(r[column["pixel_min"]]) for r in page.rows],
+    np.testing.assert_allclose([float(cells(r)[column["pixel_min"]]) for r in page.rows],
                                d[:, i, j].min(1), rtol=1e-6)
     assert "jaxvis analyze plain.h5" in paths[0].read_text()
 
@@ -230,7 +249,8 @@ def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatc
     def failing(pixels, target):
         calls.append(1)
         # every image of conv1_1, then layer1.0's first block of 2 units (its folder is made)
-        if len(calls) > U * (2 * (1 + N) + N + 3 + K) + 2 * (2 * (1 + N) + N + 1):  # (N: the floor set)
+        # (table: best, diverse set, floor set at 0.9; detail: best, diverse set, both floor sets, ...)
+        if len(calls) > U * ((1 + 2 * N) + (1 + 3 * N) + 3 + K) + 2 * ((1 + 2 * N) + (1 + 3 * N) + 1):
             raise RuntimeError("disk on fire")
         return png_tile(pixels, target)
 
@@ -368,11 +388,31 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     _load_every_image(browser)
     broken = _broken_images(browser)
     assert broken == []
-    assert browser.execute_script("return document.images.length;") == U * (1 + N + 1 + N + N + 3 + K)
-    floor = browser.find_elements(By.CSS_SELECTOR, ".unit-detail .tiles.floor img")  # every floor set shown
-    assert len(floor) == U * N and all(browser.execute_script("return arguments[0].naturalWidth;", img) > 0
-                                       for img in floor)
+    sources = browser.execute_script("return Array.from(document.images).map(i => i.src);")
+    assert len(set(sources)) == U * ((1 + 2 * N) + (1 + 3 * N) + 3 + K)  # the gallery reuses table thumbnails
+    sets = browser.find_elements(By.CSS_SELECTOR, ".unit-detail table.sets img")  # every set of every unit
+    assert len(sets) == U * (1 + N + 2 * N) and all(
+        browser.execute_script("return arguments[0].naturalWidth;", img) > 0 for img in sets)
+    # the gallery: visible, its images loaded, each card a link to the unit's details
+    gallery = browser.find_element(By.ID, "gallery")
+    assert gallery.is_displayed()
+    cards = gallery.find_elements(By.CSS_SELECTOR, "a.card")
+    assert cards and all(c.is_displayed() for c in cards)
+    for img in gallery.find_elements(By.TAG_NAME, "img"):
+        assert img.is_displayed() and browser.execute_script("return arguments[0].naturalWidth;", img) > 0
+    assert "diverse" in browser.find_element(By.ID, "class-diversity-diverse").text
+    # the units table scrolls inside the page, the page does not get wider than the window
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth;")
+    names = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#units tbody tr')).map(r => r.innerText);")
+    assert all(any(n in row for n in ("complex-like", "simple-like", "grating-unresponsive")) for row in names)
 
+    # a few columns by default, every one after a click
+    hidden = browser.find_element(By.CSS_SELECTOR, '#units th[data-key="fraction_min"]')
+    assert not hidden.is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, '#units th[data-key="diversity_class"]').is_displayed()
+    browser.find_element(By.ID, "all-columns").click()
+    assert hidden.is_displayed()
     heads = [th.get_attribute("data-key") for th in
              browser.find_elements(By.CSS_SELECTOR, "#units thead th")]
     for metric in ("fraction_min", "shift_index"):
@@ -401,9 +441,15 @@ def test_report_in_headless_chromium(results, tmp_path, browser):
     top = browser.execute_script("return arguments[0].getBoundingClientRect().top;", target)
     height = browser.execute_script("return window.innerHeight;")
     assert 0 <= top < height  # scrolled into view
-    assert len(target.find_elements(By.TAG_NAME, "img")) == 1 + N + N + 3 + K  # max, lambda set, floor set, ...
+    assert len(target.find_elements(By.TAG_NAME, "img")) == 1 + N + 2 * N + 3 + K  # best, lambda set, floor sets, ...
     curves = target.find_elements(By.CSS_SELECTOR, "div.curve svg")
     assert len(curves) == 3 and all(c.is_displayed() and c.size["width"] > 100 for c in curves)
+
+    browser.get((out / "conv1_1.html").as_uri())  # a gallery card leads to the unit
+    card = browser.find_element(By.CSS_SELECTOR, "#class-diversity-diverse a.card")
+    href = card.get_attribute("href").split("#", 1)[1]
+    card.click()
+    assert browser.execute_script("return location.hash;") == f"#{href}"
 
     browser.get((out / "index.html").as_uri())
     browser.find_element(By.LINK_TEXT, "layer1.0").click()
