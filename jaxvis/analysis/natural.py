@@ -29,10 +29,15 @@ from jaxvis.weights import Model
 # carry ~0.3 of quantisation and 1-2 of sensor and JPEG noise, so below 4 a patch is one colour
 # plus noise, and its rescaling to the sweep's norm only amplifies that noise.
 MIN_CONTRAST = 4.0
+# ... and, where it is rescaled to a norm (the reference sets), its structure at least this share
+# of its deviation from the mean colour: otherwise it is mostly one colour offset, and all such
+# patches of a hue are nearly one vector. With MAX_SIMILARITY, two patches of a reference set are
+# then at least MIN_STRUCTURE * sqrt(2 - 2 * MAX_SIMILARITY) = 0.25 of the norm apart.
+MIN_STRUCTURE = 0.25
 # Two patches are near-duplicates above this cosine similarity of their own-mean-removed pixels: a
-# step edge shifted by 1 pixel in a 10-pixel patch keeps 0.8 of it, shifted further or meeting
-# another structure much less; distinct natural patches rarely exceed 0.5.
-MAX_SIMILARITY = 0.75
+# step edge shifted by 1 pixel in a 10-pixel patch keeps 0.8 of it, by 2 (one position at a layer
+# of jump 2) 0.6; unrelated patches of 10 x 10 x 3 values stay below about 0.2.
+MAX_SIMILARITY = 0.5
 # Candidate patches tried per patch wanted before a reference set is given up (photos that are
 # nearly all flat at this canvas).
 TRIES_PER_PATCH = 50
@@ -44,10 +49,16 @@ def _structure(patch: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)).ravel()
 
 
-def usable(patch: np.ndarray) -> bool:
-    """Whether a patch has contrast: RMS about its own mean colour at least :data:`MIN_CONTRAST`."""
+def usable(patch: np.ndarray, mean_rgb=None) -> bool:
+    """Whether a patch has contrast: RMS about its own mean colour at least :data:`MIN_CONTRAST`
+    and, given the ``mean_rgb`` it is rescaled about, :data:`MIN_STRUCTURE` of its RMS about that."""
     x = _structure(patch)
-    return float(np.sqrt(np.mean(x ** 2))) >= MIN_CONTRAST
+    rms = float(np.sqrt(np.mean(x ** 2)))
+    if mean_rgb is not None:
+        offset = float(np.sqrt(np.mean((np.asarray(patch, np.float64) - np.asarray(mean_rgb, np.float64)) ** 2)))
+        if rms < MIN_STRUCTURE * offset:
+            return False
+    return rms >= MIN_CONTRAST
 
 
 def similar(a: np.ndarray, b: np.ndarray) -> bool:
@@ -57,12 +68,13 @@ def similar(a: np.ndarray, b: np.ndarray) -> bool:
     return float(x @ y) > MAX_SIMILARITY * float(np.linalg.norm(x) * np.linalg.norm(y))
 
 
-def distinct(candidates, wanted: int) -> list[int]:
+def distinct(candidates, wanted: int, mean_rgb=None) -> list[int]:
     """Indices of the first ``wanted`` patches of the iterable ``candidates`` (in their order)
-    that have contrast and are no near-duplicate of one kept before; fewer if it runs out."""
+    that have contrast (:func:`usable`, ``mean_rgb`` as there) and are no near-duplicate of one
+    kept before; fewer if it runs out."""
     kept, index = [], []
     for i, patch in enumerate(candidates):
-        if usable(patch) and not any(similar(patch, k) for k in kept):
+        if usable(patch, mean_rgb) and not any(similar(patch, k) for k in kept):
             kept.append(patch)
             index.append(i)
             if len(kept) == wanted:
@@ -171,7 +183,7 @@ def reference_sets(photos: list[Path], canvas: int, sets: int, n: int, mean_rgb,
     out = []
     for _ in range(sets):
         candidates: list = []
-        picked = distinct(draws(candidates), n)
+        picked = distinct(draws(candidates), n, mean)
         if len(picked) < n:
             raise JaxvisError(f"the photos hold too few distinct patches with contrast at a {canvas} px canvas "
                               f"({len(picked)} of {n} in {len(candidates)} draws); use more photos (--images)")
