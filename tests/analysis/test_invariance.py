@@ -12,13 +12,14 @@ import pytest
 import jaxvis
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis.analyze import analyze
-from jaxvis.analysis.shift import ShiftProblem, shift_test
+from jaxvis.analysis import readout as R
+from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test, uniform_colour_share
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
 from jaxvis.io.results import read_results
 from jaxvis.optimize.config import Optimizer
 from jaxvis.sweep import sweep
-from tests.optimize.complex_cell import model as complex_cell
+from tests.optimize.complex_cell import model as complex_cell, quadrature_pair
 
 
 def shift_index(model, layer, channel, radius, steps=500):
@@ -87,6 +88,11 @@ def test_analyze_real_conv1_1(analysed):
     # linear units are not shift invariant like the complex cell (> 0.9), even though conv1_1's
     # 3 px canvas only allows 1 px shifts, which smooth patterns survive in part
     assert np.median(m["shift_index"]) < 0.85 and (m["shift_index"] > 0.9).mean() < 0.5
+    # conv1_1 is linear: every unit's index is its closed-form linear reference (exact for the
+    # analytic maximum; the sweep's maximum is within a fraction of a percent of it), so none is
+    # called shift-invariant, whatever its index
+    np.testing.assert_allclose(m["shift_index"], m["shift_linear_reference"], atol=0.01)
+    assert not (m["shift_class"] == R.AXES["shift"].index("shift-invariant")).any()
     rows = list(csv.DictReader(open(table)))
     assert len(rows) == 64 and {"shift_index", "participation_ratio", "max_over_p99"} <= set(rows[0])
     assert r.layers["conv1_1"].keys() == before.keys()  # the sweep itself is intact, every array
@@ -123,3 +129,53 @@ def test_mask_is_fixed_unless_learnt():
         out = shift_test(cell.network, problem, jax.random.key(1)[None], np.ones((1, 1), np.float32), 300.0)
         sigmas.append(float(out["sigma"][0]))
     assert sigmas[0] == pytest.approx(info.rf / 2.4, rel=1e-6) and sigmas[1] != pytest.approx(sigmas[0], rel=1e-3)
+
+
+class UniformColour(jaxvis.Network):
+    """One linear unit on a 3 px canvas (conv1_1's) whose kernel is a flat colour (every pixel
+    ``(1, -0.5, 0.2)``): the shift test's crops of a flat texture are all alike, so it keeps its maximum at every shift
+    while being as linear as a unit can be."""
+
+    name = "uniform"
+
+    def specs(self):
+        return (jaxvis.LayerSpec("flat", 1, (jaxvis.Op(3, 1, "VALID"),)),)
+
+    def forward(self, x, record):
+        w = np.broadcast_to(np.array([1.0, -0.5, 0.2], np.float32), (3, 3, 3))
+        record("flat", jax.numpy.einsum("nhwc,hwc->n", x, w / np.linalg.norm(w))[:, None, None, None])
+
+
+def _shift_read(model, layer, best, maximum, blank, steps=300):
+    """The shift test of channel 0 and its closed-form linear reference (best image ``best``)."""
+    info = model.network.layer(layer)
+    problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
+                           model.convention.mean_rgb255, optimizer=Optimizer(steps=steps))
+    out = shift_test(model.network, problem, jax.random.key(0)[None], np.eye(info.channels, dtype=np.float32)[:1],
+                     300.0)
+    index = out["responses"].mean() / maximum
+    reference = R.shift_reference(linear_reference(best[None], problem), [maximum], [blank])[0]
+    return index, reference
+
+
+def test_the_shift_index_against_its_linear_reference():
+    """A linear unit cannot beat its closed-form reference, and reaches it when optimised: the
+    flat-colour unit's index on a 3 px canvas equals its reference (0.906: the mask keeps it below 1),
+    above 0.9, so it is shift-untestable, not invariant (issue 21: VGG-19 conv1_1);
+    the linear Gabor stays near its low reference (variant); the energy cell, whose best image is
+    the same Gabor, is far above that reference (invariant)."""
+    flat = jaxvis.Model(UniformColour(), jaxvis.InputConvention(), {"name": "uniform"})
+    colour = np.broadcast_to(np.array([1.0, -0.5, 0.2]), (3, 3, 3))
+    index, reference = _shift_read(flat, "flat", 300.0 * colour / np.linalg.norm(colour), 300.0, 0.0)
+    assert reference - 0.005 < index <= reference + 1e-3, (index, reference)  # measured 0.9061 and 0.9063
+    assert index > R.threshold("shift_invariant")  # shift-invariant by the index alone
+    np.testing.assert_allclose(uniform_colour_share(colour[None], (0, 0, 0)), [1.0])
+    cell = complex_cell()
+    even = 300.0 * quadrature_pair()[..., 0]  # the maximum of both the even Gabor and the energy cell
+    simple, simple_ref = _shift_read(cell, "simple", even, 300.0, 0.0)
+    energy, energy_ref = _shift_read(cell, "energy", even, 300.0 ** 2, 0.0)
+    assert simple <= simple_ref + 1e-3 and simple_ref < 0.3 and energy_ref == pytest.approx(simple_ref)
+    assert energy > 0.9
+    assert uniform_colour_share(even[None], (0, 0, 0))[0] < 0.01
+    assert R.labels("shift", R.shift_class([index, simple, energy], [reference, simple_ref, energy_ref])) == [
+        "shift-untestable", "shift-variant", "shift-invariant"]
