@@ -54,7 +54,7 @@ td.imgs{white-space:nowrap;text-align:left}td.imgs img{margin-right:2px}
 .unit-detail:target{background:#fff8d8;outline:2px solid #e0c040}
 .tiles{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0}
 figure{margin:0;text-align:center;font-size:12px}figcaption{color:#444}
-.note{color:#666}.kv{color:#333;font-size:13px}
+.note{color:#666}.nowrap{white-space:nowrap}.kv{color:#333;font-size:13px}
 .warn{color:#8a3b00;background:#fff3e0;border-left:3px solid #e08000;padding:4px 8px}
 .scroll{overflow-x:auto;max-width:100%}
 table.units td:first-child,table.units th:first-child{position:sticky;left:0;z-index:1;background:#fff}

@@ -8,36 +8,41 @@ square), loaded lazily (``loading="lazy"``, with their sizes, so a page of 512 u
 once and fetches images as they scroll into view); plots are inline SVG
 (:mod:`jaxvis.io.svg`), and a few lines of inline JavaScript sort the unit table.
 
-Per layer page:
+Per layer page, top-down:
 
-- first, the layer's read-out profile (:mod:`jaxvis.analysis.readout`): the share of units in each
-  class of each axis (phase, diversity at alpha = 0.9, shift), the medians of the measures and
-  their histograms (F1/F0, grating phase min/max, rotation min/max, diversity against the linear
-  bound and against natural patches, the shift-invariance index) with the thresholds marked;
-- a summary: the layer's metadata, a table of every scalar metric over units (median and
-  quartiles, with the metric's definition; the class columns are in the profile), and a scatter of
-  the median activation fraction against diversity
-  (``feature_min`` relative to ``reference_feature_min``, else the pixel version, else the raw
-  distance);
-- the unit table: one row per unit with its maximum and diverse images and one column per scalar
-  metric (a class column shows the class's name); clicking a header sorts the rows by it (again:
-  the other direction; NaN always last);
-- per unit a detail section ``#unit-<n>``: its classes, maximum and diverse images with their
-  activation fractions and beside them its orientation, period and phase tuning curves (inline
-  SVG, the grating battery's axes from the analysis settings), the shift texture and response map,
-  the top natural patches and the variance map, whichever of these the file holds.
+- the layer's read-out profile (:mod:`jaxvis.analysis.readout`): per axis (phase, diversity at
+  alpha = 0.9, shift) each class's units, share and Wilson 95% interval, the class linked to its
+  gallery row; the medians of the measures with their quartiles and their histograms (ranges set by
+  quantiles, far outliers counted at the edge), the thresholds marked;
+- "units by class": per class of every axis its clearest units (farthest from the threshold: the
+  most diverse first among "diverse", the least among "tight"), each its best image and its floor
+  set at 0.9 (else its diverse set), linked to its details;
+- a summary: every scalar measure over units (quartiles) in plain words with its definition and
+  metric name, and a scatter of the median activation fraction against diversity;
+- the unit table: per unit its best image, diverse (lambda) set and floor set at 0.9, its classes
+  by name (sorted by their codes), the floor set's measures and every scalar metric (a few columns
+  until "all columns" is clicked; the metric and its definition on hover); it scrolls sideways
+  inside the page with the unit column fixed; clicking a header sorts the rows (again: the other
+  direction; NaN always last);
+- per unit a detail section ``#unit-<n>``: its classes with the measure each is read from; a
+  table of its sets (best image, diverse set, the floor set at each floor) with each image's
+  activation / the best image's, each set's closest pair, that over a linear unit's, phase spread,
+  starts' agreement (each start's diversity on hover) and class; its orientation, period and phase
+  tuning curves (inline SVG, the grating battery's axes from the analysis settings); the shift
+  texture and response map and the variance map with colour bars; the top natural patches; every
+  measure (folded). Ratios above 1 link to why they occur (:data:`ABOVE_MAX`).
 
-The index page shows the profile across layers (one row per layer), then the layers' medians and
-trend plots.
+The index page shows the profile across layers (each class's share and count, linked to its
+gallery row), then the layers' medians, and their trends where there are two layers or more.
 
 Metrics and their definitions come from the metrics table (:mod:`jaxvis.analysis.metrics`) and
 the ``metrics`` group that ``jaxvis analyze`` adds per layer; every one of them is optional. Those
 computable from the sweep itself are computed on the fly where the group lacks them
 (:mod:`jaxvis.analysis.summary`), so a freshly swept file renders too.
 
-Contrast: a unit's maximum and its diverse images share one ``to_display`` mapping (what varies
-across them is what the unit ignores), as in ``jaxvis render``; natural patches share one per
-unit; response and variance maps are heat maps over their own range.
+Contrast: a unit's best image, diverse set and floor sets share one ``to_display`` mapping (what
+varies across them is what the unit ignores); natural patches share one per unit; response and
+variance maps are heat maps over their own range, with a colour bar.
 
 Pages and images are written all or nothing (:func:`jaxvis.io.html.write_files`): an error
 leaves the output folder as it was. Once they are in place, images an earlier report of the same
@@ -638,16 +643,17 @@ def _index_page(path: Path, config: dict, rows: list[dict]) -> str:
                 cells.append('<td class="l">&ndash;</td>')
                 continue
             shares = [(n, p.fractions[axis][n]) for n in (*names[::-1], R.UNKNOWN) if p.fractions[axis][n] > 0]
-            cells.append('<td class="l">' + "<br>".join(
+            cells.append('<td class="l nowrap">' + "<br>".join(
                 f'<a href="{esc(row["href"])}#{_gallery_id(axis, n)}">{percent(f)} {esc(n)}</a> ({round(f * p.units)})'
                 if n != R.UNKNOWN else f"{percent(f)} {esc(n)} ({round(f * p.units)})" for n, f in shares) + "</td>")
         cells += [f"<td>{fmt(p.medians[field])}</td>" for field, _, _ in R.MEDIANS]
         out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
                    f'<td>{p.units}</td>{"".join(cells)}</tr>')
-    out += ["</tbody></table>", "<h2>Layers</h2>",
+    out += ["</tbody></table>", '<h2>Layers</h2><p class="note">Medians over each layer\'s units.</p>',
             '<table class="summary"><thead><tr><th class="l">layer</th><th>units</th>'
             '<th title="receptive field (px)">receptive field</th><th title="canvas (px)">canvas</th>'
-            + "".join(f'<th title="{esc(key)}">median {esc(label(key))}</th>' for key in TRENDS)
+            + "".join(f'<th title="{esc(key)}: the median over the layer\'s units">{esc(label(key))}</th>'
+                      for key in TRENDS)
             + '<th class="l">metrics</th></tr></thead><tbody>']
     for row in rows:
         out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
@@ -662,7 +668,7 @@ def _index_page(path: Path, config: dict, rows: list[dict]) -> str:
         for key in TRENDS:
             values = [row["medians"].get(key, math.nan) for row in rows]
             if np.isfinite(values).sum() >= 2:
-                plots.append(svg_lines(names, [(label(key), values, BLUE)], f"median {label(key)}", key))
+                plots.append(svg_lines(names, [(label(key), values, BLUE)], label(key), f"median {key}"))
         if plots:
             out.append('<h2>Trends over layers</h2><div class="plots">' + "".join(plots) + "</div>")
     return html_page(f"{path.name} - jaxvis report", "\n".join(out))

@@ -14,8 +14,10 @@ from jaxvis.io.render import VIRIDIS
 
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"
 # a histogram's range covers its values up to this many interquartile ranges beyond the quartiles
-# (Tukey's "far out"); values beyond are counted at the edge, so one 1e7 does not flatten the rest
+# (Tukey's "far out") and at least its OUTLIER_SHARE .. 1 - OUTLIER_SHARE quantiles; values beyond
+# are counted at the edge, so one 1e7 does not flatten the rest, nor is a long tail cut off
 OUTLIER_IQR = 3.0
+OUTLIER_SHARE = 0.02
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -45,17 +47,18 @@ def _range(values: np.ndarray) -> tuple[float, float]:
 
 
 def _shown_range(values: np.ndarray) -> tuple[float, float]:
-    """The range a histogram shows: every value but far outliers (:data:`OUTLIER_IQR`)."""
+    """The range a histogram shows: every value but far outliers (:data:`OUTLIER_IQR`,
+    :data:`OUTLIER_SHARE`)."""
     lo, hi = _range(values)
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
     if v.size < 4:
         return lo, hi
-    q1, q3 = np.percentile(v, [25, 75])
+    low, q1, q3, high = np.percentile(v, [100 * OUTLIER_SHARE, 25, 75, 100 * (1 - OUTLIER_SHARE)])
     spread = OUTLIER_IQR * (q3 - q1)
     if spread <= 0:
         return lo, hi
-    return _range(v[(v >= q1 - spread) & (v <= q3 + spread)])
+    return _range(v[(v >= min(low, q1 - spread)) & (v <= max(high, q3 + spread))])
 
 
 def _padded(values, share: float = 0.04) -> tuple[float, float]:
@@ -122,7 +125,7 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
     ``share``: bar heights are the share of each series' units (for series of different sizes)
     instead of counts. ``marks``: [(value, label)] drawn as solid grey vertical lines (e.g. a
     class threshold), the range widened to show them. The range leaves out far outliers
-    (:data:`OUTLIER_IQR`): they are counted at the edge they lie beyond (a grey triangle, their
+    (:data:`OUTLIER_IQR`, :data:`OUTLIER_SHARE`): they are counted at the edge they lie beyond (a grey triangle, their
     values on hover) and in the legend.
     Several series are drawn as outlined, semi-transparent bars over the same bins, each with its
     median as a dashed line; non-finite values are left out and counted in the legend.

@@ -515,3 +515,18 @@ def test_layers_in_catalogue_order():
     assert layer_order(names, {}, rfs) == ["stem", "blocks.2", "blocks.10", "head"]
     assert layer_order(names, {"layers": ["head", "stem", "other"]}, rfs) == [
         "head", "stem", "blocks.2", "blocks.10"]
+
+
+def test_histogram_range_leaves_far_outliers_out_and_marks_them():
+    """Two flat natural references made two ratios 3.5e7 (issue 20): the range stays on the other
+    units, the two are counted at the edge with their values on hover."""
+    import re
+
+    from jaxvis.io.svg import svg_histogram
+
+    values = np.r_[np.random.default_rng(0).normal(10, 2, 126), 3.5e7, 3.4e7]
+    svg = svg_histogram([("units", values, "#000")], "diversity", "ratio")
+    ticks = [float(t) for t in re.findall(r'text-anchor="middle">([-0-9.e+]+)</text>', svg)]
+    assert ticks and max(ticks) < 30  # the axis is the bulk's
+    assert "2 above" in svg and "3.50e+07" in svg and "2 outside the range" in svg
+    assert "outside" not in svg_histogram([("units", np.arange(20.0), "#000")], "t", "x")  # no outlier: none marked
