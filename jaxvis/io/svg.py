@@ -266,7 +266,7 @@ def svg_curve(x, y, title: str, xlabel: str, *, log_x: bool = False, width: int 
     return _svg(width, height, parts, title)
 
 
-def svg_colourbar(lo: float, hi: float, label: str, ident: str, *, height: int = 150, width: int = 64) -> str:
+def svg_colourbar(lo: float, hi: float, label: str, ident: str, *, height: int = 150, width: int = 84) -> str:
     """The colour bar of a viridis heat map (:func:`jaxvis.io.render.heat`) over ``lo`` .. ``hi``:
     a vertical bar, ``hi`` at the top, the values at its ends and middle, ``label`` beside it;
     ``ident`` names its gradient (unique on the page)."""
