@@ -3,10 +3,15 @@ measures, and a layer's profile (fractions per class, medians of the measures).
 
 A unit carries one class on each of three independent **axes**, each from its own measures:
 
-- ``phase`` (the grating battery, :mod:`jaxvis.analysis.gratings`): ``grating-unresponsive`` where
-  the best grating lifts the unit by less than :data:`THRESHOLDS` ``grating_drive`` of its range
-  above its blank response; otherwise ``complex-like`` where ``grating_f1_f0 < f1_f0`` and
-  ``simple-like`` where it is not (Skottun et al. 1991);
+- ``phase`` (the grating battery, :mod:`jaxvis.analysis.gratings`, and the phase rotation of the
+  unit's own best image, :mod:`jaxvis.analysis.phase`): a unit whose best grating lifts it by less
+  than :data:`THRESHOLDS` ``grating_drive`` of its own range above its blank response is read by its
+  own image, ``own-image-invariant`` where its rotation keeps a response (``rotation_keeps``), else
+  ``grating-unresponsive``; a driven unit takes the class of its best grating
+  (:func:`grating_classes`: ``frequency-doubling`` where the phase response falls to the baseline
+  with F2 > F1, else ``complex-like`` where F1/F0 < ``f1_f0`` (Skottun et al. 1991), else
+  ``simple-like``) where at least ``phase_consensus`` of its near-peak gratings (within 5% of the
+  best, coarse battery and finer pass) share it, else ``ambiguous``;
 - ``diversity`` (an activation-floor set at ``alpha``, docs/floor.md): ``diverse`` where the set's
   closest pair is at least ``beyond_linear`` times as far apart as the set of an affine unit with
   the same maximum and baseline can be (``floor_pixel_vs_linear``, the analytic cap bound
@@ -18,7 +23,9 @@ A unit carries one class on each of three independent **axes**, each from its ow
   (Against natural patches, ``floor_pixel_vs_natural``, the profile reports a median: it says how
   different the images are, not whether more than a linear unit allows: 3 x 3 natural patches are
   so alike that VGG-19's linear conv1_1 units reach 3 times their distance.)
-- ``shift`` (the shift test): ``shift-invariant`` where ``shift_index > shift_invariant``,
+- ``shift`` (the shift test): ``shift-untestable`` where an affine unit with the unit's best image
+  already scores within ``shift_beyond_linear`` of 1 (:func:`shift_reference`), ``shift-invariant``
+  where ``shift_index > shift_invariant`` and at least ``shift_beyond_linear`` above that reference,
   ``shift-variant`` where not.
 
 Every threshold is a row of :data:`THRESHOLDS` (name, value, rule, source); no rule holds a
