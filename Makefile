@@ -26,7 +26,9 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 # use): the paper's lambda objective and, per unit, the most diverse set that keeps 0.9 of the
 # unit's maximum; their invariance analysis (natural references, grating battery, phase rotation,
 # shift test) and the HTML report: $(OUT)/conv2_1.h5 (+ .csv), PNGs in $(OUT)/conv2_1/, the report
-# in $(OUT)/conv2_1_report/index.html. Running it again resumes.
+# in $(OUT)/conv2_1_report/index.html. Running it again resumes. The shift test runs at most 300
+# steps, not the library's 700 (most of analyze's 269 s is the shift test; up to 700 would take the
+# demo past 10 min on 2 cores); `jaxvis compare` against a default analysis says so once, not per layer.
 demo: $(VENV)/.base
 	$(BIN)/jaxvis weights fetch vgg19 efficientnet-lite0
 	$(BIN)/jaxvis classify --weights efficientnet-lite0

@@ -21,7 +21,8 @@ lambda), per layer pair the analysis settings (the metrics group's ``config``: s
 photos, ...), the images' norm budget (``radius``: pixel distances scale with it) and the
 *feature space* of the ``feature_*`` distances (the model and its diversity feature layer:
 distances of 0.68 in one network's conv1_2 and 6.65 in another's are on different scales). Each difference is a ``differs:`` line under the pair in the table and a highlighted
-note on the page.
+note on the page; one that every layer pair shares (e.g. both files analysed with other shift-test
+steps) is said once, at the top, for every pair.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Comparison:
     pairs: list[tuple[LayerStats, LayerStats | None]]
     notes: list[str]
     differs: list[str] = field(default_factory=list)  # how the two sweeps were made differently
+    shared: set[str] = field(default_factory=set)     # pair differences every pair has (in differs)
 
     def metrics(self, pair) -> list[str]:
         """The pair's scalar metrics, without the read-out's class codes (the profiles give their
@@ -85,7 +87,11 @@ class Comparison:
         return order(names - set(R.CLASS_METRICS.values()))
 
     def differences(self, pair) -> list[str]:
-        """What makes the pair's numbers measure different things (see the module docstring)."""
+        """What makes the pair's numbers measure different things (see the module docstring),
+        less what every pair shares (said once, in ``differs``)."""
+        return [d for d in self.pair_differences(pair) if d not in self.shared]
+
+    def pair_differences(self, pair) -> list[str]:
         la, lb = pair
         if lb is None:
             return []
@@ -98,9 +104,7 @@ class Comparison:
             out.append(f"the images' norm budgets differ (radius {fmt(la.radius)} in A, "
                        f"{fmt(lb.radius)} in B): pixel_* distances scale with it")
         if la.analysis is not None and lb.analysis is not None:
-            changed = differences(la.analysis, lb.analysis)
-            if changed:
-                out.append("analysis settings differ: " + "; ".join(changed))
+            out += [f"analysis settings differ: {d}" for d in differences(la.analysis, lb.analysis)]
         return out
 
 
@@ -192,7 +196,12 @@ def compare(a_path: Path, b_path: Path) -> Comparison:
         raise JaxvisError(f"nothing to compare between {a.path} and {b.path}: no layer pairs "
                           "with metrics (the layers need activations and max_activation, or a "
                           "metrics group)")
-    return Comparison(a, b, pairs, notes, differs)
+    c = Comparison(a, b, pairs, notes, differs)
+    each = [set(c.pair_differences(pair)) for pair in pairs if pair[1] is not None]
+    if len(each) > 1:  # one pair keeps its differences under it
+        c.shared = set.intersection(*each)
+        c.differs += [f"every layer pair: {d}" for d in sorted(c.shared)]
+    return c
 
 
 # ----------------------------------------------------------------------------------------------

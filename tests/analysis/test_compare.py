@@ -231,3 +231,20 @@ def test_cli_summary_lines_read_the_metrics_table():
         "conv2_1: median activation fraction 0.60, participation ratio 2.00, "
         "shift index > 0.9: 50% (median 0.56)")
     assert "shift" not in analysis_line("conv2_1", {"fraction_median": values["fraction_median"]})
+
+
+def test_a_difference_every_pair_shares_is_said_once(tmp_path):
+    """Two files analysed with other shift-test steps (the demo's 300 against the default 700):
+    one line at the top, not one per layer pair; a difference of one pair stays under it."""
+    a = make_results(tmp_path / "a.h5", {"conv1_1": 3, "conv2_1": 10})
+    b = make_results(tmp_path / "b.h5", {"conv1_1": 3, "conv2_1": 10}, seed=3)
+    for layer in ("conv1_1", "conv2_1"):
+        _set_json(a, "config", {"shift_steps": 300, "top": 8}, layer, metrics=True)
+        _set_json(b, "config", {"shift_steps": 700, "top": 8 if layer == "conv1_1" else 4}, layer, metrics=True)
+    table = format_table(compare(a, b))
+    assert table.count("shift_steps 300 (A) vs 700 (B)") == 1
+    assert "differs: every layer pair: analysis settings differ: shift_steps 300 (A) vs 700 (B)" in table
+    conv2 = table.split("A conv2_1")[1]
+    assert "differs: analysis settings differ: top 8 (A) vs 4 (B)" in conv2 and "shift_steps" not in conv2
+    page = write_html(compare(a, b), tmp_path / "out").read_text()
+    assert page.count("every layer pair: ") == 1
