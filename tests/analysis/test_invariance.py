@@ -91,7 +91,8 @@ def test_analyze_real_conv1_1(analysed):
     # conv1_1 is linear: every unit's index is its closed-form linear reference (exact for the
     # analytic maximum; the sweep's maximum is within a fraction of a percent of it), so none is
     # called shift-invariant, whatever its index
-    np.testing.assert_allclose(m["shift_index"], m["shift_linear_reference"], atol=0.01)
+    assert (m["shift_index"] <= m["shift_linear_reference"] + 2e-3).all()
+    np.testing.assert_allclose(m["shift_index"], m["shift_linear_reference"], atol=0.02)  # 700 steps: 0.012
     assert not (m["shift_class"] == R.AXES["shift"].index("shift-invariant")).any()
     rows = list(csv.DictReader(open(table)))
     assert len(rows) == 64 and {"shift_index", "participation_ratio", "max_over_p99"} <= set(rows[0])
