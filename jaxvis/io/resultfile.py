@@ -40,6 +40,7 @@ import signal
 import sys
 import traceback
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -616,7 +617,14 @@ def _in_child(work, failed: str, kept: str) -> None:
         work(raise_here)
         return
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # jax (RuntimeWarning) and Python >= 3.12 (DeprecationWarning) warn that a fork of a
+        # multithreaded process may deadlock in the child: a lock another thread held at the fork
+        # stays held there. The child takes none of those: it runs HDF5 and os calls only (no jax,
+        # and h5py is used by this thread alone), then leaves through os._exit.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: HDF5's state after a failed write dies with it
         os.close(read)
 

@@ -22,7 +22,7 @@ from jaxvis.errors import JaxvisError
 from jaxvis.io.render import pictures_folder, render
 from jaxvis.io.report import report
 from jaxvis.io.results import ResultWriter, read_results, write_metrics
-from tests.helpers import make_results
+from tests.helpers import FLOORS, make_results
 
 LAYER = "conv1_1"
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -301,8 +301,9 @@ def test_colliding_layer_names_get_their_own_pictures_and_pages(tmp_path):
     layers = {"a b": 3, "a_b": 5, "index": 7, "A_B": 9}
     results = make_results(tmp_path / "c.h5", layers)
     pictures = render(results, tmp_path / "pic")
-    assert len(pictures) == len(set(pictures)) == 2 * len(layers)  # a units page and a contact sheet each
-    assert len({p.name.lower() for p in (tmp_path / "pic").iterdir()}) == 2 * len(layers)
+    each = 2 + len(FLOORS)  # a units page, a contact sheet and a grid per floor
+    assert len(pictures) == len(set(pictures)) == each * len(layers)
+    assert len({p.name.lower() for p in (tmp_path / "pic").iterdir()}) == each * len(layers)
     pages = report(results, tmp_path / "rep")
     assert len(pages) == len(set(pages)) == len(layers) + 1
     index = (tmp_path / "rep" / "index.html").read_text()
@@ -311,7 +312,7 @@ def test_colliding_layer_names_get_their_own_pictures_and_pages(tmp_path):
         page = next(p for p in pages if p.name != "index.html" and f"<h1>{name}:" in p.read_text())
         assert f'href="{page.name}"' in index
     one = render(results, tmp_path / "one", layers=["a b", "a b"])  # once, named as in the whole render
-    assert len(one) == 2 and {p.name for p in one} < {p.name for p in pictures}
+    assert len(one) == each and {p.name for p in one} < {p.name for p in pictures}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,6 +496,6 @@ def test_a_results_file_without_suffix_gets_a_pictures_folder(base, tmp_path):
     results = copy(base, tmp_path, "nosuffix")
     assert pictures_folder(results) == tmp_path / "nosuffix_pictures"
     assert pictures_folder(tmp_path / "x.h5") == tmp_path / "x"
-    assert len(render(results, pictures_folder(results))) == 4
+    assert len(render(results, pictures_folder(results))) == 2 * (2 + len(FLOORS))  # two layers
     assert results.is_file()
 
