@@ -105,7 +105,7 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "clearly wider than an affine unit's"),
     Threshold("floor_slack", 0.005,
               "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
-              "docs/floor.md: the kept set keeps every floor exactly (floor method 2); files of floor "
+              "docs/floor.md: the kept set keeps every floor exactly (floor methods 2, 3); files of floor "
               "method 1 stopped with images up to 0.002 below it, and float rounding of a re-measured "
               "activation is far below 0.005"),
     Threshold("floor_agreement", 0.95,

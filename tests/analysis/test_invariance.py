@@ -11,6 +11,7 @@ import pytest
 
 import jaxvis
 from jaxvis.analysis import metrics as M
+from jaxvis.analysis import natural
 from jaxvis.analysis.analyze import analyze
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test, uniform_colour_share
@@ -84,7 +85,14 @@ def test_analyze_real_conv1_1(analysed):
     # the best natural patch really gets the stored score
     acts = vgg.layer_output(m["natural_top_patches"][:, 0], "conv1_1")[:, 0, 0]
     np.testing.assert_allclose(np.diagonal(np.asarray(acts)), m["natural_top_activations"][:, 0], rtol=1e-4)
-    assert (m["natural_top_activations"][:, 0] >= m["natural_p99"]).all()
+    # the top patches are the best ones with contrast and no near-duplicate among them (flat
+    # patches, which drive conv1_1's colour units hardest, are passed over), best first
+    top = m["natural_top_activations"]
+    assert (np.diff(top, axis=1) <= 0).all()
+    for patches in m["natural_top_patches"]:
+        assert all(natural.usable(x) for x in patches)
+        assert not any(natural.similar(a, b) for i, a in enumerate(patches) for b in patches[i + 1:])
+    assert np.median(top[:, 0] / m["natural_p99"]) > 1
     # linear units are not shift invariant like the complex cell (> 0.9), even though conv1_1's
     # 3 px canvas only allows 1 px shifts, which smooth patterns survive in part
     assert np.median(m["shift_index"]) < 0.85 and (m["shift_index"] > 0.9).mean() < 0.5
