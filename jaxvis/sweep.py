@@ -81,17 +81,23 @@ def parse_units(spec: str | Iterable[int], channels: int, layer: str) -> list[in
         for part in spec.split(","):
             try:
                 lo, _, hi = part.partition("-")
-                units += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+                lo, hi = int(lo), int(hi) if hi else int(lo)
             except ValueError:
-                raise JaxvisError(f"bad --units {spec!r}: use 'all', ranges like 0-15, or lists like 3,5,7") from None
+                raise JaxvisError(f"bad units {spec!r}: use 'all', ranges like 0-15, or lists like 3,5,7") from None
+            _in_range(max(lo, hi) if lo >= 0 else lo, channels, layer)  # before the range is expanded
+            units += range(lo, hi + 1)
     else:
         units = [int(u) for u in spec]
-    bad = [u for u in units if not 0 <= u < channels]
-    if bad:
-        raise JaxvisError(f"unit {bad[0]} is out of range for {layer}, which has {channels} channels (0-{channels - 1})")
+    for u in units:
+        _in_range(u, channels, layer)
     if not units:
         raise JaxvisError("no units selected")
     return sorted(set(units))
+
+
+def _in_range(unit: int, channels: int, layer: str) -> None:
+    if not 0 <= unit < channels:
+        raise JaxvisError(f"unit {unit} is out of range for {layer}, which has {channels} channels (0-{channels - 1})")
 
 
 def feature_layer(model: Model, target: LayerInfo, objective: Objective) -> str | None:

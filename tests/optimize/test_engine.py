@@ -11,7 +11,7 @@ import pytest
 import jaxvis
 from jaxvis.errors import JaxvisError, UnknownNameError
 from jaxvis.param.image import frequency_gain, whiten_gradient
-from jaxvis.sweep import sweep
+from jaxvis.sweep import parse_units, sweep
 from tests.helpers import SETTINGS, assert_same_units, assert_stops_mixed
 from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
 
@@ -112,8 +112,11 @@ def test_bad_input_is_refused_with_one_clear_error(vgg19, real_root, monkeypatch
         sweep(vgg19, "conv3_1", [0], feature_layer="conv3_2", steps=1)
     with pytest.raises(JaxvisError, match="needs at least 2 images"):
         sweep(vgg19, "conv2_1", [0], images=1, diversity="pixels", steps=1)
-    with pytest.raises(JaxvisError, match="bad --units"):
+    with pytest.raises(JaxvisError, match="bad units"):
         sweep(vgg19, "conv2_1", "1-x", steps=1)
+    for spec in ("0-999999999", "999999999-0", "3,70"):  # refused before a range is expanded
+        with pytest.raises(JaxvisError, match="out of range for conv1_1, which has 64 channels"):
+            parse_units(spec, 64, "conv1_1")
     with pytest.raises(JaxvisError, match="unknown sweep setting.*lamda"):
         sweep(vgg19, "conv2_1", [0], lamda=1)
 
