@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jaxvis.errors import JaxvisError
 from jaxvis.models.ops import PRECISIONS  # of the convolutions
@@ -93,6 +94,8 @@ class Objective:
             if self.images < 2 or self.diversity == "none":
                 raise JaxvisError(f"a floor needs a diversity term and at least 2 images, not "
                                   f"--images {self.images} --diversity {self.diversity}")
+        _finite("lam", self.lam, minimum=0.0)
+        _finite("beta", self.beta, minimum=0.0)
         if self.diversity != "none" and self.images < 2:
             raise JaxvisError(f"diversity {self.diversity!r} needs at least 2 images, not {self.images} "
                               "(use --diversity none for a single maximum)")
@@ -116,7 +119,22 @@ class Optimizer:
     precision: str = "float32"
 
     def __post_init__(self):
-        if self.steps < 1 or self.segment < 1:
-            raise JaxvisError(f"--steps must be positive, not {self.steps}")
+        if self.steps < 1:
+            raise JaxvisError(f"steps must be positive, not {self.steps}")
+        if self.segment < 1:
+            raise JaxvisError(f"segment must be positive, not {self.segment}")
+        if self.patience < 0:
+            raise JaxvisError(f"patience must be 0 or more steps, not {self.patience}")
+        _finite("learning_rate", self.learning_rate, minimum=0.0, strict=True)
+        if not 0 <= self.ema < 1:
+            raise JaxvisError(f"ema must lie in [0, 1) (the loss average's decay per step), not {self.ema}")
         if self.precision not in PRECISIONS:
             raise JaxvisError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+
+
+def _finite(name: str, value: float, minimum: float, strict: bool = False) -> None:
+    """Refuse a setting that is not a finite number at or above (``strict``: above) ``minimum``."""
+    ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"above {minimum:g}" if strict else f"{minimum:g} or more"
+        raise JaxvisError(f"{name} must be a finite number {bound}, not {value}")

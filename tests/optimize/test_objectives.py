@@ -130,3 +130,24 @@ def test_the_centre_row_is_the_networks_centre_unit(vgg19):
     fast, _ = vgg19.network.unit_response(vgg19.convention(jnp.asarray(x)), "conv2_1", 1, direction)
     np.testing.assert_allclose(responses.centre_response(pre, direction), fast, rtol=1e-5)
     np.testing.assert_allclose(responses.channel_mean(pre, direction), np.mean(pre @ direction, (1, 2)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(patience=-1), "patience must be 0 or more"),  # stopped every unit after one step, "converged"
+    (dict(learning_rate=float("nan")), "learning_rate must be a finite number above 0"),
+    (dict(ema=1.0), r"ema must lie in \[0, 1\)"),
+    (dict(segment=0), "segment must be positive"),
+])
+def test_optimizer_settings_out_of_range_are_refused_by_the_library(settings, match):
+    with pytest.raises(JaxvisError, match=match):
+        Optimizer(**settings)
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(lam=-1.0), "lam must be a finite number 0 or more"),
+    (dict(lam=float("nan")), "lam must be a finite number"),
+    (dict(beta=-2.0), "beta must be a finite number 0 or more"),
+])
+def test_objective_weights_out_of_range_are_refused_by_the_library(settings, match):
+    with pytest.raises(JaxvisError, match=match):
+        Objective(**settings)
