@@ -40,7 +40,7 @@ demo: $(VENV)/.base
 
 # The second, longer command: conv1_1, conv2_1 and conv3_1 swept, analysed (every 2nd shift
 # offset) and reported together (an estimated 3-4 hours on a 2-core CPU, most of it conv3_1's shift
-# test: about 37 s a unit, README; not run end to end).
+# test: about 37 s a unit, docs/invariance-table.md; not run end to end).
 early-layers: $(VENV)/.base
 	mkdir -p $(OUT)
 	$(BIN)/jaxvis sweep --layer conv1_1,conv2_1,conv3_1 --out $(OUT)/early.h5

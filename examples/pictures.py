@@ -1,4 +1,5 @@
-"""The README's pictures: one EfficientNet-Lite0 unit under each setting of the method.
+"""The pictures of docs/sweep.md ("One unit under each setting"): one EfficientNet-Lite0 unit
+under each setting of the method.
 
     .venv/bin/python -m examples.pictures [--steps 200] [--layer blocks.3] [--unit 7] [--out docs/images]
 
