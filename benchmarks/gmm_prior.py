@@ -64,7 +64,7 @@ def main() -> None:
     photos = default_photos()
     r = budget_radius(canvas, tuple(mean), photos, weights_root() / "budgets.json")
     mixture, meta = gmm.load(gmm.entry_folder())
-    nll = lambda x: np.asarray(gmm.image_nll(jnp.asarray(x, jnp.float32), mixture))  # noqa: E731
+    nll = lambda x: np.asarray(gmm.patch_nll(jnp.asarray(x, jnp.float32), mixture).mean(axis=(1, 2)))  # noqa: E731
 
     by_name = {p.name: p for p in photos}
     rng = np.random.default_rng(0)

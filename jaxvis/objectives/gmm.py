@@ -212,11 +212,6 @@ def patch_nll(x: jax.Array, mixture: Mixture, stride: int = 1) -> jax.Array:
     return -jax.nn.logsumexp(joint, axis=-1)
 
 
-def image_nll(x: jax.Array, mixture: Mixture, stride: int = 1) -> jax.Array:
-    """``[N]`` mean patch NLL per image of ``x`` ``[N, H, W, 3]``."""
-    return patch_nll(x, mixture, stride).mean(axis=(1, 2))
-
-
 # -- the cache -----------------------------------------------------------------------------------
 
 def entry_folder(root: Path | None = None) -> Path:

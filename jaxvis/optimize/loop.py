@@ -164,7 +164,6 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
             break
     out = jax.device_get(_evaluate(params, states, directions, maxima, radius, **jitted))
     out = {k: np.asarray(v) for k, v in out.items()}
-    out.pop("similarity", None)
     out["loss_curve"] = curve
     out["steps"] = np.asarray(states.steps, np.int32)
     out["stop_reason"] = np.where(np.asarray(states.done), STOP_CONVERGED, STOP_MAX_STEPS).astype(np.int8)

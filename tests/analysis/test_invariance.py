@@ -55,7 +55,7 @@ def test_exact_metrics_of_synthetic_sets():
     layer = {"activations": np.array([[2.0, 1.0, 4.0]]), "max_activation": np.array([4.0]),
              "pixel_distances": np.array([[[0, 1, 2], [1, 0, 3], [2, 3, 0]]], np.float32),
              "feature_distances": np.zeros((1, 3, 3), np.float32), "images": basis[:, :3]}
-    m = M.from_sweep(layer, (0, 0, 0))
+    m = M.evaluate({**layer, "mean_rgb": np.zeros(3, np.float32)})
     assert m["activation_fraction"].tolist() == [[0.5, 0.25, 1.0]]
     assert (m["fraction_min"][0], m["fraction_median"][0]) == (0.25, 0.5)
     assert (m["pixel_min"][0], m["pixel_mean"][0]) == (1.0, 2.0)

@@ -125,7 +125,7 @@ def test_held_out_natural_crops_rank_above_noise_at_the_same_contrast(tiny):
     c, r, rng = 10, 520.0, np.random.default_rng(3)  # conv2_1's canvas and (about) its budget
     held = [root / "files" / n for n in gmm.HELD_OUT]
     natural = random_patches(held, c, 100, MEAN, r, seed=1) - MEAN
-    nll = {name: np.asarray(gmm.image_nll(jnp.asarray(x, jnp.float32), mixture)) for name, x in
+    nll = {name: np.asarray(gmm.patch_nll(jnp.asarray(x, jnp.float32), mixture).mean(axis=(1, 2))) for name, x in
            {"natural": natural, "white": on_sphere(white(rng, 100, c), r),
             "pink": on_sphere(pink(rng, 100, c), r)}.items()}
     for noise in ("white", "pink"):
@@ -159,7 +159,8 @@ def test_a_sweep_with_the_gmm_prior_trades_activation_for_naturalness(tiny, refe
     run = jaxvis.sweep(vgg19, "conv2_1", [5], prior="gmm", beta=3.0, radius=meta["radius"],
                        **SETTINGS)["conv2_1"]
     mean = np.asarray(vgg19.convention.mean_rgb255, np.float32)
-    nll = [np.asarray(gmm.image_nll(jnp.asarray(x - mean), mixture)) for x in (data["images"][row], run["images"][0])]
+    nll = [np.asarray(gmm.patch_nll(jnp.asarray(x - mean), mixture).mean(axis=(1, 2)))  # [N] per image
+           for x in (data["images"][row], run["images"][0])]
     assert (nll[1] < nll[0] - 20).all(), nll
     assert run["activations"][0].mean() < data["activations"][row].mean()
 
