@@ -15,7 +15,8 @@ import jaxvis
 from jaxvis.cli import main
 from jaxvis.convert import fetch, store
 from jaxvis.convert.normalize import channel_means
-from jaxvis.convert.sources import all_sources, sha256
+from jaxvis.convert.sources import all_sources
+from jaxvis.io.atomic import sha256
 from jaxvis.io.images import read_image, resize_shorter
 from tests.helpers import rel_err
 

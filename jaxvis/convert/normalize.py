@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.convert.mapping import assign
-from jaxvis.convert.sources import sha256
+from jaxvis.io.atomic import sha256
 from jaxvis.errors import JaxvisError
 from jaxvis.io.images import read_image, resize_shorter
 from jaxvis.models.registry import build

@@ -12,7 +12,6 @@ file matches), runs the table and returns a filled network plus its provenance.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from jaxvis.convert.mapping import SourceTensors, assign
 from jaxvis.errors import ConversionError, WeightFileError, unknown
+from jaxvis.io.atomic import sha256
 from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
 from jaxvis.models.registry import ModelConfig, build, table_modules
@@ -55,14 +55,6 @@ def get_source(name: str) -> Source:
     if name not in sources:
         raise unknown("weight source", name, sources)
     return sources[name]
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:

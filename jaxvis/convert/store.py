@@ -34,7 +34,7 @@ from typing import Mapping
 import numpy as np
 
 from jaxvis.errors import JaxvisError, WeightFileError
-from jaxvis.io.atomic import fsync_dir, tmp_name
+from jaxvis.io.atomic import check_writable, fsync_dir, tmp_name
 
 META = "meta.json"
 
@@ -162,12 +162,9 @@ def check_free(entry: Path, overwrite: bool = False) -> None:
     recover(entry)
     if entry.exists() and not overwrite:
         raise _exists(entry)
-    folder = entry.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # save creates the missing folders in the nearest existing one
-    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
-        raise JaxvisError(f"cannot write weights entry {entry}: {folder} is not a writable folder "
-                          "(choose another weights folder or fix its permissions)")
+    # save creates the missing folders in the nearest existing one
+    check_writable(entry.parent, f"weights entry {entry}", create=True,
+                   hint="choose another weights folder or fix its permissions")
 
 
 def _exists(entry: Path) -> EntryExistsError:

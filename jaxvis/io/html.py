@@ -1,5 +1,6 @@
-"""Small HTML helpers for jaxvis's static pages: escaping, number formatting, the page shell
-(one stylesheet, optional inline script) and the crash-safe writing of pages with their files.
+"""Small HTML helpers for jaxvis's static pages: escaping, number formatting and the page shell
+(one stylesheet, optional inline script). Pages and their files are written all or nothing by
+:func:`jaxvis.io.atomic.write_all`.
 
 Pages work from ``file://`` with nothing fetched from anywhere: the style and scripts are inline,
 images are files next to the page.
@@ -7,16 +8,11 @@ images are files next to the page.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
-from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from jaxvis.errors import JaxvisError
-from jaxvis.io.atomic import write_all
 
 
 def esc(text) -> str:
@@ -111,43 +107,3 @@ def html_page(title: str, body: str, *, script: str = "") -> str:
             f"<body>\n{body}\n{js}</body></html>\n")
 
 
-def write_files(files: Iterable[tuple[Path, str | bytes]]) -> list[Path]:
-    """Write pages (``str``, UTF-8) and images (``bytes``) all or nothing; returns the paths.
-
-    ``files`` may be a generator: each file goes to a temporary sibling as it comes, and the
-    renames follow only once the last one is complete (:func:`jaxvis.io.atomic.write_all`), so an
-    error (disk full, no permission, a bug while building a page) leaves every file as it was.
-    Folders are created as needed and removed again on error if they were new.
-    """
-    created: list[Path] = []
-    current: list[Path] = []
-    ready: set[Path] = set()  # folders known to exist
-
-    def prepared():
-        for path, content in files:
-            path = Path(path)
-            current[:] = [path]
-            if path.exists() and not path.is_file():  # a rename onto it would fail late
-                raise JaxvisError(f"cannot write {path}: something other than a file is in the way")
-            if path.parent not in ready:
-                missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-                for folder in reversed(missing):
-                    folder.mkdir()
-                    created.append(folder)
-                ready.add(path.parent)
-            if isinstance(content, str):
-                yield path, lambda tmp, text=content: tmp.write_text(text, encoding="utf-8")
-            else:
-                yield path, lambda tmp, data=content: tmp.write_bytes(data)
-
-    try:
-        try:
-            return write_all(prepared())
-        except OSError as err:
-            failed = err.filename or (current[0] if current else "")
-            raise JaxvisError(f"cannot write {failed}: {err.strerror or err}") from None
-    except BaseException:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty: what was there before stays
-        raise

@@ -23,7 +23,7 @@ show flat grey; the percentiles keep a few extreme pixels from setting the range
 Small canvases (3 px at VGG conv1_1, 10 px at conv2_1) are enlarged by an integer factor with
 nearest-neighbour sampling, so every pixel is a visible square: by default the smallest factor
 that makes a tile at least ``MIN_TILE`` px. Text uses PIL's built-in default font, no font files.
-The pictures are written all or nothing (:func:`jaxvis.io.html.write_files`): each PNG to a
+The pictures are written all or nothing (:func:`jaxvis.io.atomic.write_all`): each PNG to a
 temporary name as it is drawn, renamed only when every one is complete, so an error or a killed
 render leaves the folder as it was (a folder it created is removed again). File names are unique
 per layer (:func:`jaxvis.io.results.file_stems`), whatever the layers' names.
@@ -45,8 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io.atomic import write_bytes
-from jaxvis.io.html import write_files
+from jaxvis.io.atomic import write_all, write_bytes
 from jaxvis.io.results import file_stems, open_results, unknown_layer
 
 MIN_TILE = 64
@@ -57,6 +56,15 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
 NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
+
+
+def check_needed(group, layer: str, path: Path, needs: str) -> None:
+    """Raise a one-line error if the results ``group`` of ``layer`` lacks a dataset of
+    :data:`NEEDED`, the arrays every picture and report page is drawn from (``needs``: who
+    needs them, e.g. "pictures need")."""
+    missing = [k for k in NEEDED if k not in group]
+    if missing:
+        raise JaxvisError(f"layer {layer} of {path} has no {', '.join(missing)}; {needs} {', '.join(NEEDED)}")
 
 
 def to_display(pixels: np.ndarray) -> np.ndarray:
@@ -304,13 +312,10 @@ def render(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
                 raise unknown_layer(results_path, name, names)
         chosen = list(dict.fromkeys(layers)) if layers is not None else names
         for name in chosen:
-            missing = [k for k in NEEDED if k not in f["layers"][name]]
-            if missing:
-                raise JaxvisError(f"layer {name} of {results_path} has no {', '.join(missing)}; "
-                                  f"pictures need {', '.join(NEEDED)}")
+            check_needed(f["layers"][name], name, results_path, "pictures need")
         stems = file_stems(names)  # of every layer, so a layer's names do not depend on --layer
-        return write_files((path, _encode(draw())) for name in chosen
-                           for path, draw in _render_layer(name, f["layers"][name], out_dir / stems[name], scale))
+        return write_all((path, _encode(draw())) for name in chosen
+                         for path, draw in _render_layer(name, f["layers"][name], out_dir / stems[name], scale))
 
 
 def pictures_folder(results_path: Path) -> Path:

@@ -44,7 +44,7 @@ Contrast: a unit's best image, diverse set and floor sets share one ``to_display
 varies across them is what the unit ignores); natural patches share one per unit; response and
 variance maps are heat maps over their own range, with a colour bar.
 
-Pages and images are written all or nothing (:func:`jaxvis.io.html.write_files`): an error
+Pages and images are written all or nothing (:func:`jaxvis.io.atomic.write_all`): an error
 leaves the output folder as it was. Once they are in place, images an earlier report of the same
 layer left for units it no longer holds are removed.
 """
@@ -65,12 +65,12 @@ from jaxvis.analysis.summary import (activation_fractions, analysis_config, defi
                                      layer_meta, layer_order, layer_profile, layer_scalars,
                                      layer_values, model_name, percent, quartiles, share_interval)
 from jaxvis.errors import JaxvisError
-from jaxvis.io.html import SORT_JS, esc, fmt, html_page, write_files
-from jaxvis.io.render import heat, png_tile, stored_floors, to_display
+from jaxvis.io.atomic import write_all
+from jaxvis.io.html import SORT_JS, esc, fmt, html_page
+from jaxvis.io.render import check_needed, heat, png_tile, stored_floors, to_display
 from jaxvis.io.results import METRICS, file_stems, json_attr, open_results, unknown_layer
 from jaxvis.io.svg import BLUE, svg_colourbar, svg_curve, svg_histogram, svg_lines, svg_scatter
 
-NEEDED = ("unit", "images", "activations", "max_image", "max_activation")
 THUMB = 40          # table thumbnails: about this many px (small canvases enlarged, big ones shrunk)
 DETAIL = 96         # detail images
 BLOCK = 64          # units read from the file at a time
@@ -696,10 +696,7 @@ def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
             raise JaxvisError(f"{results_path} holds no layers")
         for name in chosen:
             group = f["layers"][name]
-            missing = [k for k in NEEDED if k not in group]
-            if missing:
-                raise JaxvisError(f"layer {name} of {results_path} has no {', '.join(missing)}; "
-                                  f"a report needs {', '.join(NEEDED)}")
+            check_needed(group, name, results_path, "a report needs")
             if group["images"].ndim != 5 or group["max_image"].ndim != 4:
                 raise JaxvisError(f"layer {name}: images must be [units, N, H, W, 3] and "
                                   f"max_image [units, H, W, 3], not {group['images'].shape} and "
@@ -728,7 +725,7 @@ def report(results_path: Path, out_dir: Path, *, layers: list[str] | None = None
                              "profile": layer_profile(name, group)})
             yield index, _index_page(shown, config, rows)
 
-        written = write_files(files())
+        written = write_all(files())
     _remove_stale(out_dir, [stems[name] for name in chosen], set(written))
     return [p for p in written if p in pages]
 

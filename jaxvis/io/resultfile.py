@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import errno
 import gc
-import hashlib
 import io
 import json
 import os
@@ -50,7 +49,7 @@ import numpy as np
 
 from jaxvis.config import SweepConfig
 from jaxvis.errors import JaxvisError, UnknownNameError
-from jaxvis.io.atomic import write_with
+from jaxvis.io.atomic import sha256, write_with
 from jaxvis.io.hdf5policy import Budget, child, expansion_budget
 
 FORMAT = "jaxvis.sweep"
@@ -130,7 +129,7 @@ def file_stems(layers) -> dict[str, str]:
     for name in layers:
         stem = file_stem(name)
         if stem != name or own[name.lower()] > 1 or stem.lower() in RESERVED_STEMS:
-            stem += "-" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            stem += "-" + sha256(name.encode("utf-8", "surrogateescape"))[:8]
         stems[name] = stem
     clash = Counter(s.lower() for s in stems.values())
     same = [name for name, stem in stems.items() if clash[stem.lower()] > 1]

@@ -45,7 +45,7 @@ import numpy as np
 
 from jaxvis.config import SELECTION, canonical, first_difference, method_of as _method
 from jaxvis.errors import JaxvisError
-from jaxvis.io.atomic import write_text, write_with
+from jaxvis.io.atomic import check_writable, make_folder, write_text, write_with
 from jaxvis.io.resultfile import (FORMAT, FORMAT_VERSION, METRICS, FileRows, Results, assemble,
                                   check_writable_results, file_stem, file_stems, json_attr, list_units,
                                   open_results, read_results, read_rows, result_keys, stored_config,
@@ -257,14 +257,7 @@ class ResultWriter:
     # -- construction
 
     def _check_writable(self) -> None:
-        parent = self.out.parent
-        if not parent.exists():
-            raise JaxvisError(f"cannot write results to {self.out}: folder {parent} does not exist")
-        if not parent.is_dir():
-            raise JaxvisError(f"cannot write results to {self.out}: {parent} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise JaxvisError(f"cannot write results to {self.out}: no permission to write in "
-                              f"{parent}")
+        check_writable(self.out.parent, f"results to {self.out}")
         if self.out.is_dir():
             raise JaxvisError(f"cannot write results to {self.out}: it is a folder")
         if self.out.suffix.lower() == ".csv":  # the analysis writes <results>.csv beside the file
@@ -305,8 +298,8 @@ class ResultWriter:
         return []
 
     def _start_parts(self) -> None:
+        make_folder(self.parts, f"results to {self.out}")
         try:
-            self.parts.mkdir(exist_ok=True)
             if not (self.parts / CONFIG_JSON).exists():
                 write_text(self.parts / CONFIG_JSON, json.dumps(
                     {"format": PARTS_FORMAT, "format_version": FORMAT_VERSION,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvis.convert.sources import sha256
+from jaxvis.io.atomic import sha256
 from jaxvis.io.atomic import write_text
 from jaxvis.io.images import read_image, resize_shorter
 

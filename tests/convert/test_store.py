@@ -38,8 +38,9 @@ def test_unwritable_weights_folder_refused_before_work(tmp_path, case):
     for call in (lambda: store.check_free(entry), lambda: store.save(entry, PARAMS, {})):
         with pytest.raises(JaxvisError) as err:
             call()
-        assert str(err.value) == (f"cannot write weights entry {entry}: {blocking} is not a writable "
-                                  "folder (choose another weights folder or fix its permissions)")
+        why = (f"{blocking} is not a folder" if case == "parent is a file" else
+               f"folder {blocking} is not writable (choose another weights folder or fix its permissions)")
+        assert str(err.value) == f"cannot write weights entry {entry}: {why}"
     assert _snapshot(tmp_path) == before
 
 

@@ -18,7 +18,7 @@ import jaxvis
 from jaxvis.analysis.natural import random_patches
 from jaxvis.cli import main
 from jaxvis.convert.fetch import MANIFEST
-from jaxvis.convert.sources import sha256
+from jaxvis.io.atomic import sha256
 from jaxvis.errors import JaxvisError
 from jaxvis.objectives import gmm
 from jaxvis.objectives.naturalness import PRIORS
