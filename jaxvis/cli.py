@@ -19,6 +19,7 @@ from jaxvis.optimize.maximum import RESTARTS
 from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_START, FLOOR_STARTS
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
+from jaxvis.weights import DEFAULT_WEIGHTS
 
 # `jaxvis sweep`'s method options: one row per field of Objective / Optimizer / the objective's
 # Transforms that the command line sets. Defaults come from the dataclasses, choices from the tables that define the names (so a
@@ -415,12 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="vgg19")
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--size", type=int, default=256, help="resize the shorter side to this (px)")
-    p.add_argument("--name", default="vgg19-normalized")
+    p.add_argument("--name", default=DEFAULT_WEIGHTS)
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_normalize)
 
     p = sub.add_parser("sweep", help="diverse visualisations of every unit of a layer (or several)")
-    p.add_argument("--weights", default="vgg19-normalized",
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS,
                    help="cached weights (default: Gatys-normalised real VGG-19, built on first use)")
     p.add_argument("--layer", required=True, help="conv3_1, conv1_1,conv2_1, all or all:conv3_1")
     p.add_argument("--units", default="all", help="all, 0-15, 3,5,7 (default all)")

@@ -34,7 +34,9 @@ def check_new_name(kind: str, name: str, table, must: str) -> None:
         raise JaxvisError(f"{kind} {name!r} is already registered; choose another name")
 
 
-def unknown(kind: str, name: str, valid) -> UnknownNameError:
-    """``UnknownNameError`` for ``name`` that lists the valid choices of ``kind``."""
-    valid = list(valid)
-    return UnknownNameError(f"unknown {kind} {name!r}; valid: {', '.join(map(str, valid))}")
+def unknown(kind: str, name, valid, hint: str = "") -> UnknownNameError:
+    """``UnknownNameError`` for ``name`` that lists the valid choices of ``kind``; ``hint`` (e.g.
+    how to add a choice) follows in parentheses. Several names (a list) are named together."""
+    names = ", ".join(map(str, name)) if isinstance(name, (list, tuple)) else repr(name)
+    return UnknownNameError(f"unknown {kind} {names}; valid: {', '.join(map(str, valid))}"
+                            + (f" ({hint})" if hint else ""))

@@ -53,9 +53,8 @@ from jaxvis.param.budget import colour_basis
 from jaxvis.param.budget import radius as budget_radius
 from jaxvis.param.phase import phase_circle
 from jaxvis.param.transform import Transforms
-from jaxvis.weights import Model, default_photos, load, version, weights_root
+from jaxvis.weights import DEFAULT_WEIGHTS, Model, default_photos, load, version, weights_root
 
-DEFAULT_WEIGHTS = "vgg19-normalized"
 TARGET_KINDS = ("conv", "block", "fc", "global")  # layers with a pre-activation worth optimising
 
 
@@ -549,10 +548,9 @@ def _settings(objective, optimizer, settings) -> tuple[Objective, Optimizer]:
     fields_o = {f.name for f in dataclasses.fields(Objective)}
     fields_p = {f.name for f in dataclasses.fields(Optimizer)}
     fields_t = {f.name for f in dataclasses.fields(Transforms)}
-    unknown = set(settings) - fields_o - fields_p - fields_t
-    if unknown:
-        raise JaxvisError(f"unknown sweep setting(s) {', '.join(sorted(unknown))}; "
-                          f"valid: {', '.join(sorted(fields_o | fields_p | fields_t))}")
+    strays = set(settings) - fields_o - fields_p - fields_t
+    if strays:
+        raise unknown("sweep setting(s)", sorted(strays), sorted(fields_o | fields_p | fields_t))
     moves = {k: v for k, v in settings.items() if k in fields_t}
     if moves:
         settings = {**settings, "transforms": dataclasses.replace(

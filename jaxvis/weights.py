@@ -29,8 +29,11 @@ from jaxvis.models.convention import InputConvention
 from jaxvis.models.registry import ModelConfig, build
 
 FETCHABLE = tuple(_fetch.MANIFEST["weights"])
+# the network a sweep uses unless told otherwise: activations read as multiples of a unit's mean
+# response to natural images (docs/method.md)
+DEFAULT_WEIGHTS = "vgg19-normalized"
 # weights made from fetchable ones on first use: name -> (base weights, how)
-DERIVED = {"vgg19-normalized": ("vgg19", "Gatys normalisation on the bundled CC0 photographs")}
+DERIVED = {DEFAULT_WEIGHTS: ("vgg19", "Gatys normalisation on the bundled CC0 photographs")}
 
 
 def weights_root() -> Path:

@@ -48,7 +48,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import JaxvisError, unknown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,14 +150,14 @@ def threshold(name: str, overrides: Mapping[str, float] | None = None) -> float:
     if overrides and name in overrides:
         return float(overrides[name])
     if name not in THRESHOLDS:
-        raise JaxvisError(f"unknown threshold {name!r}; valid: {', '.join(THRESHOLDS)}")
+        raise unknown("threshold", name, THRESHOLDS)
     return float(THRESHOLDS[name].value)
 
 
 def _check_overrides(overrides) -> None:
     for name in overrides or {}:
         if name not in THRESHOLDS:
-            raise JaxvisError(f"unknown threshold {name!r}; valid: {', '.join(THRESHOLDS)}")
+            raise unknown("threshold", name, THRESHOLDS)
 
 
 def _f64(x) -> np.ndarray:

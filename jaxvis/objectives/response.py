@@ -27,7 +27,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvis.errors import JaxvisError, check_new_name
+from jaxvis.errors import JaxvisError, check_new_name, unknown
 
 
 def centre_response(pre: jax.Array, direction: jax.Array) -> jax.Array:
@@ -71,6 +71,5 @@ def register_response(name: str, value: Callable[[jax.Array, jax.Array], jax.Arr
 def unknown_response(name: str) -> JaxvisError:
     """The one line for a response name that is not registered (a typo, or a results file made
     with a user's own response in another process)."""
-    return JaxvisError(f"unknown response {name!r}; valid: {', '.join(RESPONSES)} (a response of your own "
-                       f"must be registered first: jaxvis.objectives.response.register_response({name!r}, fn, "
-                       "definition))")
+    return unknown("response", name, RESPONSES, "a response of your own must be registered first: "
+                   f"jaxvis.objectives.response.register_response({name!r}, fn, definition)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from jaxvis.errors import JaxvisError
+from jaxvis.errors import JaxvisError, unknown
 from jaxvis.models.ops import PRECISIONS  # of the convolutions
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS as PRIOR_TABLE
@@ -80,11 +80,11 @@ class Objective:
         if self.transforms is not None and self.transforms.still:
             object.__setattr__(self, "transforms", None)  # one compiled program for "no transforms"
         if self.param not in PARAMS:
-            raise JaxvisError(f"unknown param {self.param!r}; valid: {', '.join(PARAMS)}")
+            raise unknown("param", self.param, PARAMS)
         if self.diversity not in TERMS:
-            raise JaxvisError(f"unknown diversity {self.diversity!r}; valid: {', '.join(TERMS)}")
+            raise unknown("diversity", self.diversity, TERMS)
         if self.prior not in PRIOR_TABLE:
-            raise JaxvisError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_TABLE)}")
+            raise unknown("prior", self.prior, PRIOR_TABLE)
         if self.images < 1:
             raise JaxvisError(f"--images must be at least 1, not {self.images}")
         if self.floor is not None:
@@ -129,7 +129,7 @@ class Optimizer:
         if not 0 <= self.ema < 1:
             raise JaxvisError(f"ema must lie in [0, 1) (the loss average's decay per step), not {self.ema}")
         if self.precision not in PRECISIONS:
-            raise JaxvisError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+            raise unknown("precision", self.precision, PRECISIONS)
 
 
 def _finite(name: str, value: float, minimum: float, strict: bool = False) -> None:
