@@ -78,7 +78,8 @@ COLOURS = {
 # preferred grating: there a phase step changes the sampled contrast, not the position
 MAX_RIPPLE = 0.5
 # the near-peak set: every grating whose peak above the baseline is within this share of the best one
-# (issue 21: on VGG-19 conv2_1, gratings within 5% of the peak gave opposite F1/F0 classes)
+# (on VGG-19 conv2_1, gratings within 5% of the peak gave opposite F1/F0 classes: docs/invariance.md
+# section 5, threshold phase_consensus)
 NEAR_PEAK = 0.05
 # the second, finer pass around the coarse winner: offsets in steps of the coarse grid, the same for
 # orientation and log-period (half a step each way: 3 x 3 gratings, the winner among them)

@@ -13,7 +13,7 @@ keeps its response under every shift of its preferred pattern (a complex cell: p
 scores near 1; a linear unit followed by ReLU cannot, since shifting a grating through its filter
 flips the sign of the response.
 
-**Linear reference** (:func:`linear_reference`, issue 21): what an affine unit ``a(x) = w . x + b``
+**Linear reference** (:func:`linear_reference`; docs/invariance.md section 5): what an affine unit ``a(x) = w . x + b``
 scores on the same test, in closed form. The crops are linear maps of the texture, ``c_k = B_k T``
 (window ``k`` times the mask), so the mean response is ``b + g . T`` with ``g = mean_k B_k^T w``,
 and the common scale fixes ``T^T Q T = r^2`` with ``Q = mean_k B_k^T B_k`` (diagonal: each texture

@@ -231,9 +231,7 @@ def device_budget(device: jax.Device | None = None) -> tuple[int, int]:
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"] * ACCELERATOR_MEMORY_SHARE), ACCELERATOR_CHUNK_UNITS
     # CPU (one device per core, parallel.cpu_devices): a device's units should stay near its
-    # caches; batching more only amortises small ops. 2-core EPYC, VGG-19, N=6, 2 devices:
-    # conv2_1 (~1 MB a unit) 8 units 1088 unit-steps/s, 32 units 1042; conv3_1 (~11 MB) 2 units
-    # 72-78, 4 units 72-79; on one device conv3_1 8 units 63, 1 unit 67.
+    # caches; batching more only amortises small ops (measured: docs/speed.md, "Chunk size on CPU")
     return min(CPU_CHUNK_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4), CPU_CHUNK_UNITS
 
 

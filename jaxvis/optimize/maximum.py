@@ -6,8 +6,8 @@ land in a worse optimum than the diverse images do. One N = 1 run sometimes does
 x restarts in one batched :func:`jaxvis.optimize.loop.optimise` call, and :func:`reference`
 replaces ``a*`` by a diverse image's activation where one still beats it, and says so.
 
-Keys: restart 0 of a unit uses the unit's own key (``unit_key(seed, layer, unit, 1)``, exactly the
-single run of earlier versions); restart ``k > 0`` uses ``fold_in(that key, k)``. Every row's key
+Keys: restart 0 of a unit uses the unit's own key (``unit_key(seed, layer, unit, 1)``, so with
+``restarts=1`` the maximum is exactly a single run); restart ``k > 0`` uses ``fold_in(that key, k)``. Every row's key
 depends on (seed, layer, unit, k) alone, so the result does not depend on the chunk.
 """
 
