@@ -76,7 +76,7 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     Threshold("doubling_min_max", 0.1,
               "a grating's phase response is frequency-doubling if its min/max above the baseline < value "
               "and F2 > F1 (before the F1/F0 rule)",
-              "issue 21: on the linear-nonlinear family F1/F0 < 1 exactly when the response never reaches the "
+              "docs/invariance.md section 5: on the linear-nonlinear family F1/F0 < 1 exactly when the response never reaches the "
               "baseline (section 5), so a response that falls to it (VGG-19 conv2_1 unit 19: 0.00, conv3_1 "
               "unit 29: 0.01) with a small F1 is a second harmonic (a squared filter (g.x)^2: F1 = 0, min/max "
               "0), not phase invariance; 10% of the range allows for the 8-phase sampling"),
@@ -84,7 +84,7 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "simple-like, complex-like or frequency-doubling only if phase_agreement >= value (the share of "
               "near-peak gratings, within gratings.NEAR_PEAK = 5% of the best above the baseline, coarse "
               "battery and finer pass, whose class is the best one's), else ambiguous",
-              "issue 21: 4 of 11 complex-like labels of VGG-19 conv2_1 flipped with the choice among gratings "
+              "docs/invariance.md section 5: 4 of 11 complex-like labels of VGG-19 conv2_1 flipped with the choice among gratings "
               "within 5% of the peak; a class that depends on which of gratings the unit cannot tell apart is "
               "not given (value 1: all of them agree)"),
     Threshold("rotation_keeps", 0.0,
@@ -105,7 +105,7 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
               "clearly wider than an affine unit's"),
     Threshold("floor_slack", 0.005,
               "a floor set has a diversity class only if floor_fraction_min >= alpha - value",
-              "docs/floor.md: the kept set keeps every floor exactly (floor methods 2, 3); files of floor "
+              "docs/floor.md: the kept set keeps every floor exactly (floor methods 2 and 3); files of floor "
               "method 1 stopped with images up to 0.002 below it, and float rounding of a re-measured "
               "activation is far below 0.005"),
     Threshold("floor_agreement", 0.95,
@@ -115,12 +115,12 @@ THRESHOLDS: dict[str, Threshold] = {t.name: t for t in (
     Threshold("shift_invariant", 0.9,
               "shift-invariant if shift_index > value and shift_index - shift_linear_reference >= "
               "shift_beyond_linear, else shift-variant",
-              "jaxvis convention, as in issue 11 and `jaxvis analyze`'s summary line: the texture keeps "
+              "jaxvis convention, as in `jaxvis analyze`'s summary line: the texture keeps "
               "90% of the single-image maximum on average over every shift"),
     Threshold("shift_beyond_linear", 0.1,
               "shift-invariant needs shift_index >= shift_linear_reference + value; shift-untestable where "
               "shift_linear_reference > 1 - value (not even an index of 1 is that far above it)",
-              "issue 21: VGG-19 conv1_1's 'shift-invariant' units (kernels 85-99% uniform colour) scored their "
+              "docs/invariance.md section 5: VGG-19 conv1_1's 'shift-invariant' units (kernels 85-99% uniform colour) scored their "
               "linear reference within 0.0005; the reference is the best an affine unit whose best image is "
               "the unit's can score on the same test (closed form, shift.linear_reference); a margin of 0.1 "
               "of the maximum marks an index clearly beyond it"),
