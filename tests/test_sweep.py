@@ -150,12 +150,12 @@ def test_layers_are_computed_largest_first_and_returned_in_network_order(vgg19):
     class Order(Progress):
         def __init__(self):
             super().__init__(enabled=False)
-            self.seen = []
+            self.started = []
 
         def start(self, layer, *args, **kwargs):
-            self.seen.append(layer)
+            self.started.append(layer)
             super().start(layer, *args, **kwargs)
 
     bar = Order()
     r = sweep(vgg19, "conv1_1,conv2_1", "0", images=2, steps=5, progress=bar)
-    assert bar.seen == ["conv2_1", "conv1_1"] and list(r) == ["conv1_1", "conv2_1"]
+    assert bar.started == ["conv2_1", "conv1_1"] and list(r) == ["conv1_1", "conv2_1"]

@@ -336,6 +336,7 @@ def test_huge_declared_images_are_refused_with_bounded_memory(base, tmp_path):
         from jaxvis.io.report import report
         from jaxvis.io.results import read_results
         path, out = Path(sys.argv[1]), Path(sys.argv[2])
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # the imports alone
         for command in (lambda: report(path, out / "rep"), lambda: render(path, out / "pic"),
                         lambda: read_results(path)):
             try:
@@ -346,9 +347,10 @@ def test_huge_declared_images_are_refused_with_bounded_memory(base, tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script, str(results), str(tmp_path)], capture_output=True, check=False,
                           text=True, cwd=CHECKOUT, timeout=120)
-    *errors, peak = done.stdout.splitlines()
+    imported, *errors, peak = done.stdout.splitlines()
     assert len(errors) == 3 and all(f"/layers/{LAYER}/images" in e and "declares" in e for e in errors), done
-    assert int(peak) < 300, f"peak RSS {peak} MB"
+    # what the file costs beyond the imports (jax and the report: about 190 MB, more on a loaded machine)
+    assert int(peak) - int(imported) < 100, f"peak RSS {peak} MB, {imported} MB after the imports"
     assert snapshot(tmp_path) == before  # no folder made
 
 
