@@ -22,8 +22,14 @@ def load_model(name: str):
     except Exception as err:  # noqa: BLE001 - any failure of the cache, not of the weights
         from jaxvis.convert.fetch import fetch_weight_file
         from jaxvis.convert.sources import convert_file
-        from jaxvis.weights import Model, weights_root
+        from jaxvis.weights import DERIVED, Model, default_photos, weights_root
 
+        if name in DERIVED:  # e.g. vgg19-normalized: derived from its base in memory, the same way
+            from jaxvis.convert.normalize import normalize
+
+            print(f"note: jaxvis.load({name!r}) failed ({type(err).__name__}: {err}); deriving it in memory",
+                  flush=True)
+            return normalize(load_model(DERIVED[name][0]), default_photos())
         raw, spec = fetch_weight_file(name, weights_root() / "files")
         network, src, provenance = convert_file(raw, source=spec["source"])
         print(f"note: jaxvis.load({name!r}) failed ({type(err).__name__}: {err}); converted {raw.name} "
