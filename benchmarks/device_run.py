@@ -3,7 +3,7 @@
 On a fresh machine (``benchmarks/device_run.sh`` installs jaxvis without an index first) it loads
 the real VGG-19 from the carried ``weights/files`` and measures, in stages that each keep to a
 share of ``--budget-s`` (a stage that would not fit is skipped and says so); they run in the
-order machine, precision, torch, sweep, chunks, analysis, tune (the issue's figures first):
+order machine, precision, torch, peers, sweep, chunks, analysis, tune (the issue's figures first):
 
 1. ``machine``    jax sees the accelerator (else it stops, unless ``--tiny``/``--allow-cpu``); the
    device, its memory, and the matmul peak at float32 (HIGHEST), tf32 and bf16 through jaxvis's
@@ -16,6 +16,11 @@ order machine, precision, torch, sweep, chunks, analysis, tune (the issue's figu
 3. ``torch``      the same objective in PyTorch eager, one unit at a time (the original code's
    way) on the same device, in its own process (:mod:`benchmarks.torch_twin`), after checking its
    loss and gradient against jaxvis's; units until ``--torch-budget-s`` is spent;
+   ``peers``      the peers a user would pick (:mod:`benchmarks.peers`, issue 24): jaxvis's lambda
+   set, the ``jaxvis.sweep`` call, one batched torch program and torch-lucent (skipped with a note
+   where the image lacks it), ``--peers-weights`` ``--peers-layer``, ``--peers-units`` x N x
+   ``--peers-steps``, parity first, best of ``--peers-repeats``; in a process of its own (jax
+   without preallocation; the torch rows in a child of it, jax on the CPU there);
 4. ``chunks``     the chunk ``units_per_chunk`` picks from the device memory against others
    (``--chunks``), ``--chunk-steps`` steps, with the device's peak memory after each;
 5. ``tune``       choices only a device can settle, one at a time against the default
@@ -62,9 +67,9 @@ from benchmarks.tables import markdown, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 # in the order they run: the issue's figures first, the tuning last
-STAGES = ("machine", "precision", "torch", "sweep", "chunks", "analysis", "tune")
+STAGES = ("machine", "precision", "torch", "peers", "sweep", "chunks", "analysis", "tune")
 # shares of the budget left when a stage starts (the last stage gets what the others leave)
-SHARES = {"precision": 0.25, "torch": 0.15, "sweep": 0.60, "chunks": 0.40, "analysis": 0.50, "tune": 1.0}
+SHARES = {"precision": 0.25, "torch": 0.15, "peers": 0.25, "sweep": 0.60, "chunks": 0.40, "analysis": 0.50, "tune": 1.0}
 TARGETS = {"bf16_wall_s": 10.0, "speedup_vs_torch": 30.0, "bf16_pct_peak": 50.0, "sweep_s": 600.0}
 
 # --tiny: every stage end to end on a CPU in about a minute (tiny layers, few units and steps)
@@ -73,7 +78,8 @@ TARGETS = {"bf16_wall_s": 10.0, "speedup_vs_torch": 30.0, "bf16_pct_peak": 50.0,
 TINY = dict(layer="conv1_1", units=4, steps=20, segment=10, matmul=256, matmul_repeats=2,
             torch_budget_s=2.0, chunks="auto,4", chunk_steps=20, tune="conv=xla",
             sweep_layers="all:conv1_1", sweep_probe_steps=20,
-            analysis_layer="conv1_1", shift_units=2, shift_steps=10, budget_s=900.0)
+            analysis_layer="conv1_1", shift_units=2, shift_steps=10, budget_s=900.0,
+            peers_weights="vgg19", peers_layer="conv1_1", peers_units=2, peers_steps=5, peers_repeats=1)
 
 
 def sweep_unit_steps(r: dict) -> int:
@@ -266,6 +272,29 @@ def stage_torch(run: Run, deadline: float) -> dict:
     print(f"torch vs jaxvis at the start of unit 0: loss rel. diff {c['loss_rel_diff']:.1e}, gradient "
           f"{c['grad_rel_diff']:.1e}", flush=True)
     return result
+
+
+def stage_peers(run: Run, deadline: float) -> dict:
+    """:mod:`benchmarks.peers` in a process of its own: the jaxvis rows there (this process's jax
+    holds most of the device's memory, so that one allocates as it goes), the torch rows in its
+    child; lucent skipped, saying so, where the image lacks it."""
+    import jax
+
+    a = run.args
+    gpu = jax.default_backend() == "gpu"
+    out = Path(run.tmp) / "peers.json"
+    cmd = [sys.executable, "-m", "benchmarks.peers", "--weights", a.peers_weights, "--layer", a.peers_layer,
+           "--units", str(a.peers_units), "--images", str(a.images), "--steps", str(a.peers_steps),
+           "--repeats", str(a.peers_repeats), "--device", "cuda" if gpu else "cpu", "--out", str(out)]
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=max(120.0, deadline - time.perf_counter()))
+    print(done.stdout[-6000:], flush=True)
+    if done.returncode:
+        tail = "\n".join((done.stderr.strip() or "no output").splitlines()[-5:])
+        raise RuntimeError(f"benchmarks.peers failed (exit {done.returncode}): {tail}")
+    return json.loads(out.read_text())
 
 
 def _chunks(spec: list[str], auto: int) -> list[int]:
@@ -536,6 +565,10 @@ def report(result: dict) -> str:
         parts.append("jaxvis vs the torch float32 loop: " + ", ".join(f"{p} {v:.1f}x" for p, v in speed.items())
                      + f"; torch twin check: loss rel. diff {t['check']['loss_rel_diff']:.1e}, gradient "
                        f"{t['check']['grad_rel_diff']:.1e}")
+    if s.get("peers", {}).get("rows"):
+        from benchmarks import peers
+
+        parts.append("peers (benchmarks.peers):\n\n" + peers.table(s["peers"]) + "\n\n" + peers.notes(s["peers"]))
     if s.get("chunks", {}).get("rows"):
         c = s["chunks"]
         parts.append(f"chunks ({c['layer']}, {c['precision']}, {c['steps']} steps; auto = {c['auto_chunk']}, "
@@ -603,6 +636,11 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--torch-precisions", default="float32,tf32", help="of the torch loop on GPUs")
     p.add_argument("--torch-budget-s", type=float, default=25.0, help="seconds of torch units per precision")
+    p.add_argument("--peers-weights", default="vgg19-normalized", help="weights of the peers stage")
+    p.add_argument("--peers-layer", default="conv3_1")
+    p.add_argument("--peers-units", type=int, default=16)
+    p.add_argument("--peers-steps", type=int, default=200)
+    p.add_argument("--peers-repeats", type=int, default=3)
     p.add_argument("--chunks", default="auto,256,1024", help="chunk sizes timed ('auto': units_per_chunk)")
     p.add_argument("--chunk-steps", type=int, default=200, help="steps of the chunk and tune rows")
     p.add_argument("--tune", default="conv=patches,segment=200", help="variants against the default")
@@ -681,6 +719,7 @@ def main(argv=None) -> dict:
         run.result["load_s"] = time.perf_counter() - t
         run.result["model"] = {k: run.model.meta.get(k) for k in ("name", "source_sha256", "package")}
         functions = {"machine": stage_machine, "precision": stage_precision, "torch": stage_torch,
+                     "peers": stage_peers,
                      "sweep": stage_sweep, "chunks": stage_chunks, "analysis": stage_analysis,
                      "tune": stage_tune}
         for name in STAGES:

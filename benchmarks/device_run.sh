@@ -8,6 +8,8 @@
 #
 # $PYTHON (default python3) runs it; results go to $OUT (default: a new temp folder).
 # The real VGG-19 is read from weights/files/ (carry it: `python -m benchmarks.device_run --help`).
+# The peers stage (issue 24) derives vgg19-normalized from that file and the carried photos, and
+# times torch-lucent only if the image has it (no index there): otherwise its row says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

@@ -29,7 +29,7 @@ def test_device_run_tiny_end_to_end(vgg19, real_root, tmp_path):
     assert {k: v for k, v in result["errors"].items() if not k.endswith("_traceback")} == {}
     assert result["skipped"] == {}
     stages = result["stages"]
-    assert set(stages) == {"machine", "precision", "torch", "sweep", "chunks", "analysis", "tune"}
+    assert set(stages) == {"machine", "precision", "torch", "peers", "sweep", "chunks", "analysis", "tune"}
     assert stages["machine"]["machine"]["backend"] == "cpu"
     assert all(p["gflops"] > 0 for p in stages["machine"]["matmul_peak"].values())
 
@@ -45,6 +45,13 @@ def test_device_run_tiny_end_to_end(vgg19, real_root, tmp_path):
     torch = stages["torch"]
     assert torch["check"]["loss_rel_diff"] < 1e-5 and torch["check"]["grad_rel_diff"] < 1e-5
     assert torch["rows"][0]["unit_steps"] > 0 and "float32" in torch["speedup_vs_torch_float32"]
+
+    peers = stages["peers"]  # parity first, then every row that could run: 2 units x 5 steps
+    assert peers["parity"]["batched"]["ok"] and peers["args"]["layer"] == "conv1_1"
+    measured = {r["row"]: r for r in peers["rows"] if "seconds" in r}
+    assert {"jaxvis", "sweep", "batched"} <= set(measured)
+    assert all(r["unit_steps"] == 2 * 5 and r["unit_steps_per_s"] > 0 for r in measured.values())
+    assert "lucent" in measured or "lucent" in peers["missing"]  # skipped, saying so, without lucent
 
     sweep = stages["sweep"]
     assert [p["layer"] for p in sweep["probes"]] == ["conv1_1"] and sweep["units"] == 64
@@ -69,4 +76,4 @@ def test_device_run_tiny_end_to_end(vgg19, real_root, tmp_path):
 
     assert set(result["targets"]) == {"bf16_wall_s", "speedup_vs_torch", "bf16_pct_peak", "sweep_s"}
     table = (out / "device_run.md").read_text()
-    assert "| conv1_1 | bf16 |" in table and "PyTorch eager" in table
+    assert "| conv1_1 | bf16 |" in table and "PyTorch eager" in table and "torch batched" in table
