@@ -74,6 +74,8 @@ VALUE_CHECKS = {
                 ("shift_stride", "--shift-stride", _finite(1), "a positive integer"),
                 ("shift_lr", "--shift-lr", _finite(0, above=True), "a finite number > 0"),
                 ("shift_weight_min", "--shift-weight-min", _finite(0, 1), "a number from 0 to 1"),
+                ("shift_batch", "--shift-batch", _finite(0), "0 (all offsets) or a positive integer"),
+                ("shift_final_lr", "--shift-final-lr", _finite(0, 1), "a number from 0 to 1"),
                 ("top", "--top", _finite(1), "a positive number of patches")),
 }
 
@@ -334,7 +336,8 @@ def cmd_analyze(args) -> None:
     photos = _photos(args.images)
     done = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
                    shift_stride=args.shift_stride, shift_lr=args.shift_lr,
-                   shift_weight_min=args.shift_weight_min, photos=photos, top=args.top, seed=args.seed,
+                   shift_weight_min=args.shift_weight_min, shift_batch=args.shift_batch,
+                   shift_final_lr=args.shift_final_lr, shift_start=args.shift_start, photos=photos, top=args.top, seed=args.seed,
                    layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
                    progress=Progress(), battery=None if args.no_gratings else Battery(), redo=args.redo)
     from jaxvis.analysis.summary import analysis_line
@@ -474,12 +477,23 @@ def build_parser() -> argparse.ArgumentParser:
     _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
-    p.add_argument("--shift-steps", type=int, default=700,
-                   help="most optimiser steps of the shift test (default 700, the paper's; early stopping as the sweep's)")
-    p.add_argument("--shift-lr", type=float, default=0.1, help="Adam learning rate of the shift test (default 0.1)")
-    p.add_argument("--shift-weight-min", type=float, default=0.0,
-                   help="share of the worst offset in the shift test's loss (default 0, the paper's code)")
-    p.add_argument("--shift-stride", type=int, default=1, help="test every k-th offset (1: all)")
+    from jaxvis.analysis.analyze import SHIFT_DEFAULTS as shift, SHIFT_STARTS
+
+    p.add_argument("--shift-steps", type=int, default=shift.optimizer.steps,
+                   help="most optimiser steps of the shift test (default %(default)s; early stopping as the sweep's)")
+    p.add_argument("--shift-lr", type=float, default=shift.optimizer.learning_rate,
+                   help="Adam learning rate of the shift test (default %(default)s, the paper's)")
+    p.add_argument("--shift-weight-min", type=float, default=shift.weight_min,
+                   help="share of the worst offset in the shift test's loss (default %(default)s, the paper's code)")
+    p.add_argument("--shift-stride", type=int, default=shift.stride,
+                   help="test every k-th offset (default %(default)s: all)")
+    p.add_argument("--shift-batch", type=int, default=shift.batch,
+                   help="offsets drawn at random for each step's gradient (default %(default)s; 0: all, the "
+                        "exact gradient); the responses are measured on all offsets")
+    p.add_argument("--shift-final-lr", type=float, default=shift.final_lr,
+                   help="the learning rate's cosine decay ends at this share of it (default %(default)s; 1: constant)")
+    p.add_argument("--shift-start", choices=SHIFT_STARTS, default=shift.start,
+                   help="start texture: the unit's best image tiled over it, or white noise (default %(default)s)")
     p.add_argument("--learn-mask", action="store_true", help="learn the shift test's mask radius per unit")
     p.add_argument("--no-gratings", action="store_true",
                    help="skip the grating battery and the phase rotation of each unit's maximum")

@@ -16,6 +16,8 @@ import csv
 import dataclasses
 import json
 import os
+import resource
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,7 +30,7 @@ from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, reference_sets
-from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test
+from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test, tiled_start, units_per_chunk
 from jaxvis.analysis.summary import analysis_config, class_text
 from jaxvis.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError
@@ -39,9 +41,11 @@ from jaxvis.objectives.diversity import pairwise_rms
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer
 from jaxvis.optimize.keys import unit_key
+from jaxvis.optimize.parallel import unit_mesh
 from jaxvis.weights import Model, default_photos, load, weights_root
 
-SHIFT_IMAGES_PER_CALL = 4096
+SHIFT_STEPS = 400  # the shift test's most steps by default (ShiftSettings)
+SHIFT_STARTS = ("maximum", "noise")
 ROTATION_STEPS = 12  # angles of the phase rotation (docs/invariance.md)
 
 
@@ -94,16 +98,32 @@ def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed:
 @dataclasses.dataclass(frozen=True)
 class ShiftSettings:
     """How the shift test runs (:mod:`jaxvis.analysis.shift`): offsets every ``stride``, the
-    optimiser (steps, learning rate, early stopping), ``learn_mask``, the keys' ``seed``, and the
-    share ``weight_min`` of the worst offset in the loss. Defaults are the paper's code's: every
-    offset, Adam learning rate 0.1, at most 700 steps with the EMA early stopping, weight_min 0."""
+    optimiser (steps, learning rate, early stopping), ``learn_mask``, the keys' ``seed``, the
+    share ``weight_min`` of the worst offset in the loss, ``batch`` offsets drawn per step (0:
+    all), the learning rate's cosine decay to ``final_lr`` of it, and the ``start`` texture
+    (``maximum``: the unit's best image tiled over it; ``noise``: white noise).
+
+    The test, its masks, offsets and loss are the paper's code's (every offset, weight_min 0,
+    Adam learning rate 0.1); the defaults make it cost about what the sweep does (docs/method.md
+    section 5): each step's gradient from 32 offsets drawn at random, the responses measured on
+    every offset at the end, 400 steps from the tiled best image."""
 
     stride: int = 1
-    optimizer: Optimizer = Optimizer(steps=700, learning_rate=0.1)
+    optimizer: Optimizer = Optimizer(steps=SHIFT_STEPS, learning_rate=0.1)
     learn_mask: bool = False
     seed: int = 0
     progress: Progress | None = dataclasses.field(default=None, compare=False)
     weight_min: float = 0.0
+    batch: int = 32
+    final_lr: float = 0.1
+    start: str = "maximum"
+
+    def __post_init__(self):
+        if self.start not in SHIFT_STARTS:
+            raise JaxvisError(f"unknown shift test start {self.start!r}; choose from {', '.join(SHIFT_STARTS)}")
+
+
+SHIFT_DEFAULTS = ShiftSettings()  # what analyze() and the CLI default to
 
 
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
@@ -134,17 +154,20 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
 def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta: dict,
                   settings: ShiftSettings) -> dict[str, np.ndarray]:
     """The shift test of every unit of a layer: texture, responses, steps (and the learnt sigma),
-    the inputs of the table's ``shift_*`` metrics."""
+    the inputs of the table's ``shift_*`` metrics. Units run in chunks sized to the device
+    (:func:`jaxvis.analysis.shift.units_per_chunk`, as the sweep's), spread over all devices."""
     layer, units = info.name, len(arrays["unit"])
     problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
                            model.convention.mean_rgb255, stride=settings.stride,
                            weight_min=settings.weight_min, optimizer=settings.optimizer,
-                           learn_mask=settings.learn_mask)
+                           learn_mask=settings.learn_mask, batch=settings.batch, final_lr=settings.final_lr)
     keys = jax.numpy.stack([unit_key(settings.seed, f"shift:{layer}", int(u), 1) for u in arrays["unit"]])
-    # every unit sees len(offsets)^2 crops at once: bound the images per compiled call
-    chunk = max(1, SHIFT_IMAGES_PER_CALL // len(problem.offsets) ** 2)
+    starts = tiled_start(arrays["max_image"], model.convention.mean_rgb255, problem.texture) \
+        if settings.start == "maximum" else None
+    mesh = unit_mesh()
+    chunk = units_per_chunk(model.network, problem, mesh.devices.flat[0], mesh.size)
     bar = settings.progress or Progress(enabled=False)
-    o = settings.optimizer  # work: image-steps, one texture per unit, every row computes every step
+    o = settings.optimizer  # work: unit-steps, one texture per unit, every row computes every step
     sizes = [min(chunk, units - i) for i in range(0, units, chunk)]  # each size compiles once
     bar.start(f"{layer} shift test", units, 0, work=-(-o.steps // o.segment) * o.segment, programs=len(set(sizes)))
     tests = []
@@ -157,7 +180,8 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
             seen[0] = int(steps.sum())
 
         tests.append(shift_test(model.network, problem, keys[i:i + chunk], directions[i:i + chunk],
-                                meta["radius"], on_segment=on_segment))
+                                meta["radius"], mesh=mesh, on_segment=on_segment,
+                                starts=None if starts is None else starts[i:i + chunk]))
         bar.advance(len(tests[-1]["steps"]), 0)
     test = {k: np.concatenate([t[k] for t in tests]) for k in tests[0]}
     out = {"shift_texture": test["texture"], "shift_responses": test["responses"],
@@ -168,6 +192,12 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
     out["shift_linear"] = linear_reference(arrays["max_image"] - np.asarray(model.convention.mean_rgb255, np.float32),
                                            problem, test["sigma"] if settings.learn_mask else None).astype(np.float32)
     return out
+
+
+def peak_resident_gb() -> float:
+    """This process's peak resident size so far, in GB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 30) if sys.platform == "darwin" else peak / (1 << 20)
 
 
 def _check_centre(config: SweepConfig, model: Model, layer: str, path: Path) -> None:
@@ -190,8 +220,11 @@ class Analysis:
     config: dict
 
 
-def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = 700,
-            shift_stride: int = 1, shift_lr: float = 0.1, shift_weight_min: float = 0.0,
+def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
+            shift_steps: int = SHIFT_DEFAULTS.optimizer.steps, shift_stride: int = SHIFT_DEFAULTS.stride,
+            shift_lr: float = SHIFT_DEFAULTS.optimizer.learning_rate,
+            shift_weight_min: float = SHIFT_DEFAULTS.weight_min, shift_batch: int = SHIFT_DEFAULTS.batch,
+            shift_final_lr: float = SHIFT_DEFAULTS.final_lr, shift_start: str = SHIFT_DEFAULTS.start,
             photos: list[Path] | None = None, top: int = 8, seed: int = 0,
             layers: list[str] | None = None, learn_mask: bool = False, log=None,
             progress: bool | Progress | Callable = False, battery: Battery | None = Battery(),
@@ -223,9 +256,10 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
     bar = Progress.of(progress)
     log = log or bar.note
     settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,
-                             seed, bar, shift_weight_min) if shift else None
+                             seed, bar, shift_weight_min, shift_batch, shift_final_lr, shift_start) if shift else None
     stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
-              "shift_lr": shift_lr, "shift_weight_min": shift_weight_min,
+              "shift_lr": shift_lr, "shift_weight_min": shift_weight_min, "shift_batch": shift_batch,
+              "shift_final_lr": shift_final_lr, "shift_start": shift_start,
               "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos],
               "gratings": None if battery is None else dataclasses.asdict(battery),
               "rotation_steps": None if battery is None else ROTATION_STEPS}
@@ -248,6 +282,7 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
                                         shift=settings, seed=seed, top=top, battery=battery)
         write_metrics(path, {layer: analysed[layer]}, M.definitions(set(analysed[layer])), stored)
         log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s, metrics written")
+    log(f"peak resident size {peak_resident_gb():.2f} GB")
     return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
 
 
