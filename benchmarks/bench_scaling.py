@@ -145,7 +145,7 @@ def sweep_job(args, processes: int, out: Path, cache: Path | None) -> float:
 def bench_processes(args, tmp: Path) -> list[dict]:
     """Whole jobs, 1 vs 2 processes, without and with a warm compilation cache. (On CPU jax keys
     cached programs by device and only process 0 writes entries, so process 1 always compiles.)"""
-    from jaxvis.io.results import read_results
+    from jaxvis.store.results import read_results
 
     cache = tmp / "job-cache"
     sweep_job(args, 1, tmp / "warm1.h5", cache)  # fills the compilation cache for both layouts

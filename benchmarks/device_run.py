@@ -392,7 +392,7 @@ def stage_sweep(run: Run, deadline: float) -> dict:
     from benchmarks.variants import layer_problem
     from jaxvis.optimize.loop import units_per_chunk
     from jaxvis.optimize.parallel import unit_mesh
-    from jaxvis.sweep import chunk_size, target_layers
+    from jaxvis.run.sweep import chunk_size, target_layers
 
     a, model, mesh = run.args, run.model, unit_mesh()
     cache = Path(run.tmp) / "compilation-cache"  # the sweep's default: a persistent cache, here a fresh one

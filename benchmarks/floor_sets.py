@@ -40,7 +40,7 @@ SETTINGS = {"default": None, "one start": "maximum"}
 def measures(path: Path, layer: str, alpha: float, mean_rgb) -> dict[str, np.ndarray]:
     """Per unit of ``layer`` in the results file ``path``: the floor set at ``alpha``'s measures."""
     from jaxvis.analysis import metrics as M
-    from jaxvis.io.resultfile import read_results
+    from jaxvis.store.resultfile import read_results
 
     results = read_results(path, layers=[layer])
     arrays, meta = results.layers[layer], results.layer_meta[layer]
@@ -67,8 +67,8 @@ def figure(path: Path, layer: str, out: Path) -> list[int]:
     and the simple-like unit (read-out phase class) whose phase spread is closest to their class's
     median. Returns their units."""
     from jaxvis.analysis.readout import AXES
-    from jaxvis.io.render import save_images
-    from jaxvis.io.resultfile import read_results
+    from jaxvis.report.render import save_images
+    from jaxvis.store.resultfile import read_results
 
     results = read_results(path, layers=[layer])
     arrays, metrics = results.layers[layer], results.metrics[layer]

@@ -45,7 +45,7 @@ def main() -> None:
     from jaxvis.analysis.natural import random_patches
     from jaxvis.objectives import gmm
     from jaxvis.param.budget import radius as budget_radius
-    from jaxvis.sweep import target_layers
+    from jaxvis.run.sweep import target_layers
     from jaxvis.weights import default_photos, weights_root
 
     ap = argparse.ArgumentParser()

@@ -65,7 +65,7 @@ def compute(args) -> dict:
     import jaxvis
     jaxvis.cpu_devices()  # as `jaxvis sweep` does: one jax device per core
     from jaxvis.analysis.gratings import gratings
-    from jaxvis.io.results import read_results
+    from jaxvis.store.results import read_results
 
     timings = {}
     only = {s for s in args.only.split(",") if s}
@@ -110,7 +110,7 @@ def table(args, timings: dict) -> dict:
     """The per-layer profiles of the read-out beside the stage times: ``invariance.json`` / ``.md``."""
     from benchmarks.machine import machine_info
     from jaxvis.analysis.readout import format_profiles
-    from jaxvis.analysis.summary import layer_profiles  # reads the file; readout is the pure rules
+    from jaxvis.report.summary import layer_profiles  # reads the file; readout is the pure rules
 
     rows = []
     for weights, layers in PLAN:

@@ -44,7 +44,7 @@ def layer_problem(model, layer: str, images: int, steps: int, precision: str = "
     sweep`` resolves them), by default with early stopping disabled so every unit runs all
     ``steps``."""
     from jaxvis.optimize.config import Objective, Optimizer
-    from jaxvis.sweep import plan
+    from jaxvis.run.sweep import plan
 
     extra = {} if segment is None else {"segment": segment}
     optimizer = Optimizer(steps=steps, patience=patience, precision=precision, **extra)
@@ -91,7 +91,7 @@ def interleaved(variants: list[tuple[dict, object]], repeats: int) -> list[dict]
 def auto_chunk(model, lp, mesh, units: int) -> int:
     """The chunk ``jaxvis sweep`` would use for ``units`` units of ``lp`` on ``mesh``."""
     from jaxvis.optimize.loop import units_per_chunk
-    from jaxvis.sweep import chunk_size
+    from jaxvis.run.sweep import chunk_size
 
     return chunk_size(units_per_chunk(model.network, lp.diverse, mesh.devices.flat[0], mesh.size),
                       units, mesh.size)

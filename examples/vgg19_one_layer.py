@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 import jaxvis
-from jaxvis.analysis.summary import analysis_line, sweep_line
-from jaxvis.io.report import report
+from jaxvis.report.summary import analysis_line, sweep_line
+from jaxvis.report.pages import report
 from jaxvis.weights import default_photos
 
 

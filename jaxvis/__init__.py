@@ -16,25 +16,50 @@ Diverse visualisations of units (the paper's method, many units per compiled ste
 
 On a multi-core CPU call ``jaxvis.cpu_devices()`` first (before any jax computation): units are
 then spread over one jax device per core, as ``jaxvis sweep`` does.
+
+The names below are imported when first used, so that reading a results file
+(``jaxvis.store``, ``jaxvis.report``) loads neither the networks nor the optimiser. Every name is
+a function or class; the modules keep their own names (``jaxvis.convert`` is the conversion
+package, ``jaxvis.convert_weights`` the function that converts a file).
 """
 
-from jaxvis.analysis.analyze import analyze
-from jaxvis.config import SweepConfig
-from jaxvis.errors import JaxvisError
-from jaxvis.io.render import render, save_images, to_display
-from jaxvis.io.results import read_results
-from jaxvis.models.base import Activations, Network
-from jaxvis.models.convention import InputConvention
-from jaxvis.models.geometry import LayerInfo, LayerSpec, Op
-from jaxvis.models.registry import MODEL_NAMES, ModelConfig, build, register_model
-from jaxvis.objectives.response import register_response
-from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.parallel import cpu_devices
-from jaxvis.sweep import sweep
-from jaxvis.weights import Model, convert, fetch, load
+import importlib
 
-__all__ = ["Activations", "InputConvention", "JaxvisError", "LayerInfo", "LayerSpec", "MODEL_NAMES",
-           "Model", "ModelConfig", "Network", "Objective", "Op", "Optimizer", "SweepConfig", "analyze",
-           "build", "convert", "cpu_devices", "fetch", "load", "read_results", "register_model",
-           "register_response", "render",
-           "save_images", "sweep", "to_display"]
+_EXPORTS = {
+    "Activations": "jaxvis.models.base", "Network": "jaxvis.models.base",
+    "InputConvention": "jaxvis.models.convention",
+    "JaxvisError": "jaxvis.errors",
+    "LayerInfo": "jaxvis.models.geometry", "LayerSpec": "jaxvis.models.geometry", "Op": "jaxvis.models.geometry",
+    "MODEL_NAMES": "jaxvis.models.registry", "ModelConfig": "jaxvis.models.registry",
+    "build": "jaxvis.models.registry", "register_model": "jaxvis.models.registry",
+    "Model": "jaxvis.weights", "convert_weights": "jaxvis.weights", "fetch": "jaxvis.weights",
+    "load": "jaxvis.weights",
+    "register_response": "jaxvis.objectives.response",
+    "Objective": "jaxvis.optimize.config", "Optimizer": "jaxvis.optimize.config",
+    "cpu_devices": "jaxvis.optimize.parallel",
+    "SweepConfig": "jaxvis.store.config",
+    "read_results": "jaxvis.store.results",
+    "analyze": "jaxvis.analysis.analyze",
+    "sweep": "jaxvis.run.sweep",
+    "render": "jaxvis.report.render", "save_images": "jaxvis.report.render", "to_display": "jaxvis.report.render",
+}
+_RENAMED = {"convert_weights": "convert"}  # exported name -> its name in its module
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
+        globals()[name] = value
+        return value
+    try:  # a subpackage or module, e.g. jaxvis.optimize after a plain `import jaxvis`
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -16,7 +16,7 @@ from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.maximum import RESTARTS
-from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_START, FLOOR_STARTS
+from jaxvis.optimize.config import FLOOR_DIVERSITY, FLOOR_START, FLOOR_STARTS
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
 from jaxvis.weights import DEFAULT_WEIGHTS
@@ -93,7 +93,7 @@ def check_units(spec: str, model, layer: str) -> None:
     (``0-999999999`` would otherwise become a list of a billion units first)."""
     import re
 
-    from jaxvis.sweep import target_layers
+    from jaxvis.run.sweep import target_layers
 
     smallest = min(target_layers(model, layer), key=lambda info: info.channels)
     numbers = [int(n) for n in re.findall(r"\d+", spec)]
@@ -265,7 +265,7 @@ def cmd_sweep(args) -> None:
     import warnings
 
     from jaxvis.io.progress import Progress, summary
-    from jaxvis.sweep import SingleCpuWarning, sweep
+    from jaxvis.run.sweep import SingleCpuWarning, sweep
     from jaxvis.weights import load
 
     warnings.simplefilter("ignore", SingleCpuWarning)  # --cpu-devices decides here
@@ -293,8 +293,8 @@ def cmd_sweep(args) -> None:
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
         return
-    from jaxvis.analysis.summary import sweep_line
-    from jaxvis.sweep import parse_floors
+    from jaxvis.report.summary import sweep_line
+    from jaxvis.run.sweep import parse_floors
     for name, r in layers.items():
         print(sweep_line(name, r, parse_floors(args.floor)))
     if any(r["units"] for r in bar.layers):
@@ -302,13 +302,13 @@ def cmd_sweep(args) -> None:
         print("\n".join(summary(bar.layers)))
     print(f"results: {out}")
     if not args.no_render:
-        from jaxvis.io.render import pictures_folder, render
+        from jaxvis.report.render import pictures_folder, render
         pictures = render(out, pictures_folder(out))
         print(f"pictures: {pictures_folder(out)}/ ({len(pictures)} files)")
 
 
 def cmd_merge(args) -> None:
-    from jaxvis.io.results import merge_parts, parts_dir, read_results
+    from jaxvis.store.results import merge_parts, parts_dir, read_results
 
     out = Path(args.results)
     if out.exists() and not parts_dir(out).exists():  # process 0 already assembled it
@@ -321,7 +321,7 @@ def cmd_merge(args) -> None:
 
 
 def cmd_render(args) -> None:
-    from jaxvis.io.render import pictures_folder, render
+    from jaxvis.report.render import pictures_folder, render
 
     out = Path(args.out or pictures_folder(Path(args.results)))
     paths = render(Path(args.results), out, layers=args.layer.split(",") if args.layer else None)
@@ -340,14 +340,14 @@ def cmd_analyze(args) -> None:
                    shift_final_lr=args.shift_final_lr, shift_start=args.shift_start, photos=photos, top=args.top, seed=args.seed,
                    layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
                    progress=Progress(), battery=None if args.no_gratings else Battery(), redo=args.redo)
-    from jaxvis.analysis.summary import analysis_line
+    from jaxvis.report.summary import analysis_line
     for layer, m in done.metrics.items():
         print(analysis_line(layer, m))
     print(f"metrics added to {args.results}; table: {done.csv}")
 
 
 def cmd_report(args) -> None:
-    from jaxvis.io.report import report
+    from jaxvis.report.pages import report
 
     results = Path(args.results)
     out = Path(args.out or results.with_name(results.stem + "_report"))
@@ -356,7 +356,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from jaxvis.analysis.compare import compare, format_table, write_html
+    from jaxvis.report.compare import compare, format_table, write_html
 
     comparison = compare(Path(args.a), Path(args.b))
     print(format_table(comparison))

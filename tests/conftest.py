@@ -65,8 +65,8 @@ def photos(real_root):
 def reference_sweep(vgg19, real_env, tmp_path_factory):
     """The one-process, one-device results file of ``helpers.UNITS`` / ``SETTINGS`` that the sweep,
     resume and multi-process tests compare against: ``(path, Results)``."""
-    from jaxvis.io.results import read_results
-    from jaxvis.sweep import sweep
+    from jaxvis.store.results import read_results
+    from jaxvis.run.sweep import sweep
     out = tmp_path_factory.mktemp("reference") / "ref.h5"
     sweep(vgg19, "conv2_1", UNITS, out=out, chunk=2, **SETTINGS)
     return out, read_results(out)

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxvis.analysis.readout import linear_bound, shift_reference
 from jaxvis.io.progress import Progress
-from jaxvis.io.results import ResultWriter
+from jaxvis.store.results import ResultWriter
 
 # The reference sweep several files compare against (tests/conftest.py `reference_sweep`): six
 # conv2_1 units of real VGG-19, long enough and with a patience short enough that some units and

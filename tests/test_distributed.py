@@ -17,10 +17,10 @@ import pytest
 
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
-from jaxvis.io.results import parts_dir, read_results
+from jaxvis.store.results import parts_dir, read_results
 from jaxvis.optimize import parallel
 from jaxvis.optimize.parallel import Processes, launch_settings, share
-from jaxvis.sweep import sweep
+from jaxvis.run.sweep import sweep
 from tests.helpers import CLI, SETTINGS, UNITS, StopAfter, assert_same, assert_stops_mixed, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import jaxvis
 from jaxvis.optimize import parallel
 
-sweep_module = importlib.import_module("jaxvis.sweep")  # jaxvis.sweep is also the function
+sweep_module = importlib.import_module("jaxvis.run.sweep")  # jaxvis.sweep is also the function
 
 
 def test_top_level_names_resolve():

@@ -15,9 +15,9 @@ import pytest
 
 from jaxvis.cli import main
 from jaxvis.io.progress import Progress
-from jaxvis.io.results import read_results
+from jaxvis.store.results import read_results
 from jaxvis.objectives.diversity import pairwise_rms
-from jaxvis.sweep import sweep
+from jaxvis.run.sweep import sweep
 from tests.helpers import CLI as CLI_BASE, SETTINGS, UNITS, Counting, StopAfter, assert_same, assert_stops_mixed
 
 # one CPU device, as the reference (the CLI's default of one device per core computes the same
@@ -119,7 +119,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path, capsys, monkeypatch):
         raise AssertionError("a unit was optimised before the output was checked")
 
     # the module (the attribute jaxvis.sweep is the function)
-    monkeypatch.setattr(sys.modules["jaxvis.sweep"], "run_units", no_work)
+    monkeypatch.setattr(sys.modules["jaxvis.run.sweep"], "run_units", no_work)
     blocker = tmp_path / "file"
     blocker.write_text("")
     code = main([*CLI, "--out", str(blocker / "r.h5")])
@@ -142,7 +142,7 @@ def test_layers_are_computed_largest_first_and_returned_in_network_order(vgg19):
     """conv2_1 (36 MFLOP a unit-step at N=6) runs before conv1_1 (0.13 MFLOP); the file and the
     returned dict keep the network's order."""
     from jaxvis.optimize.config import Objective, Optimizer
-    from jaxvis.sweep import largest_first, plan
+    from jaxvis.run.sweep import largest_first, plan
 
     plans = plan(vgg19, "conv1_1,conv1_2,conv2_1", "0-1", Objective(), Optimizer())
     assert [p.info.name for p in largest_first(vgg19, plans)] == ["conv2_1", "conv1_2", "conv1_1"]

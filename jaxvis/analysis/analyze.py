@@ -3,7 +3,7 @@ of a finished sweep, stored in the sweep's own HDF5 file and exported as CSV.
 
 The metrics land in ``/layers/<layer>/metrics`` (definitions and the analysis settings in the
 group's attributes), added in place as soon as each layer is computed
-(:func:`jaxvis.io.resultfile.write_metrics`: nothing else in the file is touched, the images are not
+(:func:`jaxvis.store.resultfile.write_metrics`: nothing else in the file is touched, the images are not
 copied, and an error while writing leaves the old metrics as they were). So an interrupted analysis
 keeps its finished layers, and the next one resumes: a layer whose metrics were written with the
 same settings is not computed again (``redo=True`` computes it anyway). Writability is checked
@@ -28,15 +28,15 @@ import numpy as np
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
-from jaxvis.analysis.readout import floor_bound
+from jaxvis.analysis.readout import class_text, floor_bound
 from jaxvis.analysis.natural import calibrate, reference_sets
 from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test, tiled_start, units_per_chunk
-from jaxvis.analysis.summary import analysis_config, class_text
-from jaxvis.config import SweepConfig, canonical, short
+from jaxvis.store.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import check_writable, write_with
 from jaxvis.io.progress import Progress
-from jaxvis.io.results import check_writable_results, open_results, read_results, write_metrics
+from jaxvis.store.results import (analysis_config, check_writable_results, open_results, read_results,
+                                  write_metrics)
 from jaxvis.objectives.diversity import pairwise_rms
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer

@@ -16,7 +16,7 @@ other metrics (registered before or after it). A metric may carry such an input 
 
 :func:`evaluate` computes every metric whose inputs are there; ``jaxvis analyze`` stores them,
 the report and ``jaxvis compare`` compute the cheap ones on the fly for a file not analysed yet
-(:mod:`jaxvis.analysis.summary`), the CSV and the unit table show the ``scalar`` ones (one number
+(:mod:`jaxvis.report.summary`), the CSV and the unit table show the ``scalar`` ones (one number
 per unit), in table order. Adding a metric is one function and one :func:`register_metric` row
 (CONTRIBUTING.md, "A new metric").
 
@@ -34,7 +34,6 @@ import numpy as np
 from jaxvis.analysis import gratings as _gratings
 from jaxvis.analysis import phase as _phase
 from jaxvis.analysis import readout as _readout
-from jaxvis.analysis import shift as _shift
 from jaxvis.errors import check_new_name
 
 
@@ -169,6 +168,16 @@ def participation_ratio(images: np.ndarray, mean_rgb) -> np.ndarray:
     gram = np.einsum("uid,ujd->uij", x.astype(np.float64), x.astype(np.float64))
     eig = np.clip(np.linalg.eigvalsh(gram), 0, None)
     return (eig.sum(-1) ** 2 / np.maximum((eig ** 2).sum(-1), 1e-300)).astype(np.float32)
+
+
+def uniform_colour_share(images: np.ndarray, mean_rgb) -> np.ndarray:
+    """``[U, c, c, 3]`` RGB images -> ``[U]`` the share of each image's energy (deviation from
+    ``mean_rgb``) in its spatially uniform colour, ``c^2 |mean_xy x|^2 / |x|^2`` (1: a flat colour)."""
+    x = np.asarray(images, np.float64) - np.asarray(mean_rgb, np.float64)
+    flat = np.square(x.mean(axis=(1, 2))).sum(-1) * x.shape[1] * x.shape[2]
+    total = np.square(x).sum(axis=(1, 2, 3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, flat / np.where(total > 0, total, 1.0), np.nan)
 
 
 def variance_map(images: np.ndarray) -> np.ndarray:
@@ -318,7 +327,7 @@ register_metric("shift_over_linear", "shift_index - shift_linear_reference: how 
     lambda index, ref: np.asarray(index, np.float64) - np.asarray(ref, np.float64))
 register_metric("uniform_colour_share", "share of the best image's contrast energy in its spatially uniform "
                 "colour (1: a flat colour patch, which no shift changes)", ("max_image", "mean_rgb"))(
-    _shift.uniform_colour_share)
+    uniform_colour_share)
 register_metric("shift_class", "read-out shift class: "
                 + ", ".join(f"{k} {name}" for k, name in enumerate(_readout.AXES["shift"])),
                 _readout.SHIFT_INPUTS)(_readout.shift_class)

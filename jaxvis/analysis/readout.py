@@ -37,7 +37,7 @@ Classes are coded as float32 arrays, the code the index into :data:`AXES` ``[axi
 unknown, so that they are metrics like any other (``phase_class``, ``shift_class`` ``[U]`` and
 ``diversity_class`` ``[U, floors]`` in :mod:`jaxvis.analysis.metrics`). Everything here is pure
 numpy on arrays with the units on the leading axis; reading them from a results file is
-:func:`jaxvis.analysis.summary.layer_profiles`.
+:func:`jaxvis.report.summary.layer_profiles`.
 """
 
 from __future__ import annotations
@@ -550,3 +550,11 @@ def format_thresholds() -> str:
     lines = ["| name | value | rule | source |", "|---|---|---|---|"]
     lines += [f"| `{t.name}` | {t.value:g} | {t.rule} | {t.source} |" for t in THRESHOLDS.values()]
     return "\n".join(lines)
+
+
+def class_text(metric: str, codes) -> list[str] | None:
+    """The class names of a read-out class metric's codes (``phase_class`` ...; names from
+    :data:`AXES`, ``unknown`` for NaN); None where ``metric`` holds no
+    classes."""
+    axis = {m: a for a, m in CLASS_METRICS.items()}.get(metric)
+    return None if axis is None else labels(axis, codes)

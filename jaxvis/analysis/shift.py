@@ -122,16 +122,6 @@ def linear_reference(kernels: np.ndarray, problem: ShiftProblem, sigma=None) -> 
                           axis=(1, 2, 3)))
 
 
-def uniform_colour_share(images: np.ndarray, mean_rgb) -> np.ndarray:
-    """``[U, c, c, 3]`` RGB images -> ``[U]`` the share of each image's energy (deviation from
-    ``mean_rgb``) in its spatially uniform colour, ``c^2 |mean_xy x|^2 / |x|^2`` (1: a flat colour)."""
-    x = np.asarray(images, np.float64) - np.asarray(mean_rgb, np.float64)
-    flat = np.square(x.mean(axis=(1, 2))).sum(-1) * x.shape[1] * x.shape[2]
-    total = np.square(x).sum(axis=(1, 2, 3))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, flat / np.where(total > 0, total, 1.0), np.nan)
-
-
 def crops(texture: jax.Array, problem: ShiftProblem, log_sigma: jax.Array, radius: jax.Array):
     """``[T, T, 3]`` texture -> (``[K, c, c, 3]`` masked crops at every offset with RMS norm
     ``radius``, the common scale applied to the texture)."""

@@ -1,3 +1,3 @@
-"""Reading and writing what users keep and see: crash-safe writes (``atomic``), sweep results
-(``results`` while a sweep runs, ``resultfile`` the finished HDF5 file), pictures (``render``), the
-HTML report (``report``, ``html``, ``svg``), photographs (``images``) and progress lines."""
+"""File-system helpers every floor may use: crash-safe writes, checksums and writability
+(``atomic``), photographs (``images``), the HDF5 reading policy (``hdf5policy``) and progress lines
+(``progress``)."""

@@ -38,8 +38,7 @@ from jax import lax
 
 from jaxvis.errors import unknown
 
-# the precisions of the convolutions a computation can ask for (Optimizer.precision, --precision)
-PRECISIONS = ("float32", "tf32", "bf16")
+from jaxvis.models.precision import PRECISIONS
 
 IMPLS = ("patches", "xla")
 PATCHES_MAX_PIXELS = 96 * 96

@@ -6,12 +6,29 @@ import dataclasses
 import math
 
 from jaxvis.errors import JaxvisError, unknown
-from jaxvis.models.ops import PRECISIONS  # of the convolutions
+from jaxvis.models.precision import PRECISIONS  # of the convolutions
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS as PRIOR_TABLE
 from jaxvis.objectives.response import RESPONSES, unknown_response
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
+
+
+FLOOR_METHOD = 3  # the floor optimiser's version, in every floored results file's config
+# Where a floor set's images start (``sweep(floor_starts=...)``, docs/floor.md "Where the images
+# start"); the sweep runs one set per start, all in one batched call, and keeps the widest feasible:
+# ``maximum``: every image next to the unit's best known image (its own random draw mixed in);
+# ``phase``: image i next to that image turned in phase by 2 pi i / N about its dominant orientation
+#   (:func:`jaxvis.param.phase.rotate`): a phase-invariant unit's widest sets lie on that circle;
+# ``diverse``: image i next to image i of the paper's lambda set;
+# ``random``: the random draw alone. Above ReLUs a random start often lands in a basin whose local
+#   maximum lies below the floor, where no multiplier can lift it (docs/floor.md).
+FLOOR_STARTS = ("maximum", "phase", "diverse", "random")
+FLOOR_START = ("maximum", "phase", "diverse")  # the default: three independent starts
+# the diversity term a floor set maximises unless told otherwise (sweep(floor_diversity=...)): the
+# read-out's diversity class compares a floor set's min pixel distance with the analytic optimum of
+# an affine unit (docs/floor.md), so the set must maximise that same quantity to be comparable
+FLOOR_DIVERSITY = "pixels"
 
 
 def __getattr__(name: str):

@@ -61,7 +61,8 @@ from jaxvis.objectives import diversity as div
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.naturalness import PRIORS
 from jaxvis.objectives.response import RESPONSES
-from jaxvis.optimize.config import Objective, Optimizer
+from jaxvis.optimize.config import (FLOOR_DIVERSITY, FLOOR_METHOD, FLOOR_START,  # noqa: F401 (re-exported)
+                                    FLOOR_STARTS, Objective, Optimizer)
 from jaxvis.optimize.keys import image_uniforms, transform_key
 from jaxvis.param.image import coefficients, final_images
 from jaxvis.param.image import images as to_images
@@ -118,7 +119,6 @@ class UnitState(NamedTuple):
 # k = 5 weighs all 15 pairs of N = 6 alike (a pair 10% farther than the closest keeps 62% of its
 # weight), k = 100 is within log(15)/100 = 2.7% of the hard minimum. A multiplier step as large as
 # rho winds the multipliers up while the start is below the floor; 1 lets Adam's iterate track them.
-FLOOR_METHOD = 3  # the floor optimiser's version, in every floored results file's config
 FLOOR_RHO = (10.0, 100.0)
 FLOOR_SHARPNESS = (5.0, 100.0)
 FLOOR_ANNEAL_SHARE = 0.7
@@ -133,20 +133,6 @@ FLOOR_PROGRESS = 1e-3   # relative widening of the kept set that resets the pati
 FLOOR_STUCK = 100
 FLOOR_CLIMB = 0.01
 FLOOR_DEPTH = 0.005
-# Where a floor set's images start (``sweep(floor_starts=...)``, docs/floor.md "Where the images
-# start"); the sweep runs one set per start, all in one batched call, and keeps the widest feasible:
-# ``maximum``: every image next to the unit's best known image (its own random draw mixed in);
-# ``phase``: image i next to that image turned in phase by 2 pi i / N about its dominant orientation
-#   (:func:`jaxvis.param.phase.rotate`): a phase-invariant unit's widest sets lie on that circle;
-# ``diverse``: image i next to image i of the paper's lambda set;
-# ``random``: the random draw alone. Above ReLUs a random start often lands in a basin whose local
-#   maximum lies below the floor, where no multiplier can lift it (docs/floor.md).
-FLOOR_STARTS = ("maximum", "phase", "diverse", "random")
-FLOOR_START = ("maximum", "phase", "diverse")  # the default: three independent starts
-# the diversity term a floor set maximises unless told otherwise (sweep(floor_diversity=...)): the
-# read-out's diversity class compares a floor set's min pixel distance with the analytic optimum of
-# an affine unit (docs/floor.md), so the set must maximise that same quantity to be comparable
-FLOOR_DIVERSITY = "pixels"
 # the random draw's share in a start near an image: z_i = sqrt(1 - m^2) z* + m eps_i (z*: the
 # image's coefficients scaled to the norm of a N(0, 1) draw), so each start image keeps a cosine
 # of about sqrt(1 - m^2) = 0.95 with it (docs/floor.md); 1 is the random start itself.

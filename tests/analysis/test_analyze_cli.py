@@ -12,7 +12,7 @@ import pytest
 
 from jaxvis.analysis import analyze as analyze_module
 from jaxvis.cli import main
-from jaxvis.io.results import read_results
+from jaxvis.store.results import read_results
 
 pytestmark = [pytest.mark.usefixtures("weights_env"), pytest.mark.real]
 

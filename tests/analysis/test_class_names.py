@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.analyze import export_csv
-from jaxvis.analysis.summary import analysis_line
+from jaxvis.report.summary import analysis_line
 
 
 def _analysed():

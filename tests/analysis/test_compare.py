@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxvis.analysis.compare import compare, format_table, pair_layers, write_html
+from jaxvis.report.compare import compare, format_table, pair_layers, write_html
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
 from tests.helpers import N, U, make_results
@@ -38,7 +38,7 @@ def test_layers_pair_by_closest_rf(two):
 
 
 def test_pairing_ties_and_missing_rf():
-    from jaxvis.analysis.compare import LayerStats
+    from jaxvis.report.compare import LayerStats
 
     def layer(name, rf):
         return LayerStats(name, rf, 1, {}, {})
@@ -215,7 +215,7 @@ def test_compare_says_when_settings_or_feature_spaces_differ(tmp_path, capsys):
 
 
 def test_cli_summary_lines_read_the_metrics_table():
-    from jaxvis.analysis.summary import analysis_line, sweep_line
+    from jaxvis.report.summary import analysis_line, sweep_line
 
     d = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0]], np.float32)
     layer = {"unit": np.array([0, 1]), "activations": np.array([[2.0, 1.0, 4.0], [1.0, 1.0, 1.0]]),

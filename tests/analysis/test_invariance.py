@@ -14,13 +14,13 @@ from jaxvis.analysis import metrics as M
 from jaxvis.analysis import natural
 from jaxvis.analysis.analyze import analyze
 from jaxvis.analysis import readout as R
-from jaxvis.analysis.shift import (ShiftProblem, crops, drawn_crops, linear_reference, shift_test, tiled_start,
-                                   uniform_colour_share)
+from jaxvis.analysis.metrics import uniform_colour_share
+from jaxvis.analysis.shift import ShiftProblem, crops, drawn_crops, linear_reference, shift_test, tiled_start
 from jaxvis.cli import main
 from jaxvis.errors import JaxvisError
-from jaxvis.io.results import read_results
+from jaxvis.store.results import read_results
 from jaxvis.optimize.config import Optimizer
-from jaxvis.sweep import sweep
+from jaxvis.run.sweep import sweep
 from tests.optimize.complex_cell import model as complex_cell, quadrature_pair
 
 

@@ -19,7 +19,7 @@ from jaxvis.analysis import metrics as M
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.gratings import gratings
 from jaxvis.analysis.phase import phase_rotation
-from jaxvis.analysis.summary import layer_profiles, layer_scalars
+from jaxvis.report.summary import layer_profiles, layer_scalars
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
 from jaxvis.optimize.config import Objective, Optimizer
@@ -417,7 +417,7 @@ def test_the_docs_show_the_thresholds_of_the_table():
 
 
 def test_the_cli_summary_line_names_the_read_out():
-    from jaxvis.analysis.summary import analysis_line
+    from jaxvis.report.summary import analysis_line
 
     line = analysis_line("conv2_1", {"grating_f1_f0": np.array([0.5, 1.5, 2.0, np.nan]),
                                      "phase_class": np.array([2.0, 1.0, 1.0, 0.0])})

@@ -7,7 +7,7 @@ import json
 
 from benchmarks import invariance_table
 from jaxvis.analysis.readout import format_profiles
-from jaxvis.analysis.summary import layer_profiles
+from jaxvis.report.summary import layer_profiles
 from tests.helpers import U, make_results
 
 

@@ -113,7 +113,7 @@ def test_non_finite_weights_refused_naming_the_tensor(tiny_model, tmp_path, monk
 def test_non_float_weights_refused_naming_tensor_and_dtype(tiny_model, tmp_path, dtype):
     path, _ = _tiny_file(tmp_path / "tiny.pth", dtype)
     with pytest.raises(ConversionError) as err:
-        jaxvis.convert(path, root=tmp_path / "weights")
+        jaxvis.convert_weights(path, root=tmp_path / "weights")
     assert str(err.value) == (f"tiny.pth: tensor 'features.0.weight' has dtype {dtype}, not real floating "
                               "point (float16, bfloat16, float32 or float64); weights are not converted "
                               "from integers, booleans or complex numbers")
@@ -123,5 +123,5 @@ def test_non_float_weights_refused_naming_tensor_and_dtype(tiny_model, tmp_path,
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
 def test_real_float_weights_convert(tiny_model, tmp_path, dtype):
     path, arrays = _tiny_file(tmp_path / "tiny.pth", dtype)
-    model = jaxvis.load(str(jaxvis.convert(path, root=tmp_path / "weights")))
+    model = jaxvis.load(str(jaxvis.convert_weights(path, root=tmp_path / "weights")))
     np.testing.assert_array_equal(model.params()["conv2/bias"], arrays["features.2.bias"].astype(np.float32))

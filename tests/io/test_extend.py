@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxvis.config import SweepConfig
+from jaxvis.store.config import SweepConfig
 from jaxvis.errors import JaxvisError
-from jaxvis.io.results import (ResultWriter, merge_parts, parts_dir, read_results, read_rows,
+from jaxvis.store.results import (ResultWriter, merge_parts, parts_dir, read_results, read_rows,
                                write_metrics)
 from jaxvis.optimize.config import Objective, Optimizer
 

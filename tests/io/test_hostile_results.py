@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from jaxvis.analysis import analyze as analyze_module
-from jaxvis.analysis.compare import compare
+from jaxvis.report.compare import compare
 from jaxvis.errors import JaxvisError
-from jaxvis.io.render import pictures_folder, render
-from jaxvis.io.report import report
-from jaxvis.io.results import ResultWriter, read_results, write_metrics
+from jaxvis.report.render import pictures_folder, render
+from jaxvis.report.pages import report
+from jaxvis.store.results import ResultWriter, read_results, write_metrics
 from tests.helpers import FLOORS, make_results
 
 LAYER = "conv1_1"
@@ -252,9 +252,9 @@ def test_a_real_write_failure_leaves_the_old_metrics_and_no_traceback(base, tmp_
     script = textwrap.dedent(f"""
         import resource, shutil, signal, sys
         import numpy as np
-        import jaxvis.io.resultfile as resultfile
+        import jaxvis.store.resultfile as resultfile
         from jaxvis.errors import JaxvisError
-        from jaxvis.io.results import write_metrics
+        from jaxvis.store.results import write_metrics
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         size = int(sys.argv[2])
         shutil.copy(sys.argv[1], sys.argv[1] + ".work")
@@ -332,9 +332,9 @@ def test_huge_declared_images_are_refused_with_bounded_memory(base, tmp_path):
         import resource, sys
         from pathlib import Path
         from jaxvis.errors import JaxvisError
-        from jaxvis.io.render import render
-        from jaxvis.io.report import report
-        from jaxvis.io.results import read_results
+        from jaxvis.report.render import render
+        from jaxvis.report.pages import report
+        from jaxvis.store.results import read_results
         path, out = Path(sys.argv[1]), Path(sys.argv[2])
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # the imports alone
         for command in (lambda: report(path, out / "rep"), lambda: render(path, out / "pic"),
@@ -487,7 +487,7 @@ def test_report_of_a_file_whose_name_is_not_utf8(base, tmp_path):
 
 
 def test_a_failed_report_leaves_no_folder(base, tmp_path, monkeypatch):
-    import jaxvis.io.report as report_module
+    import jaxvis.report.pages as report_module
     monkeypatch.setattr(report_module, "_index_page", lambda *a: (_ for _ in ()).throw(UnicodeError("x")))
     with pytest.raises(UnicodeError):
         report(base, tmp_path / "new" / "rep")

@@ -101,10 +101,10 @@ class CostModel:
 
 @pytest.mark.usefixtures("weights_env")
 def test_eta_of_a_sweep_is_within_2x_of_the_real_remaining_time(vgg19, monkeypatch, capsys):
-    from jaxvis.sweep import sweep
+    from jaxvis.run.sweep import sweep
 
     model = CostModel()
-    monkeypatch.setattr(importlib.import_module("jaxvis.sweep"), "optimise", model.optimise)
+    monkeypatch.setattr(importlib.import_module("jaxvis.run.sweep"), "optimise", model.optimise)
     monkeypatch.setattr(importlib.import_module("jaxvis.optimize.maximum"), "optimise", model.optimise)
     seen: list[tuple[float, Status]] = []
     bar = Progress(enabled=False, clock=lambda: model.now, callback=lambda s: seen.append((model.now, s)))
@@ -126,10 +126,10 @@ def test_eta_of_a_sweep_is_within_2x_of_the_real_remaining_time(vgg19, monkeypat
 
 @pytest.mark.usefixtures("weights_env")
 def test_library_sweep_is_quiet_unless_asked(vgg19, monkeypatch, capsys):
-    from jaxvis.sweep import sweep
+    from jaxvis.run.sweep import sweep
 
     model = CostModel()
-    monkeypatch.setattr(importlib.import_module("jaxvis.sweep"), "optimise", model.optimise)
+    monkeypatch.setattr(importlib.import_module("jaxvis.run.sweep"), "optimise", model.optimise)
     monkeypatch.setattr(importlib.import_module("jaxvis.optimize.maximum"), "optimise", model.optimise)
     sweep(vgg19, "conv1_1", "0-1", chunk=2, restarts=1, images=2, steps=50, segment=25, compile_cache=False)
     assert capsys.readouterr().err == ""

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io import render as render_module
-from jaxvis.io.render import PAD, default_scale, render, row_layout, to_display
-from jaxvis.io.results import ResultWriter
+from jaxvis.report import render as render_module
+from jaxvis.report.render import PAD, default_scale, render, row_layout, to_display
+from jaxvis.store.results import ResultWriter
 
 N, H = 3, 5
 FLOORS = [0.95, 0.9]

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io.render import heat, png_tile
-from jaxvis.io.report import report
-from jaxvis.io.results import ResultWriter
+from jaxvis.report.render import heat, png_tile
+from jaxvis.report.pages import report
+from jaxvis.store.results import ResultWriter
 from tests.helpers import H, K, N, U, make_results, sweep_chunk
 
 
@@ -239,7 +239,7 @@ def test_report_errors_write_nothing(results, tmp_path):
 def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatch):
     """Images go to temporary files as they are made; an error on the second layer leaves the
     previous report (pages and images) exactly as it was, with no new folder and no temps."""
-    import jaxvis.io.report as report_module
+    import jaxvis.report.pages as report_module
 
     out = tmp_path / "r"
     report(results, out, layers=["conv1_1"])
@@ -507,7 +507,7 @@ def test_512_unit_page_opens_quickly_and_loads_its_images(tmp_path, browser):
 
 
 def test_layers_in_catalogue_order():
-    from jaxvis.io.report import layer_order
+    from jaxvis.report.pages import layer_order
 
     # HDF5 lists groups alphabetically; the sweep config's order wins, then rf, then natural order
     names = ["blocks.10", "blocks.2", "head", "stem"]
@@ -522,7 +522,7 @@ def test_histogram_range_leaves_far_outliers_out_and_marks_them():
     units, the two are counted at the edge with their values on hover."""
     import re
 
-    from jaxvis.io.svg import svg_histogram
+    from jaxvis.report.svg import svg_histogram
 
     values = np.r_[np.random.default_rng(0).normal(10, 2, 126), 3.5e7, 3.4e7]
     svg = svg_histogram([("units", values, "#000")], "diversity", "ratio")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxvis.errors import JaxvisError
-from jaxvis.io.results import (FORMAT, FORMAT_VERSION, ResultWriter, merge_parts, parts_dir,
+from jaxvis.store.results import (FORMAT, FORMAT_VERSION, ResultWriter, merge_parts, parts_dir,
                                read_results)
 
 N, H, S = 3, 5, 4
@@ -187,7 +187,7 @@ def test_kill_9_during_a_write_then_resume(tmp_path):
         import os, signal, sys
         import numpy as np
         from tests.io.test_results import CONFIG, chunk
-        from jaxvis.io.results import ResultWriter
+        from jaxvis.store.results import ResultWriter
         writer = ResultWriter({str(out)!r}, CONFIG)
         writer.write_chunk("conv1_1", chunk("conv1_1", [0, 1, 2]))
         def dying_savez(f, **arrays):

@@ -314,7 +314,7 @@ def test_the_widest_feasible_start_wins_and_near_ties_keep_the_earlier_start():
     with no feasible start the one closest to its floor is returned, marked infeasible. The
     certificate keeps every start's numbers, and ``agreement`` reads them."""
     from jaxvis.analysis.readout import agreement
-    from jaxvis.sweep import floor_set
+    from jaxvis.run.sweep import floor_set
 
     n = 2
     diversity = np.array([[5.0, 9.0, 6.0], [5.0, 5.0 * (1 + TIE / 2), 4.0], [3.0, 2.0, 1.0], [4.0, 4.1, 8.0]])

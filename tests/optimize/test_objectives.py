@@ -12,14 +12,14 @@ import pytest
 
 from jaxvis.analysis.analyze import analyze
 from jaxvis.errors import JaxvisError
-from jaxvis.io.results import read_results
+from jaxvis.store.results import read_results
 from jaxvis.models.geometry import at_canvas
 from jaxvis.models.registry import ModelConfig, build
 from jaxvis.objectives import response as responses
 from jaxvis.objectives.response import register_response
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.param.budget import radius as budget_radius
-from jaxvis.sweep import plan, sweep
+from jaxvis.run.sweep import plan, sweep
 from jaxvis.weights import default_photos
 
 CANVAS = 8  # conv1_1 (rf 3) on 8 px: a 6 x 6 output

@@ -57,7 +57,7 @@ def test_the_step_talks_to_no_other_device(meshes):
 
 
 def test_chunk_is_a_multiple_of_the_device_count():
-    from jaxvis.sweep import chunk_size
+    from jaxvis.run.sweep import chunk_size
     assert chunk_size(64, 128, 8) == 64 and chunk_size(5, 128, 8) == 8 and chunk_size(64, 3, 2) == 4
     assert chunk_size(7, 7, 1) == 7 and chunk_size(64, 0, 4) == 4
 
@@ -80,7 +80,7 @@ def main(out: str) -> None:
     import jaxvis
     from jaxvis.optimize import loop, parallel
     from jaxvis.optimize.keys import unit_key
-    from jaxvis.sweep import _settings, chunk_size, plan, sweep
+    from jaxvis.run.sweep import _settings, chunk_size, plan, sweep
 
     assert len(jax.devices()) == max(MESHES), jax.devices()
     model = jaxvis.load("vgg19")

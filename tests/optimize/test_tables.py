@@ -14,7 +14,7 @@ from jaxvis.objectives.diversity import register_term
 from jaxvis.objectives.naturalness import register_prior
 from jaxvis.optimize import config
 from jaxvis.optimize.config import Objective
-from jaxvis.sweep import sweep
+from jaxvis.run.sweep import sweep
 from tests.optimize.complex_cell import model as complex_cell_model
 
 RADIUS = 300.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxvis.cli import _method, build_parser, main
-from jaxvis.config import SweepConfig
+from jaxvis.store.config import SweepConfig
 from jaxvis.errors import JaxvisError
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import image_uniforms, transform_key, unit_key

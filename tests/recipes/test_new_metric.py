@@ -15,9 +15,9 @@ from PIL import Image
 
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis.analyze import analyze
-from jaxvis.config import SweepConfig
-from jaxvis.io.report import report
-from jaxvis.io.results import ResultWriter, read_results
+from jaxvis.store.config import SweepConfig
+from jaxvis.report.pages import report
+from jaxvis.store.results import ResultWriter, read_results
 from tests.optimize.complex_cell import model as complex_cell
 
 

@@ -28,7 +28,7 @@ def test_a_model_from_its_module_tables_and_one_row(tiny_registered, tmp_path, c
     from jaxvis.cli import main
     assert main(["layers", "--model", "tiny"]) == 0
     assert "conv2" in capsys.readouterr().out
-    entry = jaxvis.convert(path, root=tmp_path / "weights")  # source detected from the file's keys
+    entry = jaxvis.convert_weights(path, root=tmp_path / "weights")  # source detected from the file's keys
     model = jaxvis.load(str(entry))
     assert model.meta["source"] == "tiny-torch"
 

@@ -9,7 +9,7 @@ This is the library entry point behind ``jaxvis sweep``::
 Per layer, units run in chunks sized to the device (``units_per_chunk``), two compiled programs
 per layer (N images with diversity, and N = 1 without, the reference maximum). Each unit's random
 start comes from (seed, layer, unit, N) alone, so its result does not depend on the chunk it ran in.
-With ``out=`` every finished chunk is written at once (crash-safe, see :mod:`jaxvis.io.results`)
+With ``out=`` every finished chunk is written at once (crash-safe, see :mod:`jaxvis.store.results`)
 while the device goes on with the next chunk; running the same sweep again resumes it.
 
 Every chunk is spread over all of this process's devices (a multiple of the device count). In a
@@ -35,10 +35,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxvis.config import SweepConfig
+from jaxvis.store.config import SweepConfig
 from jaxvis.errors import JaxvisError, unknown
 from jaxvis.io.progress import Progress
-from jaxvis.io.results import ResultWriter, read_rows
+from jaxvis.store.results import ResultWriter, read_rows
 from jaxvis.models.geometry import LayerInfo, at_canvas
 from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Objective, Optimizer

@@ -26,7 +26,7 @@ that makes a tile at least ``MIN_TILE`` px. Text uses PIL's built-in default fon
 The pictures are written all or nothing (:func:`jaxvis.io.atomic.write_all`): each PNG to a
 temporary name as it is drawn, renamed only when every one is complete, so an error or a killed
 render leaves the folder as it was (a folder it created is removed again). File names are unique
-per layer (:func:`jaxvis.io.results.file_stems`), whatever the layers' names.
+per layer (:func:`jaxvis.store.results.file_stems`), whatever the layers' names.
 
 The report uses the same building blocks for its image files: :func:`to_display`, :func:`heat` (a
 viridis heat map) and :func:`png_tile` (a tile enlarged or shrunk to about a target size).
@@ -46,7 +46,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import write_all, write_bytes
-from jaxvis.io.results import file_stems, open_results, unknown_layer
+from jaxvis.store.results import file_stems, open_results, unknown_layer
 
 MIN_TILE = 64
 ROWS_PER_PAGE = 64

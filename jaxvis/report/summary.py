@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis import readout as R
-from jaxvis.io.results import METRICS, json_attr, open_results, unknown_layer
+from jaxvis.store.results import METRICS, json_attr, open_results, unknown_layer
 
 # sweep datasets read whole to compute metrics on the fly: per unit a few numbers, no images
 SWEEP_INPUTS = ("activations", "max_activation", "pixel_distances", "feature_distances")
@@ -107,14 +107,6 @@ def share_interval(count: int, total: int) -> tuple[float, float]:
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = Z95 * math.sqrt(p * (1 - p) / total + z2 / (4 * total ** 2)) / (1 + z2 / total)
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def class_text(metric: str, codes) -> list[str] | None:
-    """The class names of a read-out class metric's codes (``phase_class`` ...; names from
-    :data:`jaxvis.analysis.readout.AXES`, ``unknown`` for NaN); None where ``metric`` holds no
-    classes."""
-    axis = {m: a for a, m in R.CLASS_METRICS.items()}.get(metric)
-    return None if axis is None else R.labels(axis, codes)
 
 
 def sweep_inputs(group) -> dict[str, np.ndarray]:
@@ -296,18 +288,6 @@ def definitions(group) -> dict[str, str]:
     return {**SWEEP_COLUMNS, **M.definitions(M.REGISTRY), **stored}
 
 
-def analysis_config(group) -> dict | None:
-    """The settings of the analysis that wrote the layer's metrics group (None: not analysed,
-    or not recorded)."""
-    if METRICS not in group:
-        return None
-    try:
-        config = json.loads(group[METRICS].attrs.get("config", "null"))
-    except (TypeError, ValueError):
-        return None
-    return config if isinstance(config, dict) else None
-
-
 def layer_meta(group) -> dict:
     """A layer's metadata (empty where it is missing or damaged: a summary then shows less)."""
     try:
@@ -404,7 +384,7 @@ def analysis_line(layer: str, values: dict) -> str:
     for axis, metric in R.CLASS_METRICS.items():
         codes = values.get(metric)
         if codes is not None and np.ndim(codes) == 1 and len(codes):
-            names = class_text(metric, codes)
+            names = R.class_text(metric, codes)
             shares.append(", ".join(f"{percent(names.count(n) / len(names))} {n}"
                                     for n in (*R.AXES[axis][::-1], R.UNKNOWN) if n in names or n != R.UNKNOWN))
     if shares:

@@ -6,7 +6,7 @@ from ``file://`` and fetches nothing from anywhere else: images are files next t
 (Pillow; small canvases enlarged with nearest-neighbour sampling so each pixel is a visible
 square), loaded lazily (``loading="lazy"``, with their sizes, so a page of 512 units opens at
 once and fetches images as they scroll into view); plots are inline SVG
-(:mod:`jaxvis.io.svg`), and a few lines of inline JavaScript sort the unit table.
+(:mod:`jaxvis.report.svg`), and a few lines of inline JavaScript sort the unit table.
 
 Per layer page, top-down:
 
@@ -38,7 +38,7 @@ gallery row), then the layers' medians, and their trends where there are two lay
 Metrics and their definitions come from the metrics table (:mod:`jaxvis.analysis.metrics`) and
 the ``metrics`` group that ``jaxvis analyze`` adds per layer; every one of them is optional. Those
 computable from the sweep itself are computed on the fly where the group lacks them
-(:mod:`jaxvis.analysis.summary`), so a freshly swept file renders too.
+(:mod:`jaxvis.report.summary`), so a freshly swept file renders too.
 
 Contrast: a unit's best image, diverse set and floor sets share one ``to_display`` mapping (what
 varies across them is what the unit ignores); natural patches share one per unit; response and
@@ -61,15 +61,15 @@ import numpy as np
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.gratings import Battery
-from jaxvis.analysis.summary import (activation_fractions, analysis_config, definitions, label,
+from jaxvis.report.summary import (activation_fractions, definitions, label,
                                      layer_meta, layer_order, layer_profile, layer_scalars,
                                      layer_values, model_name, percent, quartiles, share_interval)
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import write_all
-from jaxvis.io.html import SORT_JS, esc, fmt, html_page
-from jaxvis.io.render import check_needed, heat, png_tile, stored_floors, to_display
-from jaxvis.io.results import METRICS, file_stems, json_attr, open_results, unknown_layer
-from jaxvis.io.svg import BLUE, svg_colourbar, svg_curve, svg_histogram, svg_lines, svg_scatter
+from jaxvis.report.html import SORT_JS, esc, fmt, html_page
+from jaxvis.report.render import check_needed, heat, png_tile, stored_floors, to_display
+from jaxvis.store.results import METRICS, analysis_config, file_stems, json_attr, open_results, unknown_layer
+from jaxvis.report.svg import BLUE, svg_colourbar, svg_curve, svg_histogram, svg_lines, svg_scatter
 
 THUMB = 40          # table thumbnails: about this many px (small canvases enlarged, big ones shrunk)
 DETAIL = 96         # detail images

@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from jaxvis.io.html import esc, fmt
-from jaxvis.io.render import VIRIDIS
+from jaxvis.report.html import esc, fmt
+from jaxvis.report.render import VIRIDIS
 
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"
 # a histogram's range covers its values up to this many interquartile ranges beyond the quartiles
@@ -267,7 +267,7 @@ def svg_curve(x, y, title: str, xlabel: str, *, log_x: bool = False, width: int 
 
 
 def svg_colourbar(lo: float, hi: float, label: str, ident: str, *, height: int = 150, width: int = 84) -> str:
-    """The colour bar of a viridis heat map (:func:`jaxvis.io.render.heat`) over ``lo`` .. ``hi``:
+    """The colour bar of a viridis heat map (:func:`jaxvis.report.render.heat`) over ``lo`` .. ``hi``:
     a vertical bar, ``hi`` at the top, the values at its ends and middle, ``label`` beside it;
     ``ident`` names its gradient (unique on the page)."""
     top, bottom, bar = 8, height - 8, 12

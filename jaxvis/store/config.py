@@ -23,8 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown
-from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_METHOD, FLOOR_START, FLOOR_STARTS
+from jaxvis.optimize.config import FLOOR_DIVERSITY, FLOOR_METHOD, FLOOR_START, FLOOR_STARTS, Objective, Optimizer
+
 from jaxvis.param.transform import Transforms
 
 SELECTION = ("layers", "units")  # what may grow when a finished sweep is extended

@@ -3,7 +3,7 @@
 The layout (``FORMAT_VERSION`` 1)::
 
     /                        attrs format = "jaxvis.sweep", format_version = 1, config = JSON
-                             (:class:`jaxvis.config.SweepConfig`)
+                             (:class:`jaxvis.store.config.SweepConfig`)
     /layers/<layer>          attrs meta = JSON (the layer's metadata: its selected units, canvas, ...)
     /layers/<layer>/<key>    one dataset per result key, rows sorted by unit
     /layers/<layer>/metrics  what ``jaxvis analyze`` adds (attrs definitions, config)
@@ -19,7 +19,7 @@ dataset's dtype and shape, and declared sizes against what the file can hold. A 
 process holds (an HDF5 lock) is reported as in use, not as damaged.
 
 The file is written whole through a temporary sibling and a rename (:func:`assemble`), from row
-*sources*: part files of a running sweep (:mod:`jaxvis.io.results`) and, when a finished sweep is
+*sources*: part files of a running sweep (:mod:`jaxvis.store.results`) and, when a finished sweep is
 extended with more units or layers, the rows of the file it replaces. The only later change is
 :func:`write_metrics`, which adds a layer's metrics group in place without touching anything else.
 """
@@ -47,7 +47,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from jaxvis.config import SweepConfig
+from jaxvis.store.config import SweepConfig
 from jaxvis.errors import JaxvisError, UnknownNameError
 from jaxvis.io.atomic import sha256, write_with
 from jaxvis.io.hdf5policy import Budget, child, expansion_budget

@@ -17,7 +17,7 @@ A killed sweep leaves only complete part files (a half-written temporary is igno
 with the same config resumes: ``done_units`` lists what is on disk and the sweep skips it; results
 are deterministic, so the final file equals an uninterrupted run's. ``finalize`` (or, later,
 ``merge_parts`` for parts written by several hosts) assembles ``<out>``
-(:mod:`jaxvis.io.resultfile`) only when every selected unit is present, then removes the parts
+(:mod:`jaxvis.store.resultfile`) only when every selected unit is present, then removes the parts
 folder. Nothing already written is ever overwritten: a chunk overlapping units already on disk is
 refused, and if parts written elsewhere overlap anyway (two hosts did the same units), the first
 part in file-name order wins; the results are deterministic, so the copies agree.
@@ -28,7 +28,7 @@ computed, and the new file (rows of the old one plus the new parts) replaces the
 complete. A real difference of method is refused, naming the first differing key, unless
 ``overwrite=True``. Layers that gain units lose their (now partial) metrics; the others keep them.
 
-This module is the results API: the reading side lives in :mod:`jaxvis.io.resultfile` and is
+This module is the results API: the reading side lives in :mod:`jaxvis.store.resultfile` and is
 re-exported here.
 """
 
@@ -43,10 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvis.config import SELECTION, canonical, first_difference, method_of as _method
+from jaxvis.store.config import SELECTION, canonical, first_difference, method_of as _method
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import check_writable, make_folder, write_text, write_with
-from jaxvis.io.resultfile import (FORMAT, FORMAT_VERSION, METRICS, FileRows, Results, assemble,
+from jaxvis.store.resultfile import (FORMAT, FORMAT_VERSION, METRICS, FileRows, Results, assemble,
                                   check_writable_results, file_stem, file_stems, json_attr, list_units,
                                   open_results, read_results, read_rows, result_keys, stored_config,
                                   unknown_layer, write_metrics)
@@ -462,3 +462,15 @@ def merge_parts(out: Path) -> Path:
         raise JaxvisError(f"cannot merge {parts}: its parts extend {out}, which is gone; rerun the "
                           "sweep with --overwrite to compute every unit")
     return _finalize(out, parts, config, _stored_layers(parts), extends)
+
+
+def analysis_config(group) -> dict | None:
+    """The settings of the analysis that wrote the layer's metrics group (None: not analysed,
+    or not recorded)."""
+    if METRICS not in group:
+        return None
+    try:
+        config = json.loads(group[METRICS].attrs.get("config", "null"))
+    except (TypeError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None

@@ -11,7 +11,7 @@ the number of units with a finite value, the quartiles and the median for A and 
 paired SVG histograms over shared bins, no external assets).
 
 Metrics and their definitions come from the metrics table (:mod:`jaxvis.analysis.metrics`),
-read through :mod:`jaxvis.analysis.summary`: the ``metrics`` group ``jaxvis analyze`` adds, and
+read through :mod:`jaxvis.report.summary`: the ``metrics`` group ``jaxvis analyze`` adds, and
 where it lacks them those the sweep itself determines (activation fractions, pairwise distances),
 so two unanalysed files compare too.
 
@@ -34,13 +34,13 @@ import numpy as np
 
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.metrics import order
-from jaxvis.analysis.summary import (analysis_config, layer_meta, layer_order, layer_profile,
+from jaxvis.report.summary import (layer_meta, layer_order, layer_profile,
                                      layer_scalars, model_name, quartiles)
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import write_all
-from jaxvis.io.html import esc, fmt, html_page
-from jaxvis.io.results import METRICS, json_attr, open_results
-from jaxvis.io.svg import BLUE, ORANGE, svg_histogram
+from jaxvis.report.html import esc, fmt, html_page
+from jaxvis.store.results import METRICS, analysis_config, json_attr, open_results
+from jaxvis.report.svg import BLUE, ORANGE, svg_histogram
 
 SWEEP_SETTINGS = ("objective", "optimizer")  # the parts of a sweep config that shape its metrics
 
