@@ -43,8 +43,9 @@ def noise(kind: str, count: int, canvas: int, radius: float, rng) -> np.ndarray:
 def main() -> None:
     import jaxvis
     from jaxvis.analysis.natural import random_patches
+    from jaxvis.data import prior
     from jaxvis.objectives import gmm
-    from jaxvis.param.budget import radius as budget_radius
+    from jaxvis.data.budget import radius as budget_radius
     from jaxvis.run.sweep import target_layers
     from jaxvis.weights import default_photos, weights_root
 
@@ -63,15 +64,15 @@ def main() -> None:
     mean = np.asarray(model.convention.mean_rgb255, np.float32)
     photos = default_photos()
     r = budget_radius(canvas, tuple(mean), photos, weights_root() / "budgets.json")
-    mixture, meta = gmm.load(gmm.entry_folder())
+    mixture, meta = prior.load(prior.entry_folder())
     nll = lambda x: np.asarray(gmm.patch_nll(jnp.asarray(x, jnp.float32), mixture).mean(axis=(1, 2)))  # noqa: E731
 
     by_name = {p.name: p for p in photos}
     rng = np.random.default_rng(0)
     sets = {
-        "held-out photo (" + ",".join(gmm.HELD_OUT) + ")":
-            random_patches([by_name[n] for n in gmm.HELD_OUT], canvas, args.count, mean, r, 1) - mean,
-        "training photos": random_patches([by_name[n] for n in gmm.TRAIN_PHOTOS], canvas, args.count, mean, r, 2) - mean,
+        "held-out photo (" + ",".join(prior.HELD_OUT) + ")":
+            random_patches([by_name[n] for n in prior.HELD_OUT], canvas, args.count, mean, r, 1) - mean,
+        "training photos": random_patches([by_name[n] for n in prior.TRAIN_PHOTOS], canvas, args.count, mean, r, 2) - mean,
         "white noise": noise("white", args.count, canvas, r, rng),
         "1/f noise, channels independent": noise("pink", args.count, canvas, r, rng),
         "1/f noise, achromatic": noise("pink-grey", args.count, canvas, r, rng),

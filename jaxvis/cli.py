@@ -210,14 +210,14 @@ def _photos(folder: str | None) -> list[Path]:
 
 
 def cmd_prior(args) -> None:
-    from jaxvis.objectives import gmm
+    from jaxvis.data import prior as gmm_prior
 
     if args.action == "train":
-        gmm.train(components=args.components, patch=args.patch, seed=args.seed, patches=args.patches,
+        gmm_prior.train(components=args.components, patch=args.patch, seed=args.seed, patches=args.patches,
                   overwrite=args.overwrite, log=print)
     else:  # show
-        folder = gmm.entry_folder()
-        _, meta = gmm.load(folder)
+        folder = gmm_prior.entry_folder()
+        _, meta = gmm_prior.load(folder)
         print(f"gmm prior in {folder}: K={meta['components']}, {meta['patch']}x{meta['patch']} colour "
               f"patches, seed {meta['seed']}, {meta['patches']} training patches from "
               f"{', '.join(meta['train_photos'])}; held-out ({', '.join(meta['held_out_photos'])}) "
@@ -402,16 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_convert)
 
-    from jaxvis.objectives import gmm
+    from jaxvis.data import prior as gmm_prior
 
     p = sub.add_parser("prior", help="train (or show) the learned gmm naturalness prior (--prior gmm)")
     p.add_argument("action", choices=("train", "show"))
-    p.add_argument("--components", type=int, default=gmm.COMPONENTS,
-                   help=f"mixture components (default {gmm.COMPONENTS})")
-    p.add_argument("--patch", type=int, default=gmm.PATCH, help=f"patch side in pixels (default {gmm.PATCH})")
-    p.add_argument("--seed", type=int, default=gmm.SEED)
-    p.add_argument("--patches", type=int, default=gmm.PATCHES,
-                   help=f"training patches (default {gmm.PATCHES})")
+    p.add_argument("--components", type=int, default=gmm_prior.COMPONENTS,
+                   help=f"mixture components (default {gmm_prior.COMPONENTS})")
+    p.add_argument("--patch", type=int, default=gmm_prior.PATCH, help=f"patch side in pixels (default {gmm_prior.PATCH})")
+    p.add_argument("--seed", type=int, default=gmm_prior.SEED)
+    p.add_argument("--patches", type=int, default=gmm_prior.PATCHES,
+                   help=f"training patches (default {gmm_prior.PATCHES})")
     p.add_argument("--overwrite", action="store_true", help="retrain over a cached prior")
     p.set_defaults(func=cmd_prior)
 

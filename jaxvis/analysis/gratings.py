@@ -367,7 +367,7 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
     info = target(model, layer)
     basis = unit_directions(directions, info.channels)
     if radius is None:
-        from jaxvis.param.budget import radius as budget_radius
+        from jaxvis.data.budget import radius as budget_radius
         from jaxvis.weights import default_photos, weights_root
         radius = budget_radius(info.canvas, model.convention.mean_rgb255,
                                list(photos or default_photos()), weights_root() / "budgets.json")

@@ -134,7 +134,7 @@ def save(entry: Path, params: Mapping[str, np.ndarray], meta: dict, *, overwrite
         checkpointer.save(tmp / "params", _nest(params))
         checkpointer.wait_until_finished()
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        _swap(tmp, entry, overwrite)
+        swap_in(tmp, entry, overwrite)
     except (OSError, ValueError) as err:  # orbax reports tensorstore's write errors as ValueError
         raise _write_error(entry, err) from None
     finally:
@@ -172,7 +172,7 @@ def _exists(entry: Path) -> EntryExistsError:
                             "pass overwrite=True (CLI: --overwrite) to replace it, or choose another name")
 
 
-def _swap(tmp: Path, entry: Path, overwrite: bool) -> None:
+def swap_in(tmp: Path, entry: Path, overwrite: bool) -> None:
     """Rename the complete ``tmp`` to ``entry``; an old ``entry`` is kept until the new one is in."""
     if not entry.exists():
         try:

@@ -8,7 +8,9 @@ scalar penalty per image, averaged over the set; its weight is ``beta``.
   the image's own power, i.e. it penalises unnatural spectral slopes, not contrast.
 - ``gmm``: a learned prior, the mean negative log-likelihood of the image's overlapping 6x6 colour
   patches under a Gaussian mixture that jaxvis trains on CC0 photographs (EPLL;
-  :mod:`jaxvis.objectives.gmm`, trained and cached on first use or by ``jaxvis prior train``).
+  :mod:`jaxvis.objectives.gmm`; trained and cached by :mod:`jaxvis.data.prior`). Its mixture is an
+  argument of the compiled loss, as the network's weights are: the loop binds it (:func:`bound`)
+  while the loss is traced and the penalty reads it (:func:`state`).
 
 :data:`PRIORS` is the single name -> prior table (objective validation, optimiser step, CLI
 choices). A new prior is one function ``[N, H, W, 3] -> scalar`` plus one :func:`register_prior`
@@ -17,13 +19,15 @@ call (``CONTRIBUTING.md``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxvis.errors import check_new_name
+from jaxvis.errors import JaxvisError, check_new_name
 from jaxvis.objectives import gmm
 from jaxvis.param.image import frequency_gain
 
@@ -57,11 +61,39 @@ class Prior:
     definition: str
 
 
+# a learned prior's arrays while a loss is traced (see bound)
+_STATE: contextvars.ContextVar = contextvars.ContextVar("jaxvis_prior_state", default=None)
+
+
+@contextlib.contextmanager
+def bound(state: Any):
+    """Within: :func:`state` returns ``state`` (a learned prior's arrays, e.g. the jit argument that
+    carries the gmm mixture), so the penalty reads them as traced inputs, not as constants."""
+    token = _STATE.set(state)
+    try:
+        yield
+    finally:
+        _STATE.reset(token)
+
+
+def state() -> Any:
+    """The learned prior's arrays bound by the caller (:func:`bound`)."""
+    value = _STATE.get()
+    if value is None:
+        raise JaxvisError("a learned prior's arrays were not passed in (jaxvis.optimize.loop binds "
+                          "them; outside the optimiser use jaxvis.data.prior.penalty)")
+    return value
+
+
+def _gmm(x: jax.Array) -> jax.Array:
+    return gmm.penalty(x, state())
+
+
 PRIORS: dict[str, Prior] = {
     "none": Prior(no_prior, "no prior"),
     "tv": Prior(total_variation, "total variation: mean |difference| of neighbouring pixels"),
     "spectrum": Prior(spectrum, "squared deviation of the log amplitude spectrum from a 1/f law"),
-    "gmm": Prior(gmm.penalty, "mean NLL (nats) of 6x6 colour patches under a Gaussian mixture trained "
+    "gmm": Prior(_gmm, "mean NLL (nats) of 6x6 colour patches under a Gaussian mixture trained "
                               "on CC0 photographs (EPLL; jaxvis prior train)"),
 }
 

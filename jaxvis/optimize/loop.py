@@ -26,7 +26,9 @@ from jax.sharding import PartitionSpec as P
 
 from jaxvis.errors import JaxvisError
 from jaxvis.models import ops
+from jaxvis.data import prior as learned_prior
 from jaxvis.models.base import Network
+from jaxvis.objectives.naturalness import bound
 from jaxvis.optimize import parallel
 from jaxvis.optimize import step as one
 from jaxvis.optimize.keys import transform_key
@@ -70,13 +72,14 @@ def _start(keys, *, start: one.Start, mesh: Mesh) -> UnitState:
 @functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"), donate_argnames=("states",))
 def _segment(params, states, directions, maxima, radius, *, graphdef, problem: Problem, mesh: Mesh) -> UnitState:
     def run(params, states, directions, maxima, radius):  # one device, its own units
-        net = nnx.merge(graphdef, params)
+        weights, prior = params
+        net = nnx.merge(graphdef, weights)
         batched = jax.vmap(lambda s, d, m: one.step(s, net, problem, d, radius, m))
 
         def body(states, _):
             return batched(states, directions, maxima), None
 
-        with ops.precision(problem.optimizer.precision):
+        with ops.precision(problem.optimizer.precision), bound(prior):
             states, _ = jax.lax.scan(body, states, None, length=problem.optimizer.segment)
         return states
 
@@ -87,8 +90,9 @@ def _segment(params, states, directions, maxima, radius, *, graphdef, problem: P
 @functools.partial(jax.jit, static_argnames=("graphdef", "problem", "mesh"))
 def _evaluate(params, states, directions, maxima, radius, *, graphdef, problem: Problem, mesh: Mesh) -> dict:
     def run(params, states, directions, maxima, radius):
-        net = nnx.merge(graphdef, params)
-        with ops.precision("float32"):  # what the images really do, whatever they were optimised at
+        weights, prior = params
+        net = nnx.merge(graphdef, weights)
+        with ops.precision("float32"), bound(prior):  # what the images really do, whatever their precision
             return jax.vmap(lambda s, d, m: one.evaluate(s, net, problem, d, radius, m))(
                 states, directions, maxima)
 
@@ -96,10 +100,13 @@ def _evaluate(params, states, directions, maxima, radius, *, graphdef, problem: 
         params, states, directions, maxima, radius)
 
 
-def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: float, mesh: Mesh):
-    """The jitted functions' inputs on ``mesh``: weights and radius replicated, keys and
-    directions padded to a multiple of the device count and split over the devices."""
+def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: float, mesh: Mesh,
+          prior: dict | None = None):
+    """The jitted functions' inputs on ``mesh``: weights (with a learned prior's arrays, ``prior``)
+    and radius replicated, keys and directions padded to a multiple of the device count and split
+    over the devices."""
     graphdef, params = nnx.split(network)
+    params = (params, prior)
     size = parallel.padded_count(len(directions), mesh)
     rows, shared = parallel.unit_sharding(mesh), parallel.replicated(mesh)
     keys = jax.device_put(parallel.pad_rows(keys, size), rows)
@@ -144,7 +151,8 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     if maxima is not None and np.shape(maxima) != (count,):
         raise JaxvisError(f"maxima must be [units] = [{count}], one per direction; got shape {np.shape(maxima)}")
     maxima = np.ones(count, np.float32) if maxima is None else np.asarray(maxima, np.float32)
-    graphdef, params, keys, directions, radius = place(network, keys, directions, radius, mesh)
+    prior = learned_prior.arrays(problem.objective.prior)
+    graphdef, params, keys, directions, radius = place(network, keys, directions, radius, mesh, prior)
     maxima = jax.device_put(parallel.pad_rows(maxima, len(directions)), parallel.unit_sharding(mesh))
     jitted = dict(graphdef=graphdef, problem=problem, mesh=mesh)
     states = _init(keys, problem=problem, mesh=mesh)

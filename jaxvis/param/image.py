@@ -14,7 +14,7 @@
   coefficients, and the image before the sphere is ``y = H(s * z) C^T``, ``H`` the orthonormal
   2-D Hartley transform (real, self-inverse, the image's own shape), ``s(k)`` a per-frequency
   scale and ``C`` the normalised square root of the natural colour covariance
-  (:func:`jaxvis.param.budget.colour_basis`); then ``x = r y / ||y||``, the same sphere. The
+  (:func:`jaxvis.data.budget.colour_basis`); then ``x = r y / ||y||``, the same sphere. The
   gradient geometry in image space is ``(C C^T) x (H s^2 H)``: ``fourier`` takes
   ``s = g^(1/2)``, so its spatial geometry is exactly today's whitening ``g``; ``lucid`` takes
   lucid's 1/f amplitude scale ``s = 1 / max(f, 1 / max(H, W))`` (``f`` in cycles per pixel),

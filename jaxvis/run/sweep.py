@@ -49,8 +49,9 @@ from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, u
 from jaxvis.optimize.maximum import RESTARTS, TIE, maximum, reference, restart_keys
 from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_START, FLOOR_START_MIX, FLOOR_STARTS, Problem
-from jaxvis.param.budget import colour_basis
-from jaxvis.param.budget import radius as budget_radius
+from jaxvis.data import prior as learned_prior
+from jaxvis.data.budget import colour_basis
+from jaxvis.data.budget import radius as budget_radius
 from jaxvis.param.phase import phase_circle
 from jaxvis.param.transform import Transforms
 from jaxvis.weights import DEFAULT_WEIGHTS, Model, default_photos, load, version, weights_root
@@ -420,7 +421,8 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         seed=seed, floors=parse_floors(floors), restarts=restarts,
         floor_starts=plans[0].floor_starts,
         floor_diversity=plans[0].floors[0].objective.diversity if plans[0].floors else None,
-        versions={"jaxvis": version(), "jax": jax.__version__})
+        versions={"jaxvis": version(), "jax": jax.__version__},
+        prior_sha256=learned_prior.checksum(objective.prior))
     writer = None
     if out is not None:
         writer = ResultWriter(Path(out), config.to_json(), overwrite=overwrite, upgrade=SweepConfig.upgrade)

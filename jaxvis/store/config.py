@@ -127,6 +127,7 @@ class SweepConfig:
     floor_diversity: str | None = FLOOR_DIVERSITY  # the term floor sets maximise; None without floors
     weights_meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    prior_sha256: str | None = None  # a learned prior's parameters (jaxvis.data.prior.checksum)
 
     def __post_init__(self):
         missing = [name for name in self.layers if name not in self.units]
@@ -157,7 +158,8 @@ class SweepConfig:
             "seed": self.seed, "floors": list(self.floors), "restarts": self.restarts,
             "floor_starts": None if self.floor_starts is None else list(self.floor_starts),
             "floor_method": self.floor_method, "floor_diversity": self.floor_diversity,
-            "versions": dict(self.versions)}, "sweep config")
+            "versions": dict(self.versions),
+            **({} if self.prior_sha256 is None else {"prior_sha256": self.prior_sha256})}, "sweep config")
 
     @classmethod
     def from_json(cls, d: Mapping) -> "SweepConfig":
@@ -180,7 +182,7 @@ class SweepConfig:
             seed=int(d.get("seed", 0)), floors=tuple(float(a) for a in d.get("floors", ())),
             restarts=int(d.get("restarts", 1)), **_floor_settings(d),
             weights_meta=dict(d.get("weights_meta") or {}),
-            versions=dict(d.get("versions") or {}))
+            versions=dict(d.get("versions") or {}), prior_sha256=d.get("prior_sha256"))
 
     # -- comparisons
 

@@ -254,7 +254,7 @@ def test_rotation_keeps_a_complex_cell_at_its_maximum_and_reverses_a_linear_one(
 def test_conv1_1_units_follow_c_plus_d_cos_phi(vgg19, weights_env):
     """conv1_1 is linear in the image (pre-ReLU): for its maximum r w/||w|| the rotated responses
     are c + d cos(phi) within 1% of the maximum, for all 64 units; phi = 0 is the analytic optimum."""
-    from jaxvis.param.budget import radius
+    from jaxvis.data.budget import radius
     from jaxvis.weights import default_photos, weights_root
 
     r = radius(3, vgg19.convention.mean_rgb255, default_photos(), weights_root() / "budgets.json")

@@ -77,7 +77,7 @@ def _killed_save(entry) -> None:
     """A save killed (SIGKILL) after its temporary is complete, just before the swap."""
     code = ("import os, signal, sys\nimport numpy as np\nfrom pathlib import Path\n"
             "from jaxvis.convert import store\n"
-            "store._swap = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "store.swap_in = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
             f"store.save(Path({str(entry)!r}), {{'conv/kernel': np.ones(1000, np.float32)}}, {{'new': True}}, "
             "overwrite=True)")
     child = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},

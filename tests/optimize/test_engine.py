@@ -38,7 +38,7 @@ def test_linear_unit_reaches_its_analytic_optimum(vgg19, real_root, monkeypatch)
     units = [0, 7, 33]
     r = sweep(vgg19, "conv1_1", units, images=1, diversity="none", steps=400, restarts=1)["conv1_1"]
     from jaxvis.weights import default_photos
-    from jaxvis.param.budget import radius
+    from jaxvis.data.budget import radius
     budget = radius(3, vgg19.convention.mean_rgb255, default_photos(real_root), real_root / "budgets.json")
     kernel = vgg19.params()["convs/conv1_1/kernel"][:, :, ::-1]  # BGR filter -> RGB image order
     bias = vgg19.params()["convs/conv1_1/bias"]

@@ -41,7 +41,7 @@ def min_pair(d: np.ndarray) -> np.ndarray:
 def conv1_1(vgg19, real_root):
     """(w ``[64, 27]``, b ``[64]``, r) of conv1_1 as the engine sees it: ``a(x) = w.x + b`` for
     the image deviation ``x`` (the input convention is affine), measured through the network."""
-    from jaxvis.param.budget import radius
+    from jaxvis.data.budget import radius
     from jaxvis.weights import default_photos
 
     r = radius(3, vgg19.convention.mean_rgb255, default_photos(real_root), real_root / "budgets.json")

@@ -19,7 +19,7 @@ from jaxvis.optimize.keys import unit_key
 from jaxvis.optimize.loop import optimise
 from jaxvis.optimize.parallel import unit_mesh
 from jaxvis.optimize.step import Problem
-from jaxvis.param.budget import colour_basis, colour_statistics, sqrt_basis
+from jaxvis.data.budget import colour_basis, colour_statistics, sqrt_basis
 from jaxvis.param.image import (basis, coefficients, final_images, frequency_gain, hartley, images,
                                 precondition, spectrum_scale)
 from tests.optimize.complex_cell import model as complex_cell

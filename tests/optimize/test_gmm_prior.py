@@ -1,4 +1,4 @@
-"""The learned ``gmm`` prior (``jaxvis/objectives/gmm.py``): EM is monotone and recovers a known
+"""The learned ``gmm`` prior (``jaxvis/objectives/gmm.py``, trained and cached by ``jaxvis/data/prior.py``): EM is monotone and recovers a known
 mixture, the jax NLL is the Gaussian density computed independently, a mixture trained by jaxvis
 (tiny, on the real CC0 photographs) ranks held-out natural crops above white and 1/f noise on the
 sweep's contrast sphere, its gradient lowers it, a sweep with ``--prior gmm`` lowers it at the cost
@@ -20,8 +20,9 @@ from jaxvis.cli import main
 from jaxvis.convert.fetch import MANIFEST
 from jaxvis.io.atomic import sha256
 from jaxvis.errors import JaxvisError
+from jaxvis.data import prior
 from jaxvis.objectives import gmm
-from jaxvis.objectives.naturalness import PRIORS
+from jaxvis.objectives.naturalness import PRIORS, bound
 from tests.helpers import SETTINGS
 
 MEAN = np.array([123.68, 116.78, 103.94], np.float32)  # VGG-19's mean colour (any colour would do)
@@ -42,13 +43,13 @@ def test_em_increases_the_log_likelihood_monotonically_and_finds_the_mixture():
     truth = gmm.log_likelihood(y, gmm.Mixture(np.log(weights), covs, 2)).mean()
     finals = []
     for seed in range(4):  # EM is local: seeds 0 and 1 merge two components here, 2 and 3 do not
-        mixture, history = gmm.fit(y, 3, patch=2, seed=seed, iterations=30, tol=-np.inf)
+        mixture, history = prior.fit(y, 3, patch=2, seed=seed, iterations=30, tol=-np.inf)
         steps = np.diff(history)
         assert (steps > -1e-6).all(), steps              # never lower (float32 products: 1e-6 slack)
         assert history[-1] - history[0] > 1.0             # and it did climb
         finals.append(history[-1])
     assert max(finals) > truth - 0.02                     # the best start is as good as the truth
-    again, _ = gmm.fit(y, 3, patch=2, seed=3, iterations=30, tol=-np.inf)
+    again, _ = prior.fit(y, 3, patch=2, seed=3, iterations=30, tol=-np.inf)
     np.testing.assert_array_equal(again.covariances, mixture.covariances)  # deterministic
 
 
@@ -85,24 +86,24 @@ def tiny(photos, tmp_path_factory):
     (root / "files").mkdir()
     for p in photos:
         shutil.copy(p, root / "files" / p.name)
-    return root, gmm.train(root, components=4, patches=4000, iterations=12)
+    return root, prior.train(root, components=4, patches=4000, iterations=12)
 
 
 def test_training_records_its_provenance(tiny):
     root, folder = tiny
-    mixture, meta = gmm.load(folder)
+    mixture, meta = prior.load(folder)
     assert folder == root / "priors" / "gmm" and mixture.components == 4 and mixture.patch == gmm.PATCH
     sums = {name.rsplit("/", 1)[-1]: s for name, s in MANIFEST["photos"]["members"].items()}
-    assert set(meta["train_photos"]) == set(gmm.TRAIN_PHOTOS) and set(meta["held_out_photos"]) == set(gmm.HELD_OUT)
+    assert set(meta["train_photos"]) == set(prior.TRAIN_PHOTOS) and set(meta["held_out_photos"]) == set(prior.HELD_OUT)
     for name, src in {**meta["train_photos"], **meta["held_out_photos"]}.items():
         assert src["sha256"] == sums[name] == sha256(root / "files" / name)
-        assert src["license"] == gmm.LICENSES[name] and src["package"] == "scikit-image==0.26.0"
+        assert src["license"] == prior.LICENSES[name] and src["package"] == "scikit-image==0.26.0"
     assert (meta["components"], meta["patch"], meta["seed"], meta["patches"]) == (4, gmm.PATCH, 0, 4000)
     assert np.all(np.diff(meta["log_likelihood_history"]) > -1e-6)
     # the mixture beats a single Gaussian on the held-out photograph
     assert meta["held_out_log_likelihood"] > meta["held_out_log_likelihood_one_gaussian"] + 10
     with pytest.raises(JaxvisError, match="already trained .* --overwrite"):
-        gmm.train(root, components=4, patches=4000)
+        prior.train(root, components=4, patches=4000)
 
 
 def white(rng, n, c):
@@ -121,9 +122,9 @@ def on_sphere(x, r):
 
 def test_held_out_natural_crops_rank_above_noise_at_the_same_contrast(tiny):
     root, folder = tiny
-    mixture, _ = gmm.load(folder)
+    mixture, _ = prior.load(folder)
     c, r, rng = 10, 520.0, np.random.default_rng(3)  # conv2_1's canvas and (about) its budget
-    held = [root / "files" / n for n in gmm.HELD_OUT]
+    held = [root / "files" / n for n in prior.HELD_OUT]
     natural = random_patches(held, c, 100, MEAN, r, seed=1) - MEAN
     nll = {name: np.asarray(gmm.patch_nll(jnp.asarray(x, jnp.float32), mixture).mean(axis=(1, 2))) for name, x in
            {"natural": natural, "white": on_sphere(white(rng, 100, c), r),
@@ -137,9 +138,15 @@ def test_the_registered_prior_loads_lazily_and_its_gradient_lowers_it(tiny, monk
     root, _ = tiny
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(root))
     monkeypatch.setenv("JAXVIS_PRIOR_TRAIN", "0")  # must be found, not trained again
-    penalty = jax.jit(PRIORS["gmm"].penalty)
+    state = prior.arrays("gmm")
+
+    def bound_penalty(x):
+        with bound(state):
+            return PRIORS["gmm"].penalty(x)
+
+    penalty = jax.jit(bound_penalty)
     x = jnp.asarray(on_sphere(white(np.random.default_rng(4), 3, 10), 520.0), jnp.float32)
-    grad = jax.jit(jax.grad(PRIORS["gmm"].penalty))
+    grad = jax.jit(jax.grad(bound_penalty))
     values = [float(penalty(x))]
     for _ in range(5):  # projected gradient steps on the sphere, as the sweep's images live
         x = jnp.asarray(on_sphere(np.asarray(x - 3.0 * grad(x)), 520.0), jnp.float32)
@@ -153,7 +160,7 @@ def test_a_sweep_with_the_gmm_prior_trades_activation_for_naturalness(tiny, refe
     _, ref = reference_sweep
     root, folder = tiny
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(root))
-    mixture, _ = gmm.load(folder)
+    mixture, _ = prior.load(folder)
     data, meta = ref.layers["conv2_1"], ref.layer_meta["conv2_1"]
     row = list(data["unit"]).index(5)
     run = jaxvis.sweep(vgg19, "conv2_1", [5], prior="gmm", beta=3.0, radius=meta["radius"],
@@ -169,20 +176,45 @@ def test_bad_caches_and_canvases_are_one_line_errors(tiny, tmp_path, monkeypatch
     root, folder = tiny
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(root))
     with pytest.raises(JaxvisError, match=r"scores 6x6 patches; these images are 3x3 px"):
-        PRIORS["gmm"].penalty(jnp.zeros((2, 3, 3, 3)))  # conv1_1's canvas
+        prior.penalty("gmm", jnp.zeros((2, 3, 3, 3)))  # conv1_1's canvas
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("JAXVIS_PRIOR_TRAIN", "0")
     with pytest.raises(JaxvisError, match=r"no trained gmm prior in .*: run `jaxvis prior train`"):
-        PRIORS["gmm"].penalty(jnp.zeros((1, 10, 10, 3)))
+        prior.penalty("gmm", jnp.zeros((1, 10, 10, 3)))
     assert main(["prior", "show"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("jaxvis: error: no trained gmm prior")
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
-    meta = json.loads((broken / gmm.META).read_text())
-    (broken / gmm.META).write_text(json.dumps({**meta, "patch": 8}))
+    meta = json.loads((broken / prior.META).read_text())
+    (broken / prior.META).write_text(json.dumps({**meta, "patch": 8}))
     with pytest.raises(JaxvisError, match="holds 4 components of 6x6 patches but its meta.json says 4 of 8"):
-        gmm.load(broken)
-    (broken / gmm.PARAMS).write_bytes(b"not an npz")
+        prior.load(broken)
+    (broken / prior.PARAMS).write_bytes(b"not an npz")
     with pytest.raises(JaxvisError, match="unreadable .* retrain it"):
-        gmm.load(broken)
+        prior.load(broken)
+
+
+def test_the_mixture_is_an_argument_and_its_checksum_is_recorded(tiny, monkeypatch):
+    """The compiled loss takes the mixture's arrays as inputs (another mixture, same program), and
+    the results file's config names the cached parameters by their sha256."""
+    from jaxvis.store.config import SweepConfig
+
+    root, folder = tiny
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(root))
+    assert prior.checksum("gmm") == sha256(folder / prior.PARAMS) and prior.checksum("tv") is None
+    state = prior.arrays("gmm")
+    x = jnp.asarray(np.random.default_rng(0).normal(0, 20, (2, 8, 8, 3)), jnp.float32)
+
+    def loss(x, state):
+        with bound(state):
+            return PRIORS["gmm"].penalty(x)
+
+    jitted = jax.jit(loss)
+    scaled = {"inv": state["inv"] * 2, "const": state["const"]}
+    np.testing.assert_allclose(jitted(x, state), prior.penalty("gmm", x), rtol=1e-5)
+    assert float(jitted(x, scaled)) > float(jitted(x, state))  # read, not baked in
+    assert jitted._cache_size() == 1
+    cfg = SweepConfig("w", None, ("a",), {"a": (0,)}, prior_sha256=prior.checksum("gmm"))
+    assert SweepConfig.from_json(cfg.to_json()).prior_sha256 == sha256(folder / prior.PARAMS)
+    assert "prior_sha256" not in SweepConfig("w", None, ("a",), {"a": (0,)}).to_json()

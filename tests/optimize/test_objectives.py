@@ -18,7 +18,7 @@ from jaxvis.models.registry import ModelConfig, build
 from jaxvis.objectives import response as responses
 from jaxvis.objectives.response import register_response
 from jaxvis.optimize.config import Objective, Optimizer
-from jaxvis.param.budget import radius as budget_radius
+from jaxvis.data.budget import radius as budget_radius
 from jaxvis.run.sweep import plan, sweep
 from jaxvis.weights import default_photos
 

@@ -14,7 +14,7 @@ from jaxvis.analysis.natural import calibrate
 from jaxvis.io.images import read_image, resize_shorter
 from jaxvis.objectives import diversity as D
 from jaxvis.objectives.naturalness import PRIORS
-from jaxvis.param.budget import radius
+from jaxvis.data.budget import radius
 
 pytestmark = [pytest.mark.usefixtures("weights_env"), pytest.mark.real]
 RUN = dict(images=3, steps=60, chunk=2, restarts=1)
