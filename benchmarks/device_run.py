@@ -481,7 +481,7 @@ def stage_analysis(run: Run, deadline: float) -> dict:
     if time.perf_counter() > deadline:
         out["shift"] = {"skipped": "stage budget spent"}
         return out
-    from jaxvis.analysis.analyze import analyze
+    from jaxvis.run.analyze import analyze
 
     path = Path(run.tmp) / f"analysis_{a.analysis_layer}.h5"
     t = time.perf_counter()

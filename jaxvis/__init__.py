@@ -39,7 +39,7 @@ _EXPORTS = {
     "cpu_devices": "jaxvis.optimize.parallel",
     "SweepConfig": "jaxvis.store.config",
     "read_results": "jaxvis.store.results",
-    "analyze": "jaxvis.analysis.analyze",
+    "analyze": "jaxvis.run.analyze",
     "sweep": "jaxvis.run.sweep",
     "render": "jaxvis.report.render", "save_images": "jaxvis.report.render", "to_display": "jaxvis.report.render",
 }

@@ -329,7 +329,7 @@ def cmd_render(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    from jaxvis.analysis.analyze import analyze
+    from jaxvis.run.analyze import analyze
     from jaxvis.analysis.gratings import Battery
     from jaxvis.io.progress import Progress
 

@@ -105,3 +105,13 @@ def test_bad_floors_are_refused_before_any_work(tmp_path, settings, message):
         jaxvis.sweep(model(Tiny()), "b", "all", steps=5, radius=40.0, out=tmp_path / "x.h5",
                      **{"images": 2, **settings})
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.parts").exists()
+
+
+def test_names_do_not_hide_modules():
+    """``jaxvis.convert`` is the conversion package and ``jaxvis.sweep`` the function (the module
+    is ``jaxvis.run.sweep``)."""
+    import types
+
+    assert isinstance(jaxvis.convert, types.ModuleType) and callable(jaxvis.convert.sources.convert_file)
+    assert callable(jaxvis.convert_weights) and callable(jaxvis.sweep) and callable(jaxvis.analyze)
+    assert isinstance(importlib.import_module("jaxvis.run.sweep"), types.ModuleType)

@@ -1,5 +1,5 @@
-"""What a finished sweep says about its units: the metrics table (``metrics``), the analysis that
-fills it (``analyze``: reference distances, natural-image calibration, the shift test), the grating
-battery and phase rotation (``gratings``, ``phase``), summaries (``summary``) and the comparison of
-two sweeps (``compare``). Definitions, thresholds and sources: ``docs/method.md``,
-``docs/invariance.md``."""
+"""What a finished sweep says about its units, on arrays: the metrics table (``metrics``), the
+read-out rules (``readout``), the grating battery and phase rotation (``gratings``, ``phase``), the
+shift test (``shift``) and the natural-image calibration (``natural``). The analysis that fills the
+table from a results file is :mod:`jaxvis.run.analyze`. Definitions, thresholds and sources:
+``docs/method.md``, ``docs/invariance.md``."""

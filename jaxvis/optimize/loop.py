@@ -145,12 +145,7 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     """
     mesh = parallel.unit_mesh() if mesh is None else mesh
     count = len(directions)
-    if (maxima is None) != (problem.objective.floor is None):
-        raise JaxvisError("maxima are needed exactly when the objective has a floor "
-                          f"(floor={problem.objective.floor}, maxima {'missing' if maxima is None else 'given'})")
-    if maxima is not None and np.shape(maxima) != (count,):
-        raise JaxvisError(f"maxima must be [units] = [{count}], one per direction; got shape {np.shape(maxima)}")
-    maxima = np.ones(count, np.float32) if maxima is None else np.asarray(maxima, np.float32)
+    maxima = _maxima(maxima, count, problem)
     prior = learned_prior.arrays(problem.objective.prior)
     graphdef, params, keys, directions, radius = place(network, keys, directions, radius, mesh, prior)
     maxima = jax.device_put(parallel.pad_rows(maxima, len(directions)), parallel.unit_sharding(mesh))
@@ -176,6 +171,16 @@ def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np
     out["steps"] = np.asarray(states.steps, np.int32)
     out["stop_reason"] = np.where(np.asarray(states.done), STOP_CONVERGED, STOP_MAX_STEPS).astype(np.int8)
     return {k: v[:count] for k, v in out.items()}  # padding rows dropped
+
+
+def _maxima(maxima: np.ndarray | None, count: int, problem: Problem) -> np.ndarray:
+    """``[count]`` float32 maxima, given exactly when the objective has a floor (ones otherwise)."""
+    if (maxima is None) != (problem.objective.floor is None):
+        raise JaxvisError("maxima are needed exactly when the objective has a floor "
+                          f"(floor={problem.objective.floor}, maxima {'missing' if maxima is None else 'given'})")
+    if maxima is not None and np.shape(maxima) != (count,):
+        raise JaxvisError(f"maxima must be [units] = [{count}], one per direction; got shape {np.shape(maxima)}")
+    return np.ones(count, np.float32) if maxima is None else np.asarray(maxima, np.float32)
 
 
 def _started(z, starts, mixes, problem: Problem, count: int, mesh: Mesh):

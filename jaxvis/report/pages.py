@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -510,9 +511,9 @@ def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: d
                                                     f"unit {u} floor set at {fmt(alpha)} image {j}"),
                                           _times_best(floor_fracs[a][j])) for j, img in enumerate(sets[1 + a])],
                                  facts, where, floor_classes[a][i]))
-            details.append(_detail(files, u, i, peak, readout, set_rows, columns,
-                                   _curves(tuning, [None if c is None else c[k] for c in curve_rows]),
-                                   *[None if e is None else e[k] for e in extra]))
+            details.append(_detail(files, u, i, peak=peak, readout=readout, set_rows=set_rows, columns=columns,
+                                   curves=_curves(tuning, [None if c is None else c[k] for c in curve_rows]),
+                                   maps=UnitMaps(*[None if e is None else e[k] for e in extra])))
         yield from files.take()  # this block's images go to disk before the next is read
     table.append("</tbody></table></div>")
     out[gallery_at:gallery_at] = _gallery(picks, cards, units, profile, measures,
@@ -550,14 +551,45 @@ SET_FACTS = (("floor_pixel_min", "closest pair (grey levels RMS)"),
              ("floor_agreement", "starts' agreement"))
 
 
-def _detail(files: _Images, u, i, peak, readout, set_rows, columns, curves, texture, responses,
-            variance, patches, patch_acts) -> str:
+class UnitMaps(NamedTuple):
+    """One unit's pictures beside its sets (each None where the file lacks it): the shift test's
+    texture and response map, the diverse set's variance map, the top natural patches and their
+    activations."""
+
+    texture: np.ndarray | None
+    responses: np.ndarray | None
+    variance: np.ndarray | None
+    patches: np.ndarray | None
+    patch_acts: np.ndarray | None
+
+
+def _detail(files: _Images, u, i, *, peak, readout, set_rows, columns, curves, maps: UnitMaps) -> str:
     """One unit's details: its classes, its sets (a table: images with their activations, the
     set's closest pair, phase spread, starts' agreement and class), tuning curves, shift test,
     natural patches, and every measure (folded)."""
     parts = [f'<section class="unit-detail" id="unit-{u}"><h3>unit {u} '
              f'<a href="#row-{u}" class="note">(back to the table)</a></h3>',
              f'<p class="readout">{readout}</p>' if readout else ""]
+    parts += _sets_table(set_rows)
+    if curves:
+        parts.append('<div class="tiles">' + "".join(f'<div class="curve">{c}</div>' for c in curves) + "</div>")
+    extra = _maps(files, u, peak, maps)
+    if extra:
+        parts.append('<div class="tiles">' + "".join(extra) + "</div>")
+    if maps.patches is not None and len(maps.patches):
+        parts.append(_patches(files, u, peak, maps.patches, maps.patch_acts))
+    measures = "".join(  # the metric's name on hover (its definition is in the summary and the table)
+        f'<tr><td class="l" title="{esc(key)}">{esc(name)}</td>'
+        f"<td>{esc(names[i] if names is not None else fmt(float(v[i])))}</td></tr>"
+        for key, name, _, v, names, _ in columns)
+    parts.append(f'<details><summary>every measure of unit {u}</summary><table class="summary measures">'
+                 f"{measures}</table></details>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _sets_table(set_rows) -> list[str]:
+    """A unit's sets, one row each: (name, image figures, facts, the starts' agreement, class)."""
     rows = ['<div class="scroll"><table class="sets"><thead><tr><th class="l">set</th><th class="l">images</th>'
             + "".join(f'<th title="{esc(key)}">{esc(head)}</th>' for key, head in SET_FACTS)
             + '<th class="l" title="diversity_class">class</th></tr></thead><tbody>']
@@ -570,48 +602,44 @@ def _detail(files: _Images, u, i, peak, readout, set_rows, columns, curves, text
         rows.append(f'<tr><td class="l setname">{name}</td><td class="imgs"><div class="tiles">{"".join(figures)}'
                     f'</div></td>{"".join(cells)}<td class="l">{esc(cls)}</td></tr>')
     rows.append("</tbody></table></div>")
-    parts += rows
-    if curves:
-        parts.append('<div class="tiles">' + "".join(f'<div class="curve">{c}</div>' for c in curves) + "</div>")
+    return rows
+
+
+def _maps(files: _Images, u, peak, maps: UnitMaps) -> list[str]:
+    """The shift texture, the response map and the variance map, with their colour bars."""
     extra = []
-    if texture is not None:
-        extra.append(_figure(files.img(to_display(texture), DETAIL * 2, f"u{u}_texture.png",
+    if maps.texture is not None:
+        extra.append(_figure(files.img(to_display(maps.texture), DETAIL * 2, f"u{u}_texture.png",
                                        f"unit {u} shift texture"), "shift test: the texture"))
-    if responses is not None:
+    if maps.responses is not None:
         scale = peak if peak > 0 else 1.0
-        rgb, lo, hi = heat(np.asarray(responses, np.float64) / scale)
+        rgb, lo, hi = heat(np.asarray(maps.responses, np.float64) / scale)
         extra.append('<div class="heat">' + _figure(
             files.img(rgb, DETAIL * 2, f"u{u}_shifts.png", f"unit {u} shift responses"),
             "response at every shift" + (" (&times; best)" if peak > 0 else "")
             + (' <a href="#above-max" title="why above 1">&dagger;</a>' if peak > 0 and hi > 1 + 1e-3 else ""))
             + svg_colourbar(lo, hi, "× best" if peak > 0 else "response", f"bar-{u}-shifts", height=DETAIL * 2) + "</div>")
-    if variance is not None:
-        variance = np.asarray(variance, np.float64)
+    if maps.variance is not None:
+        variance = np.asarray(maps.variance, np.float64)
         rgb, lo, hi = heat(variance.mean(-1) if variance.ndim == 3 else variance)
         extra.append('<div class="heat">' + _figure(
             files.img(rgb, DETAIL, f"u{u}_variance.png", f"unit {u} variance map"),
             "variance across the diverse set") + svg_colourbar(lo, hi, "grey levels²", f"bar-{u}-variance", height=DETAIL) + "</div>")
-    if extra:
-        parts.append('<div class="tiles">' + "".join(extra) + "</div>")
-    if patches is not None and len(patches):
-        patch_view = to_display(patches)
-        tiles = []
-        for k in range(len(patches)):
-            caption = f"natural #{k + 1}"
-            if patch_acts is not None:
-                caption += "<br>" + (_times_best(patch_acts[k] / peak) if peak > 0 else fmt(patch_acts[k]))
-            tiles.append(_figure(files.img(patch_view[k], DETAIL, f"u{u}_natural{k}.png",
-                                           f"unit {u} natural patch {k}"), caption))
-        parts.append("<div><b>photograph patches that drive it most</b></div>"
-                     '<div class="tiles">' + "".join(tiles) + "</div>")
-    measures = "".join(  # the metric's name on hover (its definition is in the summary and the table)
-        f'<tr><td class="l" title="{esc(key)}">{esc(name)}</td>'
-        f"<td>{esc(names[i] if names is not None else fmt(float(v[i])))}</td></tr>"
-        for key, name, _, v, names, _ in columns)
-    parts.append(f'<details><summary>every measure of unit {u}</summary><table class="summary measures">'
-                 f"{measures}</table></details>")
-    parts.append("</section>")
-    return "\n".join(parts)
+    return extra
+
+
+def _patches(files: _Images, u, peak, patches, patch_acts) -> str:
+    """The photograph patches that drive the unit most, with their activations."""
+    patch_view = to_display(patches)
+    tiles = []
+    for k in range(len(patches)):
+        caption = f"natural #{k + 1}"
+        if patch_acts is not None:
+            caption += "<br>" + (_times_best(patch_acts[k] / peak) if peak > 0 else fmt(patch_acts[k]))
+        tiles.append(_figure(files.img(patch_view[k], DETAIL, f"u{u}_natural{k}.png",
+                                       f"unit {u} natural patch {k}"), caption))
+    return ("<div><b>photograph patches that drive it most</b></div>"
+            '<div class="tiles">' + "".join(tiles) + "</div>")
 
 
 # the index's per-layer medians: (key of the layer's scalar medians, header); metric names on hover

@@ -118,6 +118,23 @@ def _svg(width, height, parts, label) -> str:
             + "".join(parts) + "</svg>")
 
 
+def _outlier_marks(ax, every: np.ndarray, lo: float, hi: float) -> list[str]:
+    """A triangle at each edge that values lie beyond, pointing out of the range shown."""
+    below, above = every[every < lo], every[every > hi]
+    parts = []
+    for beyond, x, sign in ((below, ax.x0, -1), (above, ax.x1, 1)):
+        if beyond.size:  # a triangle pointing out of the range, its count and values on hover
+            y = ax.y0 - 8
+            tip = (f"{beyond.size} value(s) {'below' if sign < 0 else 'above'} the range shown: "
+                   + ", ".join(fmt(b) for b in np.sort(beyond)[:20]) + (" ..." if beyond.size > 20 else ""))
+            parts.append(f'<g class="outliers"><title>{esc(tip)}</title>'
+                         f'<path d="M{x + sign * 7:.1f},{y} L{x:.1f},{y - 5} L{x:.1f},{y + 5} Z" fill="{GREY}"/>'
+                         f'<text x="{x - sign * 3:.1f}" y="{y - 8}" text-anchor="{"start" if sign < 0 else "end"}" '
+                         f'fill="{GREY}">{beyond.size} {"below" if sign < 0 else "above"} {esc(fmt(lo if sign < 0 else hi))}'
+                         "</text></g>")
+    return parts
+
+
 def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int = 420,
                   height: int = 260, share: bool = False, marks=()) -> str:
     """Histogram(s) over shared bins: ``series`` = [(label, values, colour), ...].
@@ -159,17 +176,7 @@ def svg_histogram(series, title: str, xlabel: str, *, bins: int = 20, width: int
             m = ax.x(float(np.clip(np.median(v), lo, hi)))
             parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" '
                          f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.5"/>')
-    below, above = every[every < lo], every[every > hi]
-    for beyond, x, sign in ((below, ax.x0, -1), (above, ax.x1, 1)):
-        if beyond.size:  # a triangle pointing out of the range, its count and values on hover
-            y = ax.y0 - 8
-            tip = (f"{beyond.size} value(s) {'below' if sign < 0 else 'above'} the range shown: "
-                   + ", ".join(fmt(b) for b in np.sort(beyond)[:20]) + (" ..." if beyond.size > 20 else ""))
-            parts.append(f'<g class="outliers"><title>{esc(tip)}</title>'
-                         f'<path d="M{x + sign * 7:.1f},{y} L{x:.1f},{y - 5} L{x:.1f},{y + 5} Z" fill="{GREY}"/>'
-                         f'<text x="{x - sign * 3:.1f}" y="{y - 8}" text-anchor="{"start" if sign < 0 else "end"}" '
-                         f'fill="{GREY}">{beyond.size} {"below" if sign < 0 else "above"} {esc(fmt(lo if sign < 0 else hi))}'
-                         "</text></g>")
+    parts += _outlier_marks(ax, every, lo, hi)
     for value, label in marks if every.size else ():
         m = ax.x(float(value))
         parts.append(f'<line x1="{m:.1f}" y1="{ax.y0}" x2="{m:.1f}" y2="{ax.y1}" stroke="{GREY}" '

@@ -261,20 +261,7 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
         return jax.numpy.stack([unit_key(seed, what, u, images) for u in padded])
 
     def tick_for(rows: int, images: int, program: str):
-        """The ``on_segment`` of a call on ``rows`` real rows of ``images`` images each: the bar
-        hears the units' new steps and the segment's image-steps (:func:`unit_work`). ``program``
-        names what the call runs (the maximum, the diverse set, a floor's set: each compiled once
-        per layer, the ``2 + floors`` programs the bar is started with)."""
-        seen = [0]
-        if bar is not None:
-            bar.begin(program)
-
-        def tick(steps):
-            total = int(np.asarray(steps)[:rows].sum())
-            if bar is not None:
-                bar.advance(0, total - seen[0], rows * images * lp.diverse.optimizer.segment)
-            seen[0] = total
-        return tick
+        return _ticker(bar, rows, images * lp.diverse.optimizer.segment, program)
 
     best = maximum(model.network, lp.maximum, keys(name, 1), directions, lp.radius, lp.restarts, mesh,
                    on_segment=tick_for(n * lp.restarts, lp.maximum.n, "maximum"))
@@ -305,6 +292,23 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
     if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
         out.update({f"floor_{key}": np.stack([s[key] for s in sets], axis=1) for key in sets[0]})
     return {k: v[:n] for k, v in out.items()}
+
+
+def _ticker(bar: Progress | None, rows: int, image_steps: int, program: str):
+    """The ``on_segment`` of a call on ``rows`` real rows of ``image_steps`` image-steps per segment
+    each: the bar hears the units' new steps and the segment's image-steps (:func:`unit_work`).
+    ``program`` names what the call runs (the maximum, the diverse set, a floor's set: each compiled
+    once per layer, the ``2 + floors`` programs the bar is started with)."""
+    seen = [0]
+    if bar is not None:
+        bar.begin(program)
+
+    def tick(steps):
+        total = int(np.asarray(steps)[:rows].sum())
+        if bar is not None:
+            bar.advance(0, total - seen[0], rows * image_steps)
+        seen[0] = total
+    return tick
 
 
 def floor_start_images(names: Sequence[str], best: np.ndarray, diverse: np.ndarray):

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxvis.analysis import analyze as analyze_module
+from jaxvis.run import analyze as analyze_module
 from jaxvis.cli import main
 from jaxvis.store.results import read_results
 

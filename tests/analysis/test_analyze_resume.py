@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxvis.analysis import analyze as analyze_module
+from jaxvis.run import analyze as analyze_module
 from jaxvis.cli import main
 from jaxvis.store.results import read_results
 

@@ -12,7 +12,7 @@ import pytest
 import jaxvis
 from jaxvis.analysis import metrics as M
 from jaxvis.analysis import natural
-from jaxvis.analysis.analyze import analyze
+from jaxvis.run.analyze import analyze
 from jaxvis.analysis import readout as R
 from jaxvis.analysis.metrics import uniform_colour_share
 from jaxvis.analysis.shift import ShiftProblem, crops, drawn_crops, linear_reference, shift_test, tiled_start

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxvis.analysis import analyze as analyze_module
+from jaxvis.run import analyze as analyze_module
 from jaxvis.report.compare import compare
 from jaxvis.errors import JaxvisError
 from jaxvis.report.render import pictures_folder, render

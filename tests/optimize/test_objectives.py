@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvis.analysis.analyze import analyze
+from jaxvis.run.analyze import analyze
 from jaxvis.errors import JaxvisError
 from jaxvis.store.results import read_results
 from jaxvis.models.geometry import at_canvas

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from jaxvis.analysis import metrics as M
-from jaxvis.analysis.analyze import analyze
+from jaxvis.run.analyze import analyze
 from jaxvis.store.config import SweepConfig
 from jaxvis.report.pages import report
 from jaxvis.store.results import ResultWriter, read_results
