@@ -85,7 +85,7 @@ class Setup:
         from benchmarks.variants import unit_inputs
         from jaxvis.optimize import step as one
         from jaxvis.optimize.config import Objective, Optimizer
-        from jaxvis.sweep import plan
+        from jaxvis.run.sweep import plan
 
         self.model, self.units = model, units
         self.objective = Objective(images=images, diversity=diversity, lam=lam)
