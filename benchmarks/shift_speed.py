@@ -4,7 +4,7 @@
 
 For each layer, ``--results-dir/<weights>_<layer>.h5`` is a swept (and, for ``--old stored``,
 analysed) results file of the units. **New**: the analysis's own shift test
-(:func:`jaxvis.analysis.analyze.shift_metrics`, the library defaults unless overridden: offsets
+(:func:`jaxvis.run.analyze.shift_metrics`, the library defaults unless overridden: offsets
 drawn per step, the best image tiled as the start, chunks sized to the device), timed. **Old**:
 the optimiser before issue 24 (white-noise start, every ``--old-stride``-th offset in every step's
 loss, ``--old-steps`` steps, Adam ``--old-lr``), either run here and timed (``--old run``) or the
@@ -71,9 +71,9 @@ def main(argv=None) -> None:
     import jax
 
     import jaxvis
-    from jaxvis.analysis import analyze as A
+    from jaxvis.run import analyze as A
     from jaxvis.analysis import shift as S
-    from jaxvis.io.results import read_results
+    from jaxvis.store.results import read_results
     from jaxvis.optimize.config import Optimizer
     from jaxvis.optimize.keys import unit_key
 

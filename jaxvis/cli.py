@@ -477,12 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
-    from jaxvis.analysis.analyze import SHIFT_DEFAULTS as shift, SHIFT_STARTS
+    from jaxvis.run.analyze import SHIFT_DEFAULTS as shift, SHIFT_STARTS
 
     p.add_argument("--shift-steps", type=int, default=shift.optimizer.steps,
                    help="most optimiser steps of the shift test (default %(default)s; early stopping as the sweep's)")
     p.add_argument("--shift-lr", type=float, default=shift.optimizer.learning_rate,
-                   help="Adam learning rate of the shift test (default %(default)s, the paper's)")
+                   help="Adam learning rate of the shift test (default %(default)s; the paper's 0.1 with every offset in every step)")
     p.add_argument("--shift-weight-min", type=float, default=shift.weight_min,
                    help="share of the worst offset in the shift test's loss (default %(default)s, the paper's code)")
     p.add_argument("--shift-stride", type=int, default=shift.stride,

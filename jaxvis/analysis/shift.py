@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -72,10 +73,16 @@ class ShiftProblem:
     batch: int = 0
     # Adam's learning rate decays along a cosine to this share of it at the last step (1: constant)
     final_lr: float = 1.0
+    # how the batch is drawn: "random" (any batch offsets, without replacement) or "grid" (n x n
+    # offsets, n = isqrt(batch), evenly spaced per axis from a random phase, cyclically: every
+    # offset is drawn as often, and every step covers the texture evenly)
+    sampling: str = "random"  # "grid" is not measured on real units yet (issue 24)
 
     def __post_init__(self):
         if self.batch < 0:
             raise JaxvisError(f"the shift test's batch of offsets must be 0 (all) or more, not {self.batch}")
+        if self.sampling not in ("random", "grid"):
+            raise JaxvisError(f"sampling must be 'random' or 'grid', not {self.sampling!r}")
         if not 0 <= self.final_lr <= 1:
             raise JaxvisError(f"final_lr must lie in [0, 1] (a share of the learning rate), not {self.final_lr}")
 
@@ -91,7 +98,9 @@ class ShiftProblem:
     def drawn(self) -> int:
         """Crops per step: ``batch`` offsets, or all ``len(offsets)^2`` of them."""
         total = len(self.offsets) ** 2
-        return total if self.batch == 0 else min(self.batch, total)
+        if self.batch == 0 or self.batch >= total:
+            return total
+        return max(1, math.isqrt(self.batch)) ** 2 if self.sampling == "grid" else self.batch
 
 
 def mask(canvas: int, sigma: jax.Array, q: float) -> jax.Array:
@@ -152,11 +161,19 @@ def coverage(problem: ShiftProblem, log_sigma: jax.Array) -> jax.Array:
 
 def drawn_crops(texture: jax.Array, problem: ShiftProblem, log_sigma: jax.Array, radius: jax.Array,
                 key: jax.Array) -> jax.Array:
-    """``[B, c, c, 3]`` the masked crops at ``problem.drawn`` offsets drawn without replacement
-    (``key``), at the common scale of all the test's crops (exact, from :func:`coverage`)."""
+    """``[B, c, c, 3]`` the masked crops at ``problem.drawn`` offsets drawn with ``key`` as
+    ``problem.sampling`` says (without replacement either way), at the common scale of all the test's crops (exact, from :func:`coverage`)."""
     c, offsets, s = problem.canvas, jnp.asarray(problem.offsets), len(problem.offsets)
-    k = jax.random.choice(key, s * s, (problem.drawn,), replace=False)
-    windows = _windows(texture, offsets[k // s], offsets[k % s], c)
+    if problem.sampling == "grid":
+        n = math.isqrt(problem.drawn)
+        phase = jax.random.randint(key, (2,), 0, s)
+        spaced = jnp.asarray(np.arange(n) * s // n)
+        rows, cols = (phase[0] + spaced) % s, (phase[1] + spaced) % s
+        rows, cols = jnp.repeat(rows, n), jnp.tile(cols, n)
+    else:
+        k = jax.random.choice(key, s * s, (problem.drawn,), replace=False)
+        rows, cols = k // s, k % s
+    windows = _windows(texture, offsets[rows], offsets[cols], c)
     masked = windows * mask(c, jnp.exp(log_sigma), problem.q)[None, :, :, None]
     mean_square = jnp.sum(coverage(problem, log_sigma)[..., None] * jnp.square(texture))
     return radius / jnp.maximum(jnp.sqrt(mean_square), 1e-12) * masked

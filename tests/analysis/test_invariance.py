@@ -246,7 +246,7 @@ def test_drawn_offsets_reach_the_closed_form_linear_optimum():
 def test_shift_chunks_do_not_change_the_result(monkeypatch):
     """The analysis's shift test in chunks of one unit per device or all units in one: the same
     textures and responses (each unit's draws come from its own key, stopped units are frozen)."""
-    from jaxvis.analysis import analyze as A
+    from jaxvis.run import analyze as A
 
     cell = complex_cell()
     info = cell.network.layer("simple")
