@@ -484,6 +484,12 @@ def parse(argv) -> argparse.Namespace:
     return args
 
 
+def _say_pass(row: dict, seconds: float, others: float | None) -> None:
+    load = "" if others is None else f", other load {others:.2f} cores"
+    print(f"  {row['variant']}: {row['units'] * row['steps'] / seconds:.1f} unit-steps/s ({seconds:.1f} s{load})",
+          flush=True)
+
+
 def _torch_child(args) -> dict:
     """The GPU run's torch rows in a process of their own (jax on the CPU for the parity check)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -546,7 +552,7 @@ def main(argv=None) -> dict:
     variants = torch_variants(setup, peers, None if gpu else threads)
     if not args.torch_only:
         variants = jax_variants(setup, args.rows) + variants
-    rows = interleaved(variants, args.repeats)
+    rows = interleaved(variants, args.repeats, on_pass=_say_pass)
     if gpu and not args.torch_only and any(r in args.rows for r in ("batched", "lucent")):
         child = _torch_child(args)
         rows += child["rows"]

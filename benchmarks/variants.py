@@ -64,11 +64,12 @@ def unit_inputs(lp, units: list[int]):
     return keys, np.eye(channels, dtype=np.float32)[units]
 
 
-def interleaved(variants: list[tuple[dict, object]], repeats: int) -> list[dict]:
+def interleaved(variants: list[tuple[dict, object]], repeats: int, on_pass=None) -> list[dict]:
     """Time ``repeats`` passes of every variant, round-robin (pass 1 of each, then pass 2 ...), so a
     machine whose speed drifts (other tenants, clocks) drifts for all of them alike. ``variants``:
     (row, run) with ``run()`` -> (unit-steps, mean final loss). Each row gets its best pass (the
-    least disturbed), every pass's seconds and the other load during the best one."""
+    least disturbed), every pass's seconds and the other load during the best one. ``on_pass(row,
+    seconds, others)``, if given, is called after every pass (progress of a long run)."""
     passes = [[] for _ in variants]
     for _ in range(repeats):
         for (row, run), mine in zip(variants, passes):
@@ -77,6 +78,8 @@ def interleaved(variants: list[tuple[dict, object]], repeats: int) -> list[dict]
                 unit_steps, loss = run()
                 seconds = time.perf_counter() - t
             mine.append((seconds, cpu.others, unit_steps, loss))
+            if on_pass is not None:
+                on_pass(row, seconds, cpu.others)
     rows = []
     for (row, _), mine in zip(variants, passes):
         seconds, others, unit_steps, loss = min(mine, key=lambda p: p[0])
