@@ -125,7 +125,7 @@ class ShiftSettings:
             raise JaxvisError(f"unknown shift test start {self.start!r}; choose from {', '.join(SHIFT_STARTS)}")
 
 
-SHIFT_DEFAULTS = ShiftSettings()  # what analyze() and the CLI default to
+SHIFT_DEFAULTS = _S = ShiftSettings()  # what analyze() and the CLI default to
 
 
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
@@ -223,12 +223,10 @@ class Analysis:
     config: dict
 
 
-def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
-            shift_steps: int = SHIFT_DEFAULTS.optimizer.steps, shift_stride: int = SHIFT_DEFAULTS.stride,
-            shift_lr: float = SHIFT_DEFAULTS.optimizer.learning_rate,
-            shift_weight_min: float = SHIFT_DEFAULTS.weight_min, shift_batch: int = SHIFT_DEFAULTS.batch,
-            shift_final_lr: float = SHIFT_DEFAULTS.final_lr, shift_start: str = SHIFT_DEFAULTS.start,
-            photos: list[Path] | None = None, top: int = 8, seed: int = 0,
+def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = _S.optimizer.steps,
+            shift_stride: int = _S.stride, shift_lr: float = _S.optimizer.learning_rate,
+            shift_weight_min: float = _S.weight_min, shift_batch: int = _S.batch, shift_final_lr: float = _S.final_lr,
+            shift_start: str = _S.start, photos: list[Path] | None = None, top: int = 8, seed: int = 0,
             layers: list[str] | None = None, learn_mask: bool = False, log=None,
             progress: bool | Progress | Callable = False, battery: Battery | None = Battery(),
             redo: bool = False) -> Analysis:
@@ -253,16 +251,14 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
             raise JaxvisError(f"{path} is a damaged jaxvis results file: layer {layer}'s metadata has no "
                               "radius (the contrast budget the analysis measures at)")
     model = model or model_for(config, path)
-    for layer in results.layers:
-        _check_centre(config, model, layer, path)
+    [_check_centre(config, model, layer, path) for layer in results.layers]
     photos = photos or default_photos()
     bar = Progress.of(progress)
     log = log or bar.note
     settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,
                              seed, bar, shift_weight_min, shift_batch, shift_final_lr, shift_start) if shift else None
-    stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride,
-              "shift_lr": shift_lr, "shift_weight_min": shift_weight_min, "shift_batch": shift_batch,
-              "shift_final_lr": shift_final_lr, "shift_start": shift_start,
+    stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride, "shift_lr": shift_lr, **dict(
+              shift_weight_min=shift_weight_min, shift_batch=shift_batch, shift_final_lr=shift_final_lr, shift_start=shift_start),
               "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos],
               "gratings": None if battery is None else dataclasses.asdict(battery),
               "rotation_steps": None if battery is None else ROTATION_STEPS}
