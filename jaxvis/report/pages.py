@@ -502,10 +502,9 @@ def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: d
                          if np.ndim(values.get(name)) == 2}
                 where = ""
                 if certificate is not None:
-                    names = starts if len(starts) == certificate.shape[-1] else \
-                        [f"start {s}" for s in range(certificate.shape[-1])]
                     where = "diversity each start reached: " + ", ".join(
-                        f"{n} {fmt(float(d))}" for n, d in zip(names, certificate[k, a]))
+                        f"{n} {fmt(float(d))}" for n, d in zip(_start_names(starts, certificate.shape[-1]),
+                                                               certificate[k, a]) if np.isfinite(d))
                 set_rows.append((f"floor set at {fmt(alpha)}: every image keeps &ge; {fmt(alpha)} &times; best",
                                  [_figure(files.img(img, DETAIL, f"u{u}_floor{a}_{j}_detail.png",
                                                     f"unit {u} floor set at {fmt(alpha)} image {j}"),
@@ -771,3 +770,12 @@ def _remove_stale(out_dir: Path, stems: list[str], written: set[Path]) -> None:
         for path in folder.glob("u*.png"):
             if path not in written and _IMAGE_NAME.fullmatch(path.name):
                 path.unlink(missing_ok=True)
+
+
+def _start_names(starts: list[str], columns: int) -> list[str]:
+    """The certificate's column names: the floor starts, then (a second round, for units whose
+    starts disagreed) the same starts again; ``start i`` where the file does not say."""
+    if starts and columns % len(starts) == 0:
+        rounds = columns // len(starts)
+        return [s if r == 0 else f"{s} (round {r + 1})" for r in range(rounds) for s in starts]
+    return [f"start {i}" for i in range(columns)]

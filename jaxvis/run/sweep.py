@@ -48,7 +48,9 @@ from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
 from jaxvis.optimize.maximum import RESTARTS, TIE, maximum, reference, restart_keys
 from jaxvis.optimize.parallel import Processes
+from jaxvis.optimize.config import FLOOR_ROUNDS
 from jaxvis.optimize.step import FLOOR_DIVERSITY, FLOOR_START, FLOOR_START_MIX, FLOOR_STARTS, Problem
+from jaxvis.analysis.readout import agreement, threshold
 from jaxvis.data import prior as learned_prior
 from jaxvis.data.budget import colour_basis
 from jaxvis.data.budget import radius as budget_radius
@@ -279,19 +281,64 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
     k = len(lp.floor_starts)
     sets = []
     for problem in lp.floors:  # K starts per unit, run as K calls of a chunk's rows (the chunk's memory)
-        rows = dict(keys=restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k),
-                    directions=np.repeat(directions, k, axis=0), maxima=np.repeat(ref, k), starts=starts,
-                    mixes=mixes)
-        parts = []
-        for lo in range(0, chunk * k, chunk):
-            part = {key: v[lo:lo + chunk] for key, v in rows.items()}
-            tick = tick_for(min(chunk, max(0, n * k - lo)), problem.n, f"floor {problem.objective.floor:g}")
-            parts.append(optimise(model.network, problem, part["keys"], part["directions"], lp.radius, mesh,
-                                  maxima=part["maxima"], on_segment=tick, starts=part["starts"], mixes=part["mixes"]))
-        sets.append(floor_set({key: np.concatenate([p[key] for p in parts]) for key in parts[0]}, k, ref))
+        label = f"floor {problem.objective.floor:g}"
+        rows = dict(keys=restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k * FLOOR_ROUNDS),
+                    directions=np.repeat(directions, k * FLOOR_ROUNDS, axis=0),
+                    maxima=np.repeat(ref, k * FLOOR_ROUNDS), starts=np.repeat(starts.reshape(chunk, 1, k, *starts.shape[1:]),
+                                                                              FLOOR_ROUNDS, axis=1).reshape(-1, *starts.shape[1:]),
+                    mixes=np.tile(mixes.reshape(chunk, 1, k), (1, FLOOR_ROUNDS, 1)).reshape(-1))
+        first = np.arange(chunk * k * FLOOR_ROUNDS).reshape(chunk, FLOOR_ROUNDS, k)[:, 0].reshape(-1)
+        done = _floor_rows(model, problem, rows, first, chunk, lp.radius, mesh,
+                           lambda real: tick_for(min(real, max(0, n * k)), problem.n, label), n * k)
+        if FLOOR_ROUNDS > 1 and k > 1:
+            unsettled = ~(agreement(done["diversity"].reshape(chunk, 1, k), done["feasible"].reshape(chunk, 1, k))[:, 0]
+                          >= threshold("floor_agreement"))
+            unsettled[n:] = False
+            again = np.arange(chunk * k * FLOOR_ROUNDS).reshape(chunk, FLOOR_ROUNDS, k)[unsettled, 1:].reshape(-1)
+            more = _floor_rows(model, problem, rows, again, chunk, lp.radius, mesh,
+                               lambda real: tick_for(real, problem.n, label), len(again))
+            done = _placed(chunk * k * FLOOR_ROUNDS, (first, done), (again, more))
+            sets.append(floor_set(done, k * FLOOR_ROUNDS, ref))
+        else:
+            sets.append(floor_set(done, k, ref))
     if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
         out.update({f"floor_{key}": np.stack([s[key] for s in sets], axis=1) for key in sets[0]})
     return {k: v[:n] for k, v in out.items()}
+
+
+def _floor_rows(model: Model, problem: Problem, rows: dict, which: np.ndarray, chunk: int, radius, mesh,
+                tick_for, real: int) -> dict[str, np.ndarray]:
+    """Run the floor starts ``rows[...][which]`` in calls of at most ``chunk`` rows; a last, short
+    call is padded to a power of two of the device count (few distinct compiled shapes). ``real``:
+    how many of ``which`` are real units' rows (the bar counts those)."""
+    devices = 1 if mesh is None else mesh.devices.size
+    parts = []
+    for lo in range(0, len(which), chunk):
+        part = which[lo:lo + chunk]
+        size = chunk if len(part) == chunk else min(chunk, devices * 2 ** int(np.ceil(np.log2(-(-len(part) // devices)))))
+        part = np.concatenate([part, np.repeat(part[-1:], size - len(part))])
+        take = {key: v[part] for key, v in rows.items()}
+        out = optimise(model.network, problem, take["keys"], take["directions"], radius, mesh, maxima=take["maxima"],
+                       on_segment=tick_for(max(0, min(size, real - lo))), starts=take["starts"], mixes=take["mixes"])
+        parts.append({key: v[:min(chunk, len(which) - lo)] for key, v in out.items()})
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
+
+
+def _placed(total: int, *pieces) -> dict[str, np.ndarray]:
+    """``[total]`` rows from (``rows``, ``values``) pieces; rows no piece ran hold a start that never
+    ran: not feasible, NaN diversity and distances, activations -inf (ranked last), 0 steps."""
+    first = next(v for _, v in pieces if v)
+    out = {}
+    for key, v in first.items():
+        fill = {"feasible": False, "steps": 0, "stop_reason": 0}.get(key, -np.inf if key == "activations" else np.nan)
+        if not np.issubdtype(v.dtype, np.floating) and key not in ("feasible", "steps", "stop_reason"):
+            fill = 0
+        out[key] = np.full((total, *v.shape[1:]), fill, v.dtype)
+    for rows, values in pieces:
+        if values:
+            for key, v in values.items():
+                out[key][rows] = v
+    return out
 
 
 def _ticker(bar: Progress | None, rows: int, image_steps: int, program: str):
@@ -468,9 +515,11 @@ def unit_work(lp: LayerPlan) -> int:
     """The most image-steps one unit of ``lp`` takes, the work :func:`run_units` reports to the
     progress bar: every call running all its segments (each ``segment`` steps of every row, stopped
     rows included), the maximum's restarts of one image, the diverse set and every floor's starts
-    of N images each."""
+    of N images each, twice where a second round may run (the most: a unit whose starts disagree)."""
     o = lp.diverse.optimizer
-    images = lp.restarts * lp.maximum.n + lp.diverse.n + sum(p.n for p in lp.floors) * len(lp.floor_starts)
+    k = len(lp.floor_starts)
+    starts = k * FLOOR_ROUNDS if k > 1 else k
+    images = lp.restarts * lp.maximum.n + lp.diverse.n + sum(p.n for p in lp.floors) * starts
     return -(-o.steps // o.segment) * o.segment * images
 
 

@@ -160,7 +160,9 @@ def test_floor_sets_show_the_phase_invariance_of_a_complex_cell_and_not_of_a_sim
         assert out["floor_feasible"].all()
         fractions = out["floor_activations"][:, 0] / out["max_activation"][:, None]
         assert fractions.min() >= ALPHA, fractions
-        assert out["floor_start_diversity"].shape == (1, 1, 3) and out["floor_start_feasible"].all()
+        # three starts that agree: no second round (its three columns hold starts that never ran)
+        assert out["floor_start_diversity"].shape == (1, 1, 6) and out["floor_start_feasible"][..., :3].all()
+        assert not out["floor_start_feasible"][..., 3:].any() and (out["floor_start_steps"][..., 3:] == 0).all()
         # the kept set is the winning start's
         np.testing.assert_allclose(out["floor_start_pixel_min"][0, 0, out["floor_start"][0, 0]],
                                    min_pair(out["floor_pixel_distances"][:, 0])[0], rtol=1e-5)
@@ -169,6 +171,27 @@ def test_floor_sets_show_the_phase_invariance_of_a_complex_cell_and_not_of_a_sim
     assert spread["complex"] >= 240, spread
     assert spread["simple"] < 45, spread
     assert min(agreed.values()) >= 0.95, agreed
+
+
+def test_a_unit_whose_starts_disagree_runs_every_start_again_from_fresh_draws(monkeypatch):
+    """The second round (``FLOOR_ROUNDS``): a unit whose starts disagree runs its K starts once more
+    from fresh random draws; the certificate holds all 2K, the first K exactly those of a sweep
+    without the second round, and the kept set is the widest feasible of all 2K."""
+    import sys
+    sweep_module = sys.modules["jaxvis.run.sweep"]
+    kw = dict(floors=(ALPHA,), radius=300.0, images=4, diversity="pixels", steps=150, restarts=1,
+              compile_cache=False)
+    monkeypatch.setattr(sweep_module, "FLOOR_ROUNDS", 1)
+    once = jaxvis.sweep(complex_cell_model(), "energy", "0", **kw)["energy"]
+    monkeypatch.setattr(sweep_module, "FLOOR_ROUNDS", 2)
+    monkeypatch.setattr(sweep_module, "threshold", lambda name: 1.01)  # no two starts agree enough
+    twice = jaxvis.sweep(complex_cell_model(), "energy", "0", **kw)["energy"]
+    d, feasible = twice["floor_start_diversity"][0, 0], twice["floor_start_feasible"][0, 0]
+    assert d.shape == (6,) and np.isfinite(d).all() and (twice["floor_start_steps"][0, 0] > 0).all()
+    np.testing.assert_allclose(d[:3], once["floor_start_diversity"][0, 0], rtol=1e-6)
+    assert not np.array_equal(d[3:], d[:3])  # fresh draws, not the first round again
+    won = int(twice["floor_start"][0, 0])
+    assert feasible[won] and d[won] >= np.max(np.where(feasible, d, -np.inf)) * (1 - TIE)
 
 
 def test_phase_spread_is_the_arc_the_images_cover_on_the_phase_circle():
