@@ -278,32 +278,35 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
            "max_restart": best["restart"], "max_restart_activations": best["restart_activations"]}
     mean = np.asarray(lp.diverse.mean_rgb, np.float32)
     starts, mixes = floor_start_images(lp.floor_starts, image - mean, diverse["images"] - mean)
-    k = len(lp.floor_starts)
-    sets = []
-    for problem in lp.floors:  # K starts per unit, run as K calls of a chunk's rows (the chunk's memory)
-        label = f"floor {problem.objective.floor:g}"
-        rows = dict(keys=restart_keys(keys(f"floor{problem.objective.floor:g}:{name}", problem.n), k * FLOOR_ROUNDS),
-                    directions=np.repeat(directions, k * FLOOR_ROUNDS, axis=0),
-                    maxima=np.repeat(ref, k * FLOOR_ROUNDS), starts=np.repeat(starts.reshape(chunk, 1, k, *starts.shape[1:]),
-                                                                              FLOOR_ROUNDS, axis=1).reshape(-1, *starts.shape[1:]),
-                    mixes=np.tile(mixes.reshape(chunk, 1, k), (1, FLOOR_ROUNDS, 1)).reshape(-1))
-        first = np.arange(chunk * k * FLOOR_ROUNDS).reshape(chunk, FLOOR_ROUNDS, k)[:, 0].reshape(-1)
-        done = _floor_rows(model, problem, rows, first, chunk, lp.radius, mesh,
-                           lambda real: tick_for(min(real, max(0, n * k)), problem.n, label), n * k)
-        if FLOOR_ROUNDS > 1 and k > 1:
-            unsettled = ~(agreement(done["diversity"].reshape(chunk, 1, k), done["feasible"].reshape(chunk, 1, k))[:, 0]
-                          >= threshold("floor_agreement"))
-            unsettled[n:] = False
-            again = np.arange(chunk * k * FLOOR_ROUNDS).reshape(chunk, FLOOR_ROUNDS, k)[unsettled, 1:].reshape(-1)
-            more = _floor_rows(model, problem, rows, again, chunk, lp.radius, mesh,
-                               lambda real: tick_for(real, problem.n, label), len(again))
-            done = _placed(chunk * k * FLOOR_ROUNDS, (first, done), (again, more))
-            sets.append(floor_set(done, k * FLOOR_ROUNDS, ref))
-        else:
-            sets.append(floor_set(done, k, ref))
+    sets = [_floor_starts(model, lp, problem, keys(f"floor{problem.objective.floor:g}:{name}", problem.n),
+                          directions, ref, starts, mixes, n, mesh, tick_for) for problem in lp.floors]
     if sets:  # [U, alphas, ...] in the order of lp.floors (highest first)
         out.update({f"floor_{key}": np.stack([s[key] for s in sets], axis=1) for key in sets[0]})
     return {k: v[:n] for k, v in out.items()}
+
+
+def _floor_starts(model: Model, lp: LayerPlan, problem: Problem, keys, directions, ref, starts, mixes, n: int,
+                  mesh, tick_for) -> dict[str, np.ndarray]:
+    """One floor's set for a chunk's units (``n`` real): its K starts per unit (K calls of a chunk's
+    rows, the chunk's memory), then, for the units whose starts disagree, the K starts again from
+    fresh draws (restart keys K..2K-1, :data:`FLOOR_ROUNDS`); :func:`floor_set` of all of them."""
+    k, chunk, rounds = len(lp.floor_starts), len(directions), FLOOR_ROUNDS if len(lp.floor_starts) > 1 else 1
+    label = f"floor {problem.objective.floor:g}"
+    per_unit = lambda v: np.repeat(v.reshape(chunk, 1, k, *v.shape[1:]), rounds, axis=1).reshape(-1, *v.shape[1:])
+    rows = dict(keys=restart_keys(keys, k * rounds), directions=np.repeat(directions, k * rounds, axis=0),
+                maxima=np.repeat(ref, k * rounds), starts=per_unit(starts), mixes=per_unit(mixes))
+    index = np.arange(chunk * k * rounds).reshape(chunk, rounds, k)
+    first = index[:, 0].reshape(-1)
+    done = _floor_rows(model, problem, rows, first, chunk, lp.radius, mesh,
+                       lambda real: tick_for(real, problem.n, label), n * k)
+    if rounds == 1:
+        return floor_set(done, k, ref)
+    agreed = agreement(done["diversity"].reshape(chunk, 1, k), done["feasible"].reshape(chunk, 1, k))[:, 0]
+    unsettled = ~(agreed >= threshold("floor_agreement")) & (np.arange(chunk) < n)
+    again = index[unsettled, 1:].reshape(-1)
+    more = _floor_rows(model, problem, rows, again, chunk, lp.radius, mesh,
+                       lambda real: tick_for(real, problem.n, label), len(again))
+    return floor_set(_placed(chunk * k * rounds, (first, done), (again, more)), k * rounds, ref)
 
 
 def _floor_rows(model: Model, problem: Problem, rows: dict, which: np.ndarray, chunk: int, radius, mesh,
