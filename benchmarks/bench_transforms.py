@@ -40,14 +40,15 @@ def main(argv=None) -> None:
     from jaxvis.optimize.keys import unit_key
     from jaxvis.optimize.loop import optimise
     from jaxvis.param.transform import Transforms
-    from jaxvis.run.sweep import plan
+    from jaxvis.run.sweep import configure, plan
 
     model = jaxvis.load("vgg19")
     optimizer = Optimizer(steps=args.steps, patience=10 * args.steps)  # no early stops: equal work
     problems = {}
     for name, change in VARIANTS.items():
         change = {k: Transforms(**v) if k == "transforms" else v for k, v in change.items()}
-        lp = plan(model, args.layer, range(args.units), Objective(**change), optimizer)[0]
+        lp = plan(model, configure(model, args.layer, range(args.units), objective=Objective(**change),
+                                  optimizer=optimizer))[0]
         problems[name] = (lp.diverse, lp.radius)
     keys = jax.numpy.stack([unit_key(0, args.layer, u, 6) for u in range(args.units)])
     directions = np.eye(model.network.layer(args.layer).channels, dtype=np.float32)[:args.units]

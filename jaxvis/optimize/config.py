@@ -96,7 +96,7 @@ class Objective:
             raise unknown_response(self.response)
         if self.canvas is not None and (isinstance(self.canvas, bool) or not isinstance(self.canvas, int)
                                         or self.canvas < 1):
-            raise JaxvisError(f"--canvas must be a positive number of pixels (or unset: the layer's own), "
+            raise JaxvisError(f"Objective.canvas must be a positive number of pixels (or unset: the layer's own), "
                               f"not {self.canvas!r}")
         if self.transforms is not None and not isinstance(self.transforms, Transforms):
             raise JaxvisError(f"transforms must be a Transforms or None, not {type(self.transforms).__name__}")
@@ -109,19 +109,19 @@ class Objective:
         if self.prior not in PRIOR_TABLE:
             raise unknown("prior", self.prior, PRIOR_TABLE)
         if self.images < 1:
-            raise JaxvisError(f"--images must be at least 1, not {self.images}")
+            raise JaxvisError(f"Objective.images must be at least 1, not {self.images}")
         if self.floor is not None:
             if not 0 < self.floor < 1:
-                raise JaxvisError(f"--floor must lie strictly between 0 and 1 (a fraction of the unit's "
+                raise JaxvisError(f"Objective.floor must lie strictly between 0 and 1 (a fraction of the unit's "
                                   f"maximum), not {self.floor}")
             if self.images < 2 or self.diversity == "none":
                 raise JaxvisError(f"a floor needs a diversity term and at least 2 images, not "
-                                  f"--images {self.images} --diversity {self.diversity}")
-        _finite("lam", self.lam, minimum=0.0)
-        _finite("beta", self.beta, minimum=0.0)
+                                  f"Objective.images {self.images}, Objective.diversity {self.diversity}")
+        _finite("Objective.lam", self.lam, minimum=0.0)
+        _finite("Objective.beta", self.beta, minimum=0.0)
         if self.diversity != "none" and self.images < 2:
             raise JaxvisError(f"diversity {self.diversity!r} needs at least 2 images, not {self.images} "
-                              "(use --diversity none for a single maximum)")
+                              "(use Objective.diversity none for a single maximum)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,14 +143,14 @@ class Optimizer:
 
     def __post_init__(self):
         if self.steps < 1:
-            raise JaxvisError(f"steps must be positive, not {self.steps}")
+            raise JaxvisError(f"Optimizer.steps must be positive, not {self.steps}")
         if self.segment < 1:
-            raise JaxvisError(f"segment must be positive, not {self.segment}")
+            raise JaxvisError(f"Optimizer.segment must be positive, not {self.segment}")
         if self.patience < 0:
-            raise JaxvisError(f"patience must be 0 or more steps, not {self.patience}")
-        _finite("learning_rate", self.learning_rate, minimum=0.0, strict=True)
+            raise JaxvisError(f"Optimizer.patience must be 0 or more steps, not {self.patience}")
+        _finite("Optimizer.learning_rate", self.learning_rate, minimum=0.0, strict=True)
         if not 0 <= self.ema < 1:
-            raise JaxvisError(f"ema must lie in [0, 1) (the loss average's decay per step), not {self.ema}")
+            raise JaxvisError(f"Optimizer.ema must lie in [0, 1) (the loss average's decay per step), not {self.ema}")
         if self.precision not in PRECISIONS:
             raise unknown("precision", self.precision, PRECISIONS)
 

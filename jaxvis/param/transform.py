@@ -42,17 +42,17 @@ class Transforms:
     def __post_init__(self):
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))  # from JSON lists
         if not isinstance(self.jitter, int) or self.jitter < 0:
-            raise JaxvisError(f"--jitter must be a whole number of pixels >= 0, not {self.jitter!r}")
+            raise JaxvisError(f"Transforms.jitter must be a whole number of pixels >= 0, not {self.jitter!r}")
         if not isinstance(self.pad, int) or self.pad < 0:
-            raise JaxvisError(f"--pad must be a whole number of pixels >= 0, not {self.pad!r}")
+            raise JaxvisError(f"Transforms.pad must be a whole number of pixels >= 0, not {self.pad!r}")
         if not self.scales or any(not (0 < s <= 10) or not math.isfinite(s) for s in self.scales):
-            raise JaxvisError(f"--scales must be one or more factors in (0, 10], e.g. 1,0.95,1.05; "
+            raise JaxvisError(f"Transforms.scales must be one or more factors in (0, 10], e.g. 1,0.95,1.05; "
                               f"not {','.join(map(str, self.scales)) or 'none'}")
         if not isinstance(self.rotate, (int, float)) or not 0 <= self.rotate <= 180:
-            raise JaxvisError(f"--rotate must be a largest angle in degrees between 0 and 180, not {self.rotate!r}")
+            raise JaxvisError(f"Transforms.rotate must be a largest angle in degrees between 0 and 180, not {self.rotate!r}")
         object.__setattr__(self, "rotate", float(self.rotate))  # 5 and 5.0: one config, one program
         if self.pad and self.still:
-            raise JaxvisError(f"--pad {self.pad} needs --jitter, --scales or --rotate: it mirrors the "
+            raise JaxvisError(f"Transforms.pad {self.pad} needs Transforms.jitter, Transforms.scales or Transforms.rotate: it mirrors the "
                               "image into what they move into the canvas")
 
     @property

@@ -142,42 +142,85 @@ class LayerPlan:
                 "floor_starts": list(self.floor_starts) if self.floors else None, **colour}
 
 
-def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer,
-         photos: list[Path] | None = None, radius: float | None = None,
-         directions: np.ndarray | None = None, floors: Sequence[float] = (),
-         restarts: int = RESTARTS, floor_starts: str | Sequence[str] = FLOOR_START,
-         floor_diversity: str | None = FLOOR_DIVERSITY) -> list[LayerPlan]:
-    """Resolve layers, units, feature spaces and contrast budgets; nothing is computed yet.
-    ``floors``: activation floors alpha (each a diverse set of the same N and diversity term whose
-    images all keep alpha x the unit's maximum, :mod:`jaxvis.optimize.step`; docs/floor.md), each
-    run from every start of ``floor_starts`` (:data:`~jaxvis.optimize.step.FLOOR_STARTS`), the
-    widest feasible set kept, maximising the term ``floor_diversity`` (None: the objective's own).
-    ``radius`` overrides the natural-image budget (e.g. for a model without a natural mean).
-    ``directions`` ``[U, C]``: optimise directions in the (single) layer's channel space instead
-    of channels; they are normalised to unit length and unit u is direction u."""
-    mean = model.convention.mean_rgb255
-    plans = []
+def configure(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "conv3_1",
+              units: str | Iterable[int] = "all", *, objective: Objective | None = None,
+              optimizer: Optimizer | None = None, seed: int = 0, directions: np.ndarray | None = None,
+              floors: Sequence[float] | str = (), restarts: int = RESTARTS,
+              floor_starts: str | Sequence[str] = FLOOR_START, floor_diversity: str | None = FLOOR_DIVERSITY,
+              **settings) -> SweepConfig:
+    """The :class:`SweepConfig` of a sweep of ``layers`` and ``units`` of ``model`` (weights name or
+    :class:`Model`), from keywords: the one path from keywords to a config (``sweep(model, layers,
+    units, **keywords)`` takes it too). Layers and units are resolved against the network here.
+
+    ``directions`` ``[U, C]`` optimises directions in channel space (one layer) instead of
+    channels; they are normalised to unit length and unit u is direction u. ``floors`` (e.g.
+    ``(0.95, 0.9)``) adds per unit and alpha an activation-floor set (``floor_*`` keys,
+    ``[U, alphas, ...]``, highest alpha first: a diverse set of the same N whose images all keep
+    alpha x the unit's maximum; docs/floor.md); ``restarts``: single-image runs per unit whose best
+    is the maximum (``jaxvis.optimize.maximum``); ``floor_starts``: the starts each floor set is run
+    from, the widest feasible kept (:data:`jaxvis.optimize.step.FLOOR_STARTS`; default maximum,
+    phase and diverse). Each start's result is kept as a certificate (``floor_start_diversity``
+    etc.): where the starts agree, the optimum was found. ``floor_diversity``: the diversity term
+    the floor sets maximise, ``pixels`` by default (the read-out compares their pixel distance
+    with the analytic bound of docs/floor.md); None: the objective's own.
+    ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields and those of the
+    objective's :class:`~jaxvis.param.transform.Transforms`, e.g. ``images=6, diversity="pixels",
+    lam=0.01, steps=1000, learning_rate=1.0, param="fourier", jitter=2, rotate=5.0``."""
+    weights, model = _loaded(model)
+    objective, optimizer = _settings(objective, optimizer, settings)
     infos = target_layers(model, layers)
     if directions is not None:
-        directions = np.atleast_2d(np.asarray(directions, np.float32))
-        if len(infos) != 1 or directions.shape[1] != infos[0].channels:
-            raise JaxvisError(f"directions must be [units, C] for one layer; got {directions.shape} "
-                              f"for {', '.join(i.name + f' ({i.channels} channels)' for i in infos)}")
-        norms = np.linalg.norm(directions, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise JaxvisError("a direction of length 0 cannot be optimised")
-        directions = directions / norms
+        directions = _normalised(directions, infos)
         units = range(len(directions))
-    if restarts < 1:
-        raise JaxvisError(f"--restarts must be at least 1, not {restarts}")
-    floor_starts = parse_floor_starts(floor_starts)
-    floor_objectives = tuple(dataclasses.replace(objective, diversity=floor_diversity or objective.diversity,
-                                                 floor=float(a)) for a in parse_floors(floors))
+    floor_starts, floors = parse_floor_starts(floor_starts), parse_floors(floors)
+    count = {i.name: i.channels if directions is None else len(directions) for i in infos}
+    return SweepConfig(
+        weights=weights, model=model.meta.get("model"),
+        weights_meta={k: v for k, v in model.meta.items() if k != "created"},
+        layers=tuple(count), units={name: tuple(parse_units(units, c, name)) for name, c in count.items()},
+        objective=objective, optimizer=optimizer,
+        directions=None if directions is None else tuple(map(tuple, directions.tolist())),
+        seed=seed, floors=floors, restarts=restarts, floor_starts=floor_starts,
+        floor_diversity=(floor_diversity or objective.diversity) if floors else None,
+        versions={"jaxvis": version(), "jax": jax.__version__},
+        prior_sha256=learned_prior.checksum(objective.prior))
+
+
+def _loaded(model: Model | str) -> tuple[str, Model]:
+    """(the weights name a config records, the model): a name is loaded."""
+    if isinstance(model, str):
+        return model, load(model)
+    return model.meta.get("name", "custom"), model
+
+
+def _normalised(directions, infos: list[LayerInfo]) -> np.ndarray:
+    """``directions`` ``[U, C]`` of the (single) layer of ``infos``, each of unit length."""
+    directions = np.atleast_2d(np.asarray(directions, np.float32))
+    if len(infos) != 1 or directions.shape[1] != infos[0].channels:
+        raise JaxvisError(f"directions must be [units, C] for one layer; got {directions.shape} "
+                          f"for {', '.join(i.name + f' ({i.channels} channels)' for i in infos)}")
+    norms = np.linalg.norm(directions, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise JaxvisError("a direction of length 0 cannot be optimised")
+    return directions / norms
+
+
+def plan(model: Model, config: SweepConfig, photos: list[Path] | None = None,
+         radius: float | None = None) -> list[LayerPlan]:
+    """Resolve feature spaces, canvases and contrast budgets of ``config``'s layers; nothing is
+    computed yet. Each floor of ``config.floors`` is a problem of its own, maximising
+    ``config.floor_diversity``. ``radius`` overrides the natural-image budget (e.g. for a model
+    without a natural mean)."""
+    mean, objective, optimizer = model.convention.mean_rgb255, config.objective, config.optimizer
+    directions = None if config.directions is None else np.asarray(config.directions, np.float32)
+    floor_objectives = tuple(dataclasses.replace(objective, diversity=config.floor_diversity or objective.diversity,
+                                                 floor=float(a)) for a in config.floors)
     colour = None if objective.param == "pixel" else colour_basis(photos or default_photos(),
                                                                   weights_root() / "colour.json")
-    for info in infos:
-        model.network.check(info.name)  # specs() against the real shapes, once (own networks)
-        info = on_canvas(model, info, objective)
+    plans = []
+    for name in config.layers:
+        model.network.check(name)  # specs() against the real shapes, once (own networks)
+        info = on_canvas(model, model.network.layer(name), objective)
         feature = feature_layer(model, info, objective)
         r = radius or budget_radius(info.canvas, mean, photos or default_photos(),
                                     weights_root() / "budgets.json")
@@ -191,9 +234,8 @@ def plan(model: Model, layers, units, objective: Objective, optimizer: Optimizer
         floor_feature = (feature_layer(model, info, floor_objectives[0]) if floor_objectives else None) or feature
         floor_problems = tuple(Problem(feature_layer=floor_feature, objective=o, optimizer=optimizer, **common)
                                for o in floor_objectives)
-        count = info.channels if directions is None else len(directions)
-        plans.append(LayerPlan(info, parse_units(units, count, info.name), r, diverse, maximum, directions,
-                               floor_problems, restarts, floor_starts))
+        plans.append(LayerPlan(info, list(config.units[name]), r, diverse, maximum, directions,
+                               floor_problems, config.restarts, config.floor_starts or FLOOR_START))
     return plans
 
 
@@ -204,7 +246,7 @@ def on_canvas(model: Model, info: LayerInfo, objective: Objective) -> LayerInfo:
     if size is None or size == info.canvas:
         return info
     if size < info.canvas:
-        raise JaxvisError(f"--canvas {size} is smaller than {info.name}'s canvas {info.canvas} (its receptive "
+        raise JaxvisError(f"Objective.canvas {size} is smaller than {info.name}'s canvas {info.canvas} (its receptive "
                           f"field, centred); use {info.canvas} or more")
     specs = model.network.specs()
     out, centred = at_canvas(specs, info.name, size)
@@ -213,7 +255,7 @@ def on_canvas(model: Model, info: LayerInfo, objective: Objective) -> LayerInfo:
                 if at_canvas(specs, info.name, c)[1]]
         raise JaxvisError(f"no unit of {info.name} is centred on a {size} px canvas, which response "
                           f"{objective.response!r} needs; centred canvases near it: {', '.join(map(str, near))} "
-                          "(or --response channel)")
+                          "(or Objective.response channel)")
     return dataclasses.replace(info, canvas=size, out=out)
 
 
@@ -223,7 +265,7 @@ def parse_floors(floors) -> tuple[float, ...]:
         try:
             floors = [float(f) for f in floors.split(",") if f.strip()]
         except ValueError:
-            raise JaxvisError(f"bad --floor {floors!r}: use fractions like 0.9 or 0.95,0.9,0.8") from None
+            raise JaxvisError(f"bad SweepConfig.floors {floors!r}: use fractions like 0.9 or 0.95,0.9,0.8") from None
     elif isinstance(floors, (int, float)):
         floors = [floors]
     return tuple(sorted({float(f) for f in floors}, reverse=True))
@@ -235,7 +277,7 @@ def parse_floor_starts(starts) -> tuple[str, ...]:
     names = [s.strip() for s in starts.split(",")] if isinstance(starts, str) else list(starts)
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
-        raise JaxvisError(f"--floor-starts needs at least one of {', '.join(FLOOR_STARTS)}")
+        raise JaxvisError(f"SweepConfig.floor_starts needs at least one of {', '.join(FLOOR_STARTS)}")
     for name in names:
         if name not in FLOOR_STARTS:
             raise unknown("floor start", name, FLOOR_STARTS)
@@ -407,35 +449,21 @@ def floor_set(rows: dict[str, np.ndarray], k: int, maxima: np.ndarray) -> dict[s
             "start_steps": per["steps"].astype(np.int32)}
 
 
-def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "conv3_1",
-          units: str | Iterable[int] = "all", *, objective: Objective | None = None,
-          optimizer: Optimizer | None = None, seed: int = 0, out: str | Path | None = None,
+def sweep(model: Model | str = DEFAULT_WEIGHTS, config: SweepConfig | str | Sequence[str] = "conv3_1",
+          units: str | Iterable[int] = "all", *, out: str | Path | None = None, mesh: Mesh | None = None,
           overwrite: bool = False, chunk: int | None = None, progress: bool | Progress | Callable = False,
           photos: list[Path] | None = None, radius: float | None = None,
-          directions: np.ndarray | None = None, mesh: Mesh | None = None,
           processes: Processes | None = None, compile_cache: bool | Path = True,
-          floors: Sequence[float] | str = (), restarts: int = RESTARTS,
-          floor_starts: str | Sequence[str] = FLOOR_START, floor_diversity: str | None = FLOOR_DIVERSITY,
-          **settings) -> dict[str, dict[str, np.ndarray]]:
-    """Sweep ``layers`` of ``model`` (weights name or :class:`Model`); returns per layer a dict of
-    arrays over the selected units (see :func:`jaxvis.optimize.loop.optimise` for the keys, plus
+          **keywords) -> dict[str, dict[str, np.ndarray]]:
+    """Sweep ``model`` (weights name or :class:`Model`) as ``config`` says; returns per layer a dict
+    of arrays over the selected units (see :func:`jaxvis.optimize.loop.optimize` for the keys, plus
     ``unit``, ``max_image``, ``max_activation``, ``max_steps``, ``max_stop_reason``).
 
-    ``directions`` ``[U, C]`` optimises directions in channel space (one layer) instead of channels.
-    ``floors`` (e.g. ``(0.95, 0.9)``) adds per unit and alpha an activation-floor set (``floor_*``
-    keys, ``[U, alphas, ...]``, highest alpha first); ``restarts``: single-image runs per unit whose
-    best is the maximum (``jaxvis.optimize.maximum``); ``floor_starts``: the starts each floor set
-    is run from, the widest feasible kept (:data:`jaxvis.optimize.step.FLOOR_STARTS`; default
-    maximum, phase and diverse; docs/floor.md). Each start's result is kept as a certificate
-    (``floor_start_diversity`` etc.): where the starts agree, the optimum was found.
-    ``floor_diversity``: the diversity term the floor sets maximise, ``pixels`` by default (the
-    read-out compares their pixel distance with the analytic bound of docs/floor.md); None: the
-    objective's own (the lambda set's, ``diversity``).
+    ``config``: a :class:`SweepConfig` (from :func:`configure`, or a results file's), or the layers
+    to sweep, with ``units`` and ``keywords`` passed on to :func:`configure`, e.g.
+    ``sweep("vgg19-normalized", "conv2_1", "0-7", floors=0.9, steps=1000)``.
     ``photos`` (natural images for the contrast budget; default the bundled CC0 photos) or
     ``radius`` (the budget itself, in grey levels of L2 norm) set the norm sphere.
-    ``settings`` are shortcuts for :class:`Objective` / :class:`Optimizer` fields and those of the
-    objective's :class:`~jaxvis.param.transform.Transforms`, e.g. ``images=6, diversity="pixels",
-    lam=0.01, steps=1000, learning_rate=1.0, param="fourier", jitter=2, rotate=5.0``.
 
     ``mesh``: the devices each chunk is spread over (default all of this process's devices);
     ``chunk`` is rounded up to a multiple of their count. ``processes``: this process's place in
@@ -448,35 +476,20 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
     the measured rate), a callable is called with every :class:`~jaxvis.io.progress.Status`, or
     pass a :class:`~jaxvis.io.progress.Progress`.
     """
-    objective, optimizer = _settings(objective, optimizer, settings)
+    weights, model = _loaded(model)
+    if not isinstance(config, SweepConfig):
+        config = configure(model, config, units, **keywords)
+        config = dataclasses.replace(config, weights=weights)
+    elif keywords or units != "all":
+        raise JaxvisError(f"sweep(model, config) takes its settings from the config, not from units= or "
+                          f"{', '.join(sorted(keywords)) or 'keywords'}; change the config instead")
     if compile_cache:
         compilation_cache(cache_folder() if compile_cache is True else Path(compile_cache))
     if mesh is None:
         mesh = parallel.unit_mesh()
         _warn_single_cpu(mesh)
-    processes = parallel.current() if processes is None else processes
-    if processes.count > 1 and out is None:
-        raise JaxvisError("a multi-process sweep needs out= (the --out file whose parts folder "
-                          "all processes share)")
-    if processes.count > 1 and overwrite:
-        raise JaxvisError("--overwrite cannot be used with several processes (each would delete "
-                          "the others' parts); remove the old results first or use another --out")
-    weights_name = model if isinstance(model, str) else model.meta.get("name", "custom")
-    model = load(model) if isinstance(model, str) else model
-    plans = plan(model, layers, units, objective, optimizer, photos, radius, directions, floors, restarts,
-                 floor_starts, floor_diversity)
-    bar = Progress.of(progress)
-    config = SweepConfig(
-        weights=weights_name, model=model.meta.get("model"),
-        weights_meta={k: v for k, v in model.meta.items() if k != "created"},
-        layers=tuple(p.info.name for p in plans), units={p.info.name: tuple(p.units) for p in plans},
-        objective=objective, optimizer=optimizer,
-        directions=None if directions is None else tuple(map(tuple, plans[0].directions.tolist())),
-        seed=seed, floors=parse_floors(floors), restarts=restarts,
-        floor_starts=plans[0].floor_starts,
-        floor_diversity=plans[0].floors[0].objective.diversity if plans[0].floors else None,
-        versions={"jaxvis": version(), "jax": jax.__version__},
-        prior_sha256=learned_prior.checksum(objective.prior))
+    processes = _processes(processes, out, overwrite)
+    plans = plan(model, config, photos, radius)
     writer = None
     if out is not None:
         writer = ResultWriter(Path(out), config.to_json(), overwrite=overwrite, upgrade=SweepConfig.upgrade)
@@ -485,6 +498,33 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
         if processes.index == 0:
             for lp in plans:
                 writer.write_layer_meta(lp.info.name, lp.meta())
+    computed = _compute(model, plans, config.seed, writer, processes, mesh, chunk, Progress.of(progress))
+    if writer:
+        # everyone's parts are on disk once all processes passed this point
+        parallel.barrier(f"jaxvis-sweep-done-{_sweep_id(config.to_json())}")
+        if processes.index != 0:
+            return {}
+        path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
+    return {lp.info.name: _selected(lp, computed[lp.info.name], path if writer else None)
+            for lp in plans}
+
+
+def _processes(processes: Processes | None, out, overwrite: bool) -> Processes:
+    """This process's place (default what ``jax.distributed`` says), once the options suit it."""
+    processes = parallel.current() if processes is None else processes
+    if processes.count > 1 and out is None:
+        raise JaxvisError("a multi-process sweep needs out= (the --out file whose parts folder "
+                          "all processes share)")
+    if processes.count > 1 and overwrite:
+        raise JaxvisError("--overwrite cannot be used with several processes (each would delete "
+                          "the others' parts); remove the old results first or use another --out")
+    return processes
+
+
+def _compute(model: Model, plans: list[LayerPlan], seed: int, writer: ResultWriter | None,
+             processes: Processes, mesh: Mesh, chunk: int | None, bar: Progress) -> dict[str, list[dict]]:
+    """Per layer the chunks this process computed (its share of the units the file lacks), each
+    written as soon as it is done while the device goes on with the next."""
     computed: dict[str, list[dict]] = {lp.info.name: [] for lp in plans}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as io:  # host writes overlap compute
         pending: list[concurrent.futures.Future] = []
@@ -504,14 +544,7 @@ def sweep(model: Model | str = DEFAULT_WEIGHTS, layers: str | Sequence[str] = "c
                 bar.advance(len(part["unit"]), 0)  # its unit-steps were counted segment by segment
         concurrent.futures.wait(pending)
         _raise_failed(pending)
-    if writer:
-        # everyone's parts are on disk once all processes passed this point
-        parallel.barrier(f"jaxvis-sweep-done-{_sweep_id(config.to_json())}")
-        if processes.index != 0:
-            return {}
-        path = writer.finalize({lp.info.name: lp.meta() for lp in plans})
-    return {lp.info.name: _selected(lp, computed[lp.info.name], path if writer else None)
-            for lp in plans}
+    return computed
 
 
 def unit_work(lp: LayerPlan) -> int:

@@ -133,6 +133,8 @@ class SweepConfig:
         missing = [name for name in self.layers if name not in self.units]
         if missing:
             raise JaxvisError(f"sweep config selects no units for layer(s) {', '.join(missing)}")
+        if self.restarts < 1:
+            raise JaxvisError(f"SweepConfig.restarts must be at least 1, not {self.restarts}")
         if not self.floors:  # how sets that do not exist are made is no part of the method
             object.__setattr__(self, "floor_starts", None)
             object.__setattr__(self, "floor_method", None)

@@ -314,12 +314,12 @@ def test_reference_is_the_best_known_response_and_says_when_a_diverse_image_won(
 
 def test_bad_floors_are_refused_in_one_line(vgg19):
     for bad in (0.0, 1.0, -0.1, 1.5, float("nan")):
-        with pytest.raises(JaxvisError, match="--floor must lie strictly between 0 and 1") as e:
+        with pytest.raises(JaxvisError, match="Objective.floor must lie strictly between 0 and 1") as e:
             Objective(floor=bad)
         assert "\n" not in str(e.value)
-    with pytest.raises(JaxvisError, match="a floor needs a diversity term and at least 2 images, not --images 1"):
+    with pytest.raises(JaxvisError, match="a floor needs a diversity term and at least 2 images, not Objective.images 1"):
         Objective(images=1, floor=0.9)
-    with pytest.raises(JaxvisError, match="a floor needs a diversity term .* --diversity none"):
+    with pytest.raises(JaxvisError, match="a floor needs a diversity term .* Objective.diversity none"):
         Objective(images=4, diversity="none", floor=0.9)
     p = problem(vgg19, "conv1_1", Objective(images=2, diversity="pixels", floor=0.9), steps=1)
     keys = jnp.stack([unit_key(0, "conv1_1", 0, 2)])

@@ -19,7 +19,7 @@ from jaxvis.objectives import response as responses
 from jaxvis.objectives.response import register_response
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.data.budget import radius as budget_radius
-from jaxvis.run.sweep import plan, sweep
+from jaxvis.run.sweep import configure, plan, sweep
 from jaxvis.weights import default_photos
 
 CANVAS = 8  # conv1_1 (rf 3) on 8 px: a 6 x 6 output
@@ -67,14 +67,14 @@ def test_a_response_linear_in_the_output_reaches_its_analytic_optimum(vgg19, wei
 
 def test_the_canvas_and_its_budget_are_the_objectives(vgg19, weights_env):
     objective = Objective(images=2, response="channel", canvas=CANVAS)
-    lp = plan(vgg19, "conv1_1", [0], objective, Optimizer())[0]
+    lp = plan(vgg19, configure(vgg19, "conv1_1", [0], objective=objective))[0]
     mean = vgg19.convention.mean_rgb255
     assert (lp.info.canvas, lp.info.out, lp.diverse.canvas, lp.maximum.canvas) == (CANVAS, 6, CANVAS, CANVAS)
     assert lp.radius == budget_radius(CANVAS, mean, default_photos(), None)
     assert lp.radius > 2 * budget_radius(3, mean, default_photos(), None)  # the norm grows with the canvas
     assert lp.meta()["canvas"] == CANVAS and lp.maximum.objective.response == "channel"
     # the default objective is the layer's own canvas, exactly as before
-    assert plan(vgg19, "conv1_1", [0], Objective(), Optimizer())[0].info == vgg19.network.layer("conv1_1")
+    assert plan(vgg19, configure(vgg19, "conv1_1", [0]))[0].info == vgg19.network.layer("conv1_1")
 
 
 def test_centred_canvases_follow_the_catalogue():
@@ -91,12 +91,12 @@ def test_wrong_objectives_are_one_line(vgg19, weights_env):
     with pytest.raises(JaxvisError, match="unknown response 'top_right'; valid: centre, channel .*"
                                           "register_response\\('top_right'"):
         Objective(response="top_right")
-    with pytest.raises(JaxvisError, match="--canvas must be a positive"):
+    with pytest.raises(JaxvisError, match="Objective.canvas must be a positive"):
         Objective(canvas=0)
-    with pytest.raises(JaxvisError, match="--canvas 8 is smaller than conv2_1's canvas 10"):
-        plan(vgg19, "conv2_1", [0], Objective(canvas=8), Optimizer())
-    with pytest.raises(JaxvisError, match="no unit of conv2_1 is centred on a 12 px canvas.*: 10, 14 \\(or --response channel\\)"):
-        plan(vgg19, "conv2_1", [0], Objective(canvas=12), Optimizer())
+    with pytest.raises(JaxvisError, match="Objective.canvas 8 is smaller than conv2_1's canvas 10"):
+        plan(vgg19, configure(vgg19, "conv2_1", [0], canvas=8))
+    with pytest.raises(JaxvisError, match="no unit of conv2_1 is centred on a 12 px canvas.*: 10, 14 \\(or Objective.response channel\\)"):
+        plan(vgg19, configure(vgg19, "conv2_1", [0], canvas=12))
     register_response("flat", lambda pre, d: pre @ d, "not one number per image")
     try:
         with pytest.raises(JaxvisError, match="response 'flat' returned shape \\(1, 1, 1\\) for 1 images"):

@@ -80,7 +80,7 @@ def main(out: str) -> None:
     import jaxvis
     from jaxvis.optimize import loop, parallel
     from jaxvis.optimize.keys import unit_key
-    from jaxvis.run.sweep import _settings, chunk_size, plan, sweep
+    from jaxvis.run.sweep import chunk_size, configure, plan, sweep
 
     assert len(jax.devices()) == max(MESHES), jax.devices()
     model = jaxvis.load("vgg19")
@@ -94,7 +94,7 @@ def main(out: str) -> None:
                       f"{n}/chunk": chunk_size(chunk or 1, 6, n)})
     size = chunk_size(1, 6, max(MESHES))
     method = {k: v for k, v in SETTINGS.items() if k != "restarts"}  # a sweep setting, not the method's
-    lp = plan(model, "conv2_1", UNITS, *_settings(None, None, dict(segment=20, **method)))[0]
+    lp = plan(model, configure(model, "conv2_1", UNITS, segment=20, **method))[0]
     keys = jax.numpy.stack([unit_key(0, "conv2_1", u, 3) for u in range(size)])
     graphdef, params, keys, directions, radius = loop.place(model.network, keys, np.eye(128)[:size],
                                                             lp.radius, mesh)
