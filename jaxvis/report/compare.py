@@ -32,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvis.analysis import readout as R
+from jaxvis.analysis import readout as rules
 from jaxvis.analysis.metrics import order
 from jaxvis.report.summary import (layer_meta, layer_order, layer_profile,
                                      layer_scalars, model_name, quartiles)
 from jaxvis.errors import JaxvisError
 from jaxvis.io.atomic import write_all
 from jaxvis.report.html import esc, fmt, html_page
+from jaxvis.store.config import differing_leaves
 from jaxvis.store.results import METRICS, analysis_config, json_attr, open_results
 from jaxvis.report.svg import BLUE, ORANGE, svg_histogram
 
@@ -59,7 +60,7 @@ class LayerStats:
     feature_space: str = "unknown"          # where feature_* distances are measured
     analysis: dict | None = None            # settings of the analysis that wrote its metrics
     radius: float | None = None             # the images' norm budget (grey levels)
-    profile: R.Profile | None = None        # the read-out (jaxvis.analysis.readout)
+    profile: rules.Profile | None = None        # the read-out (jaxvis.analysis.readout)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Comparison:
         shares)."""
         la, lb = pair
         names = set(la.scalars) | (set(lb.scalars) if lb is not None else set())
-        return order(names - set(R.CLASS_METRICS.values()))
+        return order(names - set(rules.CLASS_METRICS.values()))
 
     def differences(self, pair) -> list[str]:
         """What makes the pair's numbers measure different things (see the module docstring),
@@ -110,13 +111,10 @@ class Comparison:
 
 
 def differences(a, b, path: str = "") -> list[str]:
-    """Every differing leaf of two JSON values, as ``key A-value (A) vs B-value (B)``."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(set(a) | set(b), key=str)
-                for d in differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))]
-    if a == b:
-        return []
-    return [f"{path or 'value'} {_short(a)} (A) vs {_short(b)} (B)"]
+    """Every differing leaf of two JSON values, as ``key A-value (A) vs B-value (B)`` (a key one
+    side lacks reads as None there)."""
+    return [f"{key or 'value'} {_short(x)} (A) vs {_short(y)} (B)"
+            for key, x, y in differing_leaves(a, b, path, strict=False, missing=None)]
 
 
 def _short(value) -> str:
@@ -217,7 +215,7 @@ def format_table(comparison: Comparison) -> str:
     lines = [f"A: {c.a.path} ({c.a.model})", f"B: {c.b.path} ({c.b.model})"]
     lines += [f"differs: {d}" for d in c.differs]
     lines += [f"note: {n}" for n in c.notes]
-    columns = R.profile_columns(R.PROFILE_ALPHA)
+    columns = rules.profile_columns(rules.PROFILE_ALPHA)
     for la, lb in c.pairs:
         lines.append("")
         if lb is None:
@@ -245,7 +243,7 @@ def _cell(cell, layer: LayerStats) -> str:
 
 def _profiles_html(c: Comparison) -> list[str]:
     """The two networks' profiles side by side: per layer pair a row for A and one for B."""
-    columns = R.profile_columns(R.PROFILE_ALPHA)
+    columns = rules.profile_columns(rules.PROFILE_ALPHA)
     out = ['<h2 id="profiles">Profiles, layers paired by receptive field</h2>',
            '<p class="note">The read-out of each layer (shares of all units; &ndash;: no unit has a '
            "class on that axis), thresholds in <code>jaxvis.analysis.readout.THRESHOLDS</code>.</p>",

@@ -8,17 +8,16 @@ file stores (``/`` attribute ``config``; the layout of format version 1), ``from
 back, refusing what it does not know. The CLI's sweep options, their defaults and choices come from
 the fields of :class:`Objective` and :class:`Optimizer` (``jaxvis.cli``).
 
-Two configs describe *the same sweep* (resume) when everything but the selection is equal;
-:meth:`SweepConfig.difference` names the first differing key, :meth:`SweepConfig.method_difference`
-ignores ``layers`` and ``units`` (a finished file can be extended with new layers or units of the
-same method).
+Two configs describe *the same sweep* (resume) when their JSON is equal; :func:`first_difference`
+names the first differing key, and :func:`method_of` leaves out ``layers`` and ``units`` (a
+finished file can be extended with new layers or units of the same method).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -61,22 +60,28 @@ def short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+MISSING = object()  # a key one side of a comparison lacks
+
+
+def differing_leaves(there, now, path: str = "", *, strict: bool = True,
+                     missing=MISSING) -> Iterator[tuple[str, Any, Any]]:
+    """Every differing leaf of two JSON values in key order, as (dotted key, there, now); a key
+    one side lacks is ``missing`` there. ``strict``: equal values of different types (1, 1.0) differ."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        for key in sorted(set(there) | set(now), key=str):
+            yield from differing_leaves(there.get(key, missing), now.get(key, missing),
+                                        f"{path}.{key}" if path else str(key), strict=strict, missing=missing)
+    elif there != now or (strict and type(there) is not type(now)):
+        yield path, there, now
+
+
 def first_difference(there, now, path: str = "") -> str | None:
     """``"key: <there> there, <now> now"`` for the first differing (nested) key, or None."""
-    if isinstance(there, dict) and isinstance(now, dict):
-        for key in sorted(set(there) | set(now)):
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in there:
-                return f"{sub}: not set there, {short(now[key])} now"
-            if key not in now:
-                return f"{sub}: {short(there[key])} there, not set now"
-            found = first_difference(there[key], now[key], sub)
-            if found:
-                return found
-        return None
-    if there == now and type(there) is type(now):
-        return None
-    return f"{path or 'config'}: {short(there)} there, {short(now)} now"
+    for key, a, b in differing_leaves(there, now, path):
+        a = "not set" if a is MISSING else f"{short(a)}"
+        b = "not set" if b is MISSING else f"{short(b)}"
+        return f"{key or 'config'}: {a} there, {b} now"
+    return None
 
 
 def _dataclass_from(cls, values: Mapping, what: str):
@@ -186,15 +191,7 @@ class SweepConfig:
             weights_meta=dict(d.get("weights_meta") or {}),
             versions=dict(d.get("versions") or {}), prior_sha256=d.get("prior_sha256"))
 
-    # -- comparisons
-
-    def difference(self, stored: Mapping) -> str | None:
-        """The first key where ``stored`` (a config JSON) differs from this one, or None."""
-        return first_difference(canonical(dict(stored), "stored config"), self.to_json())
-
-    def method_difference(self, stored: Mapping) -> str | None:
-        """As :meth:`difference`, ignoring the selection and the versions (:func:`method_of`)."""
-        return first_difference(method_of(canonical(dict(stored), "stored config")), method_of(self.to_json()))
+    # -- files of older versions
 
     @staticmethod
     def upgrade(stored: Mapping) -> dict:

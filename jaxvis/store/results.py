@@ -22,7 +22,7 @@ folder. Nothing already written is ever overwritten: a chunk overlapping units a
 refused, and if parts written elsewhere overlap anyway (two hosts did the same units), the first
 part in file-name order wins; the results are deterministic, so the copies agree.
 
-**A finished file grows**: a sweep with the same method (:meth:`SweepConfig.method_difference`)
+**A finished file grows**: a sweep with the same method (:func:`~jaxvis.store.config.method_of`)
 but more units or layers *extends* it: the stored units count as done, only the new ones are
 computed, and the new file (rows of the old one plus the new parts) replaces the old one when
 complete. A real difference of method is refused, naming the first differing key, unless

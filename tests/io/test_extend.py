@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxvis.store.config import SweepConfig
+from jaxvis.store.config import SweepConfig, first_difference, method_of
 from jaxvis.errors import JaxvisError
 from jaxvis.store.results import (ResultWriter, merge_parts, parts_dir, read_results, read_rows,
                                write_metrics)
@@ -45,9 +45,11 @@ def test_config_round_trip_and_refusals():
     again = SweepConfig.from_json(cfg.to_json())
     assert again == cfg and again.objective == Objective(images=2)
     np.testing.assert_array_equal(again.basis(2), np.eye(2))
-    assert cfg.difference(cfg.to_json()) is None
-    assert cfg.method_difference({**cfg.to_json(), "units": {"a": [5]}}) is None
-    assert "seed: 3 there, 4 now" in dataclasses.replace(cfg, seed=4).difference(cfg.to_json())
+    assert first_difference(cfg.to_json(), cfg.to_json()) is None
+    assert first_difference(method_of({**cfg.to_json(), "units": {"a": [5]}}), method_of(cfg.to_json())) is None
+    assert first_difference(cfg.to_json(), dataclasses.replace(cfg, seed=4).to_json()) == "seed: 3 there, 4 now"
+    assert first_difference({"a": 1}, {"a": 1.0}) == "a: 1 there, 1.0 now"
+    assert first_difference({"a": {"b": 1}}, {}) == "a: {'b': 1} there, not set now"
     with pytest.raises(JaxvisError, match="unknown key"):
         SweepConfig.from_json({**cfg.to_json(), "colour": "red"})
     with pytest.raises(JaxvisError, match="objective has unknown field"):
