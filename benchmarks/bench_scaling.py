@@ -4,13 +4,13 @@ persistent compilation cache (cold vs warm first call).
 Three parts, every measurement in a fresh subprocess (jax fixes its device count at start):
 
 1. ``devices``: one chunk of ``--units`` units of ``--layer`` (real VGG-19, N = ``--images``,
-   early stopping off) through :func:`jaxvis.optimize.loop.optimise` on D emulated CPU devices
+   early stopping off) through :func:`jaxvis.optimize.loop.optimize` on D emulated CPU devices
    (``XLA_FLAGS=--xla_force_host_platform_device_count=D``): first call (compile + run), then a
    timed call; the activations are compared with D = 1 (they must agree: correctness, not speed).
 2. ``processes``: the same units as a whole ``jaxvis sweep`` job, once as one process and once
    as ``--distributed`` processes on 127.0.0.1 (each sweeps half, process 0 merges), both with
    a warm compilation cache; wall time from launch to the merged file.
-3. ``cache``: the first ``optimise`` call of a fresh process with an empty compilation cache
+3. ``cache``: the first ``optimize`` call of a fresh process with an empty compilation cache
    folder, then again with the folder the first run filled.
 
 On a CPU the emulated devices share the same cores, so (1) checks that sharding costs little,
@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout: the workers import j
 # workers (run in subprocesses; print one JSON line)
 
 
-def worker_optimise(args) -> dict:
-    """First and second ``optimise`` call on one chunk, on all (emulated) devices of this process."""
+def worker_optimize(args) -> dict:
+    """First and second ``optimize`` call on one chunk, on all (emulated) devices of this process."""
     import jax
 
     import jaxvis
-    from jaxvis.optimize.loop import compilation_cache, optimise
+    from jaxvis.optimize.loop import compilation_cache, optimize
 
     if args.cache:
         compilation_cache(Path(args.cache))
@@ -60,10 +60,10 @@ def worker_optimise(args) -> dict:
     lp = layer_problem(model, args.layer, args.images, args.steps)
     keys, directions = unit_inputs(lp, list(range(args.units)))
     t = time.perf_counter()
-    optimise(model.network, lp.diverse, keys, directions, lp.radius)
+    optimize(model.network, lp.diverse, keys, directions, lp.radius)
     first = time.perf_counter() - t
     t = time.perf_counter()
-    out = optimise(model.network, lp.diverse, keys, directions, lp.radius)
+    out = optimize(model.network, lp.diverse, keys, directions, lp.radius)
     seconds = time.perf_counter() - t
     if args.save:
         np.save(args.save, out["activations"])
@@ -219,7 +219,7 @@ def parse(argv) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.worker:
-        print(json.dumps(worker_optimise(args)))
+        print(json.dumps(worker_optimize(args)))
         return {}
     machine = machine_info()
     print(f"{machine['cpu']}, {machine['cores']} cores, jax {machine['jax']} ({machine['backend']})", flush=True)

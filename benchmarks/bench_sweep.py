@@ -3,7 +3,7 @@
 A *unit-step* is one Adam step of one unit with its N images. In one run on one machine this
 script measures, per target layer of real VGG-19 (VALID canvas):
 
-1. ``jaxvis sweep``   - :func:`jaxvis.optimize.loop.optimise` on U units in the sweep's own chunks
+1. ``jaxvis sweep``   - :func:`jaxvis.optimize.loop.optimize` on U units in the sweep's own chunks
    over all devices (on CPU one device per core, as ``jaxvis sweep``);
 2. ``jaxvis one device, batched`` - the same U units as one chunk on one device;
 3. ``jaxvis per-unit`` - the same function with a chunk of 1, looped over a few units (how the

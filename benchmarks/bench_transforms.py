@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     import jaxvis
     from jaxvis.optimize.config import Objective, Optimizer
     from jaxvis.optimize.keys import unit_key
-    from jaxvis.optimize.loop import optimise
+    from jaxvis.optimize.loop import optimize
     from jaxvis.param.transform import Transforms
     from jaxvis.run.sweep import configure, plan
 
@@ -54,11 +54,11 @@ def main(argv=None) -> None:
     directions = np.eye(model.network.layer(args.layer).channels, dtype=np.float32)[:args.units]
     best = {name: np.inf for name in problems}
     for name, (problem, radius) in problems.items():  # compile and warm up
-        optimise(model.network, problem, keys, directions, radius)
+        optimize(model.network, problem, keys, directions, radius)
     for _ in range(args.repeats):
         for name, (problem, radius) in problems.items():
             start = time.perf_counter()
-            optimise(model.network, problem, keys, directions, radius)
+            optimize(model.network, problem, keys, directions, radius)
             best[name] = min(best[name], time.perf_counter() - start)
     base = best[next(iter(best))]
     print(f"{args.layer}, {args.units} units x N=6 x {args.steps} steps, {jax.device_count()} "

@@ -39,7 +39,7 @@ SETTINGS = {"default": None, "one start": "maximum"}
 
 def measures(path: Path, layer: str, alpha: float, mean_rgb) -> dict[str, np.ndarray]:
     """Per unit of ``layer`` in the results file ``path``: the floor set at ``alpha``'s measures."""
-    from jaxvis.analysis import metrics as M
+    from jaxvis.analysis import metrics as metric_table
     from jaxvis.store.resultfile import read_results
 
     results = read_results(path, layers=[layer])
@@ -47,7 +47,7 @@ def measures(path: Path, layer: str, alpha: float, mean_rgb) -> dict[str, np.nda
     a = [round(f, 6) for f in meta["floors"]].index(round(alpha, 6))
     table = {"pixel_min": "floor_pixel_min", "feature_min": "floor_feature_min",
              "fraction_min": "floor_fraction_min", "phase_spread": "floor_phase_spread"}
-    measured = M.evaluate({**arrays, "mean_rgb": np.asarray(mean_rgb, np.float32)}, names=list(table.values()))
+    measured = metric_table.evaluate({**arrays, "mean_rgb": np.asarray(mean_rgb, np.float32)}, names=list(table.values()))
     out = {"unit": arrays["unit"], "steps": arrays["floor_steps"][:, a],
            **{key: measured[name][:, a] for key, name in table.items()}}
     metrics = results.metrics.get(layer, {})

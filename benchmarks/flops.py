@@ -11,10 +11,10 @@ def forward_flops(network, problem) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
 
     x = jax.ShapeDtypeStruct((1, problem.canvas, problem.canvas, 3), jnp.float32)
-    acts = jax.eval_shape(lambda x: one.forward(network, problem, x), x)
+    acts = jax.eval_shape(lambda x: unit_step.forward(network, problem, x), x)
     per_layer = {}
     for name, out in acts.pre.items():
         conv = network.convs[name] if name in getattr(network, "convs", {}) else None
@@ -44,18 +44,18 @@ def xla_flops(network, problem, radius: float) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
     from jaxvis.optimize.loop import useful_flops
 
     graphdef, params = nnx.split(network)
 
-    def unit_step(params, state, direction, radius):
-        return one.step(state, nnx.merge(graphdef, params), problem, direction, radius)
+    def one_step(params, state, direction, radius):
+        return unit_step.step(state, nnx.merge(graphdef, params), problem, direction, radius)
 
     channels = network.layer(problem.target).channels
-    state = one.init(jax.random.key(0), problem)
+    state = unit_step.init(jax.random.key(0), problem)
     direction = jnp.zeros((channels,), jnp.float32).at[0].set(1.0)
     out = {"forward_one_image": useful_flops(network, problem) / (2 * problem.n)}
     out["step_one_unit"] = cost_flops(
-        jax.jit(unit_step).lower(params, state, direction, jnp.float32(radius)).compile())
+        jax.jit(one_step).lower(params, state, direction, jnp.float32(radius)).compile())
     return out

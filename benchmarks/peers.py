@@ -6,7 +6,7 @@ objective with pixel diversity: ``loss = -mean_i a(x_i) - lam * min_{i<j} rms(x_
 sweep's contrast sphere with the whitened gradient (``--lam`` 0.01). Every row starts from jaxvis's
 own random start of each unit (:func:`jaxvis.optimize.keys.unit_key`):
 
-- ``jaxvis lambda set``: the units through :func:`jaxvis.optimize.loop.optimise` in the sweep's own
+- ``jaxvis lambda set``: the units through :func:`jaxvis.optimize.loop.optimize` in the sweep's own
   chunks over all of the process's devices: exactly the work of the peers below (the ratio base);
 - ``jaxvis.sweep``: the library call as a user writes it, ``jaxvis.sweep(model, layer, units,
   diversity="pixels", ...)``; it also computes each unit's single-image maximum (``restarts=1``
@@ -61,7 +61,7 @@ import numpy as np
 
 PARITY_RTOL = 1e-5  # loss and gradient, relative; observed ~1e-7 (float32, other summation orders)
 ROWS = ("jaxvis", "sweep", "batched", "lucent")
-LABELS = {"jaxvis": "jaxvis lambda set (optimise, sweep's chunks)",
+LABELS = {"jaxvis": "jaxvis lambda set (optimize, sweep's chunks)",
           "sweep": "jaxvis.sweep(...) call (+ 1-image maximum)",
           "batched": "torch batched (all units x images, one program)",
           "lucent": "torch-lucent 0.1.8 (render_vis per unit)"}
@@ -83,7 +83,7 @@ class Setup:
     def __init__(self, model, layer: str, units: int, images: int, steps: int, lam: float,
                  diversity: str = "pixels"):
         from benchmarks.variants import unit_inputs
-        from jaxvis.optimize import step as one
+        from jaxvis.optimize import step as unit_step
         from jaxvis.optimize.config import Objective, Optimizer
         from jaxvis.run.sweep import configure, plan
 
@@ -94,17 +94,17 @@ class Setup:
                                           optimizer=self.optimizer))[0]
         self.problem, self.radius = self.lp.diverse, float(self.lp.radius)
         self.keys, self.directions = unit_inputs(self.lp, list(range(units)))
-        self.starts = np.stack([np.asarray(one.init(k, self.problem).z) for k in self.keys])
+        self.starts = np.stack([np.asarray(unit_step.init(k, self.problem).z) for k in self.keys])
 
     def jaxvis_loss_and_grad(self) -> tuple[np.ndarray, np.ndarray]:
         """jaxvis's loss ``[U]`` and gradient with respect to ``z`` at every unit's start."""
         import jax
         import jax.numpy as jnp
 
-        from jaxvis.optimize import step as one
+        from jaxvis.optimize import step as unit_step
 
         net, problem, r = self.model.network, self.problem, jnp.float32(self.radius)
-        vg = jax.jit(jax.value_and_grad(lambda z, d: one.loss_fn(z, net, problem, d, r)))
+        vg = jax.jit(jax.value_and_grad(lambda z, d: unit_step.loss_fn(z, net, problem, d, r)))
         out = [vg(jnp.asarray(z), jnp.asarray(d)) for z, d in zip(self.starts, self.directions)]
         return np.array([float(v) for v, _ in out]), np.stack([np.asarray(g) for _, g in out])
 

@@ -82,21 +82,21 @@ def main(argv=None) -> dict:
     from benchmarks.machine import machine_info
     from benchmarks.variants import layer_problem, unit_inputs
     from jaxvis.models import ops
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
 
     model = jaxvis.load(args.weights)
     lp = layer_problem(model, args.layer, args.images, args.steps)
     problem = lp.diverse
     graphdef, params = nnx.split(model.network)
     keys, directions = unit_inputs(lp, [0])
-    state, direction = one.init(keys[0], problem), jnp.asarray(directions[0])
+    state, direction = unit_step.init(keys[0], problem), jnp.asarray(directions[0])
     radius = jnp.float32(lp.radius)
 
     @jax.jit
     def steps(params, state, direction, radius):
         net = nnx.merge(graphdef, params)
         with ops.precision(problem.optimizer.precision):
-            return jax.lax.scan(lambda s, _: (one.step(s, net, problem, direction, radius), None),
+            return jax.lax.scan(lambda s, _: (unit_step.step(s, net, problem, direction, radius), None),
                                 state, None, length=args.steps)[0]
 
     compiled = steps.lower(params, state, direction, radius).compile()

@@ -184,10 +184,10 @@ def compare(model, problem, radius: float, twin: TorchUnit, key, direction: np.n
     import jax
     import jax.numpy as jnp
 
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
 
-    z0 = np.asarray(one.init(key, problem).z)
-    loss_j, grad_j = jax.value_and_grad(one.loss_fn)(
+    z0 = np.asarray(unit_step.init(key, problem).z)
+    loss_j, grad_j = jax.value_and_grad(unit_step.loss_fn)(
         jnp.asarray(z0), model.network, problem, jnp.asarray(direction), jnp.float32(radius))
     loss_t, grad_t = twin.loss_and_grad(z0, direction)
     loss_j, grad_j = float(loss_j), np.asarray(grad_j)
@@ -234,7 +234,7 @@ def main(argv=None) -> dict:
     import torch
 
     from benchmarks.variants import layer_problem, load_model, unit_inputs
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,7 +245,7 @@ def main(argv=None) -> dict:
     result = {"device": args.device, "torch": torch.__version__, "layer": args.layer,
               "images": args.images, "check": compare(model, lp.diverse, lp.radius, twin, keys[0], directions[0]),
               "rows": []}
-    starts = [np.asarray(one.init(k, lp.diverse).z) for k in keys]  # the same starts as jaxvis
+    starts = [np.asarray(unit_step.init(k, lp.diverse).z) for k in keys]  # the same starts as jaxvis
     if args.device.startswith("cuda"):
         result["device_name"] = torch.cuda.get_device_name(0)
     for precision in args.precisions.split(","):

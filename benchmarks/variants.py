@@ -101,14 +101,14 @@ def auto_chunk(model, lp, mesh, units: int) -> int:
 
 
 def jaxvis_run(model, lp, units: int, mesh, chunk: int):
-    """``run()`` -> (unit-steps, mean final loss, outputs): ``units`` units through ``optimise``
+    """``run()`` -> (unit-steps, mean final loss, outputs): ``units`` units through ``optimize``
     in chunks of ``chunk`` spread over ``mesh``, what ``jaxvis sweep`` runs per problem."""
-    from jaxvis.optimize.loop import optimise
+    from jaxvis.optimize.loop import optimize
 
     keys, directions = unit_inputs(lp, list(range(units)))
 
     def run():
-        outs = [optimise(model.network, lp.diverse, keys[i:i + chunk], directions[i:i + chunk], lp.radius, mesh)
+        outs = [optimize(model.network, lp.diverse, keys[i:i + chunk], directions[i:i + chunk], lp.radius, mesh)
                 for i in range(0, units, chunk)]
         out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         return int(out["steps"].sum()), float(np.mean(out["loss"])), out
@@ -117,7 +117,7 @@ def jaxvis_run(model, lp, units: int, mesh, chunk: int):
 
 
 def jaxvis_variant(model, lp, units: int, mesh, label: str, chunk: int | None = None):
-    """(row, run): ``units`` units through ``optimise`` in chunks of ``chunk`` (default: the sweep's
+    """(row, run): ``units`` units through ``optimize`` in chunks of ``chunk`` (default: the sweep's
     own chunk for ``mesh``, ``units_per_chunk``) spread over ``mesh``: what ``jaxvis sweep`` runs.
     One untimed pass here (compile + run)."""
     chunk = auto_chunk(model, lp, mesh, units) if chunk is None else chunk
@@ -138,14 +138,14 @@ def torch_variant(model, lp, units: int, threads: int):
     the check of its objective against jaxvis's and a short warm-up."""
     from benchmarks.machine import torch_or_none
     from benchmarks.torch_twin import TorchUnit, compare, time_units
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
 
     torch_or_none().set_num_threads(threads)
     twin = TorchUnit(model, lp.diverse, lp.radius)
     steps = lp.diverse.optimizer.steps
     keys, directions = unit_inputs(lp, list(range(units)))
     check = compare(model, lp.diverse, lp.radius, twin, keys[0], directions[0])
-    starts = [np.asarray(one.init(k, lp.diverse).z) for k in keys]  # the same starts as jaxvis
+    starts = [np.asarray(unit_step.init(k, lp.diverse).z) for k in keys]  # the same starts as jaxvis
     twin.run(starts[0], directions[0], min(steps, 20))  # warm: allocator, oneDNN primitive caches
 
     def run():

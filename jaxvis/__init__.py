@@ -40,7 +40,7 @@ _EXPORTS = {
     "SweepConfig": "jaxvis.store.config",
     "read_results": "jaxvis.store.results",
     "analyze": "jaxvis.run.analyze",
-    "sweep": "jaxvis.run.sweep",
+    "configure": "jaxvis.run.sweep", "sweep": "jaxvis.run.sweep",
     "render": "jaxvis.report.render", "save_images": "jaxvis.report.render", "to_display": "jaxvis.report.render",
 }
 _RENAMED = {"convert_weights": "convert"}  # exported name -> its name in its module

@@ -63,6 +63,27 @@ def test_a_finished_sweep_grows_without_recomputing(tmp_path, monkeypatch):
         jaxvis.sweep(net, "b", [0, 1], out=out, **{**settings, "steps": 16})
 
 
+def test_one_configuration_in(tmp_path):
+    """sweep(model, config) with configure's SweepConfig is the keyword sweep; the config a file
+    stores, read back, is the same config and resumes the file; settings beside a config are refused."""
+    from tests.models.test_own_network import Tiny, model
+
+    net = model(Tiny())
+    config = jaxvis.configure(net, "b", "0-1", images=2, steps=20, floors=0.9, restarts=2, seed=3)
+    assert (config.optimizer.steps, config.floors, config.restarts, config.units) == (20, (0.9,), 2, {"b": (0, 1)})
+    by_config = jaxvis.sweep(net, config, out=tmp_path / "c.h5", radius=40.0)["b"]
+    by_keywords = jaxvis.sweep(net, "b", "0-1", images=2, steps=20, floors=0.9, restarts=2, seed=3,
+                               radius=40.0)["b"]
+    for key in by_keywords:
+        np.testing.assert_array_equal(by_config[key], by_keywords[key], err_msg=key)
+    stored = jaxvis.read_results(tmp_path / "c.h5").sweep_config
+    assert stored.to_json() == config.to_json()
+    again = jaxvis.sweep(net, stored, out=tmp_path / "c.h5", radius=40.0)["b"]  # resumed: nothing to do
+    np.testing.assert_array_equal(again["images"], by_config["images"])
+    with pytest.raises(jaxvis.JaxvisError, match="from the config, not from units= or steps"):
+        jaxvis.sweep(net, config, steps=5)
+
+
 def test_floor_sets_and_the_trusted_maximum(tmp_path):
     """--floor through the sweep: per unit and alpha a set whose images keep alpha x the maximum
     (the maximum the best of several restarts, raised to a diverse image where one beats it)."""

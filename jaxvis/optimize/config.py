@@ -59,7 +59,7 @@ class Objective:
     ``gram`` is ``1 - mean_{i<j} cos(G_i, G_j)``).
 
     ``floor=alpha`` (0 < alpha < 1): maximise ``D`` subject to ``a(x_i) >= alpha * a*`` for every
-    image, ``a*`` the unit's single-image maximum passed to ``optimise(..., maxima=...)``; ``lam``
+    image, ``a*`` the unit's single-image maximum passed to ``optimize(..., maxima=...)``; ``lam``
     is unused (an augmented Lagrangian, :func:`jaxvis.optimize.step.loss_fn`).
 
     ``feature_layer=None`` picks the layer two catalogue entries below the target (conv2_2 for

@@ -30,7 +30,7 @@ from jaxvis.data import prior as learned_prior
 from jaxvis.models.base import Network
 from jaxvis.objectives.naturalness import bound
 from jaxvis.optimize import parallel
-from jaxvis.optimize import step as one
+from jaxvis.optimize import step as unit_step
 from jaxvis.optimize.keys import transform_key
 from jaxvis.optimize.step import Problem, UnitState
 
@@ -44,7 +44,7 @@ def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
     """The units' start states (:func:`jaxvis.optimize.step.init`): one compiled program per
     :class:`~jaxvis.optimize.step.Start` (shape and settings), not per problem, and the
     transform streams apart."""
-    states = _start(keys, start=one.Start.of(problem), mesh=mesh)
+    states = _start(keys, start=unit_step.Start.of(problem), mesh=mesh)
     if problem.objective.transforms is None:
         return states
     return states._replace(transforms=_streams(keys, mesh=mesh))
@@ -53,7 +53,7 @@ def _init(keys, *, problem: Problem, mesh: Mesh) -> UnitState:
 @functools.partial(jax.jit, static_argnames=("param", "mesh"), donate_argnames=("z",))
 def _near(z, starts, mixes, colour, *, param: str, mesh: Mesh):
     def near(z, starts, mixes, colour):  # one device, its own units
-        return jax.vmap(lambda z, x, m: one.start_near(z, x, param, colour, m))(z, starts, mixes)
+        return jax.vmap(lambda z, x, m: unit_step.start_near(z, x, param, colour, m))(z, starts, mixes)
 
     return parallel.per_device(near, mesh, (ROWS, ROWS, ROWS, SHARED), ROWS)(z, starts, mixes, colour)
 
@@ -64,8 +64,8 @@ def _streams(keys, *, mesh: Mesh):
 
 
 @functools.partial(jax.jit, static_argnames=("start", "mesh"))
-def _start(keys, *, start: one.Start, mesh: Mesh) -> UnitState:
-    init = jax.vmap(lambda k: one.start(k, start))
+def _start(keys, *, start: unit_step.Start, mesh: Mesh) -> UnitState:
+    init = jax.vmap(lambda k: unit_step.start(k, start))
     return parallel.per_device(init, mesh, (ROWS,), ROWS)(keys)
 
 
@@ -74,7 +74,7 @@ def _segment(params, states, directions, maxima, radius, *, graphdef, problem: P
     def run(params, states, directions, maxima, radius):  # one device, its own units
         weights, prior = params
         net = nnx.merge(graphdef, weights)
-        batched = jax.vmap(lambda s, d, m: one.step(s, net, problem, d, radius, m))
+        batched = jax.vmap(lambda s, d, m: unit_step.step(s, net, problem, d, radius, m))
 
         def body(states, _):
             return batched(states, directions, maxima), None
@@ -93,7 +93,7 @@ def _evaluate(params, states, directions, maxima, radius, *, graphdef, problem: 
         weights, prior = params
         net = nnx.merge(graphdef, weights)
         with ops.precision("float32"), bound(prior):  # what the images really do, whatever their precision
-            return jax.vmap(lambda s, d, m: one.evaluate(s, net, problem, d, radius, m))(
+            return jax.vmap(lambda s, d, m: unit_step.evaluate(s, net, problem, d, radius, m))(
                 states, directions, maxima)
 
     return parallel.per_device(run, mesh, (SHARED, ROWS, ROWS, ROWS, SHARED), ROWS)(
@@ -115,7 +115,7 @@ def place(network: Network, keys: jax.Array, directions: np.ndarray, radius: flo
     return graphdef, params, keys, directions, jax.device_put(np.float32(radius), shared)
 
 
-def optimise(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
+def optimize(network: Network, problem: Problem, keys: jax.Array, directions: np.ndarray,
              radius: float, mesh: Mesh | None = None, maxima: np.ndarray | None = None,
              on_segment=None, starts: np.ndarray | None = None,
              mixes: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -184,14 +184,14 @@ def _maxima(maxima: np.ndarray | None, count: int, problem: Problem) -> np.ndarr
 
 
 def _started(z, starts, mixes, problem: Problem, count: int, mesh: Mesh):
-    """The units' start ``z`` moved next to ``starts`` (see :func:`optimise`), shapes checked."""
+    """The units' start ``z`` moved next to ``starts`` (see :func:`optimize`), shapes checked."""
     starts = np.asarray(starts, np.float32)
     image = (problem.canvas, problem.canvas, 3)
     if starts.shape not in ((count, *image), (count, problem.n, *image)):
         raise JaxvisError(f"starts must be [units, canvas, canvas, 3] = [{count}, {', '.join(map(str, image))}] "
                           f"(one image per direction) or [units, images, canvas, canvas, 3] = [{count}, "
                           f"{problem.n}, {', '.join(map(str, image))}]; got shape {starts.shape}")
-    mixes = np.full(count, one.FLOOR_START_MIX, np.float32) if mixes is None else np.asarray(mixes, np.float32)
+    mixes = np.full(count, unit_step.FLOOR_START_MIX, np.float32) if mixes is None else np.asarray(mixes, np.float32)
     if mixes.shape != (count,) or not np.all((mixes >= 0) & (mixes <= 1)):
         raise JaxvisError(f"mixes must be [units] = [{count}] shares in [0, 1]; got {mixes!r}")
     rows, size = parallel.unit_sharding(mesh), len(z)
@@ -208,7 +208,7 @@ def useful_flops(network: Network, problem: Problem) -> float:
     compiled: milliseconds)."""
     graphdef, params = nnx.split(network)
     x = jax.ShapeDtypeStruct((problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
-    lowered = jax.jit(lambda p, x: one.forward(nnx.merge(graphdef, p), problem, x).pre).lower(params, x)
+    lowered = jax.jit(lambda p, x: unit_step.forward(nnx.merge(graphdef, p), problem, x).pre).lower(params, x)
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list of one dict in older jax
     return 2.0 * float(cost.get("flops", 0.0))
@@ -218,7 +218,7 @@ def unit_bytes(network: Network, problem: Problem) -> int:
     """Rough device memory one unit needs: every activation up to the target for N images, kept
     for the backward pass (pre, post and gradient), plus z and Adam's two moments."""
     x = jax.ShapeDtypeStruct((problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
-    acts = jax.eval_shape(lambda x: one.forward(network, problem, x), x)
+    acts = jax.eval_shape(lambda x: unit_step.forward(network, problem, x), x)
     activations = sum(math.prod(a.shape) for a in jax.tree.leaves(acts))
     return 4 * (3 * activations + 4 * math.prod(x.shape))
 

@@ -3,7 +3,7 @@
 Activation fractions and the floor (``Objective.floor``) are relative to ``a*``, so it must not
 land in a worse optimum than the diverse images do. One N = 1 run sometimes does (fractions up to
 1.2 at conv2_1 of normalised VGG-19): :func:`maximum` takes the best of ``K`` restarts, all units
-x restarts in one batched :func:`jaxvis.optimize.loop.optimise` call, and :func:`reference`
+x restarts in one batched :func:`jaxvis.optimize.loop.optimize` call, and :func:`reference`
 replaces ``a*`` by a diverse image's activation where one still beats it, and says so.
 
 Keys: restart 0 of a unit uses the unit's own key (``unit_key(seed, layer, unit, 1)``, so with
@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from jaxvis.errors import JaxvisError
 from jaxvis.models.base import Network
-from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.loop import optimize
 from jaxvis.optimize.step import Problem
 
 # Measured on all 128 conv2_1 units of normalised VGG-19 (docs/floor.md, "How many restarts"):
@@ -44,7 +44,7 @@ def maximum(network: Network, problem: Problem, keys: jax.Array, directions: np.
             on_segment=None) -> dict[str, np.ndarray]:
     """The best of ``restarts`` single-image runs per unit. ``problem`` has N = 1 and no diversity
     (the sweep's ``LayerPlan.maximum``); ``keys`` ``[U]`` (``unit_key(seed, layer, unit, 1)``),
-    ``directions`` ``[U, C]``; ``on_segment`` as :func:`~jaxvis.optimize.loop.optimise`'s (over
+    ``directions`` ``[U, C]``; ``on_segment`` as :func:`~jaxvis.optimize.loop.optimize`'s (over
     the ``U * K`` rows, unit-major).
 
     Returns, leading dimension U: ``image`` ``[U, H, W, 3]`` (RGB grey levels), ``activation``
@@ -59,7 +59,7 @@ def maximum(network: Network, problem: Problem, keys: jax.Array, directions: np.
         raise JaxvisError(f"restarts must be at least 1, not {restarts}")
     count = len(directions)
     rows = np.repeat(np.asarray(directions, np.float32), restarts, axis=0)
-    out = optimise(network, problem, restart_keys(keys, restarts), rows, radius, mesh, on_segment=on_segment)
+    out = optimize(network, problem, restart_keys(keys, restarts), rows, radius, mesh, on_segment=on_segment)
     acts = out["activations"][:, 0].reshape(count, restarts)
     best = winners(acts)
     pick = np.arange(count) * restarts + best

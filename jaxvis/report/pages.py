@@ -59,8 +59,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from jaxvis.analysis import metrics as M
-from jaxvis.analysis import readout as R
+from jaxvis.analysis import metrics as metric_table
+from jaxvis.analysis import readout as rules
 from jaxvis.analysis.gratings import Battery
 from jaxvis.report.summary import (activation_fractions, definitions, label,
                                      layer_meta, layer_order, layer_profile, layer_scalars,
@@ -159,15 +159,15 @@ def _measure_text(axis: str, measures: dict, i: int) -> str:
     v = measures.get(field)
     if v is None or not np.isfinite(v[i]):
         return ""
-    metric = dict((f, m) for f, m, _ in R.MEDIANS)[field]
+    metric = dict((f, m) for f, m, _ in rules.MEDIANS)[field]
     return f"{label(metric)} {fmt(v[i])}"
 
 
-def _profile_section(profile: R.Profile, measures: dict, classes: dict, analysed: bool, path: Path) -> list[str]:
+def _profile_section(profile: rules.Profile, measures: dict, classes: dict, analysed: bool, path: Path) -> list[str]:
     """The layer's read-out (:mod:`jaxvis.analysis.readout`): per axis the share of units in each
     class with its 95% interval (linked to the class's gallery row), the medians of the measures
     with their quartiles, their distributions with the thresholds marked."""
-    at = fmt(profile.alpha if profile.alpha is not None else R.PROFILE_ALPHA)
+    at = fmt(profile.alpha if profile.alpha is not None else rules.PROFILE_ALPHA)
     out = ['<section id="profile"><h2>Profile</h2>',
            '<p class="note">Each unit gets a class on three axes from its measures and the thresholds of '
            "<code>jaxvis.analysis.readout.THRESHOLDS</code> (docs/invariance.md); a unit whose measures "
@@ -176,15 +176,15 @@ def _profile_section(profile: R.Profile, measures: dict, classes: dict, analysed
            '<table class="summary" id="profile-classes"><thead><tr><th class="l">axis</th>'
            '<th class="l">measured by</th><th class="l">class</th><th>units</th><th>share</th>'
            '<th>95% interval</th></tr></thead><tbody>']
-    for axis, names in R.AXES.items():
+    for axis, names in rules.AXES.items():
         # an axis no unit has a class on is one row: its class names would all say 0%
-        shown = [n for n in (*names[::-1], R.UNKNOWN) if n != R.UNKNOWN or profile.fractions[axis][n] > 0] \
-            if profile.known(axis) else [R.UNKNOWN]
+        shown = [n for n in (*names[::-1], rules.UNKNOWN) if n != rules.UNKNOWN or profile.fractions[axis][n] > 0] \
+            if profile.known(axis) else [rules.UNKNOWN]
         for k, name in enumerate(shown):
             count = round(profile.fractions[axis][name] * profile.units)
             lo, hi = share_interval(count, profile.units)
             linked = (f'<a href="#{_gallery_id(axis, name)}">{esc(name)}</a>'
-                      if count and name != R.UNKNOWN and profile.known(axis) else esc(name))
+                      if count and name != rules.UNKNOWN and profile.known(axis) else esc(name))
             head = (f'<td class="l" rowspan="{len(shown)}"><b>{esc(_axis_label(axis, profile.alpha))}</b></td>'
                     f'<td class="l" rowspan="{len(shown)}">{AXIS_SOURCES.get(axis, "")}</td>') if k == 0 else ""
             out.append(f'<tr>{head}<td class="l">{linked}</td><td>{count}</td>'
@@ -193,9 +193,9 @@ def _profile_section(profile: R.Profile, measures: dict, classes: dict, analysed
     out.append("</tbody></table>")
     out.append('<table class="summary" id="profile-medians"><thead><tr><th class="l">measure</th>'
                '<th>median</th><th>quartiles</th><th>units</th></tr></thead><tbody>')
-    for field, metric, what in R.MEDIANS:
+    for field, metric, what in rules.MEDIANS:
         n, q1, med, q3 = quartiles(measures.get(field))
-        per_floor = M.REGISTRY[metric].per_floor if metric in M.REGISTRY else False
+        per_floor = metric_table.REGISTRY[metric].per_floor if metric in metric_table.REGISTRY else False
         out.append(f'<tr><td class="l" title="{esc(metric)}: {esc(what)}">{esc(label(metric))}'
                    + (f" (floor set at {at})" if per_floor else "")
                    + f"</td><td>{fmt(med)}</td><td>{fmt(q1)} &ndash; {fmt(q3)}</td><td>{n}</td></tr>")
@@ -205,13 +205,13 @@ def _profile_section(profile: R.Profile, measures: dict, classes: dict, analysed
         v = measures.get(field)
         if v is None or not np.isfinite(v).any():
             continue
-        marks = [(R.threshold(cut), f"{R.THRESHOLDS[cut].name} {R.threshold(cut):g}")] if cut else []
-        per_floor = M.REGISTRY[dict((f, m) for f, m, _ in R.MEDIANS)[field]].per_floor
+        marks = [(rules.threshold(cut), f"{rules.THRESHOLDS[cut].name} {rules.threshold(cut):g}")] if cut else []
+        per_floor = metric_table.REGISTRY[dict((f, m) for f, m, _ in rules.MEDIANS)[field]].per_floor
         plots.append(svg_histogram([("units", v, BLUE)], f"{title} (at {at})" if per_floor
                                    else title, xlabel, marks=marks, width=340, height=220))
     if plots:
         out.append('<div class="plots">' + "".join(plots) + "</div>")
-    if not any(profile.known(axis) for axis in R.AXES):
+    if not any(profile.known(axis) for axis in rules.AXES):
         out.append('<p class="note">No unit has a class: the read-out needs the grating battery, the '
                    "natural references of floor sets or the shift test"
                    + (f" (<code>jaxvis analyze {esc(path.name)}</code>)" if not analysed else "")
@@ -220,11 +220,11 @@ def _profile_section(profile: R.Profile, measures: dict, classes: dict, analysed
     return out
 
 
-def _gallery_picks(profile: R.Profile, classes: dict, measures: dict) -> list[tuple[str, str, np.ndarray, int]]:
+def _gallery_picks(profile: rules.Profile, classes: dict, measures: dict) -> list[tuple[str, str, np.ndarray, int]]:
     """The gallery's rows: (axis, class, indices of its first :data:`GALLERY` units, clearest first,
     how many units it has), for every class of every axis that has units."""
     rows = []
-    for axis, names in R.AXES.items():
+    for axis, names in rules.AXES.items():
         if not profile.known(axis):
             continue
         field, cut = AXIS_MEASURES.get(axis, (None, None))
@@ -234,13 +234,13 @@ def _gallery_picks(profile: R.Profile, classes: dict, measures: dict) -> list[tu
             if not members.size:
                 continue
             if v is not None:
-                distance = np.abs(v[members] - R.threshold(cut))
+                distance = np.abs(v[members] - rules.threshold(cut))
                 members = members[np.argsort(np.where(np.isfinite(distance), -distance, np.inf), kind="stable")]
             rows.append((axis, name, members[:GALLERY], len(np.flatnonzero(classes[axis] == code))))
     return rows
 
 
-def _gallery(rows, cards: dict, units, profile: R.Profile, measures: dict, sets: str) -> list[str]:
+def _gallery(rows, cards: dict, units, profile: rules.Profile, measures: dict, sets: str) -> list[str]:
     """The "units by class" section: per class its example units, each its best image and
     ``sets`` (thumbnails in ``cards`` by unit index), linked to its details."""
     if not rows:
@@ -264,30 +264,30 @@ def _gallery(rows, cards: dict, units, profile: R.Profile, measures: dict, sets:
     return out
 
 
-def _columns(scalars: dict, values: dict, floors: list, alpha_at, classes: dict, profile: R.Profile,
+def _columns(scalars: dict, values: dict, floors: list, alpha_at, classes: dict, profile: rules.Profile,
              sweep: list, described: dict) -> list[tuple]:
     """The unit table's columns: (key, label, hover text, values [U], names [U] or None, main),
     the class columns first (their names shown, their codes sorted), then the sweep's, then the
     measures of the floor set at the profile's alpha, then every scalar metric."""
     out = []
-    for axis in R.AXES:
+    for axis in rules.AXES:
         if profile.known(axis):
-            metric = R.CLASS_METRICS[axis]
+            metric = rules.CLASS_METRICS[axis]
             out.append((metric, label(metric) + (f" at {fmt(profile.alpha)}" if axis == "diversity" else ""),
                         f"{metric}: the read-out's {axis} class", classes[axis],
-                        R.labels(axis, classes[axis]), True))
+                        rules.labels(axis, classes[axis]), True))
     def hover(name):
         return f"{name}: {described.get(name, '')}"
 
     out += [(name, label(name), hover(name), v, None, name in MAIN_COLUMNS) for name, v in sweep]
     if alpha_at is not None:
         alpha = fmt(floors[alpha_at])
-        for name in M.floor_names(values):
+        for name in metric_table.floor_names(values):
             v = values[name]
             if np.ndim(v) == 2 and v.shape[1] == len(floors):
                 out.append((f"{name}@{alpha}", f"floor set at {alpha}: {label(name)}", hover(name), v[:, alpha_at],
                             None, name in MAIN_COLUMNS))
-    class_metrics = set(R.CLASS_METRICS.values())
+    class_metrics = set(rules.CLASS_METRICS.values())
     out += [(name, label(name), hover(name), v, None, name in MAIN_COLUMNS) for name, v in scalars.items()
             if name not in class_metrics]
     return out
@@ -361,11 +361,11 @@ def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: d
     tuning = _tuning_axes(group, meta.get("canvas"))
     values, floors = layer_values(group)
     profile = layer_profile(layer, group)
-    classes = R.classify(values, floors)
-    measures = R.profile_measures(values, floors)
+    classes = rules.classify(values, floors)
+    measures = rules.profile_measures(values, floors)
     stored = stored_floors(group, count)  # the floors whose sets the file holds (= floors, or none)
-    alpha_at = R.floor_index(stored, R.PROFILE_ALPHA)
-    floor_classes = [R.labels("diversity", R.classify(values, stored, alpha=a)["diversity"]) for a in stored]
+    alpha_at = rules.floor_index(stored, rules.PROFILE_ALPHA)
+    floor_classes = [rules.labels("diversity", rules.classify(values, stored, alpha=a)["diversity"]) for a in stored]
     starts = [str(s) for s in (config.get("floor_starts") or [])] if isinstance(config, dict) else []
     # each start's diversity, what the starts' agreement compares (the certificate, docs/floor.md)
     start_distances = group["floor_start_diversity"] if stored and "floor_start_diversity" in group \
@@ -486,7 +486,7 @@ def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: d
             if i in wanted:
                 cards[i] = f'<span class="imgs">{best}{"".join(floor_tags or lam_tags)}</span>'
             readout = " &middot; ".join(
-                f"{esc(_axis_label(axis, profile.alpha))}: <b>{esc(R.labels(axis, [codes[i]])[0])}</b>"
+                f"{esc(_axis_label(axis, profile.alpha))}: <b>{esc(rules.labels(axis, [codes[i]])[0])}</b>"
                 + (f" ({esc(m)})" if (m := _measure_text(axis, measures, i)) else "")
                 for axis, codes in classes.items() if profile.known(axis))
             set_rows = [("best image", [_figure(files.img(shown[0], DETAIL, f"u{u}_max_detail.png",
@@ -651,29 +651,29 @@ def _index_page(path: Path, config: dict, rows: list[dict]) -> str:
     out = [f"<h1>jaxvis report: {esc(path.name)}</h1>",
            f'<p class="kv">{esc(model_name(config))} &middot; {_plural(len(rows), "layer")} (in '
            "catalogue order)</p>"]
-    at = fmt(R.PROFILE_ALPHA)
+    at = fmt(rules.PROFILE_ALPHA)
     out += ['<h2>Profile across layers</h2><p class="note">The read-out per layer: the share of its units '
             "in each class (count in brackets; &ndash;: no unit has a class on that axis), thresholds in "
             "<code>jaxvis.analysis.readout.THRESHOLDS</code>. A layer's page has the 95% intervals and the "
             "units of each class.</p>",
             '<table class="summary" id="profiles"><thead><tr><th class="l">layer</th><th>units</th>'
-            + "".join(f'<th class="l">{esc(_axis_label(axis, R.PROFILE_ALPHA))}</th>' for axis in R.AXES)
+            + "".join(f'<th class="l">{esc(_axis_label(axis, rules.PROFILE_ALPHA))}</th>' for axis in rules.AXES)
             + "".join(f'<th title="{esc(metric)}: {esc(what)}">median {esc(label(metric))}'
-                      + (f" at {at}" if M.REGISTRY.get(metric) and M.REGISTRY[metric].per_floor else "") + "</th>"
-                      for _, metric, what in R.MEDIANS)
+                      + (f" at {at}" if metric_table.REGISTRY.get(metric) and metric_table.REGISTRY[metric].per_floor else "") + "</th>"
+                      for _, metric, what in rules.MEDIANS)
             + "</tr></thead><tbody>"]
     for row in rows:
         p = row["profile"]
         cells = []
-        for axis, names in R.AXES.items():
+        for axis, names in rules.AXES.items():
             if not p.known(axis):
                 cells.append('<td class="l">&ndash;</td>')
                 continue
-            shares = [(n, p.fractions[axis][n]) for n in (*names[::-1], R.UNKNOWN) if p.fractions[axis][n] > 0]
+            shares = [(n, p.fractions[axis][n]) for n in (*names[::-1], rules.UNKNOWN) if p.fractions[axis][n] > 0]
             cells.append('<td class="l nowrap">' + "<br>".join(
                 f'<a href="{esc(row["href"])}#{_gallery_id(axis, n)}">{percent(f)} {esc(n)}</a> ({round(f * p.units)})'
-                if n != R.UNKNOWN else f"{percent(f)} {esc(n)} ({round(f * p.units)})" for n, f in shares) + "</td>")
-        cells += [f"<td>{fmt(p.medians[field])}</td>" for field, _, _ in R.MEDIANS]
+                if n != rules.UNKNOWN else f"{percent(f)} {esc(n)} ({round(f * p.units)})" for n, f in shares) + "</td>")
+        cells += [f"<td>{fmt(p.medians[field])}</td>" for field, _, _ in rules.MEDIANS]
         out.append(f'<tr><td class="l"><a href="{esc(row["href"])}">{esc(row["layer"])}</a></td>'
                    f'<td>{p.units}</td>{"".join(cells)}</tr>')
     out += ["</tbody></table>", '<h2>Layers</h2><p class="note">Medians over each layer\'s units.</p>',

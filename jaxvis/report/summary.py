@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxvis.analysis import metrics as M
-from jaxvis.analysis import readout as R
+from jaxvis.analysis import metrics as metric_table
+from jaxvis.analysis import readout as rules
 from jaxvis.store.results import METRICS, json_attr, open_results, unknown_layer
 
 # sweep datasets read whole to compute metrics on the fly: per unit a few numbers, no images
@@ -156,21 +156,21 @@ def layer_scalars(group) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     left out where no unit has a class."""
     scalars = stored_scalars(group)
     sources = {name: "metrics" for name in scalars}
-    derived = M.evaluate(sweep_inputs(group), names=[n for n in M.scalar_names(M.REGISTRY)
+    derived = metric_table.evaluate(sweep_inputs(group), names=[n for n in metric_table.scalar_names(metric_table.REGISTRY)
                                         if n not in scalars])
     for name, values in derived.items():
         scalars[name] = np.asarray(values, np.float64)
         sources[name] = "sweep"
     values, floors = layer_values(group)
-    for axis, codes in R.classify(values, floors).items():
-        name = R.CLASS_METRICS[axis]
-        if name not in M.REGISTRY or not M.REGISTRY[name].scalar:
+    for axis, codes in rules.classify(values, floors).items():
+        name = rules.CLASS_METRICS[axis]
+        if name not in metric_table.REGISTRY or not metric_table.REGISTRY[name].scalar:
             continue
         scalars.pop(name, None)
         sources.pop(name, None)
         if np.isfinite(codes).any():
             scalars[name], sources[name] = np.asarray(codes, np.float64), "readout"
-    order = M.order(scalars)
+    order = metric_table.order(scalars)
     return {n: scalars[n] for n in order}, {n: sources[n] for n in order}
 
 
@@ -206,7 +206,7 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
         item = metrics[name] if name in metrics else None
         if item is not None and hasattr(item, "dtype") and item.dtype.kind in "fiu" and item.shape == shape:
             values[name] = np.asarray(item[()], np.float64)
-    for name in R.NEAR_PEAK_MEASURES:  # [U, gratings]: the phase class's near-peak gratings
+    for name in rules.NEAR_PEAK_MEASURES:  # [U, gratings]: the phase class's near-peak gratings
         item = metrics[name] if name in metrics else None
         if item is not None and hasattr(item, "dtype") and item.dtype.kind == "f" and item.ndim == 2 \
                 and item.shape[0] == count:
@@ -224,28 +224,28 @@ def layer_values(group) -> tuple[dict[str, np.ndarray], list[float]]:
             sweep[name] = np.asarray(item[()])
     if "max_activation" in values:
         sweep["max_activation"] = values["max_activation"]
-    derived = M.evaluate(sweep, names=[n for n in ("floor_fraction_min", "floor_pixel_min", "floor_agreement")
+    derived = metric_table.evaluate(sweep, names=[n for n in ("floor_fraction_min", "floor_pixel_min", "floor_agreement")
                                        if n not in values])
     values.update({k: np.asarray(v, np.float64) for k, v in derived.items()})
     radius = layer_meta(group).get("radius")
     if sets is not None and "floor_pixel_min" in values and isinstance(radius, (int, float)) \
             and not isinstance(radius, bool) and radius > 0:
-        bound = R.floor_bound(float(radius), sets, floors, values.get("max_activation"), values.get("grating_blank"))
+        bound = rules.floor_bound(float(radius), sets, floors, values.get("max_activation"), values.get("grating_blank"))
         values["floor_pixel_vs_linear"] = values["floor_pixel_min"] / bound
     return values, floors
 
 
-def layer_profile(name: str, group, *, alpha: float | None = R.PROFILE_ALPHA) -> R.Profile:
+def layer_profile(name: str, group, *, alpha: float | None = rules.PROFILE_ALPHA) -> rules.Profile:
     """The read-out profile (:class:`jaxvis.analysis.readout.Profile`) of one layer group."""
     values, floors = layer_values(group)
     if "unit" in group and not values:
         values = {"unit": np.asarray(group["unit"][()])}  # nothing measured: every class unknown
     rf = layer_meta(group).get("rf")
     rf = int(rf) if isinstance(rf, (int, float)) and not isinstance(rf, bool) else None
-    return R.profile(values, floors, layer=name, rf=rf, alpha=alpha)
+    return rules.profile(values, floors, layer=name, rf=rf, alpha=alpha)
 
 
-def layer_profiles(results_path, layers=None, *, alpha: float | None = R.PROFILE_ALPHA) -> dict[str, R.Profile]:
+def layer_profiles(results_path, layers=None, *, alpha: float | None = rules.PROFILE_ALPHA) -> dict[str, rules.Profile]:
     """{layer: :class:`jaxvis.analysis.readout.Profile`} of a results file, in catalogue order
     (``layers``: only these). Classes and medians come from the stored metrics of ``jaxvis
     analyze`` (a layer not analysed has only unknown classes); ``alpha`` the floor whose sets the
@@ -272,7 +272,7 @@ def activation_fractions(group) -> np.ndarray | None:
         stored = np.asarray(group[METRICS]["activation_fraction"][()], np.float64)
         if stored.shape == inputs["activations"].shape:
             return stored
-    return M.evaluate(inputs, names=["activation_fraction"]).get("activation_fraction")
+    return metric_table.evaluate(inputs, names=["activation_fraction"]).get("activation_fraction")
 
 
 def definitions(group) -> dict[str, str]:
@@ -285,7 +285,7 @@ def definitions(group) -> dict[str, str]:
         except (TypeError, ValueError):
             found = {}
         stored = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-    return {**SWEEP_COLUMNS, **M.definitions(M.REGISTRY), **stored}
+    return {**SWEEP_COLUMNS, **metric_table.definitions(metric_table.REGISTRY), **stored}
 
 
 def layer_meta(group) -> dict:
@@ -342,7 +342,7 @@ def sweep_line(layer: str, arrays: dict, floors=()) -> str:
     images, mean pairwise pixel distance, and per activation floor (``floors``, the alphas in the
     order of the ``floor_*`` arrays) the median min pixel distance, smallest fraction and the share of
     units whose floor-set starts agree (``floor_agreement``, where the certificate is there)."""
-    m = M.evaluate(arrays, names=["activation_fraction", "pixel_mean", "floor_fraction_min",
+    m = metric_table.evaluate(arrays, names=["activation_fraction", "pixel_mean", "floor_fraction_min",
                                   "floor_pixel_min", "floor_agreement"])
     frac = m.get("activation_fraction")
     pixel = m.get("pixel_mean")
@@ -354,7 +354,7 @@ def sweep_line(layer: str, arrays: dict, floors=()) -> str:
                  f"{_nanstat(np.nanmedian, m['floor_pixel_min'][:, i]):.1f}, smallest fraction "
                  f"{_nanstat(np.nanmin, m['floor_fraction_min'][:, i]):.3f}")
         if "floor_agreement" in m and m["floor_agreement"].shape[1] > i:
-            agree = R.threshold("floor_agreement")
+            agree = rules.threshold("floor_agreement")
             settled = np.nan_to_num(m["floor_agreement"][:, i]) >= agree
             text += f", starts agree (within {1 - agree:.0%}) for {np.mean(settled):.0%} of the units"
     raised = arrays.get("max_raised")
@@ -371,22 +371,22 @@ def analysis_line(layer: str, values: dict) -> str:
     text = (f"{layer}: median activation fraction {_nanstat(np.nanmedian, values.get('fraction_median')):.2f}, "
             f"participation ratio {_nanstat(np.nanmedian, values.get('participation_ratio')):.2f}")
     if shift is not None:
-        cut = R.threshold("shift_invariant")
+        cut = rules.threshold("shift_invariant")
         text += (f", shift index > {cut:g}: {np.mean(np.asarray(shift) > cut):.0%} "
                  f"(median {_nanstat(np.nanmedian, shift):.2f})")
     f1f0 = values.get("grating_f1_f0")
     if f1f0 is not None:
-        cut = R.threshold("f1_f0")
+        cut = rules.threshold("f1_f0")
         text += (f", grating F1/F0 median {_nanstat(np.nanmedian, f1f0):.2f} "
                  f"(< {cut:g}: {np.mean(np.asarray(f1f0) < cut):.0%}), phase-rotation min/max median "
                  f"{_nanstat(np.nanmedian, values.get('rotation_min_max')):.2f}")
     shares = []  # the class metrics of one class per unit, their names from the read-out's axes
-    for axis, metric in R.CLASS_METRICS.items():
+    for axis, metric in rules.CLASS_METRICS.items():
         codes = values.get(metric)
         if codes is not None and np.ndim(codes) == 1 and len(codes):
-            names = R.class_text(metric, codes)
+            names = rules.class_text(metric, codes)
             shares.append(", ".join(f"{percent(names.count(n) / len(names))} {n}"
-                                    for n in (*R.AXES[axis][::-1], R.UNKNOWN) if n in names or n != R.UNKNOWN))
+                                    for n in (*rules.AXES[axis][::-1], rules.UNKNOWN) if n in names or n != rules.UNKNOWN))
     if shares:
         text += f"; read-out: {'; '.join(shares)}"
     return text

@@ -25,7 +25,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jaxvis.analysis import metrics as M
+from jaxvis.analysis import metrics as metric_table
 from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import class_text, floor_bound
@@ -150,7 +150,7 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
         inputs["floors"] = np.asarray(meta["floors"], np.float64)
         inputs["floor_linear_bound"] = floor_bound(meta["radius"], arrays["floor_images"].shape, inputs["floors"],
                                                    arrays["max_activation"], inputs.get("grating_blank"))
-    return M.evaluate(inputs)
+    return metric_table.evaluate(inputs)
 
 
 def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta: dict,
@@ -279,7 +279,7 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
         t0 = time.perf_counter()
         analysed[layer] = analyze_layer(model, layer, arrays, meta, directions, photos,
                                         shift=settings, seed=seed, top=top, battery=battery)
-        write_metrics(path, {layer: analysed[layer]}, M.definitions(set(analysed[layer])), stored)
+        write_metrics(path, {layer: analysed[layer]}, metric_table.definitions(set(analysed[layer])), stored)
         log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s, metrics written")
     log(f"peak resident size {peak_resident_gb():.2f} GB")
     return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
@@ -310,9 +310,9 @@ def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
     metadata ``floors``, e.g. ``floor_agreement@0.9``). The read-out's classes (``phase_class``,
     ``diversity_class@alpha``, ...) are written as their names (``complex-like``; ``unknown``
     where a unit has none), never as codes."""
-    names = sorted(M.scalar_names({k for values in analysed.values() for k in values}))
+    names = sorted(metric_table.scalar_names({k for values in analysed.values() for k in values}))
     alphas = sorted({float(a) for m in meta.values() for a in (m.get("floors") or [])}, reverse=True)
-    per_floor = sorted(M.floor_names({k for values in analysed.values() for k in values}))
+    per_floor = sorted(metric_table.floor_names({k for values in analysed.values() for k in values}))
     columns = [(k, None) for k in names] + [(k, a) for k in per_floor for a in alphas]
 
     def cell(values: dict, floors: list, k: str, alpha, i: int) -> str:

@@ -45,7 +45,7 @@ from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import unit_key
 from jaxvis.objectives.diversity import TERMS
 from jaxvis.objectives.response import RESPONSES
-from jaxvis.optimize.loop import compilation_cache, optimise, units_per_chunk, useful_flops
+from jaxvis.optimize.loop import compilation_cache, optimize, units_per_chunk, useful_flops
 from jaxvis.optimize.maximum import RESTARTS, TIE, maximum, reference, restart_keys
 from jaxvis.optimize.parallel import Processes
 from jaxvis.optimize.config import FLOOR_ROUNDS
@@ -309,7 +309,7 @@ def run_units(model: Model, lp: LayerPlan, units: Sequence[int], seed: int, chun
 
     best = maximum(model.network, lp.maximum, keys(name, 1), directions, lp.radius, lp.restarts, mesh,
                    on_segment=tick_for(n * lp.restarts, lp.maximum.n, "maximum"))
-    diverse = optimise(model.network, lp.diverse, keys(name, lp.diverse.n), directions, lp.radius, mesh,
+    diverse = optimize(model.network, lp.diverse, keys(name, lp.diverse.n), directions, lp.radius, mesh,
                        on_segment=tick_for(n, lp.diverse.n, "diverse"))
     ref, raised = reference(best["activation"], diverse["activations"])
     top = np.argmax(diverse["activations"], axis=1)
@@ -363,7 +363,7 @@ def _floor_rows(model: Model, problem: Problem, rows: dict, which: np.ndarray, c
         size = chunk if len(part) == chunk else min(chunk, devices * 2 ** int(np.ceil(np.log2(-(-len(part) // devices)))))
         part = np.concatenate([part, np.repeat(part[-1:], size - len(part))])
         take = {key: v[part] for key, v in rows.items()}
-        out = optimise(model.network, problem, take["keys"], take["directions"], radius, mesh, maxima=take["maxima"],
+        out = optimize(model.network, problem, take["keys"], take["directions"], radius, mesh, maxima=take["maxima"],
                        on_segment=tick_for(max(0, min(size, real - lo))), starts=take["starts"], mixes=take["mixes"])
         parts.append({key: v[:min(chunk, len(which) - lo)] for key, v in out.items()})
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}

@@ -8,7 +8,7 @@ import csv
 
 import numpy as np
 
-from jaxvis.analysis import readout as R
+from jaxvis.analysis import readout as rules
 from jaxvis.run.analyze import export_csv
 from jaxvis.report.summary import analysis_line
 
@@ -22,7 +22,7 @@ def _analysed():
 
 
 def _names(axis, codes):
-    return [R.AXES[axis][int(c)] if np.isfinite(c) else R.UNKNOWN for c in codes]
+    return [rules.AXES[axis][int(c)] if np.isfinite(c) else rules.UNKNOWN for c in codes]
 
 
 def test_the_csv_names_every_class(tmp_path):
@@ -35,20 +35,20 @@ def test_the_csv_names_every_class(tmp_path):
     for k, alpha in enumerate(("0.95", "0.9")):
         assert [r[f"diversity_class@{alpha}"] for r in rows] == _names("diversity", analysed["a"]["diversity_class"][:, k])
     classes = [k for k in rows[0] if "class" in k]
-    names = {n for axis in R.AXES.values() for n in axis} | {R.UNKNOWN}
+    names = {n for axis in rules.AXES.values() for n in axis} | {rules.UNKNOWN}
     assert all(r[k] in names for r in rows for k in classes)  # no numeric code anywhere
     assert rows[0]["pixel_min"] == "1"  # other metrics stay numbers
 
 
 def test_class_names_come_from_the_read_out_axes(tmp_path, monkeypatch):
     """A class the rule set adds is named without touching the writers."""
-    added = len(R.AXES["phase"])
-    monkeypatch.setitem(R.AXES, "phase", (*R.AXES["phase"], "test-added-class"))
+    added = len(rules.AXES["phase"])
+    monkeypatch.setitem(rules.AXES, "phase", (*rules.AXES["phase"], "test-added-class"))
     analysed = {"a": {"phase_class": np.array([added, 0.0], np.float32)}}
     layers = {"a": {"unit": np.arange(2), "max_activation": np.ones(2)}}
     rows = list(csv.DictReader(open(export_csv(tmp_path / "r.h5", layers, analysed, {"a": {}}))))
-    assert [r["phase_class"] for r in rows] == ["test-added-class", R.AXES["phase"][0]]
+    assert [r["phase_class"] for r in rows] == ["test-added-class", rules.AXES["phase"][0]]
     line = analysis_line("conv2_1", {"phase_class": analysed["a"]["phase_class"],
                                      "shift_class": np.array([1.0, np.nan])})
-    assert "read-out: 50% test-added-class, " in line and f"50% {R.AXES['shift'][1]}" in line
+    assert "read-out: 50% test-added-class, " in line and f"50% {rules.AXES['shift'][1]}" in line
     assert line.endswith("50% unknown"), line

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import jaxvis
-from jaxvis.analysis import metrics as M
+from jaxvis.analysis import metrics as metric_table
 from jaxvis.analysis import natural
 from jaxvis.run.analyze import analyze
-from jaxvis.analysis import readout as R
+from jaxvis.analysis import readout as rules
 from jaxvis.analysis.metrics import uniform_colour_share
 from jaxvis.analysis.shift import ShiftProblem, crops, drawn_crops, linear_reference, shift_test, tiled_start
 from jaxvis.cli import main
@@ -46,17 +46,17 @@ def test_shift_index_separates_complex_from_simple_cells():
 def test_exact_metrics_of_synthetic_sets():
     rng = np.random.default_rng(0)
     same = np.repeat(rng.normal(size=(1, 1, 4, 4, 3)), 5, axis=1).astype(np.float32)
-    assert M.participation_ratio(same, (0, 0, 0))[0] == pytest.approx(1.0, abs=1e-6)
+    assert metric_table.participation_ratio(same, (0, 0, 0))[0] == pytest.approx(1.0, abs=1e-6)
     d = np.asarray(jax.vmap(jaxvis.objectives.diversity.pairwise_rms)(same))
-    assert M.pair_stats(d)[0][0] == pytest.approx(0.0, abs=1e-5)
-    assert M.variance_map(same).max() == 0
+    assert metric_table.pair_stats(d)[0][0] == pytest.approx(0.0, abs=1e-5)
+    assert metric_table.variance_map(same).max() == 0
     # orthogonal images of equal norm: N dimensions
     basis = np.eye(48, dtype=np.float32)[:4].reshape(1, 4, 4, 4, 3) * 10
-    assert M.participation_ratio(basis, (0, 0, 0))[0] == pytest.approx(4.0, rel=1e-6)
+    assert metric_table.participation_ratio(basis, (0, 0, 0))[0] == pytest.approx(4.0, rel=1e-6)
     layer = {"activations": np.array([[2.0, 1.0, 4.0]]), "max_activation": np.array([4.0]),
              "pixel_distances": np.array([[[0, 1, 2], [1, 0, 3], [2, 3, 0]]], np.float32),
              "feature_distances": np.zeros((1, 3, 3), np.float32), "images": basis[:, :3]}
-    m = M.evaluate({**layer, "mean_rgb": np.zeros(3, np.float32)})
+    m = metric_table.evaluate({**layer, "mean_rgb": np.zeros(3, np.float32)})
     assert m["activation_fraction"].tolist() == [[0.5, 0.25, 1.0]]
     assert (m["fraction_min"][0], m["fraction_median"][0]) == (0.25, 0.5)
     assert (m["pixel_min"][0], m["pixel_mean"][0]) == (1.0, 2.0)
@@ -102,7 +102,7 @@ def test_analyze_real_conv1_1(analysed):
     # called shift-invariant, whatever its index
     assert (m["shift_index"] <= m["shift_linear_reference"] + 2e-3).all()
     np.testing.assert_allclose(m["shift_index"], m["shift_linear_reference"], atol=0.02)  # 700 steps: 0.012
-    assert not (m["shift_class"] == R.AXES["shift"].index("shift-invariant")).any()
+    assert not (m["shift_class"] == rules.AXES["shift"].index("shift-invariant")).any()
     rows = list(csv.DictReader(open(table)))
     assert len(rows) == 64 and {"shift_index", "participation_ratio", "max_over_p99"} <= set(rows[0])
     assert r.layers["conv1_1"].keys() == before.keys()  # the sweep itself is intact, every array
@@ -164,7 +164,7 @@ def _shift_read(model, layer, best, maximum, blank, steps=300):
     out = shift_test(model.network, problem, jax.random.key(0)[None], np.eye(info.channels, dtype=np.float32)[:1],
                      300.0)
     index = out["responses"].mean() / maximum
-    reference = R.shift_reference(linear_reference(best[None], problem), [maximum], [blank])[0]
+    reference = rules.shift_reference(linear_reference(best[None], problem), [maximum], [blank])[0]
     return index, reference
 
 
@@ -178,7 +178,7 @@ def test_the_shift_index_against_its_linear_reference():
     colour = np.broadcast_to(np.array([1.0, -0.5, 0.2]), (3, 3, 3))
     index, reference = _shift_read(flat, "flat", 300.0 * colour / np.linalg.norm(colour), 300.0, 0.0)
     assert reference - 0.005 < index <= reference + 1e-3, (index, reference)  # measured 0.9061 and 0.9063
-    assert index > R.threshold("shift_invariant")  # shift-invariant by the index alone
+    assert index > rules.threshold("shift_invariant")  # shift-invariant by the index alone
     np.testing.assert_allclose(uniform_colour_share(colour[None], (0, 0, 0)), [1.0])
     cell = complex_cell()
     even = 300.0 * quadrature_pair()[..., 0]  # the maximum of both the even Gabor and the energy cell
@@ -187,7 +187,7 @@ def test_the_shift_index_against_its_linear_reference():
     assert simple <= simple_ref + 1e-3 and simple_ref < 0.3 and energy_ref == pytest.approx(simple_ref)
     assert energy > 0.9
     assert uniform_colour_share(even[None], (0, 0, 0))[0] < 0.01
-    assert R.labels("shift", R.shift_class([index, simple, energy], [reference, simple_ref, energy_ref])) == [
+    assert rules.labels("shift", rules.shift_class([index, simple, energy], [reference, simple_ref, energy_ref])) == [
         "shift-untestable", "shift-variant", "shift-invariant"]
 
 

@@ -15,8 +15,8 @@ import pytest
 from flax import nnx
 
 import jaxvis
-from jaxvis.analysis import metrics as M
-from jaxvis.analysis import readout as R
+from jaxvis.analysis import metrics as metric_table
+from jaxvis.analysis import readout as rules
 from jaxvis.analysis.gratings import gratings
 from jaxvis.analysis.phase import phase_rotation
 from jaxvis.report.summary import layer_profiles, layer_scalars
@@ -24,7 +24,7 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import unit_key
-from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.loop import optimize
 from jaxvis.optimize.step import Problem
 from tests.helpers import (FLOOR_FRACTION_MIN, FLOOR_VS_LINEAR, FLOORS, GRATING_F1_F0, H, N, RADIUS as
                            FAKE_RADIUS, U, make_results)
@@ -104,10 +104,10 @@ def test_toys_have_their_known_phase_classes(toy_values):
     g = toy_values
     assert g["grating_best"][2] < 0 < g["grating_best"][0]  # the premise of unit 2
     assert g["grating_best"][6] < 0 < g["rotation_curve"][6].min()  # and of unit 6
-    values = M.evaluate(g, names=["phase_class", "phase_agreement", "phase_rotation_agreement"])
+    values = metric_table.evaluate(g, names=["phase_class", "phase_agreement", "phase_rotation_agreement"])
     codes = values["phase_class"]  # through the metrics table
-    assert R.labels("phase", codes) == TOY_CLASSES, (g["grating_near_f1_f0"], g["grating_near_min_max"])
-    np.testing.assert_array_equal(codes, R.classify(g)["phase"])
+    assert rules.labels("phase", codes) == TOY_CLASSES, (g["grating_near_f1_f0"], g["grating_near_min_max"])
+    np.testing.assert_array_equal(codes, rules.classify(g)["phase"])
     # the squared unit: F1/F0 0 (it was complex-like by F1/F0 alone), all second harmonic, min/max 0
     assert g["grating_f1_f0"][5] < 0.01 and g["grating_phase_min_max"][5] == 0
     assert (g["grating_near_f2_f0"][5][np.isfinite(g["grating_near_f2_f0"][5])] > 0.9).all()
@@ -117,9 +117,9 @@ def test_toys_have_their_known_phase_classes(toy_values):
     # energy cell's keeps, the squared unit's (r^2 cos^2 phi - c) falls below its baseline
     np.testing.assert_array_equal(values["phase_rotation_agreement"][[0, 1, 3, 4, 5]], 1.0)
     assert np.isnan(values["phase_rotation_agreement"][[2, 6, 7]]).all()  # no firm grating class
-    p = R.profile(g, layer="units")
+    p = rules.profile(g, layer="units")
     assert p.units == 8 and p.disagree == 0.0
-    assert p.fractions["phase"] == {name: TOY_CLASSES.count(name) / 8 for name in R.AXES["phase"]} | {"unknown": 0.0}
+    assert p.fractions["phase"] == {name: TOY_CLASSES.count(name) / 8 for name in rules.AXES["phase"]} | {"unknown": 0.0}
     assert p.fractions["shift"]["unknown"] == 1.0 and p.fractions["diversity"]["unknown"] == 1.0
     # medians over the units with a value: units 2 and 6 have no F1/F0 (no grating drives them above 0)
     assert p.counts["f1_f0"] == 6
@@ -131,10 +131,10 @@ def test_a_file_without_the_new_measures_reads_unknown():
     has no phase or shift class (never the old rule's, never a crash)."""
     old = {"grating_f1_f0": np.array([0.5]), "grating_best": np.array([5.0]), "grating_blank": np.array([0.0]),
            "max_activation": np.array([10.0]), "rotation_min_max": np.array([0.5]), "shift_index": np.array([0.95])}
-    classes = R.classify(old)
-    assert R.labels("phase", classes["phase"]) == ["unknown"] and R.labels("shift", classes["shift"]) == ["unknown"]
-    assert "phase_class" not in M.evaluate(old) and "shift_class" not in M.evaluate(old)
-    assert R.profile(old).fractions["phase"]["unknown"] == 1.0
+    classes = rules.classify(old)
+    assert rules.labels("phase", classes["phase"]) == ["unknown"] and rules.labels("shift", classes["shift"]) == ["unknown"]
+    assert "phase_class" not in metric_table.evaluate(old) and "shift_class" not in metric_table.evaluate(old)
+    assert rules.profile(old).fractions["phase"]["unknown"] == 1.0
 
 
 def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_the_affine_ones():
@@ -151,21 +151,21 @@ def test_floor_sets_of_the_toys_are_diverse_for_the_energy_cell_and_tight_for_th
                       optimizer=Optimizer(steps=300, segment=100), convention=model.convention,
                       mean_rgb=model.convention.mean_rgb255)
     best = RADIUS * np.repeat(quadrature_pair()[None, ..., 0], 3, axis=0)  # r e: a maximum of each unit
-    out = optimise(model.network, problem, jnp.stack([unit_key(0, "units", u, n) for u in units]),
+    out = optimize(model.network, problem, jnp.stack([unit_key(0, "units", u, n) for u in units]),
                    np.eye(8, dtype=np.float32)[units], RADIUS, maxima=MAXIMA[units].astype(np.float32), starts=best)
     floor_sets = {"floor_activations": out["activations"][:, None],
                   "floor_pixel_distances": out["pixel_distances"][:, None],
                   "max_activation": MAXIMA[units], "floors": np.array([alpha]),
                   "floor_agreement": np.ones((len(units), 1))}  # one start here: taken as settled
     shape = (len(units), 1, n, SIZE, SIZE, 3)
-    values = M.evaluate({**floor_sets, "floor_linear_bound": R.floor_bound(RADIUS, shape, [alpha], MAXIMA[units],
+    values = metric_table.evaluate({**floor_sets, "floor_linear_bound": rules.floor_bound(RADIUS, shape, [alpha], MAXIMA[units],
                                                                            BLANKS[units])})
-    assert R.labels("diversity", values["diversity_class"][:, 0]) == ["diverse", "tight", "tight"], (
+    assert rules.labels("diversity", values["diversity_class"][:, 0]) == ["diverse", "tight", "tight"], (
         values["floor_fraction_min"], values["floor_pixel_vs_linear"])
     assert (values["floor_fraction_min"] >= alpha - 0.005).all()
     np.testing.assert_allclose(values["floor_pixel_vs_linear"][1:, 0], 1.0, atol=0.03)  # at the cap's optimum
-    bias_free = M.evaluate({**floor_sets, "floor_linear_bound": R.floor_bound(RADIUS, shape, [alpha])})
-    assert R.labels("diversity", bias_free["diversity_class"][:, 0]) == ["diverse", "tight", "diverse"]
+    bias_free = metric_table.evaluate({**floor_sets, "floor_linear_bound": rules.floor_bound(RADIUS, shape, [alpha])})
+    assert rules.labels("diversity", bias_free["diversity_class"][:, 0]) == ["diverse", "tight", "diverse"]
 
 
 # Per threshold: measures that sit between the table's value and a moved one, the class with the
@@ -205,8 +205,8 @@ MOVES = {  # threshold: (values, axis, class with the table, moved value, class 
 
 
 def test_every_threshold_of_the_table_has_a_move():
-    assert set(MOVES) == set(R.THRESHOLDS)
-    for t in R.THRESHOLDS.values():
+    assert set(MOVES) == set(rules.THRESHOLDS)
+    for t in rules.THRESHOLDS.values():
         assert t.rule and t.source and np.isfinite(t.value)
 
 
@@ -216,77 +216,77 @@ def test_moving_a_threshold_changes_the_class(name, monkeypatch):
     values = {k: np.asarray(v, np.float64) for k, v in values.items()}
 
     def label():
-        return R.labels(axis, R.classify(values, [0.9])[axis])[0]
+        return rules.labels(axis, rules.classify(values, [0.9])[axis])[0]
 
     assert label() == before
-    monkeypatch.setitem(R.THRESHOLDS, name, dataclasses.replace(R.THRESHOLDS[name], value=moved))
+    monkeypatch.setitem(rules.THRESHOLDS, name, dataclasses.replace(rules.THRESHOLDS[name], value=moved))
     assert label() == after  # the table's row is what the rule reads
     monkeypatch.undo()
     assert label() == before
-    assert R.labels(axis, R.classify(values, [0.9], overrides={name: moved})[axis])[0] == after
+    assert rules.labels(axis, rules.classify(values, [0.9], overrides={name: moved})[axis])[0] == after
 
 
 def test_missing_measures_give_no_class():
     nan = np.nan
     # phase: no battery at all, a NaN in any input, a maximum not above the baseline
-    assert np.isnan(R.classify({"shift_index": np.array([0.5])})["phase"]).all()
+    assert np.isnan(rules.classify({"shift_index": np.array([0.5])})["phase"]).all()
     for bad in ({"grating_best": [nan]}, {"grating_blank": [nan]}, {"max_activation": [nan]},
                 {"max_activation": [-1.0]}, {"grating_near_f1_f0": [[nan]]}):
         values = {**_phase(), **bad}
-        assert R.labels("phase", R.classify(values)["phase"]) == ["unknown"], bad
-    for name in R.PHASE_INPUTS:  # any measure missing: no class
-        assert R.labels("phase", R.classify({k: v for k, v in _phase().items() if k != name})["phase"]) == ["unknown"]
+        assert rules.labels("phase", rules.classify(values)["phase"]) == ["unknown"], bad
+    for name in rules.PHASE_INPUTS:  # any measure missing: no class
+        assert rules.labels("phase", rules.classify({k: v for k, v in _phase().items() if k != name})["phase"]) == ["unknown"]
     # below the drive threshold F1/F0 is not needed (it is NaN when no grating drives the unit), and
     # without a rotation (NaN) the unit stays grating-unresponsive
     for rotation in (-0.5, nan):
-        assert R.labels("phase", R.classify(_phase(f1_f0=nan, drive=-0.2, rotation=rotation))["phase"]) == [
+        assert rules.labels("phase", rules.classify(_phase(f1_f0=nan, drive=-0.2, rotation=rotation))["phase"]) == [
             "grating-unresponsive"]
     # NaN-padded near-peak gratings do not count; the best one decides the class
-    assert R.phase_agreement([[0.5, 0.6, np.nan]], [[0.0] * 3], [[0.5] * 3]).tolist() == [1.0]
-    assert R.phase_agreement([[1.5, 0.6, 0.7]], [[0.0] * 3], [[0.5] * 3]).tolist() == [pytest.approx(1 / 3)]
+    assert rules.phase_agreement([[0.5, 0.6, np.nan]], [[0.0] * 3], [[0.5] * 3]).tolist() == [1.0]
+    assert rules.phase_agreement([[1.5, 0.6, 0.7]], [[0.0] * 3], [[0.5] * 3]).tolist() == [pytest.approx(1 / 3)]
     # diversity: no floor set at alpha, no floors recorded, no ratio (no analysis), a NaN fraction
     values = {k: np.asarray(v) for k, v in _diversity().items()}
-    assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["diverse"]
-    for floors, alpha in (([0.8], R.PROFILE_ALPHA), ([], R.PROFILE_ALPHA), ([0.9], None)):
-        assert R.labels("diversity", R.classify(values, floors, alpha=alpha)["diversity"]) == ["unknown"]
-    assert np.isnan(R.classify({"floor_fraction_min": values["floor_fraction_min"]}, [0.9])["diversity"]).all()
-    assert R.labels("diversity", R.classify(_diversity(ratio=nan), [0.9])["diversity"]) == ["unknown"]
-    assert R.labels("diversity", R.classify(_diversity(fraction=nan), [0.9])["diversity"]) == ["unknown"]
+    assert rules.labels("diversity", rules.classify(values, [0.9])["diversity"]) == ["diverse"]
+    for floors, alpha in (([0.8], rules.PROFILE_ALPHA), ([], rules.PROFILE_ALPHA), ([0.9], None)):
+        assert rules.labels("diversity", rules.classify(values, floors, alpha=alpha)["diversity"]) == ["unknown"]
+    assert np.isnan(rules.classify({"floor_fraction_min": values["floor_fraction_min"]}, [0.9])["diversity"]).all()
+    assert rules.labels("diversity", rules.classify(_diversity(ratio=nan), [0.9])["diversity"]) == ["unknown"]
+    assert rules.labels("diversity", rules.classify(_diversity(fraction=nan), [0.9])["diversity"]) == ["unknown"]
     shift = {"shift_index": np.array([nan, 0.95, 0.95, 0.97, 0.5]),
              "shift_linear_reference": np.array([0.5, 0.5, nan, 0.95, 0.45])}
-    assert R.labels("shift", R.classify(shift)["shift"]) == [
+    assert rules.labels("shift", rules.classify(shift)["shift"]) == [
         "unknown", "shift-invariant", "unknown", "shift-untestable", "shift-variant"]
-    assert R.labels("shift", R.classify({"shift_index": np.array([0.95])})["shift"]) == ["unknown"]  # no reference
+    assert rules.labels("shift", rules.classify({"shift_index": np.array([0.95])})["shift"]) == ["unknown"]  # no reference
     with pytest.raises(JaxvisError, match=r"must be \[units, floors=2\], not \[1, 1\], \[1, 1\] and \[1, 1\]"):
-        R.diversity_class([[1.0]], [[0.9]], [0.95, 0.9], [[1.0]])
+        rules.diversity_class([[1.0]], [[0.9]], [0.95, 0.9], [[1.0]])
     # starts that disagree, or fewer than two that kept the floor: unsettled, never tight or diverse
     for agreement in (0.8, nan):
         values = {k: np.asarray(v) for k, v in _diversity(agreement=agreement).items()}
-        assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["unsettled"]
+        assert rules.labels("diversity", rules.classify(values, [0.9])["diversity"]) == ["unsettled"]
     values = {k: np.asarray(v) for k, v in _diversity().items() if k != "floor_agreement"}
-    assert R.labels("diversity", R.classify(values, [0.9])["diversity"]) == ["unknown"]  # no certificate
+    assert rules.labels("diversity", rules.classify(values, [0.9])["diversity"]) == ["unknown"]  # no certificate
     with pytest.raises(JaxvisError, match="unknown threshold 'f1f0'; valid: grating_drive, f1_f0"):
-        R.classify(_phase(), overrides={"f1f0": 1.0})
+        rules.classify(_phase(), overrides={"f1f0": 1.0})
     with pytest.raises(JaxvisError, match=r"must share their units \(leading axis\), not \[1, 2\]"):
-        R.classify({"shift_index": np.zeros(2), "grating_best": np.zeros(1)})
+        rules.classify({"shift_index": np.zeros(2), "grating_best": np.zeros(1)})
 
 
 def test_the_linear_bound_is_the_cap_optimum_of_docs_floor():
     """docs/floor.md: a bias-free linear unit's best N-point set at alpha has min pairwise RMS
     distance r sqrt(2N/(N-1)) sqrt(1 - alpha^2) / sqrt(D): 7.62 for the simple cell (r = 300,
     D = 363, N = 6, alpha = 0.95); the complex cell's circle (15.75) is 2.07 times that."""
-    exact = R.linear_bound(300.0, 6, 363, [0.95], overrides={"floor_slack": 0.0})
+    exact = rules.linear_bound(300.0, 6, 363, [0.95], overrides={"floor_slack": 0.0})
     np.testing.assert_allclose(exact, [[7.62]], rtol=1e-3)  # [units = 1, floors]
-    assert 15.75 / exact[0, 0] > R.threshold("beyond_linear")  # the energy cell's set is diverse
+    assert 15.75 / exact[0, 0] > rules.threshold("beyond_linear")  # the energy cell's set is diverse
     # the read-out's bound is taken at alpha - floor_slack (fractions that far below count)
-    slack = R.linear_bound(300.0, 6, 363, [0.95, 0.9])
+    slack = rules.linear_bound(300.0, 6, 363, [0.95, 0.9])
     np.testing.assert_allclose(slack, [300 * np.sqrt(12 / 5) * np.sqrt(1 - np.array([0.945, 0.895]) ** 2)
                                        / np.sqrt(363)], rtol=1e-12)
     with pytest.raises(JaxvisError, match="needs radius > 0, N >= 2 images"):
-        R.linear_bound(300.0, 1, 363, [0.9])
+        rules.linear_bound(300.0, 1, 363, [0.9])
     # an affine unit a = w.x + b: the cap's cosine t = (alpha' a* - b) / (a* - b), per unit; b = 0
     # is the bias-free bound, a* <= b has no floor above the baseline (NaN), t < 0 clips to 0
-    affine = R.linear_bound(300.0, 6, 363, [0.95, 0.9], maximum=[300.0, 540.0, 5.0, 10.0, -1.0],
+    affine = rules.linear_bound(300.0, 6, 363, [0.95, 0.9], maximum=[300.0, 540.0, 5.0, 10.0, -1.0],
                             baseline=[0.0, 240.0, 5.0, 9.8, -5.0])
     assert affine.shape == (5, 2) and np.isnan(affine[4]).all()  # a* <= 0: no floor below a*
     np.testing.assert_allclose(affine[0], slack[0], rtol=1e-12)
@@ -295,16 +295,16 @@ def test_the_linear_bound_is_the_cap_optimum_of_docs_floor():
     assert np.isnan(affine[2]).all()
     np.testing.assert_allclose(affine[3], 300 * np.sqrt(12 / 5) / np.sqrt(363), rtol=1e-12)  # t < 0: 0
     with pytest.raises(JaxvisError, match="both the maxima and the baselines"):
-        R.linear_bound(300.0, 6, 363, [0.9], maximum=[1.0])
+        rules.linear_bound(300.0, 6, 363, [0.9], maximum=[1.0])
     with pytest.raises(JaxvisError, match="one maximum and one baseline per unit, not 2 and 1"):
-        R.linear_bound(300.0, 6, 363, [0.9], maximum=[1.0, 2.0], baseline=[0.0])
+        rules.linear_bound(300.0, 6, 363, [0.9], maximum=[1.0, 2.0], baseline=[0.0])
 
 
 def test_the_diversity_class_through_the_metrics_table():
     """``jaxvis analyze`` passes the layer's floors and their linear bound; the [units, floors]
     class comes out."""
-    bound = R.linear_bound(FAKE_RADIUS, N, H * H * 3, FLOORS)
-    out = M.evaluate({"floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * bound,
+    bound = rules.linear_bound(FAKE_RADIUS, N, H * H * 3, FLOORS)
+    out = metric_table.evaluate({"floor_pixel_min": np.asarray(FLOOR_VS_LINEAR) * bound,
                       "floor_fraction_min": np.asarray(FLOOR_FRACTION_MIN),
                       "floor_linear_bound": bound, "floors": np.asarray(FLOORS),
                       "floor_agreement": np.ones((U, 2))},
@@ -312,8 +312,8 @@ def test_the_diversity_class_through_the_metrics_table():
     np.testing.assert_allclose(out["floor_pixel_vs_linear"], FLOOR_VS_LINEAR, rtol=1e-6)
     codes = out["diversity_class"]
     assert codes.shape == (U, 2)
-    assert R.labels("diversity", codes[:, 1]) == ["diverse", "tight", "unknown", "diverse", "unknown"]
-    assert R.labels("diversity", codes[:, 0]) == ["diverse", "tight", "diverse", "diverse", "tight"]
+    assert rules.labels("diversity", codes[:, 1]) == ["diverse", "tight", "unknown", "diverse", "unknown"]
+    assert rules.labels("diversity", codes[:, 0]) == ["diverse", "tight", "diverse", "diverse", "tight"]
 
 
 def test_profiles_of_a_results_file(tmp_path):
@@ -354,16 +354,16 @@ def test_profiles_of_a_results_file(tmp_path):
         i, j = np.triu_indices(N, 1)
         pixel_min = g["floor_pixel_distances"][()][:, 1][:, i, j].min(1)
         reached = (g["floor_activations"][()][:, 1].min(1) / g["max_activation"][()]) >= 0.9 - 0.005
-    ratio = pixel_min / R.linear_bound(FAKE_RADIUS, N, H * H * 3, [0.9])[0, 0]  # no blank: bias-free
+    ratio = pixel_min / rules.linear_bound(FAKE_RADIUS, N, H * H * 3, [0.9])[0, 0]  # no blank: bias-free
     assert reached.all() and q.fractions["diversity"]["diverse"] == np.mean(ratio >= 1.1)
     np.testing.assert_allclose(q.medians["diversity_vs_linear"], np.median(ratio), rtol=1e-6)
 
-    table = R.format_profiles({"fake conv1_1": p, "fake conv2_1": q})
+    table = rules.format_profiles({"fake conv1_1": p, "fake conv2_1": q})
     lines = table.splitlines()
     assert lines[0].startswith("| layer | units | complex-like | simple-like | grating-unresponsive | ambiguous | "
                                "frequency-doubling | own-image-invariant | grating/rotation disagree | "
                                "diverse at 0.9 | shift-invariant | shift-untestable | median F1/F0 |")
-    agree = R.rotation_agreement([2, 1, 0, 2, 1], m["rotation_min_max"])
+    agree = rules.rotation_agreement([2, 1, 0, 2, 1], m["rotation_min_max"])
     assert p.disagree == pytest.approx(1 - np.nanmean(agree))
     assert lines[2].startswith(f"| fake conv1_1 | {U} | 40% | 40% | 20% | 0% | 0% | 0% | {100 * p.disagree:.0f}% | "
                                f"40% | {100 * p.fractions['shift']['shift-invariant']:.0f}% | 0% | ")
@@ -371,7 +371,7 @@ def test_profiles_of_a_results_file(tmp_path):
     assert lines[3].startswith(f"| fake conv2_1 | {U} | – | – | – | – | – | – | – | "
                                f"{100 * np.mean(ratio >= 1.1):.0f}% | – | – | – | – | – | – | "
                                f"{np.median(ratio):.2f} | – | – | 5/0/5 |")  # no phase spread, no shift
-    assert R.format_profiles([p]).splitlines()[2].startswith("| conv1_1 |")
+    assert rules.format_profiles([p]).splitlines()[2].startswith("| conv1_1 |")
     with pytest.raises(JaxvisError, match="no layer 'conv9'"):
         layer_profiles(path, ["conv9"])
 
@@ -383,7 +383,7 @@ def test_class_columns_follow_the_current_table(tmp_path):
         f["layers/conv1_1/metrics"].create_dataset("phase_class", data=np.zeros(U, np.float32))
         scalars, sources = layer_scalars(f["layers/conv1_1"])
     assert sources["phase_class"] == "readout" and sources["shift_class"] == "readout"
-    assert R.labels("phase", scalars["phase_class"]) == [
+    assert rules.labels("phase", scalars["phase_class"]) == [
         "complex-like", "simple-like", "grating-unresponsive", "complex-like", "simple-like"]
     assert "diversity_class" not in scalars  # [units, floors]: not a column
 
@@ -413,7 +413,7 @@ def test_a_file_swept_on_a_custom_network_is_refused_and_left_as_it_was(weights,
 
 def test_the_docs_show_the_thresholds_of_the_table():
     text = (Path(__file__).parents[2] / "docs" / "invariance.md").read_text(encoding="utf-8")
-    assert R.format_thresholds() in text
+    assert rules.format_thresholds() in text
 
 
 def test_the_cli_summary_line_names_the_read_out():

@@ -28,7 +28,7 @@ class _Captured(Exception):
 
 
 def segment_call(model, precision: str, monkeypatch):
-    """(jitted segment, args, kwargs) exactly as ``optimise`` calls it for 2 units of conv2_1."""
+    """(jitted segment, args, kwargs) exactly as ``optimize`` calls it for 2 units of conv2_1."""
     from benchmarks.variants import layer_problem, unit_inputs
 
     lp = layer_problem(model, "conv2_1", 6, STEPS, precision=precision, segment=SEGMENT)
@@ -42,7 +42,7 @@ def segment_call(model, precision: str, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(loop, "_segment", spy)
         with pytest.raises(_Captured):
-            loop.optimise(model.network, lp.diverse, keys, directions, lp.radius)
+            loop.optimize(model.network, lp.diverse, keys, directions, lp.radius)
     return real, seen["args"], seen["kwargs"]
 
 
@@ -120,7 +120,7 @@ def test_one_host_round_trip_per_segment(vgg19, weights_env, monkeypatch):
     keys, directions = unit_inputs(lp, [0, 1, 2])
     gets, real = [], jax.device_get
     monkeypatch.setattr(jax, "device_get", lambda x: gets.append(1) or real(x))
-    out = loop.optimise(vgg19.network, lp.diverse, keys, directions, lp.radius)
+    out = loop.optimize(vgg19.network, lp.diverse, keys, directions, lp.radius)
     assert (out["steps"] == STEPS).all()
     assert len(gets) == STEPS // SEGMENT + 1  # the stop check after each segment, the results
 

@@ -20,7 +20,7 @@ def test_torch_twin_agrees_with_jaxvis(vgg19, weights_env, layer, unit):
 
     from benchmarks.torch_twin import TorchUnit, compare
     from benchmarks.variants import layer_problem, unit_inputs
-    from jaxvis.optimize import step as one
+    from jaxvis.optimize import step as unit_step
 
     lp = layer_problem(vgg19, layer, images=6, steps=1)
     problem = lp.diverse
@@ -33,9 +33,9 @@ def test_torch_twin_agrees_with_jaxvis(vgg19, weights_env, layer, unit):
     assert abs(check["loss_jaxvis"]) > 1  # a real objective: the unit responds to its random start
 
     # one Adam step each (jaxvis's optax step vs torch.optim.Adam), then the loss where each landed
-    state = one.init(keys[0], problem)
-    stepped = one.step(state, vgg19.network, problem, jnp.asarray(directions[0]), jnp.float32(lp.radius))
-    after_j = float(one.loss_fn(stepped.z, vgg19.network, problem, jnp.asarray(directions[0]),
+    state = unit_step.init(keys[0], problem)
+    stepped = unit_step.step(state, vgg19.network, problem, jnp.asarray(directions[0]), jnp.float32(lp.radius))
+    after_j = float(unit_step.loss_fn(stepped.z, vgg19.network, problem, jnp.asarray(directions[0]),
                                 jnp.float32(lp.radius)))
     after_t, taken = twin.run(np.asarray(state.z), directions[0], steps=1)
     assert taken == 1 and int(stepped.steps) == 1

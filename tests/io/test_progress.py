@@ -67,14 +67,14 @@ CALL_S = 0.5         # per call: placing inputs, evaluating (outside any segment
 
 
 class CostModel:
-    """Stands in for :func:`jaxvis.optimize.loop.optimise`: every segment costs its rows' image-steps
+    """Stands in for :func:`jaxvis.optimize.loop.optimize`: every segment costs its rows' image-steps
     on the fake clock (stopped rows too), the first call of each shape compiles, and a call stops
     early after a share of its segments (a fixed pseudo-random draw per call)."""
 
     def __init__(self):
         self.now, self.compiled, self.calls = 0.0, set(), 0
 
-    def optimise(self, network, problem, keys, directions, radius, mesh=None, maxima=None, on_segment=None,
+    def optimize(self, network, problem, keys, directions, radius, mesh=None, maxima=None, on_segment=None,
                  starts=None, mixes=None):
         rows, n, c = len(directions), problem.n, problem.canvas
         o = problem.optimizer
@@ -104,8 +104,8 @@ def test_eta_of_a_sweep_is_within_2x_of_the_real_remaining_time(vgg19, monkeypat
     from jaxvis.run.sweep import sweep
 
     model = CostModel()
-    monkeypatch.setattr(importlib.import_module("jaxvis.run.sweep"), "optimise", model.optimise)
-    monkeypatch.setattr(importlib.import_module("jaxvis.optimize.maximum"), "optimise", model.optimise)
+    monkeypatch.setattr(importlib.import_module("jaxvis.run.sweep"), "optimize", model.optimize)
+    monkeypatch.setattr(importlib.import_module("jaxvis.optimize.maximum"), "optimize", model.optimize)
     seen: list[tuple[float, Status]] = []
     bar = Progress(enabled=False, clock=lambda: model.now, callback=lambda s: seen.append((model.now, s)))
     sweep(vgg19, "conv1_1", "0-11", chunk=4, progress=bar, floors=(0.9,), restarts=2, images=3, steps=200,
@@ -129,8 +129,8 @@ def test_library_sweep_is_quiet_unless_asked(vgg19, monkeypatch, capsys):
     from jaxvis.run.sweep import sweep
 
     model = CostModel()
-    monkeypatch.setattr(importlib.import_module("jaxvis.run.sweep"), "optimise", model.optimise)
-    monkeypatch.setattr(importlib.import_module("jaxvis.optimize.maximum"), "optimise", model.optimise)
+    monkeypatch.setattr(importlib.import_module("jaxvis.run.sweep"), "optimize", model.optimize)
+    monkeypatch.setattr(importlib.import_module("jaxvis.optimize.maximum"), "optimize", model.optimize)
     sweep(vgg19, "conv1_1", "0-1", chunk=2, restarts=1, images=2, steps=50, segment=25, compile_cache=False)
     assert capsys.readouterr().err == ""
     sweep(vgg19, "conv1_1", "0-1", chunk=2, restarts=1, images=2, steps=50, segment=25, compile_cache=False,

@@ -13,10 +13,10 @@ from flax import nnx
 import jaxvis
 from jaxvis.errors import JaxvisError
 from jaxvis.models.geometry import LayerSpec, Op
-from jaxvis.optimize import step as one
+from jaxvis.optimize import step as unit_step
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import unit_key
-from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.loop import optimize
 from jaxvis.optimize.maximum import TIE, maximum, reference, restart_keys, winners
 from jaxvis.optimize.step import Problem
 from tests.optimize.complex_cell import SIZE, model as complex_cell_model, quadrature_pair
@@ -49,7 +49,7 @@ def conv1_1(vgg19, real_root):
     eye = jnp.eye(64)
 
     def a(x, u):  # the unit's pre-ReLU response to one image deviation [3, 3, 3]
-        return one._response(vgg19.network, p, x[None], eye[u])[0][0]
+        return unit_step._response(vgg19.network, p, x[None], eye[u])[0][0]
 
     x0 = jnp.zeros((3, 3, 3))
     b = np.array([a(x0, u) for u in range(64)])
@@ -83,7 +83,7 @@ def test_conv1_1_floor_sets_reach_the_analytic_optimum(vgg19, conv1_1, n, start)
     p = problem(vgg19, "conv1_1", Objective(images=n, diversity="pixels", floor=ALPHA), steps=400, segment=100)
     keys = jnp.stack([unit_key(0, "conv1_1", u, n) for u in range(64)])
     best = (r * w / np.linalg.norm(w, axis=1, keepdims=True)).reshape(64, 3, 3, 3)
-    out = optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32), r, maxima=a_star,
+    out = optimize(vgg19.network, p, keys, np.eye(64, dtype=np.float32), r, maxima=a_star,
                    starts=best if start == "maximum" else None)
     got = min_pair(out["pixel_distances"])
     ratio = got / want
@@ -128,7 +128,7 @@ def test_complex_cell_floor_set_spans_the_phases_and_a_simple_cells_stays_tight(
         best = maximum(model.network, single, jnp.stack([unit_key(0, layer, 0, 1)]), np.eye(1), r, restarts=2)
         floor = problem(model, layer, Objective(images=n, diversity="pixels", floor=alpha), steps=500,
                         segment=100)
-        out = optimise(model.network, floor, jnp.stack([unit_key(0, layer, 0, n)]), np.eye(1, dtype=np.float32),
+        out = optimize(model.network, floor, jnp.stack([unit_key(0, layer, 0, n)]), np.eye(1, dtype=np.float32),
                        r, maxima=best["activation"], starts=best["image"] - np.float32(floor.mean_rgb))
         assert (out["activations"][0] / best["activation"][0]).min() >= alpha - 0.005, out["steps"]
         sets[name] = (min_pair(out["pixel_distances"])[0], best["activation"][0])
@@ -244,11 +244,11 @@ def test_images_trapped_in_a_lower_basin_restart_next_to_the_most_active_one(mon
     keys = jnp.stack([unit_key(0, "two", 0, n)])
 
     def run(start):
-        return optimise(model.network, p, keys, np.eye(1, dtype=np.float32), r, maxima=np.array([r]),
+        return optimize(model.network, p, keys, np.eye(1, dtype=np.float32), r, maxima=np.array([r]),
                         starts=None if start == "random" else best)
 
     with monkeypatch.context() as m:  # the constant is read when the program is traced
-        m.setattr(one, "FLOOR_STUCK", 10 ** 6)
+        m.setattr(unit_step, "FLOOR_STUCK", 10 ** 6)
         jax.clear_caches()
         trapped = run("random")["activations"][0] / r
     jax.clear_caches()
@@ -268,7 +268,7 @@ def test_starts_of_the_wrong_shape_and_unknown_floor_starts_are_refused_in_one_l
     with pytest.raises(JaxvisError, match=r"starts must be \[units, canvas, canvas, 3\] = \[1, 3, 3, 3\] \(one "
                                           r"image per direction\) or \[units, images, canvas, canvas, 3\] = "
                                           r"\[1, 2, 3, 3, 3\]; got shape \(1, 4, 4, 3\)"):
-        optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(1),
+        optimize(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(1),
                  starts=np.zeros((1, 4, 4, 3)))
     with pytest.raises(JaxvisError, match="unknown floor start 'best'") as e:
         jaxvis.sweep(vgg19, "conv1_1", "0", floors=(0.9,), floor_starts="maximum,best", steps=1)
@@ -286,7 +286,7 @@ def test_maximum_is_the_best_restart_and_restart_0_is_the_single_run(vgg19):
     keys = jnp.stack([unit_key(0, "conv1_2", u, 1) for u in units])
     eye = np.eye(info.channels, dtype=np.float32)[units]
     both = maximum(vgg19.network, p, keys, eye, r, restarts=3)
-    plain = optimise(vgg19.network, p, keys, eye, r)
+    plain = optimize(vgg19.network, p, keys, eye, r)
     np.testing.assert_allclose(both["restart_activations"][:, 0], plain["activations"][:, 0], rtol=1e-5)
     acts = both["restart_activations"]
     np.testing.assert_array_equal(both["activation"], acts[np.arange(3), both["restart"]])
@@ -324,9 +324,9 @@ def test_bad_floors_are_refused_in_one_line(vgg19):
     p = problem(vgg19, "conv1_1", Objective(images=2, diversity="pixels", floor=0.9), steps=1)
     keys = jnp.stack([unit_key(0, "conv1_1", 0, 2)])
     with pytest.raises(JaxvisError, match="maxima are needed exactly when the objective has a floor"):
-        optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
+        optimize(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
     with pytest.raises(JaxvisError, match=r"maxima must be \[units\] = \[1\], one per direction; got shape \(2,\)"):
-        optimise(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(2))
+        optimize(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0, maxima=np.ones(2))
     with pytest.raises(JaxvisError, match="a single-image maximum needs images=1"):
         maximum(vgg19.network, p, keys, np.eye(64, dtype=np.float32)[:1], 100.0)
 

@@ -16,7 +16,7 @@ from jaxvis.cli import _method, build_parser
 from jaxvis.errors import JaxvisError
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import unit_key
-from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.loop import optimize
 from jaxvis.optimize.parallel import unit_mesh
 from jaxvis.optimize.step import Problem
 from jaxvis.data.budget import colour_basis, colour_statistics, sqrt_basis
@@ -116,7 +116,7 @@ def test_a_fourier_run_stays_on_the_contrast_sphere():
                       optimizer=Optimizer(steps=30, segment=10), convention=model.convention,
                       mean_rgb=model.convention.mean_rgb255, colour=COLOUR)
     keys = jnp.stack([unit_key(0, "energy", u, 2) for u in range(2)])
-    out = optimise(model.network, problem, keys, np.ones((2, 1), np.float32), 40.0,
+    out = optimize(model.network, problem, keys, np.ones((2, 1), np.float32), 40.0,
                    mesh=unit_mesh(jax.devices()[:1]))
     norms = np.linalg.norm((out["images"] - mean).reshape(2, 2, -1), axis=-1)
     np.testing.assert_allclose(norms, 40.0, rtol=1e-5)

@@ -14,7 +14,7 @@ from jaxvis.store.config import SweepConfig
 from jaxvis.errors import JaxvisError
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.optimize.keys import image_uniforms, transform_key, unit_key
-from jaxvis.optimize.loop import optimise
+from jaxvis.optimize.loop import optimize
 from jaxvis.optimize.parallel import unit_mesh
 from jaxvis.optimize.step import Problem
 from jaxvis.param.transform import Transforms, draw, resample
@@ -85,7 +85,7 @@ def _problem(model, objective, steps=20):
 def _run(model, problem, units):
     """Units of the model complex cell (one channel: the units differ by their keys, their starts)."""
     keys = jnp.stack([unit_key(0, "energy", u, problem.n) for u in units])
-    return optimise(model.network, problem, keys, np.ones((len(units), 1), np.float32), 100.0,
+    return optimize(model.network, problem, keys, np.ones((len(units), 1), np.float32), 100.0,
                     mesh=unit_mesh(jax.devices()[:1]))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxvis.analysis import metrics as M
+from jaxvis.analysis import metrics as metric_table
 from jaxvis.run.analyze import analyze
 from jaxvis.store.config import SweepConfig
 from jaxvis.report.pages import report
@@ -25,13 +25,13 @@ from tests.optimize.complex_cell import model as complex_cell
 def fraction_range():
     """The recipe's metric, registered the documented way (and removed again afterwards)."""
 
-    @M.register_metric("fraction_range", "highest minus lowest activation fraction of the "
+    @metric_table.register_metric("fraction_range", "highest minus lowest activation fraction of the "
                        "diverse set", inputs=("activation_fraction",))
     def _range(fraction):
         return np.max(fraction, axis=1) - np.min(fraction, axis=1)
 
     yield "fraction_range"
-    del M.REGISTRY["fraction_range"]
+    del metric_table.REGISTRY["fraction_range"]
 
 
 class _Heads(HTMLParser):
@@ -101,7 +101,7 @@ def test_a_metric_from_one_function_and_one_row(fraction_range, tmp_path):
     np.testing.assert_allclose(stored, expected, rtol=1e-5)
     with h5py.File(out, "r") as f:
         definitions = json.loads(f["layers/simple/metrics"].attrs["definitions"])
-    assert definitions[fraction_range] == M.REGISTRY[fraction_range].definition
+    assert definitions[fraction_range] == metric_table.REGISTRY[fraction_range].definition
     rows = list(csv.DictReader(open(analysis.csv)))  # the CSV
     assert [float(r[fraction_range]) for r in rows] == pytest.approx(expected.tolist(), rel=1e-5)
     page = report(out, tmp_path / "after")[0]  # the report page, from the stored metric
