@@ -228,8 +228,8 @@ CPU_CHUNK_UNITS = 16
 # Accelerators: a chunk may take this share of what XLA may allocate on the device (the rest is
 # for the weights, XLA's temporaries beyond unit_bytes' estimate and the next chunk's inputs),
 # and at most this many units (past a few thousand units a step is long enough to hide every
-# per-step cost; more units only delay the first results). Both are guesses until measured on a
-# device: benchmarks.device_run times the chunk they give against smaller and larger ones.
+# per-step cost; more units only delay the first results). Both are estimates, not measurements:
+# benchmarks.device_run times the chunk they give against smaller and larger ones (docs/speed.md).
 ACCELERATOR_MEMORY_SHARE = 0.5
 ACCELERATOR_CHUNK_UNITS = 4096
 
