@@ -328,195 +328,239 @@ def _curves(tuning: dict, rows) -> list[str]:
     return out
 
 
+class _LayerPage:
+    """One layer page as it is made: what the page shows of every unit is read here once; the
+    units' images are read ``BLOCK`` at a time (:meth:`files`), so memory stays bounded."""
+
+    def __init__(self, layer: str, group, meta: dict, config: dict, files: _Images):
+        self.layer, self.group, self.meta, self.config, self.files = layer, group, meta, config, files
+        self.scalars, self.sources = layer_scalars(group)
+        self.described = definitions(group)
+        self.metrics = group[METRICS] if METRICS in group else None
+        self.units = np.asarray(group["unit"][()])
+        self.count = count = len(self.units)
+        self.n_images, self.height, self.width = group["images"].shape[1:4]
+        self.max_activation = np.asarray(group["max_activation"][()], np.float64)
+        self.fractions = activation_fractions(group)
+        sweep = [("max_activation", self.max_activation)]
+        if "steps" in group and group["steps"].shape == (count,):
+            sweep.append(("steps", np.asarray(group["steps"][()], np.float64)))
+        self.maps = [self._optional(name) for name in ("shift_texture", "shift_responses", "variance_map",
+                                                       "natural_top_patches", "natural_top_activations")]
+        self.curves = [d if d is not None and d.ndim == 2 else None
+                       for d in (self._optional(metric) for metric, *_ in CURVES)]
+        self.tuning = _tuning_axes(group, meta.get("canvas"))
+        self.values, floors = layer_values(group)
+        self.profile = layer_profile(layer, group)
+        self.classes = rules.classify(self.values, floors)
+        self.measures = rules.profile_measures(self.values, floors)
+        self.stored = stored = stored_floors(group, count)  # the floors whose sets the file holds
+        self.alpha_at = rules.floor_index(stored, rules.PROFILE_ALPHA)
+        self.floor_classes = [rules.labels("diversity", rules.classify(self.values, stored, alpha=a)["diversity"])
+                              for a in stored]
+        self.starts = [str(s) for s in (config.get("floor_starts") or [])] if isinstance(config, dict) else []
+        # each start's diversity, what the starts' agreement compares (the certificate, docs/floor.md)
+        self.start_distances = group["floor_start_diversity"] if stored and "floor_start_diversity" in group \
+            and group["floor_start_diversity"].shape[:2] == (count, len(stored)) else None
+        lam = (config.get("objective") or {}).get("lam") if isinstance(config, dict) else None
+        self.lam_name = "diverse set (the paper's &lambda; objective" + (
+            f", &lambda; = {fmt(lam)})" if lam is not None else ")")
+        self.columns = _columns(self.scalars, self.values, stored, self.alpha_at, self.classes, self.profile,
+                                sweep, self.described)
+        self.picks = _gallery_picks(self.profile, self.classes, self.measures)
+        self.alpha_text = fmt(stored[self.alpha_at]) if self.alpha_at is not None else None
+
+    def _optional(self, name):
+        if self.metrics is None or name not in self.metrics:
+            return None
+        d = self.metrics[name]
+        return d if d.shape[0] == self.count else None
+
+    def header(self, path: Path, index_name: str) -> list[str]:
+        """Title, file facts, navigation, and the note on a file not analysed yet."""
+        stored, meta = self.stored, self.meta
+        out = [f'<p><a href="{esc(index_name)}">&larr; all layers</a></p>',
+               f"<h1>{esc(self.layer)}: diverse feature visualisations</h1>",
+               f'<p class="kv">{esc(path.name)} &middot; {esc(model_name(self.config))} &middot; '
+               f'{_plural(self.count, "unit")} &middot; N = {self.n_images} images per set'
+               + (f" &middot; floor sets at {', '.join(fmt(a) for a in stored)}" if stored else "")
+               + f" &middot; canvas {self.height}&times;{self.width} px"
+               + "".join(f" &middot; {k} {esc(meta[k])}" for k in ("rf", "jump", "feature_layer")
+                         if meta.get(k) is not None) + "</p>",
+               '<p class="nav"><a href="#profile">profile</a> &middot; <a href="#gallery">units by class</a> '
+               '&middot; <a href="#summary">summary</a> &middot; <a href="#units">units</a> &middot; '
+               '<a href="#details">unit details</a></p>']
+        if self.metrics is None:
+            out.append('<p class="note">No <code>metrics</code> group in this file: run '
+                       f"<code>jaxvis analyze {esc(path.name)}</code> for the shift test, natural "
+                       "references and more. Shown: what the sweep itself gives.</p>")
+        return out
+
+    def summary(self) -> list[str]:
+        """Every scalar measure's quartiles with its definition; the scatter and histogram."""
+        out = ['<h2 id="summary">Summary</h2>',
+               '<table class="summary"><thead><tr><th class="l">measure</th><th>units</th>'
+               '<th>q1</th><th>median</th><th>q3</th><th class="l">definition (metric)</th></tr></thead>'
+               "<tbody>"]
+        for key, name, hover, v, names, _ in self.columns:
+            if names is not None:  # shares in the profile, not quartiles of codes
+                continue
+            n, q1, med, q3 = quartiles(v)
+            metric = key.split("@")[0]
+            src = " (from the sweep)" if self.sources.get(key) == "sweep" else ""
+            out.append(f'<tr><td class="l">{esc(name)}</td><td>{n}</td><td>{fmt(q1)}</td>'
+                       f"<td>{fmt(med)}</td><td>{fmt(q3)}</td>"
+                       f'<td class="l">{esc(self.described.get(metric, ""))}{src} (<code>{esc(key)}</code>)</td></tr>')
+        out.append("</tbody></table>")
+        plots = []  # the shift index's histogram is in the profile
+        scalars, units = self.scalars, self.units
+        fraction = scalars.get("fraction_median")
+        diversity, div_label, div_what = _diversity(scalars)
+        if fraction is not None and diversity is not None:
+            plots.append("<figure>" + svg_scatter(fraction, diversity, "activation vs diversity (diverse set)",
+                                                  "median image's activation / best", div_label,
+                                                  labels=[f"unit {u}" for u in units],
+                                                  links=[f"#unit-{int(u)}" for u in units])
+                         + f'<figcaption class="note">y: {esc(div_what)}</figcaption></figure>')
+        if "participation_ratio" in scalars and np.isfinite(scalars["participation_ratio"]).any():
+            plots.append(svg_histogram([("units", scalars["participation_ratio"], BLUE)],
+                                       "effective dimensions of the diverse set",
+                                       f"participation ratio (1: all alike .. {self.n_images})"))
+        if plots:
+            out.append('<div class="plots">' + "".join(plots) + "</div>")
+        return out
+
+    def table_head(self) -> tuple[list[str], list[str]]:
+        """The unit table's heading and note; the table's opening and header row."""
+        alpha_text = self.alpha_text
+        out = [f'<h2>Units</h2><p class="note">Click a column header to sort (again to reverse; '
+               f"missing values last); hover over it for the metric and its definition. Click a unit "
+               f"for its details. Images: the best image, then the {self.lam_name}"
+               + (f", then the floor set at {alpha_text}" if alpha_text else "")
+               + ", one contrast mapping per unit. "
+               '<button type="button" id="all-columns" onclick="document.getElementById(\'units\').classList.toggle(\'all\')">'
+               "show / hide all columns</button></p>"]
+        heads = ['<th class="sortable" data-key="unit" title="unit (channel)">unit</th>',
+                 '<th class="l">best image</th>', '<th class="l">diverse set (&lambda;)</th>']
+        if alpha_text:
+            heads.append(f'<th class="l">floor set at {alpha_text}</th>')
+        heads += [f'<th class="sortable{"" if main else " more"}" data-key="{esc(key)}" title="{esc(hover)}">'
+                  f"{esc(name)}</th>" for key, name, hover, _, _, main in self.columns]
+        return out, ['<div class="scroll"><table class="units" id="units"><thead><tr>'
+                     f'{"".join(heads)}</tr></thead><tbody>']
+
+    def block(self, start: int, stop: int) -> dict:
+        """Units ``start:stop``'s arrays, read from the file."""
+        group, stored = self.group, self.stored
+        return {"images": np.asarray(group["images"][start:stop]),
+                "maxima": np.asarray(group["max_image"][start:stop]),
+                "floor_images": [np.asarray(group["floor_images"][start:stop, a]) for a in range(len(stored))],
+                "floor_acts": np.asarray(group["floor_activations"][start:stop], np.float64) if stored else None,
+                "certificate": _read_rows(self.start_distances, start, stop),
+                "maps": [_read_rows(d, start, stop) for d in self.maps],
+                "curves": [_read_rows(d, start, stop) for d in self.curves]}
+
+    def unit(self, rows: dict, k: int, i: int) -> tuple[str, str, str]:
+        """Unit ``i`` (row ``k`` of ``rows``): its table row, its gallery card, its detail section."""
+        files, n_images, stored, alpha_at = self.files, self.n_images, self.stored, self.alpha_at
+        u = int(self.units[i])
+        peak = self.max_activation[i]
+        frac = self.fractions[i] if self.fractions is not None else np.full(n_images, np.nan)
+        floor_images, floor_acts = rows["floor_images"], rows["floor_acts"]
+        # one contrast mapping for the unit's every image: what varies is what it ignores
+        shown = to_display(np.concatenate([rows["maxima"][k][None], rows["images"][k], *[f[k] for f in floor_images]]))
+        sets = [shown[1:1 + n_images]] + [shown[1 + n_images + a * len(f[k]):1 + n_images + (a + 1) * len(f[k])]
+                                          for a, f in enumerate(floor_images)]
+        floor_fracs = [floor_acts[k, a] / peak if peak > 0 else np.full(floor_acts.shape[2], np.nan)
+                       for a in range(len(stored))]
+        best = files.img(shown[0], THUMB, f"u{u}_max.png", f"unit {u} best image", f"activation {fmt(peak)}")
+        lam_tags = [files.img(sets[0][j], THUMB, f"u{u}_{j}.png", f"unit {u} diverse image {j}",
+                              f"{fmt(frac[j])} x best") for j in range(n_images)]
+        floor_tags = [] if alpha_at is None else [
+            files.img(img, THUMB, f"u{u}_floor{alpha_at}_{j}.png", f"unit {u} floor set {j}",
+                      f"{fmt(floor_fracs[alpha_at][j])} x best") for j, img in enumerate(sets[1 + alpha_at])]
+        row = self._row(u, i, best, lam_tags, floor_tags)
+        card = f'<span class="imgs">{best}{"".join(floor_tags or lam_tags)}</span>'
+        set_rows = self._set_rows(u, i, k, shown, sets, frac, floor_fracs, rows["certificate"])
+        detail = _detail(files, u, i, peak=peak, readout=self._readout(i), set_rows=set_rows, columns=self.columns,
+                         curves=_curves(self.tuning, [None if c is None else c[k] for c in rows["curves"]]),
+                         maps=UnitMaps(*[None if e is None else e[k] for e in rows["maps"]]))
+        return row, card, detail
+
+    def _row(self, u: int, i: int, best: str, lam_tags: list[str], floor_tags: list[str]) -> str:
+        cells = [f'<td data-v="{u}"><a href="#unit-{u}">{u}</a></td>',
+                 f'<td class="imgs">{best}</td>', '<td class="imgs">' + "".join(lam_tags) + "</td>"]
+        if self.alpha_text:
+            cells.append('<td class="imgs">' + "".join(floor_tags) + "</td>")
+        for key, _, _, v, names, main in self.columns:
+            x = float(v[i])
+            more = "" if main else ' class="more"'
+            text = names[i] if names is not None else fmt(x)
+            cells.append(f'<td{more} data-v="{x!r}">{esc(text)}</td>' if math.isfinite(x)
+                         else f'<td{more} data-v="NaN">–</td>')
+        return f'<tr id="row-{u}">{"".join(cells)}</tr>'
+
+    def _readout(self, i: int) -> str:
+        profile, measures = self.profile, self.measures
+        return " &middot; ".join(
+            f"{esc(_axis_label(axis, profile.alpha))}: <b>{esc(rules.labels(axis, [codes[i]])[0])}</b>"
+            + (f" ({esc(m)})" if (m := _measure_text(axis, measures, i)) else "")
+            for axis, codes in self.classes.items() if profile.known(axis))
+
+    def _set_rows(self, u, i, k, shown, sets, frac, floor_fracs, certificate) -> list[tuple]:
+        """The detail's table of sets: best image, diverse set, each floor's set."""
+        files, peak = self.files, self.max_activation[i]
+        set_rows = [("best image", [_figure(files.img(shown[0], DETAIL, f"u{u}_max_detail.png",
+                                                      f"unit {u} best image"), f"activation {fmt(peak)}")],
+                     {}, "", ""),
+                    (self.lam_name,
+                     [_figure(files.img(sets[0][j], DETAIL, f"u{u}_{j}_detail.png", f"unit {u} diverse {j}"),
+                              _times_best(frac[j])) for j in range(self.n_images)],
+                     {"floor_pixel_min": self.scalars.get("pixel_min", [math.nan] * self.count)[i]}, "", "")]
+        for a, alpha in enumerate(self.stored):
+            facts = {name: self.values[name][i, a] for name in ("floor_pixel_min", "floor_pixel_vs_linear",
+                                                               "floor_phase_spread", "floor_agreement")
+                     if np.ndim(self.values.get(name)) == 2}
+            where = ""
+            if certificate is not None:
+                where = "diversity each start reached: " + ", ".join(
+                    f"{n} {fmt(float(d))}" for n, d in zip(_start_names(self.starts, certificate.shape[-1]),
+                                                           certificate[k, a]) if np.isfinite(d))
+            set_rows.append((f"floor set at {fmt(alpha)}: every image keeps &ge; {fmt(alpha)} &times; best",
+                             [_figure(files.img(img, DETAIL, f"u{u}_floor{a}_{j}_detail.png",
+                                                f"unit {u} floor set at {fmt(alpha)} image {j}"),
+                                      _times_best(floor_fracs[a][j])) for j, img in enumerate(sets[1 + a])],
+                             facts, where, self.floor_classes[a][i]))
+        return set_rows
+
+
 def _layer_files(path: Path, layer: str, stem: str, group, meta: dict, config: dict, out_dir: Path,
                  index_name: str):
     """The image files of a layer page as they are made, (path, bytes) per image, then the page
     (path, html), named after ``stem``. Units are read ``BLOCK`` at a time, so memory stays bounded."""
-    scalars, sources = layer_scalars(group)
-    described = definitions(group)
-    metrics = group[METRICS] if METRICS in group else None
-    units = np.asarray(group["unit"][()])
-    count = len(units)
-    n_images, height, width = group["images"].shape[1:4]
-    max_activation = np.asarray(group["max_activation"][()], np.float64)
-    fractions = activation_fractions(group)
-    sweep = [("max_activation", max_activation)]
-    if "steps" in group and group["steps"].shape == (count,):
-        sweep.append(("steps", np.asarray(group["steps"][()], np.float64)))
     files = _Images(out_dir / f"{stem}_files")
-
-    def optional(name, shape_tail):
-        if metrics is None or name not in metrics:
-            return None
-        d = metrics[name]
-        return d if d.shape[0] == count and d.shape[1:len(shape_tail) + 1] == shape_tail else None
-
-    texture = optional("shift_texture", ())
-    responses = optional("shift_responses", ())
-    variance = optional("variance_map", ())
-    patches = optional("natural_top_patches", ())
-    patch_acts = optional("natural_top_activations", ())
-    curves = [optional(metric, ()) for metric, *_ in CURVES]
-    curves = [d if d is not None and d.ndim == 2 else None for d in curves]
-    tuning = _tuning_axes(group, meta.get("canvas"))
-    values, floors = layer_values(group)
-    profile = layer_profile(layer, group)
-    classes = rules.classify(values, floors)
-    measures = rules.profile_measures(values, floors)
-    stored = stored_floors(group, count)  # the floors whose sets the file holds (= floors, or none)
-    alpha_at = rules.floor_index(stored, rules.PROFILE_ALPHA)
-    floor_classes = [rules.labels("diversity", rules.classify(values, stored, alpha=a)["diversity"]) for a in stored]
-    starts = [str(s) for s in (config.get("floor_starts") or [])] if isinstance(config, dict) else []
-    # each start's diversity, what the starts' agreement compares (the certificate, docs/floor.md)
-    start_distances = group["floor_start_diversity"] if stored and "floor_start_diversity" in group \
-        and group["floor_start_diversity"].shape[:2] == (count, len(stored)) else None
-    lam = (config.get("objective") or {}).get("lam") if isinstance(config, dict) else None
-    lam_name = "diverse set (the paper's &lambda; objective" + (f", &lambda; = {fmt(lam)})" if lam is not None else ")")
-    columns = _columns(scalars, values, stored, alpha_at, classes, profile, sweep, described)
-    picks = _gallery_picks(profile, classes, measures)
-    wanted = {int(i) for _, _, p, _ in picks for i in p}
-    cards = {}
-    alpha_text = fmt(stored[alpha_at]) if alpha_at is not None else None
-
-    title = f"{layer}: diverse feature visualisations"
-    out = [f'<p><a href="{esc(index_name)}">&larr; all layers</a></p>',
-           f"<h1>{esc(title)}</h1>",
-           f'<p class="kv">{esc(path.name)} &middot; {esc(model_name(config))} &middot; {_plural(count, "unit")} '
-           f"&middot; N = {n_images} images per set"
-           + (f" &middot; floor sets at {', '.join(fmt(a) for a in stored)}" if stored else "")
-           + f" &middot; canvas {height}&times;{width} px"
-           + "".join(f" &middot; {k} {esc(meta[k])}" for k in ("rf", "jump", "feature_layer")
-                     if meta.get(k) is not None) + "</p>",
-           '<p class="nav"><a href="#profile">profile</a> &middot; <a href="#gallery">units by class</a> '
-           '&middot; <a href="#summary">summary</a> &middot; <a href="#units">units</a> &middot; '
-           '<a href="#details">unit details</a></p>']
-    if metrics is None:
-        out.append('<p class="note">No <code>metrics</code> group in this file: run '
-                   f"<code>jaxvis analyze {esc(path.name)}</code> for the shift test, natural "
-                   "references and more. Shown: what the sweep itself gives.</p>")
-
-    out += _profile_section(profile, measures, classes, metrics is not None, path)
+    page = _LayerPage(layer, group, meta, config, files)
+    out = page.header(path, index_name)
+    out += _profile_section(page.profile, page.measures, page.classes, page.metrics is not None, path)
     gallery_at = len(out)  # the gallery goes here once its units' thumbnails are made
-
-    # summary
-    out.append('<h2 id="summary">Summary</h2>')
-    out.append('<table class="summary"><thead><tr><th class="l">measure</th><th>units</th>'
-               '<th>q1</th><th>median</th><th>q3</th><th class="l">definition (metric)</th></tr></thead>'
-               "<tbody>")
-    for key, name, hover, v, names, _ in columns:
-        if names is not None:  # shares in the profile, not quartiles of codes
-            continue
-        n, q1, med, q3 = quartiles(v)
-        metric = key.split("@")[0]
-        src = " (from the sweep)" if sources.get(key) == "sweep" else ""
-        out.append(f'<tr><td class="l">{esc(name)}</td><td>{n}</td><td>{fmt(q1)}</td>'
-                   f"<td>{fmt(med)}</td><td>{fmt(q3)}</td>"
-                   f'<td class="l">{esc(described.get(metric, ""))}{src} (<code>{esc(key)}</code>)</td></tr>')
-    out.append("</tbody></table>")
-    plots = []  # the shift index's histogram is in the profile
-    fraction = scalars.get("fraction_median")
-    diversity, div_label, div_what = _diversity(scalars)
-    if fraction is not None and diversity is not None:
-        plots.append("<figure>" + svg_scatter(fraction, diversity, "activation vs diversity (diverse set)",
-                                              "median image's activation / best", div_label,
-                                              labels=[f"unit {u}" for u in units],
-                                              links=[f"#unit-{int(u)}" for u in units])
-                     + f'<figcaption class="note">y: {esc(div_what)}</figcaption></figure>')
-    if "participation_ratio" in scalars and np.isfinite(scalars["participation_ratio"]).any():
-        plots.append(svg_histogram([("units", scalars["participation_ratio"], BLUE)],
-                                   "effective dimensions of the diverse set",
-                                   f"participation ratio (1: all alike .. {n_images})"))
-    if plots:
-        out.append('<div class="plots">' + "".join(plots) + "</div>")
-
-    # the unit table
-    out.append(f'<h2>Units</h2><p class="note">Click a column header to sort (again to reverse; '
-               f"missing values last); hover over it for the metric and its definition. Click a unit "
-               f"for its details. Images: the best image, then the {lam_name}"
-               + (f", then the floor set at {alpha_text}" if alpha_text else "")
-               + ", one contrast mapping per unit. "
-               '<button type="button" id="all-columns" onclick="document.getElementById(\'units\').classList.toggle(\'all\')">'
-               "show / hide all columns</button></p>")
-    heads = ['<th class="sortable" data-key="unit" title="unit (channel)">unit</th>',
-             '<th class="l">best image</th>', '<th class="l">diverse set (&lambda;)</th>']
-    if alpha_text:
-        heads.append(f'<th class="l">floor set at {alpha_text}</th>')
-    heads += [f'<th class="sortable{"" if main else " more"}" data-key="{esc(key)}" title="{esc(hover)}">'
-              f"{esc(name)}</th>" for key, name, hover, _, _, main in columns]
-    table = ['<div class="scroll"><table class="units" id="units"><thead><tr>'
-             f'{"".join(heads)}</tr></thead><tbody>']
-    details = []
-    for start in range(0, count, BLOCK):
-        stop = min(count, start + BLOCK)
-        images = np.asarray(group["images"][start:stop])
-        maxima = np.asarray(group["max_image"][start:stop])
-        floor_images = [np.asarray(group["floor_images"][start:stop, a]) for a in range(len(stored))]
-        floor_acts = np.asarray(group["floor_activations"][start:stop], np.float64) if stored else None
-        certificate = _read_rows(start_distances, start, stop)
-        extra = [_read_rows(d, start, stop) for d in (texture, responses, variance, patches, patch_acts)]
-        curve_rows = [_read_rows(d, start, stop) for d in curves]
+    out += page.summary()
+    note, table = page.table_head()
+    out += note
+    wanted = {int(i) for _, _, p, _ in page.picks for i in p}
+    cards, details = {}, []
+    for start in range(0, page.count, BLOCK):
+        stop = min(page.count, start + BLOCK)
+        rows = page.block(start, stop)
         for k in range(stop - start):
-            i = start + k
-            u = int(units[i])
-            peak = max_activation[i]
-            frac = fractions[i] if fractions is not None else np.full(n_images, np.nan)
-            # one contrast mapping for the unit's every image: what varies is what it ignores
-            shown = to_display(np.concatenate([maxima[k][None], images[k], *[f[k] for f in floor_images]]))
-            sets = [shown[1:1 + n_images]] + [shown[1 + n_images + a * len(f[k]):1 + n_images + (a + 1) * len(f[k])]
-                                              for a, f in enumerate(floor_images)]
-            floor_fracs = [floor_acts[k, a] / peak if peak > 0 else np.full(floor_acts.shape[2], np.nan)
-                           for a in range(len(stored))]
-            best = files.img(shown[0], THUMB, f"u{u}_max.png", f"unit {u} best image", f"activation {fmt(peak)}")
-            lam_tags = [files.img(sets[0][j], THUMB, f"u{u}_{j}.png", f"unit {u} diverse image {j}",
-                                  f"{fmt(frac[j])} x best") for j in range(n_images)]
-            floor_tags = [] if alpha_at is None else [
-                files.img(img, THUMB, f"u{u}_floor{alpha_at}_{j}.png", f"unit {u} floor set {j}",
-                          f"{fmt(floor_fracs[alpha_at][j])} x best") for j, img in enumerate(sets[1 + alpha_at])]
-            cells = [f'<td data-v="{u}"><a href="#unit-{u}">{u}</a></td>',
-                     f'<td class="imgs">{best}</td>', '<td class="imgs">' + "".join(lam_tags) + "</td>"]
-            if alpha_text:
-                cells.append('<td class="imgs">' + "".join(floor_tags) + "</td>")
-            for key, _, _, v, names, main in columns:
-                x = float(v[i])
-                more = "" if main else ' class="more"'
-                text = names[i] if names is not None else fmt(x)
-                cells.append(f'<td{more} data-v="{x!r}">{esc(text)}</td>' if math.isfinite(x)
-                             else f'<td{more} data-v="NaN">–</td>')
-            table.append(f'<tr id="row-{u}">{"".join(cells)}</tr>')
-            if i in wanted:
-                cards[i] = f'<span class="imgs">{best}{"".join(floor_tags or lam_tags)}</span>'
-            readout = " &middot; ".join(
-                f"{esc(_axis_label(axis, profile.alpha))}: <b>{esc(rules.labels(axis, [codes[i]])[0])}</b>"
-                + (f" ({esc(m)})" if (m := _measure_text(axis, measures, i)) else "")
-                for axis, codes in classes.items() if profile.known(axis))
-            set_rows = [("best image", [_figure(files.img(shown[0], DETAIL, f"u{u}_max_detail.png",
-                                                          f"unit {u} best image"), f"activation {fmt(peak)}")],
-                         {}, "", ""),
-                        (lam_name,
-                         [_figure(files.img(sets[0][j], DETAIL, f"u{u}_{j}_detail.png", f"unit {u} diverse {j}"),
-                                  _times_best(frac[j])) for j in range(n_images)],
-                         {"floor_pixel_min": scalars.get("pixel_min", [math.nan] * count)[i]}, "", "")]
-            for a, alpha in enumerate(stored):
-                facts = {name: values[name][i, a] for name in ("floor_pixel_min", "floor_pixel_vs_linear",
-                                                              "floor_phase_spread", "floor_agreement")
-                         if np.ndim(values.get(name)) == 2}
-                where = ""
-                if certificate is not None:
-                    where = "diversity each start reached: " + ", ".join(
-                        f"{n} {fmt(float(d))}" for n, d in zip(_start_names(starts, certificate.shape[-1]),
-                                                               certificate[k, a]) if np.isfinite(d))
-                set_rows.append((f"floor set at {fmt(alpha)}: every image keeps &ge; {fmt(alpha)} &times; best",
-                                 [_figure(files.img(img, DETAIL, f"u{u}_floor{a}_{j}_detail.png",
-                                                    f"unit {u} floor set at {fmt(alpha)} image {j}"),
-                                          _times_best(floor_fracs[a][j])) for j, img in enumerate(sets[1 + a])],
-                                 facts, where, floor_classes[a][i]))
-            details.append(_detail(files, u, i, peak=peak, readout=readout, set_rows=set_rows, columns=columns,
-                                   curves=_curves(tuning, [None if c is None else c[k] for c in curve_rows]),
-                                   maps=UnitMaps(*[None if e is None else e[k] for e in extra])))
+            row, card, detail = page.unit(rows, k, start + k)
+            table.append(row)
+            if start + k in wanted:
+                cards[start + k] = card
+            details.append(detail)
         yield from files.take()  # this block's images go to disk before the next is read
     table.append("</tbody></table></div>")
-    out[gallery_at:gallery_at] = _gallery(picks, cards, units, profile, measures,
-                                          f"its floor set at {alpha_text}" if alpha_text else f"its {lam_name}")
+    sets = f"its floor set at {page.alpha_text}" if page.alpha_text else f"its {page.lam_name}"
+    out[gallery_at:gallery_at] = _gallery(page.picks, cards, page.units, page.profile, page.measures, sets)
     out += table
     out.append('<h2 id="details">Unit details</h2>'
                f'<p class="note" id="above-max">Per unit: its classes, then every set of images with each '
