@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     from jaxvis.optimize.keys import unit_key
     from jaxvis.optimize.loop import optimize
     from jaxvis.param.transform import Transforms
-    from jaxvis.run.sweep import configure, plan
+    from jaxvis.run.plan import configure, plan
 
     model = jaxvis.load("vgg19")
     optimizer = Optimizer(steps=args.steps, patience=10 * args.steps)  # no early stops: equal work

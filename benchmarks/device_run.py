@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import dataclasses
 import inspect
 import json
 import math
@@ -392,7 +393,8 @@ def stage_sweep(run: Run, deadline: float) -> dict:
     from benchmarks.variants import layer_problem
     from jaxvis.optimize.loop import units_per_chunk
     from jaxvis.optimize.parallel import unit_mesh
-    from jaxvis.run.sweep import chunk_size, target_layers
+    from jaxvis.run.plan import target_layers
+    from jaxvis.run.sweep import chunk_size
 
     a, model, mesh = run.args, run.model, unit_mesh()
     cache = Path(run.tmp) / "compilation-cache"  # the sweep's default: a persistent cache, here a fresh one
@@ -481,7 +483,7 @@ def stage_analysis(run: Run, deadline: float) -> dict:
     if time.perf_counter() > deadline:
         out["shift"] = {"skipped": "stage budget spent"}
         return out
-    from jaxvis.run.analyze import analyze
+    from jaxvis.run.analyze import AnalysisConfig, analyze
 
     path = Path(run.tmp) / f"analysis_{a.analysis_layer}.h5"
     t = time.perf_counter()
@@ -495,7 +497,7 @@ def stage_analysis(run: Run, deadline: float) -> dict:
                  segment=a.segment, out=path, compile_cache=Path(run.tmp) / "compilation-cache")
     sweep_s = time.perf_counter() - t
     options = dict(shift=True, shift_steps=a.shift_steps, log=lambda *args, **kw: None)
-    known = inspect.signature(analyze).parameters
+    known = set(inspect.signature(analyze).parameters) | {f.name for f in dataclasses.fields(AnalysisConfig)}
     t = time.perf_counter()
     res = analyze(path, **{k: v for k, v in options.items() if k in known})
     shift = {"units": units, "steps": a.shift_steps, "sweep_s": sweep_s,

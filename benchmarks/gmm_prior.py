@@ -46,7 +46,7 @@ def main() -> None:
     from jaxvis.data import prior
     from jaxvis.objectives import gmm
     from jaxvis.data.budget import radius as budget_radius
-    from jaxvis.run.sweep import target_layers
+    from jaxvis.run.plan import target_layers
     from jaxvis.weights import default_photos, weights_root
 
     ap = argparse.ArgumentParser()

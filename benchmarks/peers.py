@@ -85,7 +85,7 @@ class Setup:
         from benchmarks.variants import unit_inputs
         from jaxvis.optimize import step as unit_step
         from jaxvis.optimize.config import Objective, Optimizer
-        from jaxvis.run.sweep import configure, plan
+        from jaxvis.run.plan import configure, plan
 
         self.model, self.units = model, units
         self.objective = Objective(images=images, diversity=diversity, lam=lam)

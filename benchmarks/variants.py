@@ -44,7 +44,7 @@ def layer_problem(model, layer: str, images: int, steps: int, precision: str = "
     sweep`` resolves them), by default with early stopping disabled so every unit runs all
     ``steps``."""
     from jaxvis.optimize.config import Objective, Optimizer
-    from jaxvis.run.sweep import configure, plan
+    from jaxvis.run.plan import configure, plan
 
     extra = {} if segment is None else {"segment": segment}
     optimizer = Optimizer(steps=steps, patience=patience, precision=precision, **extra)

@@ -39,8 +39,8 @@ _EXPORTS = {
     "cpu_devices": "jaxvis.optimize.parallel",
     "SweepConfig": "jaxvis.store.config",
     "read_results": "jaxvis.store.results",
-    "analyze": "jaxvis.run.analyze",
-    "configure": "jaxvis.run.sweep", "sweep": "jaxvis.run.sweep",
+    "AnalysisConfig": "jaxvis.run.analyze", "analyze": "jaxvis.run.analyze",
+    "configure": "jaxvis.run.plan", "sweep": "jaxvis.run.sweep",
     "render": "jaxvis.report.render", "save_images": "jaxvis.report.render", "to_display": "jaxvis.report.render",
 }
 _RENAMED = {"convert_weights": "convert"}  # exported name -> its name in its module

@@ -54,11 +54,35 @@ METHOD_OPTIONS = (
      "precision of the convolutions while optimising (tf32/bf16 use tensor cores on GPUs and are "
      "emulated on CPU; results are measured in float32)"),
 )
+# `jaxvis analyze`'s settings: one row per field of AnalysisConfig that the command line sets, the
+# default from the dataclass (shown where the help says %(default)s), its type from the default;
+# a flag --no-... switches a setting that is on by default off (battery: no grating battery)
+ANALYSIS_OPTIONS = (
+    ("shift", "--no-shift", "skip the shift/phase-invariance test"),
+    ("shift_steps", "--shift-steps",
+     "most optimiser steps of the shift test (default %(default)s; early stopping as the sweep's)"),
+    ("shift_lr", "--shift-lr", "Adam learning rate of the shift test (default %(default)s; the paper's 0.1 with "
+                               "every offset in every step)"),
+    ("shift_weight_min", "--shift-weight-min",
+     "share of the worst offset in the shift test's loss (default %(default)s, the paper's code)"),
+    ("shift_stride", "--shift-stride", "test every k-th offset (default %(default)s: all)"),
+    ("shift_batch", "--shift-batch", "offsets drawn at random for each step's gradient (default %(default)s; 0: "
+                                     "all, the exact gradient); the responses are measured on all offsets"),
+    ("shift_final_lr", "--shift-final-lr",
+     "the learning rate's cosine decay ends at this share of it (default %(default)s; 1: constant)"),
+    ("shift_start", "--shift-start",
+     "start texture: the unit's best image tiled over it, or white noise (default %(default)s)"),
+    ("learn_mask", "--learn-mask", "learn the shift test's mask radius per unit"),
+    ("battery", "--no-gratings", "skip the grating battery and the phase rotation of each unit's maximum"),
+    ("top", "--top", "natural patches kept per unit"),
+    ("seed", "--seed", None),
+)
 # what library errors call a setting (its dataclass field) -> the flag that sets it
 FIELD_FLAGS = {**{f"{cls.__name__}.{name}": flag for cls, name, flag, _ in METHOD_OPTIONS},
                "Objective.floor": "--floor", "SweepConfig.floors": "--floor", "SweepConfig.restarts": "--restarts",
                "SweepConfig.floor_starts": "--floor-starts", "SweepConfig.floor_diversity": "--floor-diversity",
-               "SweepConfig.seed": "--seed"}
+               "SweepConfig.seed": "--seed",
+               **{f"AnalysisConfig.{name}": flag for name, flag, _ in ANALYSIS_OPTIONS}}
 MAX_IMAGES = 256  # diverse images per unit: 25 times the paper's N = 10; the pairwise terms grow as N^2
 
 
@@ -106,7 +130,7 @@ def check_units(spec: str, model, layer: str) -> None:
     (``0-999999999`` would otherwise become a list of a billion units first)."""
     import re
 
-    from jaxvis.run.sweep import target_layers
+    from jaxvis.run.plan import target_layers
 
     smallest = min(target_layers(model, layer), key=lambda info: info.channels)
     numbers = [int(n) for n in re.findall(r"\d+", spec)]
@@ -278,7 +302,8 @@ def cmd_sweep(args) -> None:
     import warnings
 
     from jaxvis.io.progress import Progress, summary
-    from jaxvis.run.sweep import SingleCpuWarning, configure, sweep
+    from jaxvis.run.plan import configure
+    from jaxvis.run.sweep import SingleCpuWarning, sweep
     from jaxvis.weights import load
 
     warnings.simplefilter("ignore", SingleCpuWarning)  # --cpu-devices decides here
@@ -341,17 +366,13 @@ def cmd_render(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    from jaxvis.run.analyze import analyze
-    from jaxvis.analysis.gratings import Battery
+    from jaxvis.run.analyze import AnalysisConfig, analyze
     from jaxvis.io.progress import Progress
 
-    photos = _photos(args.images)
-    done = analyze(Path(args.results), shift=not args.no_shift, shift_steps=args.shift_steps,
-                   shift_stride=args.shift_stride, shift_lr=args.shift_lr,
-                   shift_weight_min=args.shift_weight_min, shift_batch=args.shift_batch,
-                   shift_final_lr=args.shift_final_lr, shift_start=args.shift_start, photos=photos, top=args.top, seed=args.seed,
-                   layers=args.layer.split(",") if args.layer else None, learn_mask=args.learn_mask,
-                   progress=Progress(), battery=None if args.no_gratings else Battery(), redo=args.redo)
+    config = AnalysisConfig(**{name: getattr(args, name) for name, _, _ in ANALYSIS_OPTIONS},
+                            photos=_photos(args.images))
+    done = analyze(Path(args.results), config, layers=args.layer.split(",") if args.layer else None,
+                   progress=Progress(), redo=args.redo)
     from jaxvis.report.summary import analysis_line
     for layer, m in done.metrics.items():
         print(analysis_line(layer, m))
@@ -500,32 +521,20 @@ def _render_parser(sub) -> None:
 
 
 def _analyze_parser(sub) -> None:
+    from jaxvis.run.analyze import SHIFT_STARTS, AnalysisConfig
+
     p = sub.add_parser("analyze", help="invariance metrics, natural calibration and shift test of a sweep")
     _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
-    p.add_argument("--no-shift", action="store_true", help="skip the shift/phase-invariance test")
-    from jaxvis.run.analyze import SHIFT_DEFAULTS as shift, SHIFT_STARTS
-
-    p.add_argument("--shift-steps", type=int, default=shift.optimizer.steps,
-                   help="most optimiser steps of the shift test (default %(default)s; early stopping as the sweep's)")
-    p.add_argument("--shift-lr", type=float, default=shift.optimizer.learning_rate,
-                   help="Adam learning rate of the shift test (default %(default)s; the paper's 0.1 with every offset in every step)")
-    p.add_argument("--shift-weight-min", type=float, default=shift.weight_min,
-                   help="share of the worst offset in the shift test's loss (default %(default)s, the paper's code)")
-    p.add_argument("--shift-stride", type=int, default=shift.stride,
-                   help="test every k-th offset (default %(default)s: all)")
-    p.add_argument("--shift-batch", type=int, default=shift.batch,
-                   help="offsets drawn at random for each step's gradient (default %(default)s; 0: all, the "
-                        "exact gradient); the responses are measured on all offsets")
-    p.add_argument("--shift-final-lr", type=float, default=shift.final_lr,
-                   help="the learning rate's cosine decay ends at this share of it (default %(default)s; 1: constant)")
-    p.add_argument("--shift-start", choices=SHIFT_STARTS, default=shift.start,
-                   help="start texture: the unit's best image tiled over it, or white noise (default %(default)s)")
-    p.add_argument("--learn-mask", action="store_true", help="learn the shift test's mask radius per unit")
-    p.add_argument("--no-gratings", action="store_true",
-                   help="skip the grating battery and the phase rotation of each unit's maximum")
-    p.add_argument("--top", type=int, default=8, help="natural patches kept per unit")
-    p.add_argument("--seed", type=int, default=0)
+    defaults = {f.name: f.default for f in dataclasses.fields(AnalysisConfig)}
+    for name, flag, text in ANALYSIS_OPTIONS:
+        default = defaults[name]
+        if flag.startswith("--no-") or isinstance(default, bool):  # a switch off (--no-...) or on
+            p.add_argument(flag, dest=name, action="store_const", default=default,
+                           const=None if name == "battery" else not default, help=text)
+        else:
+            p.add_argument(flag, dest=name, type=type(default), default=default, help=text,
+                           choices=SHIFT_STARTS if name == "shift_start" else None)
     p.add_argument("--redo", action="store_true",
                    help="compute every layer again (default: keep layers whose metrics hold these settings, "
                         "so an interrupted analysis resumes)")

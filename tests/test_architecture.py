@@ -6,6 +6,7 @@ no function longer than 60 lines."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,15 @@ def test_no_long_functions():
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} "
                                 f"({node.end_lineno - first + 1} lines)")
     assert not long, f"functions over {LONGEST} lines:\n" + "\n".join(sorted(long))
+
+
+LONGEST_FILE = 400  # lines of one module, unless CONTRIBUTING.md ("File lengths") names it and why
+
+
+def test_long_modules_are_the_ones_contributing_names():
+    text = (PACKAGE.parent / "CONTRIBUTING.md").read_text()
+    listed = set(re.findall(r"^- `([a-z_/]+\.py)`: ", text.split("**File lengths.**")[1].split("\n\n")[1], re.M))
+    long = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+            if len(path.read_text().splitlines()) > LONGEST_FILE}
+    assert long == listed, f"over {LONGEST_FILE} lines but not in CONTRIBUTING.md: {sorted(long - listed)}; " \
+                           f"listed but not that long: {sorted(listed - long)}"

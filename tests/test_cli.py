@@ -137,3 +137,24 @@ def test_units_beyond_the_layer_are_refused_before_they_are_expanded():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 50 * 1024  # KiB: nothing expanded
     with pytest.raises(JaxvisError, match="conv1_1, which has 64"):  # the smallest of several layers
         check_units("100", model, "conv1_1,conv3_1")
+
+
+def test_docs_cli_md_names_only_the_parsers_flags_with_their_defaults():
+    """docs/cli.md in step with the parser: every flag it names is one, and a value it quotes in a
+    synopsis (``[--shift-steps 600]``) for a flag of one command is that flag's default."""
+    import re
+    from pathlib import Path
+
+    from jaxvis.cli import build_parser
+
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    commands = build_parser()._subparsers._group_actions[0].choices
+    actions = {name: {flag: action for action in p._actions for flag in action.option_strings}
+               for name, p in commands.items()}
+    every = set().union(*actions.values())
+    assert set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) <= every
+    quoted = re.findall(r"\[(--[a-z-]+)\s+(\d[\d.]*)\]", text)
+    assert quoted  # the analyze synopsis quotes its defaults
+    for flag, value in quoted:
+        owners = [name for name in actions if flag in actions[name]]
+        assert len(owners) == 1 and str(actions[owners[0]][flag].default) == value, (flag, value, owners)

@@ -141,7 +141,8 @@ def test_render_from_the_file_alone(reference_sweep, tmp_path):
 def test_layers_are_computed_largest_first_and_returned_in_network_order(vgg19):
     """conv2_1 (36 MFLOP a unit-step at N=6) runs before conv1_1 (0.13 MFLOP); the file and the
     returned dict keep the network's order."""
-    from jaxvis.run.sweep import configure, largest_first, plan
+    from jaxvis.run.plan import configure, plan
+    from jaxvis.run.sweep import largest_first
 
     plans = plan(vgg19, configure(vgg19, "conv1_1,conv1_2,conv2_1", "0-1"))
     assert [p.info.name for p in largest_first(vgg19, plans)] == ["conv2_1", "conv1_2", "conv1_1"]

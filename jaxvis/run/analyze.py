@@ -12,10 +12,8 @@ before any work, so a read-only folder costs nothing.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import os
 import resource
 import sys
 import time
@@ -28,12 +26,12 @@ import numpy as np
 from jaxvis.analysis import metrics as metric_table
 from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
-from jaxvis.analysis.readout import class_text, floor_bound
+from jaxvis.analysis.readout import floor_bound
 from jaxvis.analysis.natural import calibrate, reference_sets
 from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test, tiled_start, units_per_chunk
 from jaxvis.store.config import SweepConfig, canonical, short
-from jaxvis.errors import JaxvisError
-from jaxvis.io.atomic import check_writable, write_with
+from jaxvis.errors import JaxvisError, unknown
+from jaxvis.io.atomic import check_writable
 from jaxvis.io.progress import Progress
 from jaxvis.store.results import (analysis_config, check_writable_results, open_results, read_results,
                                   write_metrics)
@@ -42,6 +40,7 @@ from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer
 from jaxvis.optimize.keys import unit_key
 from jaxvis.optimize.parallel import unit_mesh
+from jaxvis.run.table import csv_path, export_csv
 from jaxvis.weights import Model, default_photos, load, weights_root
 
 SHIFT_STEPS = 600  # the shift test's most steps by default (ShiftSettings)
@@ -113,7 +112,6 @@ class ShiftSettings:
     optimizer: Optimizer = Optimizer(steps=SHIFT_STEPS, learning_rate=0.3)
     learn_mask: bool = False
     seed: int = 0
-    progress: Progress | None = dataclasses.field(default=None, compare=False)
     weight_min: float = 0.0
     batch: int = 32
     final_lr: float = 1.0
@@ -125,13 +123,62 @@ class ShiftSettings:
             raise JaxvisError(f"unknown shift test start {self.start!r}; choose from {', '.join(SHIFT_STARTS)}")
 
 
-SHIFT_DEFAULTS = _S = ShiftSettings()  # what analyze() and the CLI default to
+SHIFT_DEFAULTS = _S = ShiftSettings()  # what AnalysisConfig and so analyze() and the CLI default to
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+    """How :func:`analyze` measures a sweep; what a results file stores with its metrics
+    (:meth:`stored`), so an analysis with other settings computes a layer again.
+
+    ``shift``: run the shift test, with ``shift_steps`` optimiser steps at learning rate
+    ``shift_lr`` and the other ``shift_*`` settings of :class:`ShiftSettings` (``learn_mask``
+    learns each unit's mask radius); ``top`` natural patches kept per unit; ``seed`` of the natural
+    references and the shift test's keys; ``photos`` (None: the bundled CC0 photos); ``battery``
+    the grating battery and phase rotation (None skips both)."""
+
+    shift: bool = True
+    shift_steps: int = _S.optimizer.steps
+    shift_stride: int = _S.stride
+    shift_lr: float = _S.optimizer.learning_rate
+    shift_weight_min: float = _S.weight_min
+    shift_batch: int = _S.batch
+    shift_final_lr: float = _S.final_lr
+    shift_start: str = _S.start
+    learn_mask: bool = False
+    top: int = 8
+    seed: int = 0
+    photos: tuple[Path, ...] | None = None
+    battery: Battery | None = Battery()
+
+    def __post_init__(self):
+        if self.top < 1:
+            raise JaxvisError(f"AnalysisConfig.top must be a positive number of patches, not {self.top}")
+        if self.photos is not None:
+            object.__setattr__(self, "photos", tuple(Path(p) for p in self.photos))
+
+    def shift_settings(self) -> ShiftSettings | None:
+        """The shift test's settings, None without the test."""
+        if not self.shift:
+            return None
+        return ShiftSettings(self.shift_stride, Optimizer(steps=self.shift_steps, learning_rate=self.shift_lr),
+                             self.learn_mask, self.seed, self.shift_weight_min, self.shift_batch,
+                             self.shift_final_lr, self.shift_start)
+
+    def stored(self, photos: list[Path]) -> dict:
+        """The settings as the results file keeps them (JSON: tuples are lists there), ``photos``
+        those the analysis reads."""
+        names = [f.name for f in dataclasses.fields(self) if f.name not in ("photos", "battery")]
+        stored = {**{name: getattr(self, name) for name in names}, "photos": [p.name for p in photos],
+                  "gratings": None if self.battery is None else dataclasses.asdict(self.battery),
+                  "rotation_steps": None if self.battery is None else ROTATION_STEPS}
+        return json.loads(json.dumps(stored))
 
 
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
                   photos: list[Path], *, shift: ShiftSettings | None, seed: int,
                   top: int, battery: Battery | None = Battery(),
-                  rotation_steps: int = ROTATION_STEPS) -> dict[str, np.ndarray]:
+                  rotation_steps: int = ROTATION_STEPS, bar: Progress | None = None) -> dict[str, np.ndarray]:
     """Every metric of the table (:mod:`jaxvis.analysis.metrics`) for one layer's units: what the
     network measures here (natural references, calibration, the shift test) joins the sweep's
     arrays as inputs, and the table computes the rest."""
@@ -145,7 +192,7 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
                                maximum=arrays["max_activation"], battery=battery))
         inputs.update(phase_rotation(model, layer, arrays["max_image"], directions, steps=rotation_steps))
     if shift is not None:
-        inputs.update(shift_metrics(model, info, arrays, directions, meta, shift))
+        inputs.update(shift_metrics(model, info, arrays, directions, meta, shift, bar))
     if meta.get("floors") and "floor_images" in arrays:  # the read-out's diversity class
         inputs["floors"] = np.asarray(meta["floors"], np.float64)
         inputs["floor_linear_bound"] = floor_bound(meta["radius"], arrays["floor_images"].shape, inputs["floors"],
@@ -154,10 +201,11 @@ def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions
 
 
 def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta: dict,
-                  settings: ShiftSettings) -> dict[str, np.ndarray]:
+                  settings: ShiftSettings, bar: Progress | None = None) -> dict[str, np.ndarray]:
     """The shift test of every unit of a layer: texture, responses, steps (and the learnt sigma),
     the inputs of the table's ``shift_*`` metrics. Units run in chunks sized to the device
-    (:func:`jaxvis.analysis.shift.units_per_chunk`, as the sweep's), spread over all devices."""
+    (:func:`jaxvis.analysis.shift.units_per_chunk`, as the sweep's), spread over all devices;
+    ``bar`` hears of the unit-steps after every segment."""
     layer, units = info.name, len(arrays["unit"])
     problem = ShiftProblem(layer, info.centre, info.canvas, info.rf, model.convention,
                            model.convention.mean_rgb255, stride=settings.stride,
@@ -169,7 +217,7 @@ def shift_metrics(model: Model, info, arrays: dict, directions: np.ndarray, meta
         if settings.start == "maximum" else None
     mesh = unit_mesh()
     chunk = units_per_chunk(model.network, problem, mesh.devices.flat[0], mesh.size)
-    bar = settings.progress or Progress(enabled=False)
+    bar = bar or Progress(enabled=False)
     o = settings.optimizer  # work: unit-steps, one texture per unit, every row computes every step
     sizes = [min(chunk, units - i) for i in range(0, units, chunk)]  # each size compiles once
     bar.start(f"{layer} shift test", units, 0, work=-(-o.steps // o.segment) * o.segment, programs=len(set(sizes)))
@@ -223,46 +271,35 @@ class Analysis:
     config: dict
 
 
-def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True, shift_steps: int = _S.optimizer.steps,
-            shift_stride: int = _S.stride, shift_lr: float = _S.optimizer.learning_rate,
-            shift_weight_min: float = _S.weight_min, shift_batch: int = _S.batch, shift_final_lr: float = _S.final_lr,
-            shift_start: str = _S.start, photos: list[Path] | None = None, top: int = 8, seed: int = 0,
-            layers: list[str] | None = None, learn_mask: bool = False, log=None,
-            progress: bool | Progress | Callable = False, battery: Battery | None = Battery(),
-            redo: bool = False) -> Analysis:
-    """Analyse a finished sweep: metrics of every unit, added to the file in place layer by layer
-    and exported as ``<file>.csv``; returns them. Layers whose metrics the file holds with these
-    settings are kept, not computed again, unless ``redo`` (see the module docstring).
-    ``battery=None`` skips the grating battery and the phase rotation (forward passes only,
-    seconds per layer).
+def analyze(path: str | Path, config: AnalysisConfig | None = None, *, model: Model | None = None,
+            layers: list[str] | None = None, log=None, progress: bool | Progress | Callable = False,
+            redo: bool = False, **keywords) -> Analysis:
+    """Analyse a finished sweep as ``config`` says (an :class:`AnalysisConfig`; or its fields as
+    ``keywords``, e.g. ``shift=False, top=2``): metrics of every unit, added to the file in place
+    layer by layer and exported as ``<file>.csv``; returns them. Layers whose metrics the file
+    holds with these settings are kept, not computed again, unless ``redo`` (see the module
+    docstring). ``battery=None`` skips the grating battery and the phase rotation (forward passes
+    only, seconds per layer).
 
     Quiet by default: ``progress=True`` prints what ``jaxvis analyze`` shows (a line per layer,
     the shift test's bar with its ETA; stderr), a callable hears every
     :class:`~jaxvis.io.progress.Status`, or pass a :class:`~jaxvis.io.progress.Progress`.
     ``log``: a callable for the per-layer lines instead (default: where the bar is shown)."""
+    if config is not None and keywords:
+        raise JaxvisError(f"analyze(path, config) takes its settings from the config, not from "
+                          f"{', '.join(sorted(keywords))}; change the config instead")
+    config = config or _config(keywords)
     path = Path(path)
     results = read_results(path, layers=layers)  # checks the file first
     table = csv_path(path)
     check_writable_results(path)  # before any work: permissions, another process holding it
     check_writable(path.parent, f"the metrics table {table.name}")
-    config = results.sweep_config  # refuses a response that is not registered, naming it
-    for layer, meta in results.layer_meta.items():
-        if "radius" not in meta:
-            raise JaxvisError(f"{path} is a damaged jaxvis results file: layer {layer}'s metadata has no "
-                              "radius (the contrast budget the analysis measures at)")
-    model = model or model_for(config, path)
-    [_check_centre(config, model, layer, path) for layer in results.layers]
-    photos = photos or default_photos()
+    sweep = results.sweep_config  # refuses a response that is not registered, naming it
+    model = _checked_model(path, results, sweep, model)
+    photos = list(config.photos or default_photos())
     bar = Progress.of(progress)
     log = log or bar.note
-    settings = ShiftSettings(shift_stride, Optimizer(steps=shift_steps, learning_rate=shift_lr), learn_mask,
-                             seed, bar, shift_weight_min, shift_batch, shift_final_lr, shift_start) if shift else None
-    stored = {"shift": shift, "shift_steps": shift_steps, "shift_stride": shift_stride, "shift_lr": shift_lr, **dict(
-              shift_weight_min=shift_weight_min, shift_batch=shift_batch, shift_final_lr=shift_final_lr, shift_start=shift_start),
-              "learn_mask": learn_mask, "top": top, "seed": seed, "photos": [p.name for p in photos],
-              "gratings": None if battery is None else dataclasses.asdict(battery),
-              "rotation_steps": None if battery is None else ROTATION_STEPS}
-    stored = json.loads(json.dumps(stored))  # as the file keeps it (tuples are lists there)
+    stored = config.stored(photos)
     done = {} if redo else finished_layers(path, results, stored)
     analysed = {}
     for layer, arrays in results.layers.items():
@@ -270,19 +307,41 @@ def analyze(path: str | Path, *, model: Model | None = None, shift: bool = True,
             log(f"{layer}: metrics with these settings already in {path.name}, kept (redo: --redo)")
             analysed[layer] = done[layer]
             continue
-        meta = results.layer_meta[layer]
-        channels = model.network.layer(layer).channels
-        directions = arrays["direction"] if "direction" in arrays else config.basis(channels)[arrays["unit"]]
-        log(f"{layer}: {len(arrays['unit'])} units" + (" (with the shift test)" if shift else ""))
-        if battery is not None and model.network.layer(layer).kind == "global":
+        info = model.network.layer(layer)
+        directions = arrays["direction"] if "direction" in arrays else sweep.basis(info.channels)[arrays["unit"]]
+        log(f"{layer}: {len(arrays['unit'])} units" + (" (with the shift test)" if config.shift else ""))
+        if config.battery is not None and info.kind == "global":
             log(f"{layer}: after global pooling, no grating battery or phase rotation (no canvas)")
         t0 = time.perf_counter()
-        analysed[layer] = analyze_layer(model, layer, arrays, meta, directions, photos,
-                                        shift=settings, seed=seed, top=top, battery=battery)
+        analysed[layer] = analyze_layer(model, layer, arrays, results.layer_meta[layer], directions, photos,
+                                        shift=config.shift_settings(), seed=config.seed, top=config.top,
+                                        battery=config.battery, bar=bar)
         write_metrics(path, {layer: analysed[layer]}, metric_table.definitions(set(analysed[layer])), stored)
         log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s, metrics written")
     log(f"peak resident size {peak_resident_gb():.2f} GB")
     return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
+
+
+def _config(keywords: dict) -> AnalysisConfig:
+    """The thin keyword path: :class:`AnalysisConfig` from its fields, unknown names refused."""
+    fields = [f.name for f in dataclasses.fields(AnalysisConfig)]
+    strays = sorted(set(keywords) - set(fields))
+    if strays:
+        raise unknown("analysis setting(s)", strays, fields)
+    return AnalysisConfig(**keywords)
+
+
+def _checked_model(path: Path, results, sweep: SweepConfig, model: Model | None) -> Model:
+    """The model to analyse ``results`` with (the file's unless given), once every layer has the
+    radius the analysis measures at and its centre unit is what the sweep optimised."""
+    for layer, meta in results.layer_meta.items():
+        if "radius" not in meta:
+            raise JaxvisError(f"{path} is a damaged jaxvis results file: layer {layer}'s metadata has no "
+                              "radius (the contrast budget the analysis measures at)")
+    model = model or model_for(sweep, path)
+    for layer in results.layers:
+        _check_centre(sweep, model, layer, path)
+    return model
 
 
 def finished_layers(path: Path, results, settings: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -292,55 +351,3 @@ def finished_layers(path: Path, results, settings: dict) -> dict[str, dict[str, 
     with open_results(path) as f:
         same = {layer for layer in results.metrics if analysis_config(f["layers"][layer]) == settings}
     return {layer: results.metrics[layer] for layer in same}
-
-
-def csv_path(path: Path) -> Path:
-    """The metrics table of results file ``path``: ``<path>.csv`` beside it, refused where that
-    is the results file itself (``x.csv``), which writing the table would replace."""
-    table = path.with_suffix(".csv")
-    if table == path or (table.exists() and os.path.samefile(table, path)):
-        raise JaxvisError(f"results file {path} ends in .csv, the name its metrics table would take; "
-                          f"rename it (e.g. to {path.with_suffix('.h5').name}) and run again")
-    return table
-
-
-def export_csv(path: Path, layers: dict, analysed: dict, meta: dict) -> Path:
-    """One row per (layer, unit) with every scalar metric of the table (columns sorted by name)
-    and every per-floor one (``[units, floors]``: a column ``name@alpha`` per floor of the layers'
-    metadata ``floors``, e.g. ``floor_agreement@0.9``). The read-out's classes (``phase_class``,
-    ``diversity_class@alpha``, ...) are written as their names (``complex-like``; ``unknown``
-    where a unit has none), never as codes."""
-    names = sorted(metric_table.scalar_names({k for values in analysed.values() for k in values}))
-    alphas = sorted({float(a) for m in meta.values() for a in (m.get("floors") or [])}, reverse=True)
-    per_floor = sorted(metric_table.floor_names({k for values in analysed.values() for k in values}))
-    columns = [(k, None) for k in names] + [(k, a) for k in per_floor for a in alphas]
-
-    def cell(values: dict, floors: list, k: str, alpha, i: int) -> str:
-        if k not in values:
-            return ""
-        if alpha is None:
-            value = values[k][i]
-        else:
-            at = [j for j, f in enumerate(floors) if abs(float(f) - alpha) < 1e-9]
-            if not at:
-                return ""
-            value = values[k][i, at[0]]
-        names = class_text(k, [value])
-        return names[0] if names else f"{value:.6g}"
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            heads = [k if a is None else f"{k}@{a:g}" for k, a in columns]
-            writer.writerow(["layer", "unit", "max_activation", *heads])
-            for layer, values in analysed.items():
-                floors = meta.get(layer, {}).get("floors") or []
-                for i, unit in enumerate(layers[layer]["unit"]):
-                    row = [layer, int(unit), f"{layers[layer]['max_activation'][i]:.6g}"]
-                    writer.writerow(row + [cell(values, floors, k, a, i) for k, a in columns])
-
-    table = csv_path(path)
-    try:
-        return write_with(table, write)
-    except OSError as err:
-        raise JaxvisError(f"cannot write the metrics table {table}: {err.strerror or err}") from None

@@ -9,7 +9,7 @@ import csv
 import numpy as np
 
 from jaxvis.analysis import readout as rules
-from jaxvis.run.analyze import export_csv
+from jaxvis.run.table import export_csv
 from jaxvis.report.summary import analysis_line
 
 

@@ -431,7 +431,7 @@ def test_the_csv_has_a_column_per_floor_metric_and_alpha(tmp_path):
     layer's metadata; a layer without a floor leaves them empty."""
     import csv
 
-    from jaxvis.run.analyze import export_csv
+    from jaxvis.run.table import export_csv
 
     layers = {"a": {"unit": np.array([0, 2]), "max_activation": np.array([1.0, 2.0])},
               "b": {"unit": np.array([5]), "max_activation": np.array([3.0])}}

@@ -239,7 +239,7 @@ def test_report_errors_write_nothing(results, tmp_path):
 def test_report_error_midway_leaves_the_old_report(results, tmp_path, monkeypatch):
     """Images go to temporary files as they are made; an error on the second layer leaves the
     previous report (pages and images) exactly as it was, with no new folder and no temps."""
-    import jaxvis.report.pages as report_module
+    import jaxvis.report.layer_page as report_module
 
     out = tmp_path / "r"
     report(results, out, layers=["conv1_1"])

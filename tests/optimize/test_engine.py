@@ -11,7 +11,8 @@ import pytest
 import jaxvis
 from jaxvis.errors import JaxvisError, UnknownNameError
 from jaxvis.param.image import frequency_gain, whiten_gradient
-from jaxvis.run.sweep import parse_units, sweep
+from jaxvis.run.plan import parse_units
+from jaxvis.run.sweep import sweep
 from tests.helpers import SETTINGS, assert_same_units, assert_stops_mixed
 from tests.optimize.complex_cell import model as complex_cell_model, quadrature_pair
 

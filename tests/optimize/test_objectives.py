@@ -19,7 +19,8 @@ from jaxvis.objectives import response as responses
 from jaxvis.objectives.response import register_response
 from jaxvis.optimize.config import Objective, Optimizer
 from jaxvis.data.budget import radius as budget_radius
-from jaxvis.run.sweep import configure, plan, sweep
+from jaxvis.run.plan import configure, plan
+from jaxvis.run.sweep import sweep
 from jaxvis.weights import default_photos
 
 CANVAS = 8  # conv1_1 (rf 3) on 8 px: a 6 x 6 output

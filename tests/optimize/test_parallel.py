@@ -80,7 +80,8 @@ def main(out: str) -> None:
     import jaxvis
     from jaxvis.optimize import loop, parallel
     from jaxvis.optimize.keys import unit_key
-    from jaxvis.run.sweep import chunk_size, configure, plan, sweep
+    from jaxvis.run.plan import configure, plan
+    from jaxvis.run.sweep import chunk_size, sweep
 
     assert len(jax.devices()) == max(MESHES), jax.devices()
     model = jaxvis.load("vgg19")
