@@ -19,6 +19,7 @@ from jaxvis.optimize.maximum import RESTARTS
 from jaxvis.optimize.config import FLOOR_DIVERSITY, FLOOR_START, FLOOR_STARTS
 from jaxvis.param.image import PARAMS
 from jaxvis.param.transform import Transforms
+from jaxvis.store.config import SweepConfig
 from jaxvis.weights import DEFAULT_WEIGHTS
 
 # `jaxvis sweep`'s method options: one row per field of Objective / Optimizer / the objective's
@@ -484,7 +485,7 @@ def _sweep_parser(sub) -> None:
                    choices=[t for t in TERMS if t != "none"] + ["same"],
                    help=f"the diversity term the floor sets maximise (default {FLOOR_DIVERSITY}: what the "
                         "read-out compares with an affine unit's optimum; same: --diversity's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=SweepConfig.seed)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
     p.add_argument("--cpu-devices", type=int, metavar="N",
                    help="on CPU, spread the units over N jax devices (default: one per core; 1: one "
