@@ -319,10 +319,10 @@ def unit_work(lp: LayerPlan) -> int:
     """The most image-steps one unit of ``lp`` takes, the work :func:`run_units` reports to the
     progress bar: every call running all its segments (each ``segment`` steps of every row, stopped
     rows included), the maximum's restarts of one image, the diverse set and every floor's starts
-    of N images each, twice where a second round may run (the most: a unit whose starts disagree)."""
+    of N images each (the first round: the second, for units whose starts disagree, runs past the
+    bound, so that the ETA is not doubled for the settled majority)."""
     o = lp.diverse.optimizer
-    k = len(lp.floor_starts)
-    starts = k * FLOOR_ROUNDS if k > 1 else k
+    starts = len(lp.floor_starts)
     images = lp.restarts * lp.maximum.n + lp.diverse.n + sum(p.n for p in lp.floors) * starts
     return -(-o.steps // o.segment) * o.segment * images
 
