@@ -142,10 +142,8 @@ def _placed(total: int, *pieces) -> dict[str, np.ndarray]:
     ran: not feasible, NaN diversity and distances, activations -inf (ranked last), 0 steps."""
     first = next(v for _, v in pieces if v)
     out = {}
-    for key, v in first.items():
-        fill = {"feasible": False, "steps": 0, "stop_reason": 0}.get(key, -np.inf if key == "activations" else np.nan)
-        if not np.issubdtype(v.dtype, np.floating) and key not in ("feasible", "steps", "stop_reason"):
-            fill = 0
+    for key, v in first.items():  # floats NaN (activations -inf), flags False, counts 0
+        fill = -np.inf if key == "activations" else np.nan if np.issubdtype(v.dtype, np.floating) else 0
         out[key] = np.full((total, *v.shape[1:]), fill, v.dtype)
     for rows, values in pieces:
         if values:
