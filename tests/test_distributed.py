@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxvis.cli import main
+from jaxvis.cli import flagged, main
 from jaxvis.errors import JaxvisError
 from jaxvis.store.results import parts_dir, read_results
 from jaxvis.optimize import parallel
@@ -61,6 +61,7 @@ def test_coordinator_not_answering_is_one_line_within_the_timeout(tmp_path):
     assert proc.returncode == 2
     assert err.strip().splitlines() == [err.strip()], err  # exactly one line
     assert "coordinator at 127.0.0.1:" in err and "did not answer within 3 s" in err
+    assert err.rstrip().endswith("or raise --timeout")  # the flag, not initialize(timeout)
     assert time.perf_counter() - start < 3 + 20  # the timeout plus starting Python and jax
     assert not (tmp_path / "x.h5").exists() and not parts_dir(tmp_path / "x.h5").exists()
 
@@ -100,8 +101,15 @@ def test_launch_settings_come_from_flags_then_environment():
     assert launch_settings(environ=env) == ("10.0.0.1:1234", 4, 3)
     assert launch_settings("h:1", 2, 0, environ=env) == ("h:1", 2, 0)
     assert launch_settings(environ={}) == (None, None, None)  # left to jax's SLURM/MPI/TPU detection
-    with pytest.raises(JaxvisError, match="'h' is not HOST:PORT"):
+    with pytest.raises(JaxvisError, match=r"^initialize\(coordinator\) 'h' is not HOST:PORT"):
         launch_settings("h", 2, 0, environ={})
+    # a bad value is named where it came from: the argument, or the environment variable
+    with pytest.raises(JaxvisError, match="^JAX_COORDINATOR_ADDRESS 'h' is not HOST:PORT"):
+        launch_settings(environ={"JAX_COORDINATOR_ADDRESS": "h"})
+    with pytest.raises(JaxvisError, match=r"^initialize\(num_processes\) must be at least 1, not 0"):
+        launch_settings("h:1", 0, environ=env)
+    with pytest.raises(JaxvisError, match="^JAX_NUM_PROCESSES must be at least 1, not 0"):
+        launch_settings(environ={"JAX_NUM_PROCESSES": "0"})
     with pytest.raises(JaxvisError, match="process id 2 is not in 0-1 for 2 processes"):
         launch_settings("h:1", 2, 2, environ={})
     with pytest.raises(JaxvisError, match="JAX_PROCESS_ID='x' is not an integer"):
@@ -111,6 +119,12 @@ def test_launch_settings_come_from_flags_then_environment():
 def test_refusals_at_the_command_line(tmp_path, capsys):
     assert main([*CLI, "--out", str(tmp_path / "r.h5"), "--process-id", "1"]) == 2
     assert "need --distributed" in capsys.readouterr().err
+    # the library names its arguments (cpu_devices(count), initialize(num_processes)); the
+    # command line says the flags
+    assert main([*CLI, "--out", str(tmp_path / "r.h5"), "--cpu-devices", "0"]) == 2
+    assert capsys.readouterr().err == "jaxvis: error: --cpu-devices must be at least 1, not 0\n"
+    assert main([*CLI, "--out", str(tmp_path / "r.h5"), "--distributed", "--num-processes", "0"]) == 2
+    assert capsys.readouterr().err == "jaxvis: error: --num-processes must be at least 1, not 0\n"
     assert main(["merge", str(tmp_path / "none.h5")]) == 2
     assert "no parts to merge" in capsys.readouterr().err
     with pytest.raises(JaxvisError, match="--overwrite cannot be used with several processes"):
@@ -168,7 +182,8 @@ def test_barrier_names_a_dead_process_at_once(monkeypatch):
         parallel.barrier("b", timeout=1, client=client, processes=Processes(0, 3), poll=0)
     message = str(err.value)
     assert message.startswith("process 1 of 3 stopped before the end of the sweep") and "\n" not in message
-    assert "jaxvis sweep --layer conv2_1 --process-id 0" in message and "without --distributed" in message
+    assert "jaxvis sweep --layer conv2_1 --process-id 0" in message and "without sweep(processes)" in message
+    assert "without --distributed" in flagged(message)  # as the command line says it
     assert client.polls == 2  # the first look (who arrived, who exited), not the timeout
     # one that ended without arriving (e.g. an error in process 0) counts the same
     client = FakeClient(live={0, 1}, keys=["jaxvis-exited/0"])
@@ -224,8 +239,14 @@ def test_initialize_timeout_is_one_line():
     import threading
     lines = {pid: parallel._no_answer("10.0.0.1:1234", pid, 4, 30) for pid in (0, 1)}
     assert lines[0] == ("not all 4 processes reached the coordinator at 10.0.0.1:1234 within 30 s; "
-                        "start every process with the same --coordinator and --num-processes (ids 0 "
-                        "to 3), or raise --timeout")
+                        "start every process with the same initialize(coordinator) and "
+                        "initialize(num_processes) and its own initialize(process_id) from 0 to 3, "
+                        "or raise initialize(timeout)")
+    # the command line passes its flag names as initialize's wording=
+    assert flagged(lines[0]).endswith("start every process with the same --coordinator and "
+                                      "--num-processes and its own --process-id from 0 to 3, or "
+                                      "raise --timeout")
+    assert flagged(lines[1]).endswith("or raise --timeout")
     assert lines[1].startswith("the coordinator at 10.0.0.1:1234 did not answer within 30 s; start "
                                "process 0 there")
     stream, exits = io.StringIO(), []

@@ -74,22 +74,21 @@ class LateCpuDevicesWarning(UserWarning):
 def cpu_devices(count: int | None = None) -> int | None:
     """Give jax ``count`` CPU devices (default: one per core this process may use), so the units
     of a chunk are spread over the cores as they are over GPUs: each core runs its own units with
-    its own caches and no synchronisation between cores inside an op. On a 2-core EPYC (VGG-19,
-    N = 6, 200 steps) conv2_1 went from 813-885 to 1042-1088 unit-steps/s, conv3_1 from 64-71
-    to 72-79. Accelerators are not affected (on GPU and TPU hosts jax computes on those).
+    its own caches and no synchronisation between cores inside an op (docs/speed.md measures
+    what it gains). Accelerators are not affected (on GPU and TPU hosts jax computes on those).
 
     Must run before anything touches a jax device. Does nothing and returns None where the user
     chose a count already (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``,
     ``JAX_NUM_CPU_DEVICES``) or jax's backends are running (then it warns: the call came too late);
     returns the count it set otherwise.
     """
+    if count is not None and count < 1:  # wrong whether or not it would be used
+        raise JaxvisError(f"cpu_devices(count) must be at least 1, not {count}")
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") \
             or jax.config.jax_num_cpu_devices != -1:
         return None
     if count is None:
         count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if count < 1:
-        raise JaxvisError(f"--cpu-devices must be at least 1, not {count}")
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # a device was used already: keep what jax has, and say so
@@ -167,7 +166,7 @@ def share(units: Sequence[int], processes: Processes) -> list[int]:
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
 INIT_GRACE_S = 30  # jax's own timeout fires later than ours: its failure is a fatal abort
-HEARTBEAT_S = 100      # jax's default: a process silent this long counts as dead (or --timeout if shorter)
+HEARTBEAT_S = 100      # jax's default: a process silent this long counts as dead (initialize's timeout if shorter)
 SHUTDOWN_S = 3600      # how long process 0 waits at exit for the others to leave (its merge comes first)
 BARRIER_S = 24 * 3600  # how long processes wait for the slowest; a dead one is noticed sooner
 POLL_S = 1.0           # how often a waiting process looks at who arrived and who is still alive
@@ -177,12 +176,18 @@ EXITED = "jaxvis-exited"  # key folder: process i sets EXITED/i when it ends (se
 def launch_settings(coordinator: str | None = None, num_processes: int | None = None,
                     process_id: int | None = None,
                     environ: Mapping[str, str] = os.environ) -> tuple[str | None, int | None, int | None]:
-    """Flags first, then ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``;
-    what is still None is left to jax's cluster detection (SLURM, Open MPI, Cloud TPU)."""
-    coordinator = coordinator or environ.get(ENV["coordinator"]) or None
+    """The arguments of :func:`initialize` first, then ``JAX_COORDINATOR_ADDRESS`` /
+    ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``; what is still None is left to jax's cluster
+    detection (SLURM, Open MPI, Cloud TPU). A bad value is refused naming where it came from (the
+    argument, ``initialize(num_processes)``, or the environment variable)."""
+    source = {name: f"initialize({name})" for name in ENV}
+    if not coordinator and environ.get(ENV["coordinator"]):
+        coordinator, source["coordinator"] = environ[ENV["coordinator"]], ENV["coordinator"]
+    coordinator = coordinator or None
     ints = []
     for name, value in (("num_processes", num_processes), ("process_id", process_id)):
         if value is None and environ.get(ENV[name]):
+            source[name] = ENV[name]
             try:
                 value = int(environ[ENV[name]])
             except ValueError:
@@ -192,23 +197,25 @@ def launch_settings(coordinator: str | None = None, num_processes: int | None = 
     if coordinator is not None:
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit():
-            raise JaxvisError(f"coordinator address {coordinator!r} is not HOST:PORT "
+            raise JaxvisError(f"{source['coordinator']} {coordinator!r} is not HOST:PORT "
                               "(e.g. 10.0.0.1:1234)")
     if num_processes is not None and num_processes < 1:
-        raise JaxvisError(f"--num-processes must be at least 1, not {num_processes}")
+        raise JaxvisError(f"{source['num_processes']} must be at least 1, not {num_processes}")
     if None not in (num_processes, process_id):
         Processes(process_id, num_processes)  # checks the id is in range
     return coordinator, num_processes, process_id
 
 
 def _no_answer(coordinator: str | None, process_id: int | None, count: int | None, timeout: float) -> str:
+    """The watchdog's line, naming :func:`initialize`'s arguments (``initialize(timeout)``)."""
     if process_id == 0:
         return (f"not all {count} processes reached the coordinator at {coordinator} within "
-                f"{timeout:g} s; start every process with the same --coordinator and "
-                f"--num-processes (ids 0 to {(count or 1) - 1}), or raise --timeout")
+                f"{timeout:g} s; start every process with the same initialize(coordinator) and "
+                f"initialize(num_processes) and its own initialize(process_id) from 0 to "
+                f"{(count or 1) - 1}, or raise initialize(timeout)")
     return (f"the coordinator at {coordinator} did not answer within {timeout:g} s; start "
             "process 0 there (it runs the coordinator), check HOST:PORT and the firewall, "
-            "or raise --timeout")
+            "or raise initialize(timeout)")
 
 
 def _watchdog(connected: threading.Event, timeout: float, message: str, stream=None,
@@ -224,13 +231,16 @@ def _watchdog(connected: threading.Event, timeout: float, message: str, stream=N
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, timeout: float = 300.0) -> Processes:
+               process_id: int | None = None, timeout: float = 300.0,
+               wording: Callable[[str], str] | None = None) -> Processes:
     """``jax.distributed.initialize`` with a timeout that ends in one clear line.
 
     Must run before anything touches a jax device. jax's own initialisation timeout aborts the
     process with a fatal C++ error and a stack trace, and the connect call cannot be interrupted
     from Python, so a watchdog thread prints one line and exits the process (status 2) if no
     connection is made within ``timeout`` seconds. Errors in the settings raise JaxvisError.
+    Messages name the arguments as ``initialize(timeout)``; that line is printed here, before any
+    caller could reword it, so ``wording`` (the CLI: its flag names) is applied to it first.
 
     A process that dies later must not take the others with it: by default jax's coordination
     service declares it dead after ``heartbeat_timeout_seconds`` without a heartbeat and then
@@ -246,8 +256,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     explicit = None not in (coordinator, num_processes, process_id)
     connected = threading.Event()
     threading.Thread(target=_watchdog, name="jaxvis-init-watchdog", daemon=True,
-                     args=(connected, timeout, _no_answer(coordinator, process_id, num_processes,
-                                                           timeout))).start()
+                     args=(connected, timeout, (wording or str)(
+                         _no_answer(coordinator, process_id, num_processes, timeout)))).start()
     try:
         jax.config.update("jax_enable_recoverability", True)
         jax.distributed.initialize(
@@ -258,9 +268,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             heartbeat_timeout_seconds=int(math.ceil(min(HEARTBEAT_S, timeout))),
             shutdown_timeout_seconds=SHUTDOWN_S)
     except (ValueError, TypeError) as err:  # jax's checks: missing or inconsistent settings
-        raise JaxvisError(f"cannot start a distributed sweep: {err}; give --coordinator HOST:PORT, "
-                          f"--num-processes and --process-id (or {', '.join(ENV.values())}), or run "
-                          "under SLURM, Open MPI or on a Cloud TPU, where jax detects them") from None
+        raise JaxvisError(f"cannot start a distributed sweep: {err}; give initialize(coordinator) "
+                          "as HOST:PORT, initialize(num_processes) and initialize(process_id) (or "
+                          f"{', '.join(ENV.values())}), or run under SLURM, Open MPI or on a Cloud "
+                          "TPU, where jax detects them") from None
     except RuntimeError as err:  # e.g. initialised after a device was already used
         raise JaxvisError(f"cannot start a distributed sweep: {err}") from None
     finally:
@@ -332,7 +343,7 @@ def barrier(name: str, timeout: float = BARRIER_S, *, client=None, processes: Pr
         return
     everyone = set(range(processes.count))
     resume = (f"the units every process finished are kept; resume with the same commands on every "
-              f"process (here: {command()}), or on one host without --distributed")
+              f"process (here: {command()}), or on one host without sweep(processes)")
     deadline = time.monotonic() + timeout
     try:
         client.key_value_set(f"{name}/{processes.index}", "1", allow_overwrite=True)
