@@ -105,13 +105,7 @@ VALUE_CHECKS = {
               ("learning_rate", "--lr", _finite(0, above=True), "a finite number > 0"),
               ("patience", "--patience", _finite(1), "a positive number of steps"),
               ("chunk", "--chunk", _finite(1), "a positive number of units (or unset: sized to the device)")),
-    "analyze": (("shift_steps", "--shift-steps", _finite(1), "a positive number of steps"),
-                ("shift_stride", "--shift-stride", _finite(1), "a positive integer"),
-                ("shift_lr", "--shift-lr", _finite(0, above=True), "a finite number > 0"),
-                ("shift_weight_min", "--shift-weight-min", _finite(0, 1), "a number from 0 to 1"),
-                ("shift_batch", "--shift-batch", _finite(0), "0 (all offsets) or a positive integer"),
-                ("shift_final_lr", "--shift-final-lr", _finite(0, 1), "a number from 0 to 1"),
-                ("top", "--top", _finite(1), "a positive number of patches")),
+    # analyze: AnalysisConfig checks its own fields (jaxvis.run.analyze.SETTING_CHECKS), before any work
 }
 
 
@@ -377,8 +371,8 @@ def cmd_analyze(args) -> None:
     from jaxvis.run.analyze import AnalysisConfig, analyze
     from jaxvis.io.progress import Progress
 
-    config = AnalysisConfig(**{name: getattr(args, name) for name, _, _ in ANALYSIS_OPTIONS},
-                            photos=_photos(args.images))
+    config = AnalysisConfig(**{name: getattr(args, name) for name, _, _ in ANALYSIS_OPTIONS})  # checks them
+    config = dataclasses.replace(config, photos=_photos(args.images))
     done = analyze(Path(args.results), config, layers=args.layer.split(",") if args.layer else None,
                    progress=Progress(), redo=args.redo)
     from jaxvis.report.summary import analysis_line

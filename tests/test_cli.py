@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -112,11 +113,31 @@ def test_bad_sweep_values_are_refused_before_any_work(flag, value, capsys, monke
 
 
 @pytest.mark.parametrize("flag, value", [("--shift-steps", "0"), ("--shift-lr", "nan"), ("--top", "0"),
-                                         ("--shift-weight-min", "2")])
-def test_bad_analyze_values_are_refused_in_one_line(flag, value, tmp_path, capsys):
+                                         ("--shift-weight-min", "2"), ("--shift-stride", "0"),
+                                         ("--shift-batch", "-1"), ("--shift-final-lr", "1.5")])
+def test_bad_analyze_values_are_refused_in_one_line(flag, value, tmp_path, capsys, monkeypatch):
+    """AnalysisConfig checks its own fields; the CLI names the flag, before the photos or the file."""
+    import jaxvis.weights
+
+    monkeypatch.setattr(jaxvis.weights, "default_photos", lambda *a, **k: pytest.fail("photos looked up"))
     assert main(["analyze", str(tmp_path / "x.h5"), flag, value]) == 2  # before the file is looked at
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{flag} must be" in err
+    assert err.count("\n") == 1 and err.startswith(f"jaxvis: error: {flag} must be") and f"not {value}" in err
+
+
+@pytest.mark.parametrize("field, value, what", [
+    ("shift_steps", 0, "a positive number of steps"), ("shift_steps", 2.5, "a positive number of steps"),
+    ("shift_stride", 0, "a positive integer"), ("shift_lr", float("inf"), "a finite number > 0"),
+    ("shift_weight_min", -0.1, "a number from 0 to 1"), ("shift_batch", -1, "0 (all offsets) or a positive integer"),
+    ("shift_final_lr", 2.0, "a number from 0 to 1"), ("top", 0, "a positive number of patches"),
+    ("top", True, "a positive number of patches")])
+def test_analysis_config_refuses_bad_numbers_naming_the_field(field, value, what):
+    from jaxvis.errors import JaxvisError
+    from jaxvis.run.analyze import AnalysisConfig
+
+    with pytest.raises(JaxvisError, match=rf"^AnalysisConfig\.{field} must be {re.escape(what)}, not "):
+        AnalysisConfig(**{field: value})
+    AnalysisConfig(shift_batch=0, shift_weight_min=1.0, shift_final_lr=0.0, top=1)  # the edges are valid
 
 
 def test_units_beyond_the_layer_are_refused_before_they_are_expanded():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import resource
 import sys
 import time
@@ -126,6 +127,23 @@ class ShiftSettings:
 SHIFT_DEFAULTS = _S = ShiftSettings()  # what AnalysisConfig and so analyze() and the CLI default to
 
 
+def _whole(low: int):
+    return lambda v: float(v).is_integer() and v >= low
+
+
+# AnalysisConfig's numbers: field -> (check of a finite number, what a valid value is); the CLI
+# names the flag (cli.FIELD_FLAGS)
+SETTING_CHECKS = {
+    "shift_steps": (_whole(1), "a positive number of steps"),
+    "shift_stride": (_whole(1), "a positive integer"),
+    "shift_lr": (lambda v: v > 0, "a finite number > 0"),
+    "shift_weight_min": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "shift_batch": (_whole(0), "0 (all offsets) or a positive integer"),
+    "shift_final_lr": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "top": (_whole(1), "a positive number of patches"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class AnalysisConfig:
     """How :func:`analyze` measures a sweep; what a results file stores with its metrics
@@ -152,8 +170,14 @@ class AnalysisConfig:
     battery: Battery | None = Battery()
 
     def __post_init__(self):
-        if self.top < 1:
-            raise JaxvisError(f"AnalysisConfig.top must be a positive number of patches, not {self.top}")
+        for name, (valid, what) in SETTING_CHECKS.items():
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+                    and valid(value)):
+                raise JaxvisError(f"AnalysisConfig.{name} must be {what}, not {value}")
+        if self.shift_start not in SHIFT_STARTS:
+            raise JaxvisError(f"AnalysisConfig.shift_start must be one of {', '.join(SHIFT_STARTS)}, "
+                              f"not {self.shift_start!r}")
         if self.photos is not None:
             object.__setattr__(self, "photos", tuple(Path(p) for p in self.photos))
 
