@@ -14,10 +14,13 @@ import dataclasses
 import functools
 import os
 import time
+import weakref
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxvis.convert import fetch as _fetch
 from jaxvis.convert import store
@@ -69,10 +72,25 @@ class Model:
         """Activations for ``[B, H, W, 3]`` RGB images in grey levels 0..255."""
         return self.network(self.convention(rgb255), upto=upto)
 
-    def layer_output(self, rgb255, layer: str, post: bool = False) -> jax.Array:
+    def layer_output(self, rgb255, layer: str, post: bool = False, *, mesh: Mesh | None = None) -> jax.Array:
         """One layer's activations ``[B, h, w, C]`` (``pre``, or ``post`` its nonlinearity), jitted
-        with the weights as an argument: repeated calls of the same shape compile once."""
-        return _layer_output(self.network, rgb255, convention=self.convention, layer=layer, post=post)
+        with the weights as an argument: repeated calls of the same shape compile once.
+
+        ``mesh``: data parallel over its devices (e.g. :func:`jaxvis.optimize.parallel.unit_mesh`):
+        the batch padded to a multiple of the device count (repeats of the last image, dropped from
+        the result) and split over the devices on its leading axis, the weights replicated
+        (:func:`on_mesh`), so the one jitted program runs on every device's share with no
+        communication; the activations are those of one device. None: the default device."""
+        if mesh is None:
+            return _layer_output(self.network, rgb255, convention=self.convention, layer=layer, post=post)
+        count = len(rgb255)
+        size = -(-count // mesh.size) * mesh.size
+        images = np.asarray(rgb255, np.float32)
+        if size != count:
+            images = images[np.minimum(np.arange(size), count - 1)]
+        images = jax.device_put(images, NamedSharding(mesh, P(tuple(mesh.axis_names))))
+        out = _layer_output(on_mesh(self.network, mesh), images, convention=self.convention, layer=layer, post=post)
+        return out if size == count else out[:count]
 
     def params(self) -> dict[str, np.ndarray]:
         from flax import nnx
@@ -85,6 +103,24 @@ def _layer_output(network: Network, rgb255, *, convention: InputConvention, laye
     with ops.precision("float32"):
         acts = network(convention(rgb255), upto=layer)
     return (acts.post if post else acts.pre)[layer]
+
+
+# network -> {mesh: (its weight arrays when placed, the network with them replicated on the mesh)}
+_PLACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def on_mesh(network: Network, mesh: Mesh) -> Network:
+    """``network`` with its weights replicated on every device of ``mesh``: placed once and kept
+    while the network holds the same weight arrays (a network given new weights is placed again)."""
+    from flax import nnx
+
+    graphdef, state = nnx.split(network)
+    leaves = jax.tree_util.tree_leaves(state)
+    placed = _PLACED.setdefault(network, {}).get(mesh)
+    if placed is None or len(placed[0]) != len(leaves) or any(a is not b for a, b in zip(placed[0], leaves)):
+        placed = (leaves, nnx.merge(graphdef, jax.device_put(state, NamedSharding(mesh, P()))))
+        _PLACED[network][mesh] = placed
+    return placed[1]
 
 
 def _entry(name: str, root: Path | None) -> Path:

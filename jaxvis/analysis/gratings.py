@@ -2,7 +2,12 @@
 
 Every channel of a layer sees the same stimuli, so the whole battery is one set of images pushed
 through one jitted forward pass (:meth:`jaxvis.Model.layer_output`, weights as a jit argument) in
-equal chunks that bound memory. Seconds per layer on a CPU.
+equal chunks that bound memory, for all units at once (a unit is a direction read off the shared
+responses); the finer pass is one set too, every unit's gratings together. Each chunk is split
+over the devices of the unit mesh (:func:`responses`: data parallel, the images of a chunk spread
+over the devices, the weights replicated). What stays on the host: the stimuli (numpy, made chunk
+by chunk), the ripple of each grating and the per-unit measures (small numpy arrays). Seconds per
+layer on a CPU.
 
 **Stimuli.** On the layer's ``c x c`` canvas, pixel ``(y, x)`` measured from the canvas centre::
 
@@ -65,9 +70,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxvis.errors import JaxvisError, unknown
 from jaxvis.models.geometry import LayerInfo
+from jaxvis.optimize.parallel import unit_mesh
 
 COLOURS = {
     "luminance": np.array([1.0, 1.0, 1.0]) / np.sqrt(3.0),
@@ -272,18 +279,23 @@ def unit_directions(spec, channels: int) -> np.ndarray:
     return (spec / norms).astype(np.float32)
 
 
-def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray], np.ndarray],
+              mesh: Mesh | None = None) -> np.ndarray:
     """The centre position's pre-activations ``[count, C]`` of images ``0..count-1``, made chunk by
     chunk by ``images(index [B]) -> [B, c, c, 3]`` (RGB grey levels), so memory stays bounded by
-    :data:`PIXELS_PER_CALL`. The chunks are equal (the last one padded with repeats of the last
-    image), so one compiled program serves every call."""
-    most = max(1, PIXELS_PER_CALL // (info.canvas * info.canvas))
+    :data:`PIXELS_PER_CALL` per device. Each chunk is split over the devices of ``mesh`` (default
+    :func:`~jaxvis.optimize.parallel.unit_mesh`: all of this process's; data parallel,
+    :meth:`jaxvis.Model.layer_output`). The chunks are equal and a multiple of the device count
+    (the last one padded with repeats of the last image), so one compiled program serves every call."""
+    mesh = unit_mesh() if mesh is None else mesh
+    most = max(1, PIXELS_PER_CALL // (info.canvas * info.canvas)) * mesh.size
     calls = -(-count // most)
-    size = -(-count // calls)
+    size = -(-count // (calls * mesh.size)) * mesh.size
     out = []
     for start in range(0, calls * size, size):
         index = np.minimum(np.arange(start, start + size), count - 1)
-        out.append(np.asarray(model.layer_output(images(index), info.name)[:, info.centre, info.centre]))
+        acts = model.layer_output(images(index), info.name, mesh=mesh)
+        out.append(np.asarray(acts[:, info.centre, info.centre]))
     return np.concatenate(out)[:count]
 
 
@@ -351,14 +363,15 @@ def summarise(R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray,
 
 def gratings(model, layer: str, *, radius: float | None = None, directions=None,
              maximum: np.ndarray | None = None, battery: Battery = Battery(),
-             photos: Sequence[Path] | None = None) -> dict[str, np.ndarray]:
+             photos: Sequence[Path] | None = None, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """The grating battery for the units of one layer of ``model`` (a :class:`jaxvis.Model`).
 
     ``directions``: ``None`` (every channel), channel indices ``[U]`` or directions ``[U, C]``
     (as the sweep's units). ``radius``: the contrast budget in grey levels of L2 norm, as the
     sweep's (its layer meta ``radius``); ``None`` computes it from ``photos`` (default the bundled
     photographs) exactly as the sweep does. ``maximum`` ``[U]``: the units' single-image maxima,
-    for ``grating_best_fraction``.
+    for ``grating_best_fraction``. ``mesh``: the devices the forward passes are split over
+    (:func:`responses`; default all of this process's).
 
     Returns the arrays of :data:`DEFINITIONS`, every one with the units as its leading axis (curves
     ``[U, O]``, ``[U, P]``, ``[U, F]``, ``[U, K]``; ``grating_responses`` ``[U, O, P, F, K]``); their
@@ -378,21 +391,22 @@ def gratings(model, layer: str, *, radius: float | None = None, directions=None,
     shape = (battery.orientations, battery.periods, battery.phases, len(battery.colours))
     mean = np.asarray(model.convention.mean_rgb255, np.float32)
     acts = responses(model, info, int(np.prod(shape)) + 1,  # the gratings, then the blank
-                     lambda index: grating_images(info.canvas, battery, radius, index) + mean) @ basis.T
+                     lambda index: grating_images(info.canvas, battery, radius, index) + mean, mesh) @ basis.T
     R = np.moveaxis(acts[:-1], -1, 0).reshape(len(basis), *shape)
     axes = battery.axes(info.canvas)
     candidate = phase_ripple(info.canvas, battery) <= MAX_RIPPLE
     blank = acts[-1]
     out = summarise(R, axes, candidate, blank)
     out["grating_blank"] = blank.astype(np.float32)
-    out.update(refine(model, info, R, axes, candidate, blank, basis, radius, battery))
+    out.update(refine(model, info, R, axes, candidate, blank, basis, radius, battery, mesh))
     if maximum is not None:
         out["grating_best_fraction"] = ratio(out["grating_best"], np.asarray(maximum, np.float32))
     return out
 
 
 def refine(model, info: LayerInfo, R: np.ndarray, axes: dict[str, np.ndarray], candidate: np.ndarray,
-           blank: np.ndarray, basis: np.ndarray, radius: float, battery: Battery) -> dict[str, np.ndarray]:
+           blank: np.ndarray, basis: np.ndarray, radius: float, battery: Battery,
+           mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """The finer pass and the near-peak set: each unit's :func:`refinement` gratings at its coarse
     winner's colour and the battery's phases (one more chunked forward pass, ``U x G x F`` images),
     then :func:`near_peak` over the battery's candidates and these, with the orientation and period
@@ -409,7 +423,7 @@ def refine(model, info: LayerInfo, R: np.ndarray, axes: dict[str, np.ndarray], c
         g, f = np.divmod(rest, F)
         return coloured(waves(info.canvas, theta[u, g], period[u, g], axes["phases"][f]), colours[u], radius) + mean
 
-    acts = responses(model, info, U * G * F, images)
+    acts = responses(model, info, U * G * F, images, mesh)
     fine = np.einsum("ugfc,uc->ugf", acts.reshape(U, G, F, -1), basis)
     coarse = np.moveaxis(R, 3, -1).reshape(U, O * P * K, F)
     eligible = np.concatenate([np.broadcast_to(np.repeat(candidate.ravel(), K), (U, O * P * K)),

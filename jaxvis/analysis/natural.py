@@ -11,17 +11,30 @@ sets of the ``reference_*`` metrics) hold no flat patch and no near-duplicate (:
 :func:`similar`): rescaled to the sweep's norm, flat patches of one hue are the same vector (a
 reference set's min distance of 1e-6), and the top positions of a unit are often one edge
 shifted by a pixel or two.
+
+**Devices.** One forward pass per photo serves every unit of the layer (a unit is a direction
+read off the shared activations), so the calibration is batched across units by construction.
+Photos differ in size, so they cannot share a batch; instead each is a batch of one on a device of
+its own, the photos dealt over the unit mesh's devices in turn and computed at the same time
+(:func:`calibrate`). What stays on the host, in numpy, and is not sharded: reading the photos, the
+scores' percentiles and ranking, and the choice of each unit's top patches and of the reference
+sets (:func:`distinct`: a sequential walk down a ranked list that stops at the first ``top``
+distinct patches; it is cheap next to the forward passes and has no batch to split).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxvis.errors import JaxvisError
 from jaxvis.io.images import read_image
 from jaxvis.models.geometry import LayerInfo, trace
+from jaxvis.objectives.diversity import pairwise_rms
+from jaxvis.optimize.parallel import UNITS, unit_mesh
 from jaxvis.weights import Model
 
 
@@ -91,10 +104,11 @@ def _ops_upto(model: Model, layer: str):
     raise KeyError(layer)
 
 
-def responses(model: Model, info: LayerInfo, image: np.ndarray):
+def responses(model: Model, info: LayerInfo, image: np.ndarray, acts=None):
     """(``[P, C]`` pre-activations at the valid positions, ``[P, 2]`` top-left corners of their
-    canvas-sized patches) for one ``[H, W, 3]`` photograph."""
-    acts = np.asarray(model.layer_output(image[None], info.name))[0]  # [h, w, C]
+    canvas-sized patches) for one ``[H, W, 3]`` photograph (``acts``: its layer output ``[1, h, w,
+    C]`` if computed already)."""
+    acts = np.asarray(model.layer_output(image[None], info.name) if acts is None else acts)[0]  # [h, w, C]
     ops = _ops_upto(model, info.name)
     corners, keep = [], []
     for axis, size in enumerate(image.shape[:2]):
@@ -109,17 +123,17 @@ def responses(model: Model, info: LayerInfo, image: np.ndarray):
     return acts[rows, cols], np.stack([corners[0][rows], corners[1][cols]], axis=1)
 
 
-def calibrate(model: Model, info: LayerInfo, directions: np.ndarray, photos: list[Path], top: int = 8) -> dict:
+def calibrate(model: Model, info: LayerInfo, directions: np.ndarray, photos: list[Path], top: int = 8,
+              mesh: Mesh | None = None) -> dict:
     """Per unit (a direction ``[U, C]`` in channel space; one-hot rows for channels):
     ``natural_p99`` ``[U]``, ``natural_top_activations`` ``[U, top]`` and ``natural_top_patches``
     ``[U, top, c, c, 3]`` over all patches of ``photos``, the top ones with contrast and no
-    near-duplicate among them (:func:`distinct`)."""
+    near-duplicate among them (:func:`distinct`). The photos' forward passes are spread over the
+    devices of ``mesh`` (default all of this process's; module docstring)."""
     scores, where = [], []
     images = [read_image(p) for p in photos]
-    for index, image in enumerate(images):
-        if min(image.shape[:2]) < info.canvas:
-            continue
-        acts, corners = responses(model, info, image)
+    for index, image, acts in _layer_outputs(model, info, images, mesh):
+        acts, corners = responses(model, info, image, acts)
         scores.append(acts @ directions.T)
         where.append(np.concatenate([np.full((len(corners), 1), index), corners], axis=1))
     if not scores:
@@ -144,6 +158,19 @@ def calibrate(model: Model, info: LayerInfo, directions: np.ndarray, photos: lis
     return {"natural_p99": np.percentile(scores, 99, axis=0).astype(np.float32),
             "natural_top_activations": np.take_along_axis(scores, chosen, 0).T.astype(np.float32),
             "natural_top_patches": patches.astype(np.float32), "patch_count": len(scores)}
+
+
+def _layer_outputs(model: Model, info: LayerInfo, images: list[np.ndarray], mesh: Mesh | None):
+    """``(index, image, [1, h, w, C] layer output)`` of every photo at least a canvas wide, in
+    order: each photo is a batch of one on a device of ``mesh`` of its own (a mesh of that device
+    alone, :meth:`jaxvis.Model.layer_output`), the next photo on the next device, one photo per
+    device in flight (dispatched together, read in order)."""
+    devices = [Mesh(np.array([d]), (UNITS,)) for d in (unit_mesh() if mesh is None else mesh).devices.flat]
+    todo = [(i, image) for i, image in enumerate(images) if min(image.shape[:2]) >= info.canvas]
+    for start in range(0, len(todo), len(devices)):
+        group = todo[start:start + len(devices)]
+        flight = [model.layer_output(image[None], info.name, mesh=device) for (_, image), device in zip(group, devices)]
+        yield from ((i, image, acts) for (i, image), acts in zip(group, flight))
 
 
 def random_patches(photos: list[Path], canvas: int, count: int, mean_rgb, radius: float, seed: int) -> np.ndarray:
@@ -191,3 +218,24 @@ def reference_sets(photos: list[Path], canvas: int, sets: int, n: int, mean_rgb,
         norms = np.linalg.norm(x.reshape(n, -1), axis=1)[:, None, None, None]
         out.append(radius * x / norms + mean)
     return np.stack(out).astype(np.float32)
+
+
+def reference_distances(model: Model, info: LayerInfo, meta: dict, units: int, n: int, photos: list[Path],
+                        seed: int, mesh: Mesh | None = None) -> dict:
+    """Distances ``[U, N, N]`` within N random natural patches per unit (with contrast, no
+    near-duplicates: :func:`reference_sets`), at the sweep's size and norm (layer ``meta``'s
+    ``radius``), in pixels and in the diversity feature layer (its ``feature_layer``): the inputs
+    of the ``reference_*`` metrics. Every unit's patches are one forward pass, split over the
+    devices of ``mesh``; drawing the patches (a sequential walk, :func:`distinct`) stays on the host."""
+    mean = model.convention.mean_rgb255
+    sets = reference_sets(photos, info.canvas, units, n, mean, meta["radius"], seed)  # [U, N, c, c, 3]
+    x = sets - np.asarray(mean, np.float32)
+    patches = sets.reshape(units * n, *sets.shape[2:])
+    pixel = np.asarray(jax.vmap(pairwise_rms)(x))
+    feature_layer = meta.get("feature_layer", "pixels")
+    if feature_layer in (None, "pixels"):
+        feature = pixel
+    else:
+        feats = np.asarray(model.layer_output(patches, feature_layer, post=True, mesh=mesh))
+        feature = np.asarray(jax.vmap(pairwise_rms)(feats.reshape(units, n, *feats.shape[1:])))
+    return {"reference_pixel_distances": pixel, "reference_feature_distances": feature}

@@ -13,6 +13,11 @@ Measures per unit, on the pre-activation above the unit's baseline ``R(phi) - b`
 :mod:`jaxvis.analysis.gratings`; a positive bias would otherwise lift every ratio towards 1), so a
 reversal shows as a negative value: ``rotation_min_max`` = min / max of ``R - b`` over ``phi``;
 ``rotation_at_pi`` = ``R(pi) - b`` / that maximum (NaN where the maximum is not positive).
+
+Every unit's rotated images are one set, pushed through the network in equal chunks, each split
+over the devices of the unit mesh (:func:`jaxvis.analysis.gratings.responses`, data parallel). The
+rotations themselves (one FFT per image, a jitted vmap) run on the default device, chunk by chunk
+as the forward pass asks for them: a small share of the stage's time next to the forward passes.
 """
 
 from __future__ import annotations
@@ -42,12 +47,14 @@ def phases(steps: int) -> np.ndarray:
     return (np.arange(steps) * 2 * np.pi / steps).astype(np.float32)
 
 
-def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: int = 12) -> dict[str, np.ndarray]:
+def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: int = 12,
+                   mesh=None) -> dict[str, np.ndarray]:
     """The rotation read-out for ``U`` units of ``layer``: ``images`` ``[U, H, W, 3]`` their
     single-image maxima in RGB grey levels (the sweep's ``max_image``), ``directions`` channel
     indices ``[U]`` or directions ``[U, C]``; ``steps`` (even, >= 4) angles. Forward passes only.
     Returns the arrays of :data:`DEFINITIONS`, units first (``rotation_curve`` ``[U, steps]`` at
-    the angles :func:`phases` ``(steps)``)."""
+    the angles :func:`phases` ``(steps)``). ``mesh``: the devices the forward passes are split over
+    (:func:`jaxvis.analysis.gratings.responses`; default all of this process's)."""
     info = target(model, layer)
     basis = unit_directions(directions, info.channels)
     images = np.asarray(images, np.float32)
@@ -68,7 +75,7 @@ def phase_rotation(model, layer: str, images: np.ndarray, directions, *, steps: 
         turned = np.asarray(_rotate_many(x[u], jnp.asarray(phis[f]), theta[u]))
         return np.where((index < count)[:, None, None, None], turned, 0.0) + mean
 
-    acts = responses(model, info, count + 1, rotated)
+    acts = responses(model, info, count + 1, rotated, mesh)
     curve = np.einsum("ufc,uc->uf", acts[:-1].reshape(len(basis), steps, -1), basis)  # [U, F]
     above = curve - np.maximum(acts[-1] @ basis.T, 0.0)[:, None]
     top = above.max(1)

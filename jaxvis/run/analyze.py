@@ -8,6 +8,14 @@ copied, and an error while writing leaves the old metrics as they were). So an i
 keeps its finished layers, and the next one resumes: a layer whose metrics were written with the
 same settings is not computed again (``redo=True`` computes it anyway). Writability is checked
 before any work, so a read-only folder costs nothing.
+
+Every stage is batched across a layer's units and spread over this process's devices (the unit
+mesh, :func:`jaxvis.optimize.parallel.unit_mesh`): the forward passes of the natural references,
+the calibration, the grating battery and the phase rotation are data parallel
+(:meth:`jaxvis.Model.layer_output` with a mesh), the shift test runs its units' chunks with
+``shard_map`` as the sweep does; the metric table is numpy on the host. Each stage is timed
+(:mod:`jaxvis.run.stages`): the seconds are stored with the metrics, returned in
+:attr:`Analysis.seconds` and printed at the end.
 """
 
 from __future__ import annotations
@@ -28,19 +36,19 @@ from jaxvis.analysis import metrics as metric_table
 from jaxvis.analysis.gratings import Battery, gratings
 from jaxvis.analysis.phase import phase_rotation
 from jaxvis.analysis.readout import floor_bound
-from jaxvis.analysis.natural import calibrate, reference_sets
+from jaxvis.analysis.natural import calibrate, reference_distances
 from jaxvis.analysis.shift import ShiftProblem, linear_reference, shift_test, tiled_start, units_per_chunk
 from jaxvis.store.config import SweepConfig, canonical, short
 from jaxvis.errors import JaxvisError, unknown
 from jaxvis.io.atomic import check_writable
 from jaxvis.io.progress import Progress
 from jaxvis.store.results import (analysis_config, check_writable_results, open_results, read_results,
-                                  write_metrics)
-from jaxvis.objectives.diversity import pairwise_rms
+                                  stage_seconds, write_metrics)
 from jaxvis.objectives.response import RESPONSES
 from jaxvis.optimize.config import Optimizer
 from jaxvis.optimize.keys import unit_key
 from jaxvis.optimize.parallel import unit_mesh
+from jaxvis.run import stages
 from jaxvis.run.table import csv_path, export_csv
 from jaxvis.weights import Model, default_photos, load, weights_root
 
@@ -75,24 +83,6 @@ def model_for(config: SweepConfig, path: Path | None = None) -> Model:
                               f"({short(model.meta.get(key))} now, {short(stored[key])} there); restore those "
                               "weights under that name, or sweep again")
     return model
-
-
-def _reference(model: Model, info, meta: dict, units: int, n: int, photos, seed: int) -> dict:
-    """Distances ``[U, N, N]`` within N random natural patches per unit (with contrast, no
-    near-duplicates: :func:`~jaxvis.analysis.natural.reference_sets`), at the sweep's size and
-    norm, in pixels and in the diversity feature layer: the inputs of the ``reference_*`` metrics."""
-    mean = model.convention.mean_rgb255
-    sets = reference_sets(photos, info.canvas, units, n, mean, meta["radius"], seed)  # [U, N, c, c, 3]
-    x = sets - np.asarray(mean, np.float32)
-    patches = sets.reshape(units * n, *sets.shape[2:])
-    pixel = np.asarray(jax.vmap(pairwise_rms)(x))
-    feature_layer = meta.get("feature_layer", "pixels")
-    if feature_layer in (None, "pixels"):
-        feature = pixel
-    else:
-        feats = np.asarray(model.layer_output(patches, feature_layer, post=True))
-        feature = np.asarray(jax.vmap(pairwise_rms)(feats.reshape(units, n, *feats.shape[1:])))
-    return {"reference_pixel_distances": pixel, "reference_feature_distances": feature}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,21 +192,33 @@ class AnalysisConfig:
 def analyze_layer(model: Model, layer: str, arrays: dict, meta: dict, directions: np.ndarray,
                   photos: list[Path], *, shift: ShiftSettings | None, seed: int,
                   top: int, battery: Battery | None = Battery(),
-                  rotation_steps: int = ROTATION_STEPS, bar: Progress | None = None) -> dict[str, np.ndarray]:
+                  rotation_steps: int = ROTATION_STEPS, bar: Progress | None = None,
+                  seconds: dict[str, float] | None = None, mesh=None) -> dict[str, np.ndarray]:
     """Every metric of the table (:mod:`jaxvis.analysis.metrics`) for one layer's units: what the
     network measures here (natural references, calibration, the shift test) joins the sweep's
-    arrays as inputs, and the table computes the rest."""
+    arrays as inputs, and the table computes the rest. The forward passes are split over the
+    devices of ``mesh`` (default :func:`~jaxvis.optimize.parallel.unit_mesh`); ``seconds`` (a
+    dict) receives each stage's wall seconds (:data:`jaxvis.run.stages.STAGES`)."""
     info = model.network.layer(layer)
     units, n = arrays["images"].shape[:2]
+    mesh = unit_mesh() if mesh is None else mesh
+    seconds = {} if seconds is None else seconds
     inputs = {**arrays, "mean_rgb": np.asarray(model.convention.mean_rgb255, np.float32)}
-    inputs.update(_reference(model, info, meta, units, n, photos, seed))
-    inputs.update(calibrate(model, info, directions, photos, top))
+    timed = lambda stage, compute: inputs.update(stages.timed(seconds, stage, compute))  # noqa: E731
+    timed("reference", lambda: reference_distances(model, info, meta, units, n, photos, seed, mesh))
+    timed("calibrate", lambda: calibrate(model, info, directions, photos, top, mesh=mesh))
     if battery is not None and info.kind != "global":  # gratings need a spatial canvas
-        inputs.update(gratings(model, layer, radius=meta["radius"], directions=directions,
-                               maximum=arrays["max_activation"], battery=battery))
-        inputs.update(phase_rotation(model, layer, arrays["max_image"], directions, steps=rotation_steps))
+        timed("gratings", lambda: gratings(model, layer, radius=meta["radius"], directions=directions,
+                                           maximum=arrays["max_activation"], battery=battery, mesh=mesh))
+        timed("phase_rotation", lambda: phase_rotation(model, layer, arrays["max_image"], directions,
+                                                       steps=rotation_steps, mesh=mesh))
     if shift is not None:
-        inputs.update(shift_metrics(model, info, arrays, directions, meta, shift, bar))
+        timed("shift", lambda: shift_metrics(model, info, arrays, directions, meta, shift, bar))
+    return stages.timed(seconds, "metrics", lambda: _table(inputs, meta, arrays))
+
+
+def _table(inputs: dict, meta: dict, arrays: dict) -> dict[str, np.ndarray]:
+    """The metric table on ``inputs``, with the read-out's floor bound where the sweep has floors."""
     if meta.get("floors") and "floor_images" in arrays:  # the read-out's diversity class
         inputs["floors"] = np.asarray(meta["floors"], np.float64)
         inputs["floor_linear_bound"] = floor_bound(meta["radius"], arrays["floor_images"].shape, inputs["floors"],
@@ -288,11 +290,15 @@ def _check_centre(config: SweepConfig, model: Model, layer: str, path: Path) -> 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """What :func:`analyze` computed: ``metrics[layer][name]`` (arrays over the layer's units, as
-    stored in the file), the ``csv`` table and the settings ``config`` stored with them."""
+    stored in the file), the ``csv`` table, the settings ``config`` stored with them, and
+    ``seconds[layer][stage]`` the wall seconds of each stage (:data:`jaxvis.run.stages.STAGES`;
+    a layer kept from an earlier run: the times stored with it, none from files written before
+    they were stored)."""
 
     metrics: dict[str, dict[str, np.ndarray]]
     csv: Path
     config: dict
+    seconds: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def analyze(path: str | Path, config: AnalysisConfig | None = None, *, model: Model | None = None,
@@ -325,7 +331,9 @@ def analyze(path: str | Path, config: AnalysisConfig | None = None, *, model: Mo
     log = log or bar.note
     stored = config.stored(photos)
     done = {} if redo else finished_layers(path, results, stored)
-    analysed = {}
+    with open_results(path) as f:
+        seconds = {layer: stage_seconds(f["layers"][layer]) for layer in done}
+    analysed, timed = {}, {}
     for layer, arrays in results.layers.items():
         if layer in done:
             log(f"{layer}: metrics with these settings already in {path.name}, kept (redo: --redo)")
@@ -336,14 +344,20 @@ def analyze(path: str | Path, config: AnalysisConfig | None = None, *, model: Mo
         log(f"{layer}: {len(arrays['unit'])} units" + (" (with the shift test)" if config.shift else ""))
         if config.battery is not None and info.kind == "global":
             log(f"{layer}: after global pooling, no grating battery or phase rotation (no canvas)")
-        t0 = time.perf_counter()
+        t0, seconds[layer] = time.perf_counter(), {}
         analysed[layer] = analyze_layer(model, layer, arrays, results.layer_meta[layer], directions, photos,
                                         shift=config.shift_settings(), seed=config.seed, top=config.top,
-                                        battery=config.battery, bar=bar)
-        write_metrics(path, {layer: analysed[layer]}, metric_table.definitions(set(analysed[layer])), stored)
+                                        battery=config.battery, bar=bar, seconds=seconds[layer])
+        write_metrics(path, {layer: analysed[layer]}, metric_table.definitions(set(analysed[layer])), stored,
+                      {layer: seconds[layer]})
+        timed[layer] = len(arrays["unit"])
         log(f"{layer}: analysed in {time.perf_counter() - t0:.1f} s, metrics written")
+    if timed:
+        for line in stages.table({layer: seconds[layer] for layer in timed}, timed):
+            log(line)
     log(f"peak resident size {peak_resident_gb():.2f} GB")
-    return Analysis(analysed, export_csv(path, results.layers, analysed, results.layer_meta), stored)
+    csv = export_csv(path, results.layers, analysed, results.layer_meta)
+    return Analysis(analysed, csv, stored, {layer: seconds[layer] for layer in analysed})
 
 
 def _config(keywords: dict) -> AnalysisConfig:

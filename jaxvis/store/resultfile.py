@@ -522,8 +522,11 @@ def _signature_difference(first: dict, other: dict) -> str:
 
 
 def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], definitions: dict[str, str],
-                  config: dict) -> None:
-    """Add (or replace) ``/layers/<layer>/metrics`` for each layer of ``analysed``, in place.
+                  config: dict, seconds: dict[str, dict[str, float]] | None = None) -> None:
+    """Add (or replace) ``/layers/<layer>/metrics`` for each layer of ``analysed``, in place, with
+    the ``definitions`` and the analysis settings ``config`` in its attributes, and the wall
+    seconds of each stage that computed them, ``seconds[layer]`` (``{stage: seconds}``), as the
+    attribute ``stage_seconds`` (not part of the settings: another run's times match as well).
 
     Nothing else in the file is touched (no copy of the images). Each layer's new group is
     written and flushed under a temporary name of its own, and only then swapped in
@@ -548,7 +551,7 @@ def write_metrics(path: Path, analysed: dict[str, dict[str, np.ndarray]], defini
             if layer not in f["layers"]:
                 raise unknown_layer(path, layer, list(f["layers"]))
     try:
-        _in_child(lambda give_up: _write_in_place(path, analysed, definitions, config, give_up),
+        _in_child(lambda give_up: _write_in_place(path, analysed, definitions, config, give_up, seconds or {}),
                   f"cannot add metrics to {path}", "its previous metrics are kept")
     except JaxvisError as err:
         try:
@@ -577,7 +580,8 @@ def _restore_end(path: Path, grown: int) -> None:
         os.truncate(path, end)
 
 
-def _write_in_place(path: Path, analysed: dict, definitions: dict[str, str], config: dict, give_up) -> None:
+def _write_in_place(path: Path, analysed: dict, definitions: dict[str, str], config: dict, give_up,
+                    seconds: dict[str, dict[str, float]]) -> None:
     """The metrics write of :func:`write_metrics`. A failed write calls ``give_up(reason)``
     before the file is closed: closing would flush a half-updated state (an end of file HDF5
     could not write, making the whole file unreadable), while giving up in the child leaves the
@@ -591,6 +595,8 @@ def _write_in_place(path: Path, analysed: dict, definitions: dict[str, str], con
                 g = group.create_group(tmp)
                 g.attrs["definitions"] = json.dumps({k: definitions.get(k, "") for k in values})
                 g.attrs["config"] = json.dumps(config, sort_keys=True)
+                if layer in seconds:
+                    g.attrs["stage_seconds"] = json.dumps({k: float(v) for k, v in seconds[layer].items()})
                 for name, value in values.items():
                     value = np.asarray(value)
                     g.create_dataset(name, data=value, compression="gzip" if value.ndim > 2 else None)

@@ -474,3 +474,18 @@ def analysis_config(group) -> dict | None:
     except (TypeError, ValueError):
         return None
     return config if isinstance(config, dict) else None
+
+
+def stage_seconds(group) -> dict[str, float]:
+    """The wall seconds of each stage of the analysis that wrote the layer's metrics group
+    (``{stage: seconds}``, in the order they ran; empty where the file has no metrics, or metrics
+    written before the times were stored, or a damaged record)."""
+    if METRICS not in group:
+        return {}
+    try:
+        seconds = json.loads(group[METRICS].attrs.get("stage_seconds", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(seconds, dict):
+        return {}
+    return {str(k): float(v) for k, v in seconds.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

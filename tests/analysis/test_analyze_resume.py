@@ -64,3 +64,40 @@ def test_an_interrupted_analysis_keeps_finished_layers_and_resumes(swept, monkey
     assert main(["analyze", str(swept), "--no-shift", "--no-gratings", "--top", "3"]) == 0
     assert sorted(computed) == ["conv1_1", "conv1_2"]  # other settings: computed again
     assert read_results(swept).metrics["conv1_2"]["natural_top_patches"].shape[1] == 3
+
+
+def test_stage_times_are_stored_printed_and_returned_but_are_no_setting(swept, capsys):
+    """Each stage's seconds land in the metrics group's ``stage_seconds`` attribute, in
+    ``Analysis.seconds`` and in the table printed at the end; an analysis with the same settings
+    keeps the layers (the times are not settings) and returns the stored times; a file written
+    before the times were stored still reads and resumes (no times)."""
+    import h5py
+
+    from jaxvis.store.results import open_results, stage_seconds
+
+    lines = []
+    done = analyze_module.analyze(swept, shift=False, battery=None, top=2, redo=True, log=lines.append)
+    for layer in ("conv1_1", "conv1_2"):
+        assert list(done.seconds[layer]) == ["reference", "calibrate", "metrics"]
+        assert all(0 < s < 600 for s in done.seconds[layer].values())
+    with open_results(swept) as f:
+        assert {layer: stage_seconds(f["layers"][layer]) for layer in done.seconds} == done.seconds
+        assert "stage_seconds" not in f["layers/conv1_1/metrics"].attrs["config"]
+    head = lines.index("seconds per analysis stage (and per unit):")
+    assert lines[head + 1].split() == ["layer", "units", "reference", "calibrate", "metrics", "total"]
+    row, per_unit, total = lines[head + 2].split(), lines[head + 3].split(), lines[head + 6].split()
+    s = done.seconds["conv1_1"]
+    assert row[:2] == ["conv1_1", "3"] and [float(v) for v in row[2:]] == pytest.approx(
+        [*s.values(), sum(s.values())], abs=0.006)
+    assert per_unit[:2] == ["per", "unit"] and float(per_unit[-1]) == pytest.approx(sum(s.values()) / 3, abs=0.006)
+    assert total[:2] == ["total", "6"]
+    assert float(total[-1]) == pytest.approx(sum(sum(v.values()) for v in done.seconds.values()), abs=0.006)
+
+    lines.clear()
+    kept = analyze_module.analyze(swept, shift=False, battery=None, top=2, log=lines.append)
+    assert kept.seconds == done.seconds and not any("per analysis stage" in line for line in lines)
+    with h5py.File(swept, "r+") as f:  # as written before the times were stored
+        del f["layers/conv1_1/metrics"].attrs["stage_seconds"]
+    old = analyze_module.analyze(swept, shift=False, battery=None, top=2, log=lines.append)
+    assert old.seconds == {"conv1_1": {}, "conv1_2": done.seconds["conv1_2"]}
+    assert read_results(swept).metrics["conv1_1"]["natural_top_patches"].shape[:2] == (3, 2)
