@@ -87,6 +87,12 @@ FIELD_FLAGS = {**{f"{cls.__name__}.{name}": flag for cls, name, flag, _ in METHO
                "SweepConfig.seed": "--seed",
                **{f"AnalysisConfig.{name}": flag for name, flag, _ in ANALYSIS_OPTIONS},
                "cpu_devices(count)": "--cpu-devices", "sweep(processes)": "--distributed",
+               "sweep(out)": "--out", "sweep(overwrite)": "--overwrite",
+               "AnalysisConfig.photos": "--images", "analyze(redo)": "--redo",
+               "convert_weights(source)": "--source", "save_model(overwrite)": "--overwrite",
+               # a broken or missing prior surfaces in `sweep --prior gmm` and `prior show` too,
+               # where a bare --overwrite would name another command's flag
+               "train(overwrite)": "`jaxvis prior train --overwrite`",
                **{f"initialize({name})": f"--{name.replace('_', '-')}"
                   for name in ("coordinator", "num_processes", "process_id", "timeout")}}
 MAX_IMAGES = 256  # diverse images per unit: 25 times the paper's N = 10; the pairwise terms grow as N^2
@@ -373,8 +379,9 @@ def cmd_analyze(args) -> None:
 
     config = AnalysisConfig(**{name: getattr(args, name) for name, _, _ in ANALYSIS_OPTIONS})  # checks them
     config = dataclasses.replace(config, photos=_photos(args.images))
+    bar = Progress()
     done = analyze(Path(args.results), config, layers=args.layer.split(",") if args.layer else None,
-                   progress=Progress(), redo=args.redo)
+                   progress=bar, log=lambda line: bar.note(flagged(line)), redo=args.redo)
     from jaxvis.report.summary import analysis_line
     for layer, m in done.metrics.items():
         print(analysis_line(layer, m))

@@ -140,6 +140,47 @@ def test_analysis_config_refuses_bad_numbers_naming_the_field(field, value, what
     AnalysisConfig(shift_batch=0, shift_weight_min=1.0, shift_final_lr=0.0, top=1)  # the edges are valid
 
 
+def test_a_sweep_onto_foreign_results_says_the_flags(tmp_path, capsys, monkeypatch):
+    """The results writer's refusal names sweep(overwrite) and sweep(out); the command line
+    prints --overwrite and --out, in one line, and leaves the file alone."""
+    import jaxvis.weights
+    from jaxvis.run import sweep as sweep_module
+    from tests.models.test_own_network import Tiny, model
+
+    net = model(Tiny())
+    monkeypatch.setattr(jaxvis.weights, "load", lambda *a, **k: net)
+    monkeypatch.setattr(sweep_module, "plan", lambda *a, **k: [])  # no contrast budget: no photos needed
+    foreign = tmp_path / "notes.h5"
+    foreign.write_bytes(b"my thesis, no backup")
+    code, _, err = run(capsys, "sweep", "--layer", "b", "--out", str(foreign), "--no-cache", "--no-render")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err == (f"jaxvis: error: {foreign} exists and is not a jaxvis results file (not HDF5); "
+                   "use --overwrite or another --out\n")
+    assert foreign.read_bytes() == b"my thesis, no backup"
+
+
+def test_too_few_natural_patches_says_the_flags(tmp_path, capsys, monkeypatch):
+    """The natural calibration names AnalysisConfig.top and AnalysisConfig.photos; the command
+    line prints --top and --images, in one line."""
+    from PIL import Image
+
+    from jaxvis.analysis.natural import calibrate
+    from jaxvis.run import analyze as analyze_module
+    from tests.models.test_own_network import Tiny, model
+
+    net = model(Tiny())
+    info = net.network.layer("b")  # a 5 px canvas: 16 patches of a 12 px photo
+    monkeypatch.setattr(analyze_module, "analyze", lambda path, config, **_: calibrate(
+        net, info, np.eye(info.channels, dtype=np.float32), list(config.photos), config.top))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), np.uint8)).save(photos / "noise.png")
+    code, _, err = run(capsys, "analyze", str(tmp_path / "x.h5"), "--images", str(photos), "--top", "50")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("jaxvis: error: the photos hold only ")
+    assert err.endswith("50 wanted; use fewer (--top) or more photos (--images)\n")
+
+
 def test_units_beyond_the_layer_are_refused_before_they_are_expanded():
     import resource
     from types import SimpleNamespace

@@ -127,9 +127,11 @@ def test_refusals_at_the_command_line(tmp_path, capsys):
     assert capsys.readouterr().err == "jaxvis: error: --num-processes must be at least 1, not 0\n"
     assert main(["merge", str(tmp_path / "none.h5")]) == 2
     assert "no parts to merge" in capsys.readouterr().err
-    with pytest.raises(JaxvisError, match="--overwrite cannot be used with several processes"):
+    with pytest.raises(JaxvisError, match=r"^sweep\(overwrite\) cannot be used with several processes") as err:
         sweep("vgg19", "conv2_1", UNITS, out=tmp_path / "o.h5", overwrite=True,
               processes=Processes(0, 2), **SETTINGS)
+    assert flagged(str(err.value)).startswith("--overwrite cannot be used with several processes")
+    assert flagged(str(err.value)).endswith("; remove the old results first or use another --out")
 
 
 class FakeClient:

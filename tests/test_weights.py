@@ -109,7 +109,7 @@ def test_store_refuses_to_replace_an_entry_unless_asked(tmp_path, monkeypatch):
         with pytest.raises(store.EntryExistsError) as err:
             store.save(entry, _tiny(2.0), {"value": 2.0})
     message = str(err.value)
-    assert "'mine' already exists" in message and "--overwrite" in message and "\n" not in message
+    assert "'mine' already exists" in message and "save_model(overwrite)" in message and "\n" not in message
     assert _stored_value(entry) == 1.0
 
     # another process saves the same name while this one writes: this one refuses at the swap

@@ -151,7 +151,8 @@ def calibrate(model: Model, info: LayerInfo, directions: np.ndarray, photos: lis
         picked = ranked[distinct((patch(i) for i in ranked), top)]
         if len(picked) < top:
             raise JaxvisError(f"the photos hold only {len(picked)} distinct patches with contrast at {info.name}'s "
-                              f"{c} px canvas, {top} wanted; use fewer (--top) or more photos (--images)")
+                              f"{c} px canvas, {top} wanted; use fewer (AnalysisConfig.top) or more photos "
+                              "(AnalysisConfig.photos)")
         chosen.append(picked)
     chosen = np.stack(chosen, axis=1)                              # [top, U]
     patches = np.stack([[patch(i) for i in chosen[:, u]] for u in range(len(directions))])
@@ -213,7 +214,8 @@ def reference_sets(photos: list[Path], canvas: int, sets: int, n: int, mean_rgb,
         picked = distinct(draws(candidates), n, mean)
         if len(picked) < n:
             raise JaxvisError(f"the photos hold too few distinct patches with contrast at a {canvas} px canvas "
-                              f"({len(picked)} of {n} in {len(candidates)} draws); use more photos (--images)")
+                              f"({len(picked)} of {n} in {len(candidates)} draws); use more photos "
+                              "(AnalysisConfig.photos)")
         x = np.stack([candidates[i] for i in picked]) - mean
         norms = np.linalg.norm(x.reshape(n, -1), axis=1)[:, None, None, None]
         out.append(radius * x / norms + mean)

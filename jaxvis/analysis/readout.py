@@ -139,7 +139,8 @@ UNKNOWN = "unknown"
 CLASS_METRICS = {"phase": "phase_class", "diversity": "diversity_class", "shift": "shift_class"}
 # inputs that are not per unit (the layer's floors, the model's mean colour)
 NOT_PER_UNIT = ("floors", "mean_rgb")
-# the floor whose set the profile reports (the table: diversity at alpha = 0.9)
+# the floor whose set the profile reports: alpha = 0.9, the floor docs/floor.md measures the
+# floor sets and their bounds at
 PROFILE_ALPHA = 0.9
 # a layer's floors are matched to a requested alpha within this
 ALPHA_MATCH = 1e-6

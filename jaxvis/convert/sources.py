@@ -105,7 +105,7 @@ def convert_file(path: str | os.PathLike, *, model: str | None = None,
                 f"sources tried: {', '.join(could) or 'none'}")
         if len(found) > 1:
             raise ConversionError(f"{name} matches several sources ({', '.join(s.name for s in found)}); "
-                                  "choose one with --source")
+                                  "choose one with convert_weights(source)")
         chosen = found[0]
     network = convert_tensors(tensors, chosen, origin=name)
     meta = {"source": chosen.name, "source_file": name, "source_sha256": sha256(path)}

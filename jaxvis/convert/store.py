@@ -169,7 +169,7 @@ def check_free(entry: Path, overwrite: bool = False) -> None:
 
 def _exists(entry: Path) -> EntryExistsError:
     return EntryExistsError(f"weights entry {entry.name!r} already exists in {entry.parent}; "
-                            "pass overwrite=True (CLI: --overwrite) to replace it, or choose another name")
+                            "pass save_model(overwrite) to replace it, or choose another name")
 
 
 def swap_in(tmp: Path, entry: Path, overwrite: bool) -> None:

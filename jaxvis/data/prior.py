@@ -127,7 +127,7 @@ def save(folder: Path, mixture: Mixture, meta: dict, overwrite: bool = False) ->
     folder = Path(folder)
     recover(folder)
     if folder.exists() and not overwrite:
-        raise JaxvisError(f"a gmm prior is already trained in {folder}; pass --overwrite to retrain it")
+        raise JaxvisError(f"a gmm prior is already trained in {folder}; retrain it with train(overwrite)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(folder)
     tmp.mkdir()
@@ -158,11 +158,11 @@ def load(folder: Path) -> tuple[Mixture, dict]:
         meta = json.loads((folder / META).read_text())
     except (OSError, ValueError, KeyError) as err:
         raise JaxvisError(f"the gmm prior in {folder} is unreadable ({type(err).__name__}); "
-                          "retrain it: jaxvis prior train --overwrite") from None
+                          "retrain it with train(overwrite)") from None
     if meta.get("patch") != mixture.patch or meta.get("components") != mixture.components:
         raise JaxvisError(f"the gmm prior in {folder} holds {mixture.components} components of "
                           f"{mixture.patch}x{mixture.patch} patches but its meta.json says "
-                          f"{meta.get('components')} of {meta.get('patch')}; retrain it: jaxvis prior train --overwrite")
+                          f"{meta.get('components')} of {meta.get('patch')}; retrain it with train(overwrite)")
     return mixture.check(), meta
 
 
@@ -186,7 +186,7 @@ def train(root: Path | None = None, *, components: int = COMPONENTS, patch: int 
     provenance in ``folder`` (default ``<weights root>/priors/gmm``); returns the folder."""
     folder = Path(folder) if folder else entry_folder(root)
     if folder.exists() and not overwrite:
-        raise JaxvisError(f"a gmm prior is already trained in {folder}; pass --overwrite to retrain it")
+        raise JaxvisError(f"a gmm prior is already trained in {folder}; retrain it with train(overwrite)")
     t0 = time.perf_counter()
     images, train_src = _photos(TRAIN_PHOTOS, root)
     held, held_src = _photos(HELD_OUT, root)

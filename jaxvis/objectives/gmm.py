@@ -63,7 +63,7 @@ class Mixture:
         k, d = len(self.log_weights), 3 * (self.patch ** 2 - 1)
         if self.covariances.shape != (k, d, d):
             raise JaxvisError(f"a {self.patch}x{self.patch} gmm prior needs covariances [{k}, {d}, {d}], "
-                              f"got {list(self.covariances.shape)}; retrain it (jaxvis prior train --overwrite)")
+                              f"got {list(self.covariances.shape)}; retrain it with train(overwrite)")
         return self
 
     def whitening(self) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def patch_coefficients(x: jax.Array, patch: int, stride: int = 1) -> jax.Array:
     images ``x`` ``[N, H, W, 3]``: one VALID convolution with the :func:`basis` filters."""
     if min(x.shape[1:3]) < patch:
         raise JaxvisError(f"the gmm prior scores {patch}x{patch} patches; these images are "
-                          f"{x.shape[1]}x{x.shape[2]} px (use --prior tv or spectrum for smaller canvases)")
+                          f"{x.shape[1]}x{x.shape[2]} px (set Objective.prior to tv or spectrum for smaller canvases)")
     kernel = jnp.asarray(basis(patch).reshape(patch, patch, 3, -1), x.dtype)
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),

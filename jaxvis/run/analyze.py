@@ -336,7 +336,8 @@ def analyze(path: str | Path, config: AnalysisConfig | None = None, *, model: Mo
     analysed, timed = {}, {}
     for layer, arrays in results.layers.items():
         if layer in done:
-            log(f"{layer}: metrics with these settings already in {path.name}, kept (redo: --redo)")
+            log(f"{layer}: metrics with these settings already in {path.name}, kept "
+                "(recompute them with analyze(redo))")
             analysed[layer] = done[layer]
             continue
         info = model.network.layer(layer)

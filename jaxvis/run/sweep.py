@@ -279,11 +279,11 @@ def _processes(processes: Processes | None, out, overwrite: bool) -> Processes:
     """This process's place (default what ``jax.distributed`` says), once the options suit it."""
     processes = parallel.current() if processes is None else processes
     if processes.count > 1 and out is None:
-        raise JaxvisError("a multi-process sweep needs out= (the --out file whose parts folder "
-                          "all processes share)")
+        raise JaxvisError("a multi-process sweep needs sweep(out): the results file whose parts folder "
+                          "all processes share")
     if processes.count > 1 and overwrite:
-        raise JaxvisError("--overwrite cannot be used with several processes (each would delete "
-                          "the others' parts); remove the old results first or use another --out")
+        raise JaxvisError("sweep(overwrite) cannot be used with several processes (each would delete "
+                          "the others' parts); remove the old results first or use another sweep(out)")
     return processes
 
 

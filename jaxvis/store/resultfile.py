@@ -163,7 +163,7 @@ def _damaged(path: Path, hint: str, existing: bool = False) -> JaxvisError:
     if head == HDF5_SIGNATURE:
         parts = path.with_name(path.name + ".parts")
         recover = (f"`jaxvis merge {path}` reassembles it from {parts}/, or rerun the sweep"
-                   if parts.is_dir() else "rerun its sweep with --overwrite to recompute it")
+                   if parts.is_dir() else "rerun its sweep with sweep(overwrite) to recompute it")
         return JaxvisError(f"{path} is a damaged or truncated results file (an HDF5 file that cannot "
                            f"be read, e.g. cut short by a full disk or an interrupted copy); {recover}")
     return JaxvisError(f"{path} {'exists and is' if existing else 'is'} not a jaxvis results file "

@@ -60,6 +60,8 @@ CONFIG_JSON = "config.json"
 LAYERS_JSON = "layers.json"
 LAYER_KEY = "__layer__"  # the layer name stored inside every part file
 _DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floats: what HDF5 stores plainly
+# the way past results at a sweep's out that are not its own (another sweep's, or no sweep's)
+FOREIGN = "use sweep(overwrite) or another sweep(out)"
 
 
 def parts_dir(out: Path) -> Path:
@@ -123,18 +125,18 @@ def _read_json(path: Path, what: str):
         raise JaxvisError(f"cannot read {what} {path}: {err}") from None
 
 
-def _parts_header(folder: Path) -> dict | None:
-    """The header stored in a parts folder (``config``, ``extends``); None while it is empty."""
+def _parts_header(folder: Path, hint: str = "") -> dict | None:
+    """The header stored in a parts folder (``config``, ``extends``); None while it is empty.
+    ``hint`` follows the refusal of a folder that is not a parts folder."""
     path = folder / CONFIG_JSON
     if not path.exists():
         leftovers = [p for p in folder.iterdir() if not p.name.endswith(".tmp")]
         if leftovers:
-            raise JaxvisError(f"{folder} is not a jaxvis parts folder (no {CONFIG_JSON}); "
-                              "use --overwrite or another --out")
+            raise JaxvisError(f"{folder} is not a jaxvis parts folder (no {CONFIG_JSON}){hint}")
         return None
     stored = _read_json(path, "parts config")
     if not isinstance(stored, dict) or stored.get("format") != PARTS_FORMAT:
-        raise JaxvisError(f"{path} is not a jaxvis parts config; use --overwrite or another --out")
+        raise JaxvisError(f"{path} is not a jaxvis parts config{hint}")
     if stored.get("format_version") != FORMAT_VERSION:
         raise JaxvisError(f"{folder} holds parts of format version {stored.get('format_version')}; "
                           f"this jaxvis reads version {FORMAT_VERSION}")
@@ -269,7 +271,7 @@ class ResultWriter:
         if overwrite:
             return [p for p in (self.out, self.parts) if p.exists()]
         if self.out.exists():
-            stored = canonical(self.upgrade(stored_config(self.out, hint="; use --overwrite or another --out")),
+            stored = canonical(self.upgrade(stored_config(self.out, hint=f"; {FOREIGN}")),
                                "stored config")
             selections = all(isinstance(c.get(k), (list, dict)) for c in (stored, self.config) for k in SELECTION)
             difference = first_difference(*((_method(stored), _method(self.config)) if selections
@@ -278,7 +280,7 @@ class ResultWriter:
                 hint = (" (a finished file can only be extended with more units or layers of the "
                         "same method)") if selections else ""
                 raise JaxvisError(f"{self.out} holds results of a different sweep ({difference}); "
-                                  f"use --overwrite or another --out{hint}")
+                                  f"{FOREIGN}{hint}")
             grown = _grown(stored, self.config) if selections else stored
             if first_difference(grown, stored) is None:
                 self.finished, self.config = True, stored  # nothing new: all done
@@ -287,14 +289,14 @@ class ResultWriter:
         if self.parts.exists():
             if not self.parts.is_dir():
                 raise JaxvisError(f"{self.parts} is in the way of this sweep's parts folder and is "
-                                  "not one; use --overwrite or another --out")
-            header = _parts_header(self.parts)
+                                  f"not one; {FOREIGN}")
+            header = _parts_header(self.parts, f"; {FOREIGN}")
             if header is not None:
                 difference = first_difference(canonical(self.upgrade(header["config"]), "parts config"),
                                               self.config)
                 if difference:
                     raise JaxvisError(f"{self.parts} holds results of a different sweep "
-                                      f"({difference}); use --overwrite or another --out")
+                                      f"({difference}); {FOREIGN}")
         return []
 
     def _start_parts(self) -> None:
@@ -460,7 +462,7 @@ def merge_parts(out: Path) -> Path:
             raise JaxvisError(f"cannot merge into {out}: it exists and holds a different sweep")
     elif extends:
         raise JaxvisError(f"cannot merge {parts}: its parts extend {out}, which is gone; rerun the "
-                          "sweep with --overwrite to compute every unit")
+                          "sweep with sweep(overwrite) to compute every unit")
     return _finalize(out, parts, config, _stored_layers(parts), extends)
 
 

@@ -51,7 +51,8 @@ def test_an_interrupted_analysis_keeps_finished_layers_and_resumes(swept, monkey
     capsys.readouterr()
     assert main(["analyze", str(swept), *FAST]) == 0
     assert computed == [l for l in ("conv1_1", "conv1_2") if l != first]  # only the unfinished layer
-    assert f"{first}: metrics with these settings already in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{first}: metrics with these settings already in" in err and "kept (recompute them with --redo)" in err
     after = read_results(swept).metrics
     assert set(after) == {"conv1_1", "conv1_2"}
     np.testing.assert_array_equal(after[first]["natural_top_patches"], kept[first]["natural_top_patches"])

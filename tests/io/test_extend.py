@@ -125,7 +125,7 @@ def test_damaged_file_says_so_and_how_to_recover(tmp_path):
     sweep_file(out, {"a": [0, 1]})
     data = out.read_bytes()
     out.write_bytes(data[: len(data) // 2])
-    with pytest.raises(JaxvisError, match="damaged or truncated results file.*--overwrite"):
+    with pytest.raises(JaxvisError, match=r"damaged or truncated results file.*sweep\(overwrite\)"):
         read_results(out)
     parts_dir(out).mkdir()
     with pytest.raises(JaxvisError, match="jaxvis merge"):

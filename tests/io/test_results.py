@@ -144,7 +144,7 @@ def test_different_config_is_refused_untouched(tmp_path, finished):
         with pytest.raises(JaxvisError) as err:
             ResultWriter(out, {**CONFIG, **change})
         assert str(err.value) == (f"{where} holds results of a different sweep ({message}); "
-                                  "use --overwrite or another --out")
+                                  "use sweep(overwrite) or another sweep(out)")
     assert snapshot(where) == before
 
     fresh = ResultWriter(out, {**CONFIG, "layer": "conv3_1"}, overwrite=True)
@@ -354,7 +354,7 @@ def test_unwritable_or_foreign_output_is_refused(tmp_path):
     with pytest.raises(JaxvisError) as err:
         ResultWriter(foreign, CONFIG)
     assert str(err.value) == (f"{foreign} exists and is not a jaxvis results file (not HDF5); "
-                              "use --overwrite or another --out")
+                              "use sweep(overwrite) or another sweep(out)")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
     with pytest.raises(JaxvisError, match="is not a jaxvis results file \\(format None\\)"):

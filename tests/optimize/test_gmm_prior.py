@@ -102,7 +102,7 @@ def test_training_records_its_provenance(tiny):
     assert np.all(np.diff(meta["log_likelihood_history"]) > -1e-6)
     # the mixture beats a single Gaussian on the held-out photograph
     assert meta["held_out_log_likelihood"] > meta["held_out_log_likelihood_one_gaussian"] + 10
-    with pytest.raises(JaxvisError, match="already trained .* --overwrite"):
+    with pytest.raises(JaxvisError, match=r"already trained .*; retrain it with train\(overwrite\)$"):
         prior.train(root, components=4, patches=4000)
 
 
