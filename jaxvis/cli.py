@@ -318,10 +318,7 @@ def cmd_sweep(args) -> None:
     objective, optimizer = _method(args)
     out = Path(args.out or f"{args.weights}_{args.layer.replace(',', '+').replace(':', '-')}.h5")
     processes = None
-    from jaxvis.optimize.parallel import LateCpuDevicesWarning, cpu_devices
-    with warnings.catch_warnings():  # a process that computed already (main() called in-process) keeps its own
-        warnings.simplefilter("ignore", LateCpuDevicesWarning)
-        cpu_devices(args.cpu_devices)  # before anything touches a device
+    _cpu_devices(args)
     if args.distributed:
         from jaxvis.optimize.parallel import initialize
         processes = initialize(args.coordinator, args.num_processes, args.process_id, args.timeout,
@@ -373,10 +370,30 @@ def cmd_render(args) -> None:
     print(f"{len(paths)} pictures in {out}/")
 
 
+def _cpu_devices(args) -> None:
+    """``--cpu-devices``: on CPU, one jax device per core unless the user says otherwise; before
+    anything touches a device (a process that computed already, main() called in-process, keeps
+    its own)."""
+    import warnings
+
+    from jaxvis.optimize.parallel import LateCpuDevicesWarning, cpu_devices
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LateCpuDevicesWarning)
+        cpu_devices(args.cpu_devices)
+
+
+def _cpu_devices_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="on CPU, spread the units over N jax devices (default: one per core; 1: one "
+                        "device using every core). Ignored when XLA_FLAGS already sets a device count")
+
+
 def cmd_analyze(args) -> None:
     from jaxvis.run.analyze import AnalysisConfig, analyze
     from jaxvis.io.progress import Progress
 
+    _cpu_devices(args)
     config = AnalysisConfig(**{name: getattr(args, name) for name, _, _ in ANALYSIS_OPTIONS})  # checks them
     config = dataclasses.replace(config, photos=_photos(args.images))
     bar = Progress()
@@ -484,9 +501,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
                         "read-out compares with an affine unit's optimum; same: --diversity's)")
     p.add_argument("--seed", type=int, default=SweepConfig.seed)
     p.add_argument("--chunk", type=int, help="units per device step (default: sized to the device)")
-    p.add_argument("--cpu-devices", type=int, metavar="N",
-                   help="on CPU, spread the units over N jax devices (default: one per core; 1: one "
-                        "device using every core). Ignored when XLA_FLAGS already sets a device count")
+    _cpu_devices_argument(p)
     p.add_argument("--padding", choices=("VALID", "SAME"), help="VGG only (default VALID, the RF canvas)")
     p.add_argument("--out", help="results file (default <weights>_<layer>.h5); rerun to resume")
     p.add_argument("--overwrite", action="store_true", help="replace results of a different sweep")
@@ -523,6 +538,7 @@ def _analyze_arguments(p: argparse.ArgumentParser) -> None:
         else:
             p.add_argument(flag, dest=name, type=type(default), default=default, help=text,
                            choices=SHIFT_STARTS if name == "shift_start" else None)
+    _cpu_devices_argument(p)
     p.add_argument("--redo", action="store_true",
                    help="compute every layer again (default: keep layers whose metrics hold these settings, "
                         "so an interrupted analysis resumes)")

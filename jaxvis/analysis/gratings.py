@@ -91,8 +91,10 @@ NEAR_PEAK = 0.05
 # the second, finer pass around the coarse winner: offsets in steps of the coarse grid, the same for
 # orientation and log-period (half a step each way: 3 x 3 gratings, the winner among them)
 REFINE = (-0.5, 0.0, 0.5)
-# images per forward call times their pixels: conv1_2 of VGG-19 then holds 2^19 x 64 floats (128 MiB)
-PIXELS_PER_CALL = 1 << 19
+# images per forward call and device times their pixels. An accelerator's conv1_2 of VGG-19 then
+# holds 2^19 x 64 floats (128 MiB); a CPU device's call should stay near its caches, where smaller
+# calls are as fast and hold a quarter of the memory (docs/speed.md, "Analysis memory")
+PIXELS_PER_CALL = {"cpu": 1 << 16, "accelerator": 1 << 19}
 
 DEFINITIONS = {
     "grating_preferred_orientation": "direction of modulation of the preferred grating (radians, 0: vertical bars)",
@@ -283,12 +285,14 @@ def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray],
               mesh: Mesh | None = None) -> np.ndarray:
     """The centre position's pre-activations ``[count, C]`` of images ``0..count-1``, made chunk by
     chunk by ``images(index [B]) -> [B, c, c, 3]`` (RGB grey levels), so memory stays bounded by
-    :data:`PIXELS_PER_CALL` per device. Each chunk is split over the devices of ``mesh`` (default
+    :data:`PIXELS_PER_CALL` per device (of the mesh's platform). Each chunk is split over the
+    devices of ``mesh`` (default
     :func:`~jaxvis.optimize.parallel.unit_mesh`: all of this process's; data parallel,
     :meth:`jaxvis.Model.layer_output`). The chunks are equal and a multiple of the device count
     (the last one padded with repeats of the last image), so one compiled program serves every call."""
     mesh = unit_mesh() if mesh is None else mesh
-    most = max(1, PIXELS_PER_CALL // (info.canvas * info.canvas)) * mesh.size
+    pixels = PIXELS_PER_CALL["cpu" if mesh.devices.flat[0].platform == "cpu" else "accelerator"]
+    most = max(1, pixels // (info.canvas * info.canvas)) * mesh.size
     calls = -(-count // most)
     size = -(-count // (calls * mesh.size)) * mesh.size
     out = []

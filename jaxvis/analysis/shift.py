@@ -76,7 +76,7 @@ class ShiftProblem:
     # how the batch is drawn: "random" (any batch offsets, without replacement) or "grid" (n x n
     # offsets, n = isqrt(batch), evenly spaced per axis from a random phase, cyclically: every
     # offset is drawn as often, and every step covers the texture evenly)
-    sampling: str = "random"  # "grid" is not measured on real units yet (issue 24)
+    sampling: str = "random"  # grid: docs/method.md section 5 compares the two on real units
 
     def __post_init__(self):
         if self.batch < 0:

@@ -1,5 +1,6 @@
 """`jaxvis analyze` from the command line: a successful run on a real sweep, a read-only target
-refused before any work, a custom-network file refused with one line."""
+refused before any work, a custom-network file refused with one line, a
+bad --cpu-devices refused as the sweep refuses it."""
 
 from __future__ import annotations
 
@@ -80,3 +81,14 @@ def test_a_custom_network_file_needs_the_network(swept, tmp_path, capsys):
         f.attrs["config"] = json.dumps({**config, "weights": "custom"})
     assert main(["analyze", str(custom)]) == 2
     assert "swept on a custom network" in capsys.readouterr().err
+
+
+def test_cpu_devices_is_checked_as_the_sweeps_is(swept, monkeypatch, capsys):
+    """`analyze --cpu-devices` spreads the stages over CPU devices as `sweep`'s does; a count below 1
+    is refused in the sweep's words before any work."""
+    before = swept.read_bytes()
+    monkeypatch.setattr(analyze_module, "analyze_layer",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("analysis ran")))
+    assert main(["analyze", str(swept), "--cpu-devices", "0"]) == 2
+    assert capsys.readouterr().err == "jaxvis: error: --cpu-devices must be at least 1, not 0\n"
+    assert swept.read_bytes() == before

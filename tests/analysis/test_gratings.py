@@ -172,14 +172,15 @@ def test_phase_measures_are_taken_above_a_positive_baseline(cells):
 
 def test_chunked_forward_equals_one_call(cells, monkeypatch):
     best = np.stack([RADIUS * gabor(t, p, 0.0, c) for t, p, c in CELLS])
+    monkeypatch.setitem(G.PIXELS_PER_CALL, "cpu", 1 << 30)  # one call
     whole = gratings(cells, "energy", radius=RADIUS)
     turned = phase_rotation(cells, "simple", best, [0, 2])
-    monkeypatch.setattr(G, "PIXELS_PER_CALL", 700 * SIZE * SIZE)  # 7 calls, the last one padded
+    monkeypatch.setitem(G.PIXELS_PER_CALL, "cpu", 700 * SIZE * SIZE)  # 7 calls, the last one padded
     chunked = gratings(cells, "energy", radius=RADIUS)
     np.testing.assert_allclose(chunked["grating_responses"], whole["grating_responses"], rtol=1e-5,
                                atol=1e-6 * whole["grating_responses"].max())
     np.testing.assert_array_equal(chunked["grating_blank"], whole["grating_blank"])
-    monkeypatch.setattr(G, "PIXELS_PER_CALL", 5 * SIZE * SIZE)  # 24 images: 5 calls, chunks cut units
+    monkeypatch.setitem(G.PIXELS_PER_CALL, "cpu", 5 * SIZE * SIZE)  # 24 images: 5 calls, chunks cut units
     np.testing.assert_allclose(phase_rotation(cells, "simple", best, [0, 2])["rotation_curve"],
                                turned["rotation_curve"], rtol=1e-5, atol=1e-4)
 
