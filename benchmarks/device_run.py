@@ -16,7 +16,7 @@ order machine, precision, torch, peers, sweep, chunks, analysis, tune (the issue
 3. ``torch``      the same objective in PyTorch eager, one unit at a time (the original code's
    way) on the same device, in its own process (:mod:`benchmarks.torch_twin`), after checking its
    loss and gradient against jaxvis's; units until ``--torch-budget-s`` is spent;
-   ``peers``      the peers a user would pick (:mod:`benchmarks.peers`, issue 24): jaxvis's lambda
+   ``peers``      the peers a user would pick (:mod:`benchmarks.peers`): jaxvis's lambda
    set, the ``jaxvis.sweep`` call, one batched torch program and torch-lucent (skipped with a note
    where the image lacks it), ``--peers-weights`` ``--peers-layer``, ``--peers-units`` x N x
    ``--peers-steps``, parity first, best of ``--peers-repeats``; in a process of its own (jax

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of jaxvis in one call (issue 12): install jaxvis without a package index, check
+# Every GPU figure of jaxvis in one call: install jaxvis without a package index, check
 # that jax sees the accelerator, then `python -m benchmarks.device_run` (see its docstring and
 # benchmarks/README.md for the stages). Arguments are passed on, e.g. `--tiny` on a CPU.
 #
@@ -8,7 +8,7 @@
 #
 # $PYTHON (default python3) runs it; results go to $OUT (default: a new temp folder).
 # The real VGG-19 is read from weights/files/ (carry it: `python -m benchmarks.device_run --help`).
-# The peers stage (issue 24) derives vgg19-normalized from that file and the carried photos, and
+# The peers stage derives vgg19-normalized from that file and the carried photos, and
 # times torch-lucent only if the image has it (no index there): otherwise its row says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."

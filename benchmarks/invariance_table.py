@@ -1,4 +1,4 @@
-"""The paper's comparison with the networks jaxvis has (issue 11, item 6): what the units of early
+"""The paper's comparison with the networks jaxvis has: what the units of early
 layers of VGG-19 and EfficientNet-Lite0 are invariant to, per layer, with the wall time of each
 stage.
 

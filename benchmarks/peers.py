@@ -1,4 +1,4 @@
-"""The peers a user would pick, measured beside jaxvis on the same weights and objective (issue 24).
+"""The peers a user would pick, measured beside jaxvis on the same weights and objective.
 
 VGG-19 ``--layer`` (conv3_1) of ``--weights`` (vgg19-normalized), ``--units`` (16) channels,
 N = ``--images`` (6), ``--steps`` (200) Adam steps, early stopping off, the sweep's lambda-set

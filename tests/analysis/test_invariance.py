@@ -171,7 +171,7 @@ def _shift_read(model, layer, best, maximum, blank, steps=300):
 def test_the_shift_index_against_its_linear_reference():
     """A linear unit cannot beat its closed-form reference, and reaches it when optimised: the
     flat-colour unit's index on a 3 px canvas equals its reference (0.906: the mask keeps it below 1),
-    above 0.9, so it is shift-untestable, not invariant (issue 21: VGG-19 conv1_1);
+    above 0.9, so it is shift-untestable, not invariant (VGG-19 conv1_1);
     the linear Gabor stays near its low reference (variant); the energy cell, whose best image is
     the same Gabor, is far above that reference (invariant)."""
     flat = jaxvis.Model(UniformColour(), jaxvis.InputConvention(), {"name": "uniform"})

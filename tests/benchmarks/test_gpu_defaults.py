@@ -1,4 +1,4 @@
-"""What the GPU run relies on, checked without a GPU (issue 12, item 2).
+"""What the GPU run relies on, checked without a GPU.
 
 The sweep's compiled segment is exported for CUDA from this CPU machine (``jax.export`` lowers for
 any platform), with jaxvis's backend test answering "gpu" so the accelerator branches are the

@@ -1,4 +1,4 @@
-"""Hostile and unlucky results files (issue 22): every one is built here from a real tiny results
+"""Hostile and unlucky results files: every one is built here from a real tiny results
 file, refused (or handled) in one line before any work, and leaves every file byte-identical."""
 
 from __future__ import annotations

@@ -518,7 +518,7 @@ def test_layers_in_catalogue_order():
 
 
 def test_histogram_range_leaves_far_outliers_out_and_marks_them():
-    """Two flat natural references made two ratios 3.5e7 (issue 20): the range stays on the other
+    """Two flat natural references made two ratios 3.5e7: the range stays on the other
     units, the two are counted at the edge with their values on hover."""
     import re
 
