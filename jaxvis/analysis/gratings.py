@@ -281,6 +281,13 @@ def unit_directions(spec, channels: int) -> np.ndarray:
     return (spec / norms).astype(np.float32)
 
 
+def images_per_call(canvas: int, mesh: Mesh) -> int:
+    """Images of ``canvas`` px a forward call may take on ``mesh``: :data:`PIXELS_PER_CALL` of
+    the mesh's platform per device, at least one per device."""
+    pixels = PIXELS_PER_CALL["cpu" if mesh.devices.flat[0].platform == "cpu" else "accelerator"]
+    return max(1, pixels // (canvas * canvas)) * mesh.size
+
+
 def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray], np.ndarray],
               mesh: Mesh | None = None) -> np.ndarray:
     """The centre position's pre-activations ``[count, C]`` of images ``0..count-1``, made chunk by
@@ -291,8 +298,7 @@ def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray],
     :meth:`jaxvis.Model.layer_output`). The chunks are equal and a multiple of the device count
     (the last one padded with repeats of the last image), so one compiled program serves every call."""
     mesh = unit_mesh() if mesh is None else mesh
-    pixels = PIXELS_PER_CALL["cpu" if mesh.devices.flat[0].platform == "cpu" else "accelerator"]
-    most = max(1, pixels // (info.canvas * info.canvas)) * mesh.size
+    most = images_per_call(info.canvas, mesh)
     calls = -(-count // most)
     size = -(-count // (calls * mesh.size)) * mesh.size
     out = []

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxvis.analysis.gratings import images_per_call
 from jaxvis.errors import JaxvisError
 from jaxvis.io.images import read_image
 from jaxvis.models.geometry import LayerInfo, trace
@@ -227,17 +228,23 @@ def reference_distances(model: Model, info: LayerInfo, meta: dict, units: int, n
     """Distances ``[U, N, N]`` within N random natural patches per unit (with contrast, no
     near-duplicates: :func:`reference_sets`), at the sweep's size and norm (layer ``meta``'s
     ``radius``), in pixels and in the diversity feature layer (its ``feature_layer``): the inputs
-    of the ``reference_*`` metrics. Every unit's patches are one forward pass, split over the
-    devices of ``mesh``; drawing the patches (a sequential walk, :func:`distinct`) stays on the host."""
+    of the ``reference_*`` metrics. The units' patches go through the feature layer in equal
+    calls of whole units, each at most :func:`~jaxvis.analysis.gratings.images_per_call` images
+    (the grating battery's bound) split over the devices of ``mesh``, and only their distances are
+    kept; drawing the patches (a sequential walk, :func:`distinct`) stays on the host."""
     mean = model.convention.mean_rgb255
     sets = reference_sets(photos, info.canvas, units, n, mean, meta["radius"], seed)  # [U, N, c, c, 3]
-    x = sets - np.asarray(mean, np.float32)
-    patches = sets.reshape(units * n, *sets.shape[2:])
-    pixel = np.asarray(jax.vmap(pairwise_rms)(x))
+    pixel = np.asarray(jax.vmap(pairwise_rms)(sets - np.asarray(mean, np.float32)))
     feature_layer = meta.get("feature_layer", "pixels")
     if feature_layer in (None, "pixels"):
-        feature = pixel
-    else:
-        feats = np.asarray(model.layer_output(patches, feature_layer, post=True, mesh=mesh))
-        feature = np.asarray(jax.vmap(pairwise_rms)(feats.reshape(units, n, *feats.shape[1:])))
-    return {"reference_pixel_distances": pixel, "reference_feature_distances": feature}
+        return {"reference_pixel_distances": pixel, "reference_feature_distances": pixel}
+    mesh = unit_mesh() if mesh is None else mesh
+    calls = -(-units // max(1, images_per_call(info.canvas, mesh) // n))
+    size = -(-units // calls)  # units a call, equal calls (the last padded): one compiled program
+    feature = []
+    for start in range(0, calls * size, size):
+        rows = sets[np.minimum(np.arange(start, start + size), units - 1)]
+        feats = np.asarray(model.layer_output(rows.reshape(size * n, *sets.shape[2:]), feature_layer,
+                                              post=True, mesh=mesh))
+        feature.append(np.asarray(jax.vmap(pairwise_rms)(feats.reshape(size, n, *feats.shape[1:]))))
+    return {"reference_pixel_distances": pixel, "reference_feature_distances": np.concatenate(feature)[:units]}

@@ -90,3 +90,30 @@ def test_top_patches_skip_flat_ones_and_shifted_copies(vgg19, photo):
         assert not any(similar(a, b) for a, b in itertools.combinations(unit, 2)), MAX_SIMILARITY
     acts = found["natural_top_activations"]
     assert (np.diff(acts, axis=1) <= 0).all()  # still the best ones, best first
+
+
+@pytest.mark.usefixtures("weights_env")
+def test_reference_feature_distances_in_bounded_calls_are_the_one_calls(vgg19, photo, monkeypatch):
+    """The reference sets go through the feature layer in equal calls of whole units (the last one
+    padded) when the grating battery's bound asks for it: the same distances as one call, and each
+    the RMS distance of the layer's own outputs for that unit's patches."""
+    from jaxvis.analysis import gratings as G
+    from jaxvis.analysis.natural import reference_distances
+    from jaxvis.optimize.parallel import unit_mesh
+
+    info, meta = vgg19.network.layer("conv2_1"), {"radius": 50.0, "feature_layer": "conv1_2"}
+    monkeypatch.setitem(G.PIXELS_PER_CALL, "cpu", 1 << 30)
+    whole = reference_distances(vgg19, info, meta, 5, 4, [photo], seed=0)
+    calls = []
+    monkeypatch.setattr(type(vgg19), "layer_output", lambda self, x, *a, _real=type(vgg19).layer_output, **k:
+                        calls.append(len(x)) or _real(self, x, *a, **k))
+    monkeypatch.setitem(G.PIXELS_PER_CALL, "cpu", 8 * info.canvas ** 2)  # 8 images a device: 2 units a call
+    chunked = reference_distances(vgg19, info, meta, 5, 4, [photo], seed=0)
+    units_a_call = 8 * len(unit_mesh().devices.flat) // 4  # the default mesh: every device
+    assert len(calls) == -(-5 // units_a_call) and len(set(calls)) == 1  # equal calls of whole units
+    np.testing.assert_allclose(chunked["reference_feature_distances"], whole["reference_feature_distances"], rtol=1e-5)
+    np.testing.assert_array_equal(chunked["reference_pixel_distances"], whole["reference_pixel_distances"])
+    sets = reference_sets([photo], info.canvas, 5, 4, vgg19.convention.mean_rgb255, 50.0, seed=0)
+    feats = np.asarray(vgg19.layer_output(sets[3], "conv1_2", post=True)).reshape(4, -1)
+    d = np.sqrt(((feats[:, None] - feats[None]) ** 2).mean(-1))
+    np.testing.assert_allclose(whole["reference_feature_distances"][3], d, rtol=1e-4, atol=1e-4)
