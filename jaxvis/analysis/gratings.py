@@ -288,6 +288,16 @@ def images_per_call(canvas: int, mesh: Mesh) -> int:
     return max(1, pixels // (canvas * canvas)) * mesh.size
 
 
+def equal_chunks(count: int, most: int, multiple: int = 1):
+    """Index arrays ``[size]`` of equal chunks over ``0..count-1``, as few as hold at most ``most``
+    each, ``size`` a multiple of ``multiple``; the last one padded with repeats of ``count - 1``,
+    so one compiled program serves every call."""
+    calls = -(-count // most)
+    size = -(-count // (calls * multiple)) * multiple
+    for start in range(0, calls * size, size):
+        yield np.minimum(np.arange(start, start + size), count - 1)
+
+
 def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray], np.ndarray],
               mesh: Mesh | None = None) -> np.ndarray:
     """The centre position's pre-activations ``[count, C]`` of images ``0..count-1``, made chunk by
@@ -298,12 +308,8 @@ def responses(model, info: LayerInfo, count: int, images: Callable[[np.ndarray],
     :meth:`jaxvis.Model.layer_output`). The chunks are equal and a multiple of the device count
     (the last one padded with repeats of the last image), so one compiled program serves every call."""
     mesh = unit_mesh() if mesh is None else mesh
-    most = images_per_call(info.canvas, mesh)
-    calls = -(-count // most)
-    size = -(-count // (calls * mesh.size)) * mesh.size
     out = []
-    for start in range(0, calls * size, size):
-        index = np.minimum(np.arange(start, start + size), count - 1)
+    for index in equal_chunks(count, images_per_call(info.canvas, mesh), mesh.size):
         acts = model.layer_output(images(index), info.name, mesh=mesh)
         out.append(np.asarray(acts[:, info.centre, info.centre]))
     return np.concatenate(out)[:count]

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxvis.analysis.gratings import images_per_call
+from jaxvis.analysis.gratings import equal_chunks, images_per_call
 from jaxvis.errors import JaxvisError
 from jaxvis.io.images import read_image
 from jaxvis.models.geometry import LayerInfo, trace
@@ -239,12 +239,9 @@ def reference_distances(model: Model, info: LayerInfo, meta: dict, units: int, n
     if feature_layer in (None, "pixels"):
         return {"reference_pixel_distances": pixel, "reference_feature_distances": pixel}
     mesh = unit_mesh() if mesh is None else mesh
-    calls = -(-units // max(1, images_per_call(info.canvas, mesh) // n))
-    size = -(-units // calls)  # units a call, equal calls (the last padded): one compiled program
     feature = []
-    for start in range(0, calls * size, size):
-        rows = sets[np.minimum(np.arange(start, start + size), units - 1)]
-        feats = np.asarray(model.layer_output(rows.reshape(size * n, *sets.shape[2:]), feature_layer,
+    for index in equal_chunks(units, max(1, images_per_call(info.canvas, mesh) // n)):  # whole units
+        feats = np.asarray(model.layer_output(sets[index].reshape(-1, *sets.shape[2:]), feature_layer,
                                               post=True, mesh=mesh))
-        feature.append(np.asarray(jax.vmap(pairwise_rms)(feats.reshape(size, n, *feats.shape[1:]))))
+        feature.append(np.asarray(jax.vmap(pairwise_rms)(feats.reshape(len(index), n, *feats.shape[1:]))))
     return {"reference_pixel_distances": pixel, "reference_feature_distances": np.concatenate(feature)[:units]}
