@@ -39,16 +39,7 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
 
 
-def units_of(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
-OVERRIDES = {"steps": int, "lr": float, "batch": int, "final_lr": float, "start": str, "sampling": str,
-}
+OVERRIDES = {"steps": int, "lr": float, "batch": int, "final_lr": float, "start": str, "sampling": str}
 
 
 def variant(text: str) -> tuple[str, dict]:
@@ -127,19 +118,20 @@ def main(argv=None) -> None:
 
     import jaxvis
     from jaxvis.run import analyze as A
+    from jaxvis.run.plan import parse_units
     from jaxvis.analysis import shift as S
     from jaxvis.store.results import read_results
 
     variants = args.variant or [("default", {})]
     model = jaxvis.load(args.weights)
-    units = units_of(args.units)
     old_settings = {"steps": args.old_steps, "stride": args.old_stride, "lr": args.old_lr, "source": args.old}
     result = {"machine": {"host": platform.node(), "cpus": jax.device_count(), "platform": jax.default_backend()},
               "defaults": json.loads(json.dumps(A.SHIFT_DEFAULTS, default=lambda o: o.__dict__)),
-              "variants": dict(variants), "old": old_settings, "units": units, "layers": {}}
+              "variants": dict(variants), "old": old_settings, "units": args.units, "layers": {}}
     out = args.out or RESULTS / f"shift_speed_{platform.node()}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     for layer in args.layers.split(","):
         r = read_results(args.results_dir / f"{args.weights}_{layer}.h5")
+        units = parse_units(args.units, model.network.layer(layer).channels, layer)
         at = [int(np.flatnonzero(r.layers[layer]["unit"] == u)[0]) for u in units]
         arrays = {k: v[at] for k, v in r.layers[layer].items()}
         meta, info = r.layer_meta[layer], model.network.layer(layer)
