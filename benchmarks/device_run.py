@@ -112,7 +112,8 @@ class Run:
     def stage(self, name: str, fn, *args) -> dict | None:
         if name not in self.args.stages:
             return None
-        budget = self.left() * SHARES.get(name, 1.0)
+        last = name == [s for s in STAGES if s in self.args.stages][-1]  # the last one takes what is left
+        budget = self.left() * (1.0 if last else SHARES.get(name, 1.0))
         if budget < 1.0:
             self.result["skipped"][name] = f"no time left ({self.left():.0f} s of the budget)"
             self.save()
@@ -289,8 +290,14 @@ def stage_peers(run: Run, deadline: float) -> dict:
            "--repeats", str(a.peers_repeats), "--device", "cuda" if gpu else "cpu", "--out", str(out)]
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=max(120.0, deadline - time.perf_counter()))
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=max(120.0, deadline - time.perf_counter()))
+    except subprocess.TimeoutExpired as err:  # say how far it got
+        for stream in (err.stdout, err.stderr):
+            text = stream.decode(errors="replace") if isinstance(stream, bytes) else (stream or "")
+            print(text[-3000:], flush=True)
+        raise
     print(done.stdout[-6000:], flush=True)
     if done.returncode:
         tail = "\n".join((done.stderr.strip() or "no output").splitlines()[-5:])

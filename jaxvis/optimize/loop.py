@@ -209,9 +209,20 @@ def useful_flops(network: Network, problem: Problem) -> float:
     graphdef, params = nnx.split(network)
     x = jax.ShapeDtypeStruct((problem.n, problem.canvas, problem.canvas, 3), jnp.float32)
     lowered = jax.jit(lambda p, x: unit_step.forward(nnx.merge(graphdef, p), problem, x).pre).lower(params, x)
-    cost = lowered.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list of one dict in older jax
-    return 2.0 * float(cost.get("flops", 0.0))
+    # jax on CPU counts the lowered program; jax 0.11 on CUDA answers None there and counts only
+    # the compiled one (compiling one unit's forward pass: seconds, once per layer)
+    flops = _flops(lowered.cost_analysis())
+    if flops is None:
+        flops = _flops(lowered.compile().cost_analysis())
+    if flops is None:
+        raise RuntimeError(f"XLA gives no FLOP count on {jax.default_backend()} (cost_analysis() is empty)")
+    return 2.0 * flops
+
+
+def _flops(cost) -> float | None:
+    """``flops`` of XLA's cost analysis: a dict, a list of one dict (older jax) or None."""
+    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+    return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
 
 
 def unit_bytes(network: Network, problem: Problem) -> int:
