@@ -557,7 +557,7 @@ def main(argv=None) -> dict:
     if gpu and not args.torch_only and any(r in args.rows for r in ("batched", "lucent")):
         child = _torch_child(args)
         rows += child["rows"]
-        result["parity"].update({k: v for k, v in child["parity"].items() if isinstance(v, dict)})
+        result["parity"].update(child["parity"])  # the rows it checked, and at how many starts
         result["missing"].update(child["missing"])
         result["torch_machine"] = child["machine"]
     for name, why in result["missing"].items():

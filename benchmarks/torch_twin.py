@@ -241,6 +241,7 @@ def main(argv=None) -> dict:
     model = load_model(args.weights)
     lp = layer_problem(model, args.layer, args.images, args.steps)
     twin = TorchUnit(model, lp.diverse, lp.radius, args.device)
+    set_precision(torch, "float32")  # the check at float32: CUDA torch's cuDNN default is TF32 (1.5e-3 on the H200)
     keys, directions = unit_inputs(lp, list(range(args.units)))
     result = {"device": args.device, "torch": torch.__version__, "layer": args.layer,
               "images": args.images, "check": compare(model, lp.diverse, lp.radius, twin, keys[0], directions[0]),
