@@ -47,7 +47,7 @@ from jaxvis.models.base import Network
 from jaxvis.models.convention import InputConvention
 from jaxvis.optimize import parallel
 from jaxvis.optimize.config import Optimizer
-from jaxvis.optimize.loop import device_budget
+from jaxvis.optimize.loop import Batch, device_budget
 from jaxvis.optimize.step import early_stop, freeze, network_input
 from jaxvis.param.image import whiten_gradient
 
@@ -335,13 +335,20 @@ def shift_test(network: Network, problem: ShiftProblem, keys, directions, radius
                               f"got shape {starts.shape}")
         carry = _start_from(keys, jax.device_put(parallel.pad_rows(starts, size), rows), problem=problem, mesh=mesh)
     o = problem.optimizer
+    batch = Batch(mesh, carry, directions)  # units that stopped leave the batch (as the sweep's)
+    stopped, steps = np.zeros(size, bool), np.zeros(size, np.int64)
     for _ in range(-(-o.steps // o.segment)):
+        carry, directions = batch.trees
         carry = _segment(params, carry, directions, radius, **jitted)
-        done, steps = jax.device_get((carry[5], carry[6]))
+        batch.trees = (carry, directions)
+        done, now = jax.device_get((carry[5], carry[6]))
+        stopped[batch.rows], steps[batch.rows] = done | (now >= o.steps), now
         if on_segment is not None:
-            on_segment(np.asarray(steps[:count]))
-        if (done | (steps >= o.steps)).all():
+            on_segment(steps[:count].copy())
+        if stopped.all():
             break
+        batch.shrink(stopped)
+    carry, directions = batch.whole()
     out = jax.device_get(_measure(params, carry, directions, radius, **jitted))
     out = {k: np.asarray(v)[:count] for k, v in out.items()}
     s = len(problem.offsets)

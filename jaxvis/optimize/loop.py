@@ -3,7 +3,8 @@
 One compiled program per (network structure, :class:`Problem`, number of units): the network's
 weights and the units' directions are *arguments*, so every chunk of every channel of a layer
 reuses it, and XLA never folds the weights in as constants. The host runs fixed-length segments
-of ``Optimizer.segment`` steps and stops early once every unit of the chunk has stopped.
+of ``Optimizer.segment`` steps and stops early once every unit of the chunk has stopped; on a CPU
+the units that stopped leave the batch (:class:`Batch`).
 
 The units of a chunk are spread over a 1-D device mesh (:mod:`jaxvis.optimize.parallel`): every
 device runs this same program on its slice, with no communication between devices.
@@ -153,24 +154,99 @@ def optimize(network: Network, problem: Problem, keys: jax.Array, directions: np
     states = _init(keys, problem=problem, mesh=mesh)
     if starts is not None:
         states = states._replace(z=_started(states.z, starts, mixes, problem, count, mesh))
-    segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
-    curve = np.full((len(directions), segments), np.nan, np.float32)
-    stopped = np.zeros(len(directions), bool)
-    for s in range(segments):
-        states = _segment(params, states, directions, maxima, radius, **jitted)
-        ema, done, steps = jax.device_get((states.ema, states.done, states.steps))
-        curve[:, s] = np.where(stopped, np.nan, ema)  # NaN for segments a unit spent stopped
-        stopped = done | (steps >= problem.optimizer.steps)
-        if on_segment is not None:
-            on_segment(np.asarray(steps[:count]))
-        if stopped.all():
-            break
+    batch = Batch(mesh, states, directions, maxima)
+    curve = _segments(batch, params, radius, jitted, count, on_segment)
+    states, directions, maxima = batch.whole()
     out = jax.device_get(_evaluate(params, states, directions, maxima, radius, **jitted))
     out = {k: np.asarray(v) for k, v in out.items()}
     out["loss_curve"] = curve
     out["steps"] = np.asarray(states.steps, np.int32)
     out["stop_reason"] = np.where(np.asarray(states.done), STOP_CONVERGED, STOP_MAX_STEPS).astype(np.int8)
     return {k: v[:count] for k, v in out.items()}  # padding rows dropped
+
+
+# Whether stopped units leave the batch (Batch), per platform. On a CPU a step's cost follows its
+# rows: conv3_1, 16 units, default sweep: 1.12x faster, the same results (benchmarks/batch_shrink.py,
+# docs/speed.md). On an accelerator a small batch costs about as much as a large one and each
+# halved size is one more compilation (24-37 s a program on the H200): off until measured there.
+SHRINK = {"cpu": True, "accelerator": False}
+
+
+class Batch:
+    """The rows a chunk's next segment runs: all of them at first, then, each time at most half of
+    the running batch is still optimising, only those (halved while they fit; padded with
+    stopped rows, which a step leaves frozen), where :data:`SHRINK` says so for the mesh's
+    platform. A stopped row's state is final, so the running ones compute what they would have in
+    the whole batch, up to the batch size's floating-point layout (as between chunk sizes), and a
+    unit stopping at 400 steps no longer costs its chunk's slowest unit's 1000. Each halved size
+    is one more compiled program per problem (the persistent cache keeps it).
+
+    ``trees``: pytrees whose leaves all have the rows as leading axis, split over ``mesh`` (the
+    optimiser's states, the directions, ...); the loop reads and replaces them. :meth:`whole`
+    gives them back with every row, in the original order."""
+
+    def __init__(self, mesh: Mesh, *trees):
+        self.mesh, self.trees = mesh, tuple(trees)
+        self.size = len(jax.tree.leaves(trees)[0])
+        self.rows = np.arange(self.size)
+        self._all = None  # every row's trees, once shrunk
+        platform = mesh.devices.flat[0].platform
+        self.shrinking = SHRINK["cpu" if platform == "cpu" else "accelerator"]
+
+    def shrink(self, stopped: np.ndarray) -> None:
+        """Keep only the rows not ``stopped`` (``[size]``, every row) if they fit in half or less."""
+        if not self.shrinking:
+            return
+        running = self.rows[~stopped[self.rows]]
+        size = len(self.rows)
+        while size // 2 >= len(running) and (size // 2) % self.mesh.size == 0:
+            size //= 2
+        if size == len(self.rows):
+            return
+        self._store()
+        pad = np.flatnonzero(stopped)[0]  # frozen: the same state comes back
+        self._load(np.concatenate([running, np.full(size - len(running), pad)]))
+
+    def whole(self) -> tuple:
+        if self._all is not None:
+            self._store()
+            self._load(np.arange(self.size))
+        return self.trees
+
+    def _store(self) -> None:
+        """The batch's rows written into the full trees (kept on the devices: PRNG keys too).
+        Padding repeats a stopped row, whose state the batch left as it was."""
+        if self._all is None:  # the first shrink: every row is in the batch
+            self._all = self.trees
+        else:
+            self._all = jax.tree.map(lambda whole, part: whole.at[self.rows].set(part), self._all, self.trees)
+
+    def _load(self, rows: np.ndarray) -> None:
+        taken = jax.tree.map(lambda x: x[rows], self._all)
+        self.trees, self.rows = jax.device_put(taken, parallel.unit_sharding(self.mesh)), rows
+
+
+def _segments(batch: "Batch", params, radius, jitted: dict, count: int, on_segment) -> np.ndarray:
+    """Segments until every unit has stopped or taken the most steps (the units that stopped
+    leaving ``batch``); ``[rows, segments]`` the EMA of the loss after each (NaN once stopped)."""
+    problem = jitted["problem"]
+    segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
+    curve = np.full((batch.size, segments), np.nan, np.float32)
+    stopped, steps = np.zeros(batch.size, bool), np.zeros(batch.size, np.int64)
+    for s in range(segments):
+        states, directions, maxima = batch.trees
+        states = _segment(params, states, directions, maxima, radius, **jitted)
+        batch.trees = (states, directions, maxima)
+        ema, done, now = jax.device_get((states.ema, states.done, states.steps))
+        rows = batch.rows
+        curve[rows, s] = np.where(stopped[rows], np.nan, ema)  # NaN for segments a unit spent stopped
+        stopped[rows], steps[rows] = done | (now >= problem.optimizer.steps), now
+        if on_segment is not None:
+            on_segment(steps[:count].copy())
+        if stopped.all():
+            break
+        batch.shrink(stopped)
+    return curve
 
 
 def _maxima(maxima: np.ndarray | None, count: int, problem: Problem) -> np.ndarray:

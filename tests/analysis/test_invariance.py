@@ -262,3 +262,29 @@ def test_shift_chunks_do_not_change_the_result(monkeypatch):
         np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-5, atol=1e-3, err_msg=key)
     # units 0 and 2 are the same unit with the same start and key: the same result
     np.testing.assert_allclose(outs[0]["shift_responses"][0], outs[0]["shift_responses"][2], rtol=1e-5, atol=1e-3)
+
+
+def test_stopped_units_leave_the_shift_tests_batch(monkeypatch):
+    """Units whose shift test stopped leave the batch (``loop.Batch``, as in the sweep): the same
+    textures, responses and steps as the whole batch running to its slowest unit."""
+    from jaxvis.analysis import shift as S
+    from jaxvis.optimize import loop
+    from jaxvis.run import analyze as A
+
+    cell = complex_cell()
+    info = cell.network.layer("simple")
+    pair = 300.0 * quadrature_pair()
+    units = [0, 1, 0, 1, 0, 1, 0, 1]
+    arrays = {"unit": np.array(units), "max_image": np.moveaxis(pair, -1, 0)[units]}
+    directions = np.eye(2, dtype=np.float32)[units] * np.linspace(1.0, 4.0, 8, dtype=np.float32)[:, None]
+    settings = A.ShiftSettings(optimizer=Optimizer(steps=300, learning_rate=0.1, patience=5, segment=10), batch=8)
+    monkeypatch.setattr(A, "units_per_chunk", lambda *a: 8)
+    sizes, run = [], S._segment
+    monkeypatch.setattr(S, "_segment", lambda p, c, d, *a, **k: sizes.append(len(d)) or run(p, c, d, *a, **k))
+    shrunk = A.shift_metrics(cell, info, arrays, directions, {"radius": 300.0}, settings)
+    rows_shrunk, sizes[:] = list(sizes), []
+    monkeypatch.setitem(loop.SHRINK, "cpu", False)
+    whole = A.shift_metrics(cell, info, arrays, directions, {"radius": 300.0}, settings)
+    assert set(sizes) == {8} and min(rows_shrunk) < 8, (rows_shrunk, sizes)
+    for key in ("shift_texture", "shift_responses", "shift_steps"):
+        np.testing.assert_allclose(shrunk[key], whole[key], rtol=1e-5, atol=1e-3, err_msg=key)

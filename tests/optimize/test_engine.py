@@ -103,6 +103,31 @@ def test_unit_results_do_not_depend_on_the_chunk(vgg19, reference_sweep, real_ro
                                            "activations", "max_activation"))
 
 
+
+def test_stopped_units_leave_the_batch_and_the_results_stay(vgg19, real_root, monkeypatch):
+    """Once at most half of a chunk's rows still optimise, the next segments run only those (the
+    batch halved while they fit): the same results as the whole batch running to the end, and the
+    batch really shrank."""
+    from jaxvis.optimize import loop
+
+    monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
+    sizes, run = [], loop._segment
+
+    def spy(params, states, directions, *args, **kwargs):
+        sizes.append(len(directions))
+        return run(params, states, directions, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_segment", spy)
+    shrunk = sweep(vgg19, "conv2_1", range(8), chunk=8, segment=10, **SETTINGS)["conv2_1"]
+    assert_stops_mixed(shrunk)
+    rows_shrunk, sizes[:] = list(sizes), []
+    monkeypatch.setitem(loop.SHRINK, "cpu", False)
+    whole = sweep(vgg19, "conv2_1", range(8), chunk=8, segment=10, **SETTINGS)["conv2_1"]
+    assert set(sizes) == {16, 8}, sizes  # 8 units x 2 restarts for the maximum, 8 for the diverse set
+    assert sum(rows_shrunk) < sum(sizes), (rows_shrunk, sizes)  # fewer rows x segments computed
+    assert_same_units(shrunk, whole, keys=("unit", "steps", "max_steps", "images", "max_image",
+                                           "activations", "max_activation", "loss_curve"))
+
 def test_bad_input_is_refused_with_one_clear_error(vgg19, real_root, monkeypatch):
     monkeypatch.setenv("JAXVIS_WEIGHTS", str(real_root))
     with pytest.raises(UnknownNameError, match="conv9_9.*valid: conv1_1"):
