@@ -26,17 +26,6 @@ def forward_flops(network, problem) -> dict:
     return {"per_layer": per_layer, "total": sum(per_layer.values())}
 
 
-def cost_flops(compiled) -> float | None:
-    """``flops`` from XLA's cost analysis (a dict, or a list of one dict in older jax)."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # not every backend implements it
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
-
-
 def xla_flops(network, problem, radius: float) -> dict:
     """XLA's own count, as a cross-check of :func:`forward_flops`: one forward pass of one image,
     and one complete optimiser step of one unit (forward, backward, FFTs, Adam: everything)."""
@@ -45,7 +34,7 @@ def xla_flops(network, problem, radius: float) -> dict:
     from flax import nnx
 
     from jaxvis.optimize import step as unit_step
-    from jaxvis.optimize.loop import useful_flops
+    from jaxvis.optimize.loop import cost_flops, useful_flops
 
     graphdef, params = nnx.split(network)
 

@@ -336,18 +336,15 @@ def shift_test(network: Network, problem: ShiftProblem, keys, directions, radius
         carry = _start_from(keys, jax.device_put(parallel.pad_rows(starts, size), rows), problem=problem, mesh=mesh)
     o = problem.optimizer
     batch = Batch(mesh, carry, directions)  # units that stopped leave the batch (as the sweep's)
-    stopped, steps = np.zeros(size, bool), np.zeros(size, np.int64)
     for _ in range(-(-o.steps // o.segment)):
         carry, directions = batch.trees
         carry = _segment(params, carry, directions, radius, **jitted)
-        batch.trees = (carry, directions)
         done, now = jax.device_get((carry[5], carry[6]))
-        stopped[batch.rows], steps[batch.rows] = done | (now >= o.steps), now
+        finished = batch.advance((carry, directions), done | (now >= o.steps), now)
         if on_segment is not None:
-            on_segment(steps[:count].copy())
-        if stopped.all():
+            on_segment(batch.steps[:count].copy())
+        if finished:
             break
-        batch.shrink(stopped)
     carry, directions = batch.whole()
     out = jax.device_get(_measure(params, carry, directions, radius, **jitted))
     out = {k: np.asarray(v)[:count] for k, v in out.items()}

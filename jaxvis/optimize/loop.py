@@ -189,14 +189,27 @@ class Batch:
         self.mesh, self.trees = mesh, tuple(trees)
         self.size = len(jax.tree.leaves(trees)[0])
         self.rows = np.arange(self.size)
+        self.stopped = np.zeros(self.size, bool)  # every row's, as of the last segment
+        self.steps = np.zeros(self.size, np.int64)
         self._all = None  # every row's trees, once shrunk
         platform = mesh.devices.flat[0].platform
         self.shrinking = SHRINK["cpu" if platform == "cpu" else "accelerator"]
 
-    def shrink(self, stopped: np.ndarray) -> None:
-        """Keep only the rows not ``stopped`` (``[size]``, every row) if they fit in half or less."""
+    def advance(self, trees: tuple, stopped: np.ndarray, steps: np.ndarray) -> bool:
+        """A segment's result: the batch's new ``trees`` and, per row of the batch, whether it has
+        stopped (converged or at the most steps) and its steps. True once every row has stopped;
+        else the stopped rows leave if the rest fit in half the batch."""
+        self.trees = tuple(trees)
+        self.stopped[self.rows], self.steps[self.rows] = stopped, steps
+        if self.stopped.all():
+            return True
+        self._shrink()
+        return False
+
+    def _shrink(self) -> None:
         if not self.shrinking:
             return
+        stopped = self.stopped
         running = self.rows[~stopped[self.rows]]
         size = len(self.rows)
         while size // 2 >= len(running) and (size // 2) % self.mesh.size == 0:
@@ -226,26 +239,22 @@ class Batch:
         self.trees, self.rows = jax.device_put(taken, parallel.unit_sharding(self.mesh)), rows
 
 
-def _segments(batch: "Batch", params, radius, jitted: dict, count: int, on_segment) -> np.ndarray:
+def _segments(batch: Batch, params, radius, jitted: dict, count: int, on_segment) -> np.ndarray:
     """Segments until every unit has stopped or taken the most steps (the units that stopped
     leaving ``batch``); ``[rows, segments]`` the EMA of the loss after each (NaN once stopped)."""
     problem = jitted["problem"]
     segments = math.ceil(problem.optimizer.steps / problem.optimizer.segment)
     curve = np.full((batch.size, segments), np.nan, np.float32)
-    stopped, steps = np.zeros(batch.size, bool), np.zeros(batch.size, np.int64)
     for s in range(segments):
         states, directions, maxima = batch.trees
         states = _segment(params, states, directions, maxima, radius, **jitted)
-        batch.trees = (states, directions, maxima)
         ema, done, now = jax.device_get((states.ema, states.done, states.steps))
-        rows = batch.rows
-        curve[rows, s] = np.where(stopped[rows], np.nan, ema)  # NaN for segments a unit spent stopped
-        stopped[rows], steps[rows] = done | (now >= problem.optimizer.steps), now
+        curve[batch.rows, s] = np.where(batch.stopped[batch.rows], np.nan, ema)  # NaN once stopped
+        finished = batch.advance((states, directions, maxima), done | (now >= problem.optimizer.steps), now)
         if on_segment is not None:
-            on_segment(steps[:count].copy())
-        if stopped.all():
+            on_segment(batch.steps[:count].copy())
+        if finished:
             break
-        batch.shrink(stopped)
     return curve
 
 
@@ -287,16 +296,21 @@ def useful_flops(network: Network, problem: Problem) -> float:
     lowered = jax.jit(lambda p, x: unit_step.forward(nnx.merge(graphdef, p), problem, x).pre).lower(params, x)
     # jax on CPU counts the lowered program; jax 0.11 on CUDA answers None there and counts only
     # the compiled one (compiling one unit's forward pass: seconds, once per layer)
-    flops = _flops(lowered.cost_analysis())
+    flops = cost_flops(lowered)
     if flops is None:
-        flops = _flops(lowered.compile().cost_analysis())
+        flops = cost_flops(lowered.compile())
     if flops is None:
         raise RuntimeError(f"XLA gives no FLOP count on {jax.default_backend()} (cost_analysis() is empty)")
     return 2.0 * flops
 
 
-def _flops(cost) -> float | None:
-    """``flops`` of XLA's cost analysis: a dict, a list of one dict (older jax) or None."""
+def cost_flops(program) -> float | None:
+    """``flops`` of XLA's cost analysis of a lowered or compiled program (a dict, a list of one
+    dict in older jax), None where the backend gives none."""
+    try:
+        cost = program.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
     cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
     return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
 
